@@ -1,0 +1,1 @@
+//! Kubernetes API emulator and simulated fleet.
