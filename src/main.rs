@@ -1,3 +1,6 @@
 fn main() {
-    println!("Hello, world!");
+    match sofort::crd::patch_policy_crd_yaml() {
+        Ok(y) => print!("{y}"),
+        Err(e) => eprintln!("{e}"),
+    }
 }

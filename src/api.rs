@@ -1,0 +1,646 @@
+//! The `PatchPolicy` API (`sofort.dev/v1alpha1`, cluster-scoped).
+//!
+//! Every doc comment on a field becomes its OpenAPI description, so
+//! `kubectl explain patchpolicy.spec.rollout` reads from here. The schema carries
+//! what the API server can check on its own (patterns, enums, bounds, CEL rules);
+//! [`crate::validate`] checks the rest and reports every problem with its path.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every sofort resource.
+pub const GROUP: &str = "sofort.dev";
+/// API version served by this release.
+pub const VERSION: &str = "v1alpha1";
+
+/// Go-style duration: one or more `<number><unit>` parts with units `h`, `m`, `s`, `ms`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$";
+/// Wall-clock time of day, 24-hour `HH:MM`.
+pub const TIME_OF_DAY_PATTERN: &str = r"^([01][0-9]|2[0-3]):[0-5][0-9]$";
+/// Looks like an IANA time-zone name (`UTC`, `Europe/Zurich`, `America/Argentina/Buenos_Aires`).
+pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$";
+
+/// Desired state of a patch rollout: which nodes, in what order, when, and how
+/// each node is drained, patched and rebooted.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sofort.dev",
+    version = "v1alpha1",
+    kind = "PatchPolicy",
+    plural = "patchpolicies",
+    singular = "patchpolicy",
+    shortname = "pp",
+    category = "sofort",
+    status = "PatchPolicyStatus",
+    doc = "PatchPolicy declares a rollout that cordons, drains, optionally patches, reboots and uncordons the selected nodes in order, inside maintenance windows or at once when urgent.",
+    printcolumn(name = "Revision", type_ = "string", json_path = ".spec.revision", description = "Revision being rolled out"),
+    printcolumn(name = "Urgent", type_ = "boolean", json_path = ".spec.urgent", description = "Starts at once, ignoring windows"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Rollout phase"),
+    printcolumn(name = "Updated", type_ = "string", json_path = ".status.nodes.summary", description = "Nodes done out of nodes selected"),
+    printcolumn(name = "Next window", type_ = "string", json_path = ".status.nextWindow.start", description = "Start of the next usable maintenance window"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    selectable = ".spec.revision"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchPolicySpec {
+    /// Identifies the patch level to roll out. Bump it (for example in Git) to start
+    /// a new rollout; every selected node is processed once per revision.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^\S(.*\S)?$"))]
+    pub revision: String,
+
+    /// Start now: ignore maintenance windows, blackouts and the announce lead time.
+    /// The unavailability budget and PodDisruptionBudgets still hold. Urgent
+    /// policies claim nodes before non-urgent ones.
+    #[serde(default)]
+    pub urgent: bool,
+
+    /// Stop starting new nodes. Nodes already in progress finish.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// Selects the nodes this policy patches. An empty selector selects every node.
+    #[serde(default)]
+    pub node_selector: LabelSelector,
+
+    /// When routine (non-urgent) work may start. A node starts only inside one of
+    /// these windows. An empty list means always open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub maintenance_windows: Vec<MaintenanceWindow>,
+
+    /// Absolute time ranges in which no node starts, even inside a window
+    /// (holidays, sales events). Blackouts win over windows; urgent ignores them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub blackouts: Vec<Blackout>,
+
+    /// Tell people ahead: non-urgent work starts no earlier than this lead time after
+    /// the rollout was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<Announce>,
+
+    /// How many nodes at once, in which order, and when to halt.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+
+    /// How pods are moved off a node before it reboots (as `kubectl drain`).
+    #[serde(default)]
+    pub drain: DrainSpec,
+
+    /// When and how long a reboot may take.
+    #[serde(default)]
+    pub reboot: RebootSpec,
+
+    /// Optional host command the node agent runs after the drain and before the
+    /// reboot (for example a package upgrade). Runs only on agents started with
+    /// host commands allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<PatchSpec>,
+
+    /// Who is told about the rollout, and what they are told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifySpec>,
+}
+
+/// Day of the week a maintenance window starts on.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Weekday {
+    /// Monday
+    Mon,
+    /// Tuesday
+    Tue,
+    /// Wednesday
+    Wed,
+    /// Thursday
+    Thu,
+    /// Friday
+    Fri,
+    /// Saturday
+    Sat,
+    /// Sunday
+    Sun,
+}
+
+impl Weekday {
+    /// All days, Monday first.
+    pub const ALL: [Weekday; 7] = [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+        Weekday::Sat,
+        Weekday::Sun,
+    ];
+
+    /// The matching `jiff` weekday.
+    pub fn to_jiff(self) -> jiff::civil::Weekday {
+        match self {
+            Weekday::Mon => jiff::civil::Weekday::Monday,
+            Weekday::Tue => jiff::civil::Weekday::Tuesday,
+            Weekday::Wed => jiff::civil::Weekday::Wednesday,
+            Weekday::Thu => jiff::civil::Weekday::Thursday,
+            Weekday::Fri => jiff::civil::Weekday::Friday,
+            Weekday::Sat => jiff::civil::Weekday::Saturday,
+            Weekday::Sun => jiff::civil::Weekday::Sunday,
+        }
+    }
+}
+
+/// A recurring weekly window in a time zone. A window whose `end` is at or before
+/// its `start` wraps past midnight and belongs to the day it starts on
+/// (`Fri 22:00-05:00` is open on Saturday at 03:00).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.start != self.end || self.start == '00:00'").message("start and end must differ; use start 00:00 and end 00:00 for a full day"))]
+pub struct MaintenanceWindow {
+    /// Days the window starts on. Empty means every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
+    pub days: Vec<Weekday>,
+    /// Local start time, `HH:MM` (24 h).
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// Local end time, `HH:MM` (24 h). At or before `start` means the window ends on the next day.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub end: String,
+    /// IANA time-zone name such as `Europe/Zurich`; daylight-saving changes are
+    /// followed. Default `UTC`.
+    #[serde(default = "default_time_zone")]
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"), length(max = 64))]
+    pub time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
+/// An absolute range in which no routine work starts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.end > self.start").message("blackout end must be after its start"))]
+pub struct Blackout {
+    /// First instant of the blackout (RFC 3339, for example `2026-12-24T00:00:00+01:00`).
+    pub start: Time,
+    /// End of the blackout, exclusive (RFC 3339).
+    pub end: Time,
+    /// Why, shown in status while the blackout holds work back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub reason: Option<String>,
+}
+
+/// Announcement ahead of routine work.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Announce {
+    /// Minimum time between the announcement (when the revision is first seen) and
+    /// the first node starting, for example `48h`.
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    pub lead_time: String,
+}
+
+/// Pace and order of the rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Most selected nodes that may be unavailable at once: an integer, or a
+    /// percentage of the selected nodes such as `25%` (rounded down, at least 1).
+    /// Nodes count as unavailable when NotReady, unschedulable (cordoned by anyone)
+    /// or in progress.
+    #[serde(default = "default_max_unavailable")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')").message("maxUnavailable must be an integer of at least 1 or a percentage from 1% to 100%"))]
+    pub max_unavailable: IntOrString,
+    /// Order in which nodes are processed.
+    #[serde(default)]
+    pub order: OrderSpec,
+    /// After a node is back (Ready with a new boot ID), wait this long before it
+    /// counts as done and the next node may use its slot. Default `2m`.
+    #[serde(default = "default_settle")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    pub settle: String,
+    /// Failed nodes tolerated; one more halts the rollout (phase Halted, condition
+    /// Stalled) until the revision changes. Default 0.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub max_failed_nodes: u32,
+    /// A node starts only when the open window has at least this much time left.
+    /// Default: drain timeout + reboot timeout + settle (+ patch timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    pub min_window_remaining: Option<String>,
+}
+
+fn default_max_unavailable() -> IntOrString {
+    IntOrString::Int(1)
+}
+
+fn default_settle() -> String {
+    "2m".to_string()
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        RolloutSpec {
+            max_unavailable: default_max_unavailable(),
+            order: OrderSpec::default(),
+            settle: default_settle(),
+            max_failed_nodes: 0,
+            min_window_remaining: None,
+        }
+    }
+}
+
+/// Order of nodes: groups one after another, sorted inside each group.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderSpec {
+    /// Node label whose value forms groups (for example
+    /// `topology.kubernetes.io/zone`). A group finishes before the next starts;
+    /// groups go in sorted order, nodes without the label last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 317))]
+    pub group_by: Option<String>,
+    /// Node label keys sorting nodes inside a group, compared numerically when
+    /// both values are numbers (`2` before `10`); ties by node name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub sort_by: Vec<String>,
+}
+
+/// What to do with pods that still have not left when the drain times out.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnTimeout {
+    /// Uncordon the node (if sofort cordoned it) and mark it failed, naming the
+    /// blocking pods and PodDisruptionBudgets.
+    #[default]
+    Fail,
+    /// Delete the remaining pods, bypassing PodDisruptionBudgets, and go on.
+    Force,
+}
+
+/// Drain settings, with the semantics of `kubectl drain`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// Deadline for evicting every pod from one node. Default `15m`.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    pub timeout: String,
+    /// Grace period given to each evicted pod; unset uses the pod's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub grace_period_seconds: Option<i64>,
+    /// Also evict pods using emptyDir volumes (their data is lost). Default true.
+    #[serde(default = "default_true")]
+    pub delete_empty_dir_data: bool,
+    /// Also evict pods that no controller will recreate. Default false.
+    #[serde(default)]
+    pub force: bool,
+    /// Evict only pods matching this selector (as `kubectl drain --pod-selector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    /// What happens when the timeout passes with pods left: `Fail` (default) or `Force`.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+}
+
+fn default_drain_timeout() -> String {
+    "15m".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for DrainSpec {
+    fn default() -> Self {
+        DrainSpec {
+            timeout: default_drain_timeout(),
+            grace_period_seconds: None,
+            delete_empty_dir_data: true,
+            force: false,
+            pod_selector: None,
+            on_timeout: OnTimeout::Fail,
+        }
+    }
+}
+
+/// Which nodes reboot.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RebootWhen {
+    /// Every selected node reboots once per revision.
+    #[default]
+    Always,
+    /// Only nodes whose agent reports `sofort.dev/reboot-required=true`; the others
+    /// are done at once, without cordon or drain.
+    IfRequired,
+}
+
+/// Reboot settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RebootSpec {
+    /// `Always` (default) or `IfRequired`.
+    #[serde(default)]
+    pub when: RebootWhen,
+    /// A node must be Ready with a new boot ID within this time after the reboot
+    /// was requested, or it is marked failed. Default `20m`.
+    #[serde(default = "default_reboot_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    pub timeout: String,
+}
+
+fn default_reboot_timeout() -> String {
+    "20m".to_string()
+}
+
+impl Default for RebootSpec {
+    fn default() -> Self {
+        RebootSpec {
+            when: RebootWhen::Always,
+            timeout: default_reboot_timeout(),
+        }
+    }
+}
+
+/// Host command run by the node agent before the reboot.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchSpec {
+    /// Program and arguments, run in the host's namespaces (no shell).
+    #[schemars(length(min = 1, max = 64))]
+    pub command: Vec<String>,
+    /// The command is killed and the node marked failed after this. Default `30m`.
+    #[serde(default = "default_patch_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    pub timeout: String,
+}
+
+fn default_patch_timeout() -> String {
+    "30m".to_string()
+}
+
+/// Notifications to people outside the cluster.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifySpec {
+    /// Where notifications are sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub webhooks: Vec<Webhook>,
+    /// What the maintenance is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advisory: Option<Advisory>,
+}
+
+/// Payload format of a webhook.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WebhookFormat {
+    /// CloudEvents 1.0, structured JSON.
+    #[default]
+    CloudEvents,
+    /// Slack incoming-webhook message.
+    Slack,
+}
+
+/// A webhook receiver. Its URL lives in a Secret, never in the spec.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// Name used in status, Events and metrics.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Secret key holding the URL.
+    pub url_secret_ref: SecretKeyRef,
+    /// `CloudEvents` (default) or `Slack`.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Optional Secret key holding extra HTTP headers, one `Name: value` per line
+    /// (for example an Authorization header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_secret_ref: Option<SecretKeyRef>,
+    /// Optional Secret key holding a PEM CA bundle to trust for this receiver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret_ref: Option<SecretKeyRef>,
+    /// Optional message template replacing the default text; see the notification
+    /// docs for the variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub template: Option<String>,
+}
+
+/// Reference to one key of a Secret.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Namespace of the Secret.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// What the maintenance is about.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Advisory {
+    /// Public one-line summary, in every notification.
+    #[schemars(length(max = 512))]
+    pub summary: String,
+    /// Embargoed details (CVE ids, description): only in the Completed
+    /// notification, never in Events, logs or status before then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub details: Option<String>,
+}
+
+/// Phase of the rollout of the current revision.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Announced; waiting for the lead time to pass.
+    #[default]
+    Scheduled,
+    /// Work remains but nothing may start now (closed window, blackout, budget).
+    Waiting,
+    /// Nodes are being processed.
+    Progressing,
+    /// `spec.paused` is set.
+    Paused,
+    /// Every selected node is at this revision.
+    Completed,
+    /// More nodes failed than `maxFailedNodes`, or the spec is invalid.
+    Halted,
+}
+
+/// Where one node is in its update.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Step {
+    /// Not started for this revision.
+    #[default]
+    Pending,
+    /// Being cordoned.
+    Cordoning,
+    /// Pods are being evicted.
+    Draining,
+    /// The host patch command runs.
+    Patching,
+    /// The agent was asked to reboot.
+    Rebooting,
+    /// Waiting for Ready with a new boot ID.
+    WaitingReady,
+    /// Back; waiting for `settle`.
+    Settling,
+    /// Being uncordoned.
+    Uncordoning,
+    /// At this revision.
+    Done,
+    /// Failed for this revision.
+    Failed,
+}
+
+impl Step {
+    /// True while the node is taken out of service by the rollout.
+    pub fn in_progress(self) -> bool {
+        !matches!(self, Step::Pending | Step::Done | Step::Failed)
+    }
+}
+
+/// Observed state of a PatchPolicy, written only by the controller.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchPolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The revision this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Rollout phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// When the revision was first seen (start of the announce lead time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_at: Option<Time>,
+    /// Earliest start: after the announce lead time, in the first usable window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_start: Option<Time>,
+    /// The open or next usable maintenance window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window: Option<WindowStatus>,
+    /// When the first node started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the last node finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Node counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodeCounts>,
+    /// Nodes in progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active: Vec<ActiveNode>,
+    /// Nodes that failed for this revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedNode>,
+    /// Notifications sent for this revision (most recent last, bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationRecord>,
+    /// `Ready`, `Reconciling` and `Stalled`, following kstatus conventions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// One human sentence: what is happening, or why nothing is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A maintenance window instance.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowStatus {
+    /// Opening instant.
+    pub start: Time,
+    /// Closing instant.
+    pub end: Time,
+}
+
+/// Node counts of the current revision.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCounts {
+    /// Selected nodes.
+    pub total: u32,
+    /// Nodes at this revision.
+    pub updated: u32,
+    /// Nodes being processed.
+    pub in_progress: u32,
+    /// Nodes not started.
+    pub pending: u32,
+    /// Nodes failed.
+    pub failed: u32,
+    /// `updated/total`, for `kubectl get`.
+    pub summary: String,
+}
+
+/// A node in progress.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveNode {
+    /// Node name.
+    pub node: String,
+    /// Current step.
+    pub step: Step,
+    /// When the step began.
+    pub since: Time,
+}
+
+/// A node that failed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedNode {
+    /// Node name.
+    pub node: String,
+    /// What went wrong, naming blocking pods and PodDisruptionBudgets where known.
+    pub reason: String,
+}
+
+/// A notification sent.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRecord {
+    /// Event name (`Scheduled`, `Started`, `UrgentStarted`, `NodeFailed`, `Halted`,
+    /// `Resumed`, `Completed`).
+    pub event: String,
+    /// When it was queued for delivery.
+    pub at: Time,
+    /// Delivery result per webhook, for example `statuspage=delivered`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<String>,
+}
+
+impl PatchPolicySpec {
+    /// A minimal spec: every node, always open, one at a time.
+    pub fn new(revision: impl Into<String>) -> Self {
+        PatchPolicySpec {
+            revision: revision.into(),
+            urgent: false,
+            paused: false,
+            node_selector: LabelSelector::default(),
+            maintenance_windows: Vec::new(),
+            blackouts: Vec::new(),
+            announce: None,
+            rollout: RolloutSpec::default(),
+            drain: DrainSpec::default(),
+            reboot: RebootSpec::default(),
+            patch: None,
+            notify: None,
+        }
+    }
+}
