@@ -5,6 +5,7 @@
 //! CustomResourceDefinition, [`duration`] parses the duration strings of the spec.
 
 pub mod api;
+pub mod cli;
 pub mod crd;
 pub mod duration;
 pub mod node_record;

@@ -1,6 +1,43 @@
-fn main() {
-    match sofort::crd::patch_policy_crd_yaml() {
-        Ok(y) => print!("{y}"),
-        Err(e) => eprintln!("{e}"),
+use std::process::ExitCode;
+
+use clap::Parser;
+use sofort::cli::{Cli, Command, LogFormat};
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn not_yet(what: &str) -> ExitCode {
+    eprintln!("sofort {what}: not yet implemented");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    match cli.command {
+        Command::Crd => match sofort::crd::patch_policy_crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Validate(args) => sofort::validate::run_cli(&args.files),
+        Command::Plan(_) => not_yet("plan"),
+        Command::Controller(_) => not_yet("controller"),
+        Command::Agent(_) => not_yet("agent"),
+        Command::Sandbox(_) => not_yet("sandbox"),
     }
 }

@@ -1,0 +1,194 @@
+//! Command-line interface: one binary, one subcommand per job.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// sofort keeps a fleet of Kubernetes nodes patched: it cordons, drains, reboots
+/// and uncordons the nodes selected by PatchPolicy objects, in order, inside
+/// maintenance windows, or at once for urgent security fixes.
+#[derive(Parser, Debug)]
+#[command(name = "sofort", version, about, long_about = None)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SOFORT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing env-filter syntax), for example `info` or `sofort=debug`.
+    #[arg(long, global = true, default_value = "info", env = "SOFORT_LOG")]
+    pub log: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the PatchPolicy CustomResourceDefinition as YAML.
+    Crd,
+    /// Check PatchPolicy files offline; exits non-zero with one line per problem.
+    Validate(ValidateArgs),
+    /// Forecast which node is patched when, from a policy and a list of nodes.
+    Plan(PlanArgs),
+    /// Run the controller (in the cluster).
+    Controller(ControllerArgs),
+    /// Run the node agent (one per node, as a DaemonSet).
+    Agent(AgentArgs),
+    /// Run a simulated cluster on this machine where the real controller and
+    /// agents patch nodes while you watch.
+    Sandbox(SandboxArgs),
+}
+
+/// `sofort validate`.
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Policy files (multi-document YAML); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Output format of `sofort plan`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// A table for people.
+    #[default]
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+/// `sofort plan`.
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Policy file (YAML). Either this or `--policy`.
+    #[arg(short = 'f', long = "filename")]
+    pub file: Option<PathBuf>,
+    /// Name of a PatchPolicy in the cluster reached through the kubeconfig.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Nodes file: a `v1 List` of Node objects, as `kubectl get nodes -o yaml` prints.
+    /// Without it, nodes are read from the cluster.
+    #[arg(long)]
+    pub nodes: Option<PathBuf>,
+    /// Start the forecast at this instant (RFC 3339); default now.
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Assumed time to drain one node.
+    #[arg(long, default_value = "5m")]
+    pub drain: String,
+    /// Assumed time from reboot request to Ready with a new boot ID.
+    #[arg(long, default_value = "4m")]
+    pub reboot: String,
+    /// Assumed time the patch command runs (when the policy has one).
+    #[arg(long, default_value = "5m")]
+    pub patch: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// `sofort controller`.
+#[derive(Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Namespace holding the leader-election Lease.
+    #[arg(long, env = "SOFORT_NAMESPACE", default_value = "sofort-system")]
+    pub namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "SOFORT_LEASE_NAME", default_value = "sofort-controller")]
+    pub lease_name: String,
+    /// Identity of this replica in the Lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Lease duration.
+    #[arg(long, default_value = "15s")]
+    pub lease_duration: String,
+    /// Address of the metrics and health endpoints.
+    #[arg(long, env = "SOFORT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+    /// Most policies reconciled at the same time.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u16,
+    /// Most evictions in flight per draining node.
+    #[arg(long, default_value_t = 5)]
+    pub max_evictions_in_flight: u16,
+    /// Interval between eviction retries blocked by a PodDisruptionBudget (jittered).
+    #[arg(long, default_value = "5s")]
+    pub eviction_retry: String,
+    /// Disable leader election (single replica, tests).
+    #[arg(long)]
+    pub no_leader_election: bool,
+}
+
+/// Reboot method of the agent.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RebootMethod {
+    /// Send SIGRTMIN+5 to PID 1 (systemd's reboot request). Needs hostPID and CAP_KILL.
+    #[default]
+    Signal,
+    /// Run a command in the host's namespaces (default `systemctl reboot`). Needs a privileged container.
+    Command,
+}
+
+/// `sofort agent`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Name of the node this agent runs on (downward API `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Sentinel file whose presence means the host needs a reboot.
+    #[arg(long, default_value = "/var/run/reboot-required")]
+    pub sentinel_file: PathBuf,
+    /// Sentinel command run in the host's mount namespace instead of the file:
+    /// exit 0 means reboot required, exit 1 means not; anything else is an error.
+    #[arg(long, num_args = 1.., value_delimiter = ' ')]
+    pub sentinel_command: Option<Vec<String>>,
+    /// How often the sentinel is checked (jittered by up to 10%).
+    #[arg(long, default_value = "5m")]
+    pub check_interval: String,
+    /// How the host is rebooted.
+    #[arg(long, value_enum, default_value_t = RebootMethod::Signal)]
+    pub reboot_method: RebootMethod,
+    /// Reboot command for `--reboot-method command`.
+    #[arg(long, num_args = 1.., value_delimiter = ' ', default_value = "systemctl reboot")]
+    pub reboot_command: Vec<String>,
+    /// Allow running the policy's host patch command on this node.
+    #[arg(long, env = "SOFORT_ALLOW_HOST_COMMANDS")]
+    pub allow_host_commands: bool,
+    /// Address of the metrics and health endpoints.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    pub metrics_addr: String,
+}
+
+/// `sofort sandbox`.
+#[derive(Args, Debug, Clone)]
+pub struct SandboxArgs {
+    /// Scenario file (YAML) describing nodes, workloads and timings.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Number of simulated nodes (default scenario).
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Port of the API emulator on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Run the built-in example policy as urgent (starts at once).
+    #[arg(long)]
+    pub urgent: bool,
+    /// Do not apply the built-in policy; wait for `kubectl apply`.
+    #[arg(long)]
+    pub no_policy: bool,
+    /// Where to write the kubeconfig.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+}
