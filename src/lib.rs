@@ -7,6 +7,8 @@
 pub mod api;
 pub mod cli;
 pub mod crd;
+pub mod drain;
 pub mod duration;
 pub mod node_record;
+pub mod selector;
 pub mod validate;
