@@ -9,6 +9,7 @@ pub mod cli;
 pub mod crd;
 pub mod drain;
 pub mod duration;
+pub mod metrics;
 pub mod node_record;
 pub mod selector;
 pub mod validate;

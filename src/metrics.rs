@@ -1,0 +1,329 @@
+//! Controller metrics (Prometheus text format) and the health endpoints.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `sofort_nodes` | gauge | `policy`, `step` — selected nodes by step |
+//! | `sofort_step_duration_seconds` | histogram | `step` — how long finished steps took |
+//! | `sofort_evictions_total` | counter | `result` (`evicted`, `blocked`, `error`) |
+//! | `sofort_rollout_phase` | gauge | `policy`, `phase` — 1 for the current phase |
+//! | `sofort_window_open` | gauge | `policy` — 1 while a maintenance window is open |
+//! | `sofort_reconcile_errors_total` | counter | `policy` |
+//! | `sofort_leader` | gauge | — 1 on the replica holding the Lease |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn new_histogram() -> Histogram {
+    // 1 s … ~4.5 h
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
+/// All controller metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    nodes: Family<Labels, Gauge>,
+    step_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    evictions: Family<Labels, Counter>,
+    phase: Family<Labels, Gauge>,
+    window_open: Family<Labels, Gauge>,
+    reconcile_errors: Family<Labels, Counter>,
+    leader: Gauge,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sofort");
+        let nodes = Family::<Labels, Gauge>::default();
+        let step_duration =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(new_histogram);
+        let evictions = Family::<Labels, Counter>::default();
+        let phase = Family::<Labels, Gauge>::default();
+        let window_open = Family::<Labels, Gauge>::default();
+        let reconcile_errors = Family::<Labels, Counter>::default();
+        let leader = Gauge::default();
+        registry.register("nodes", "Selected nodes by policy and step", nodes.clone());
+        registry.register(
+            "step_duration_seconds",
+            "Duration of finished node steps",
+            step_duration.clone(),
+        );
+        registry.register("evictions", "Pod evictions by result", evictions.clone());
+        registry.register(
+            "rollout_phase",
+            "1 for the current rollout phase of each policy",
+            phase.clone(),
+        );
+        registry.register(
+            "window_open",
+            "1 while a maintenance window of the policy is open",
+            window_open.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors by policy",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 on the replica holding the leader Lease",
+            leader.clone(),
+        );
+        Metrics {
+            nodes,
+            step_duration,
+            evictions,
+            phase,
+            window_open,
+            reconcile_errors,
+            leader,
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// Sets the node count of one policy and step.
+    pub fn set_nodes(&self, policy: &str, step: &str, count: i64) {
+        self.nodes
+            .get_or_create(&labels(&[("policy", policy), ("step", step)]))
+            .set(count);
+    }
+
+    /// Records a finished step's duration.
+    pub fn observe_step(&self, step: &str, seconds: f64) {
+        self.step_duration
+            .get_or_create(&labels(&[("step", step)]))
+            .observe(seconds);
+    }
+
+    /// Counts evictions by result.
+    pub fn count_evictions(&self, result: &str, n: u64) {
+        self.evictions
+            .get_or_create(&labels(&[("result", result)]))
+            .inc_by(n);
+    }
+
+    /// Marks the current phase of a policy (1) and clears the others (0).
+    pub fn set_phase(&self, policy: &str, phase: &str) {
+        for p in [
+            "Scheduled",
+            "Waiting",
+            "Progressing",
+            "Paused",
+            "Completed",
+            "Halted",
+        ] {
+            self.phase
+                .get_or_create(&labels(&[("policy", policy), ("phase", p)]))
+                .set(i64::from(p == phase));
+        }
+    }
+
+    /// Whether a window of the policy is open.
+    pub fn set_window_open(&self, policy: &str, open: bool) {
+        self.window_open
+            .get_or_create(&labels(&[("policy", policy)]))
+            .set(i64::from(open));
+    }
+
+    /// Counts a reconcile error.
+    pub fn reconcile_error(&self, policy: &str) {
+        self.reconcile_errors
+            .get_or_create(&labels(&[("policy", policy)]))
+            .inc();
+    }
+
+    /// Whether this replica leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Shared state of the health endpoints.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Marks the process ready (caches synced) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the process is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    metrics: Metrics,
+    health: Health,
+}
+
+async fn metrics_handler(State(s): State<ServerState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
+    if s.health.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+    }
+}
+
+/// The router serving `/metrics`, `/healthz` and `/readyz`.
+pub fn router(metrics: Metrics, health: Health) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(ServerState { metrics, health })
+}
+
+/// Errors of the metrics server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}; pick a free address with --metrics-addr")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the metrics address; returns the bound address and the serving future.
+pub async fn serve(
+    addr: &str,
+    metrics: Metrics,
+    health: Health,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let app = router(metrics, health);
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok((local, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        m.set_nodes("workers", "Draining", 2);
+        m.observe_step("Draining", 42.0);
+        m.count_evictions("evicted", 3);
+        m.set_phase("workers", "Progressing");
+        m.set_window_open("workers", true);
+        m.reconcile_error("workers");
+        m.set_leader(true);
+        let text = m.render();
+        for want in [
+            "sofort_nodes{policy=\"workers\",step=\"Draining\"} 2",
+            "sofort_step_duration_seconds_count{step=\"Draining\"} 1",
+            "sofort_evictions_total{result=\"evicted\"} 3",
+            "sofort_rollout_phase{policy=\"workers\",phase=\"Progressing\"} 1",
+            "sofort_rollout_phase{policy=\"workers\",phase=\"Halted\"} 0",
+            "sofort_window_open{policy=\"workers\"} 1",
+            "sofort_reconcile_errors_total{policy=\"workers\"} 1",
+            "sofort_leader 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn health_endpoints_follow_readiness() {
+        let health = Health::default();
+        let (addr, _h) = serve(
+            "127.0.0.1:0",
+            Metrics::new(),
+            health.clone(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        let get = |path: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).await.unwrap();
+            buf
+        };
+        assert!(get("/healthz").await.starts_with("HTTP/1.0 200"));
+        assert!(get("/readyz").await.contains(" 503 "));
+        health.set_ready(true);
+        assert!(get("/readyz").await.contains(" 200 "));
+        assert!(get("/metrics").await.contains("sofort_leader"));
+    }
+}
