@@ -30,6 +30,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 
 use crate::api::{DrainSpec, OnTimeout};
+
 use crate::selector;
 
 /// Drain settings resolved from the policy and the controller flags.
@@ -261,15 +262,31 @@ struct Pending {
     evicted: bool,
 }
 
+/// How pods leave the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainMode {
+    /// Through the eviction API, honouring PodDisruptionBudgets.
+    Evict,
+    /// Delete every pod that must leave (also those eviction refuses), as
+    /// `onTimeout: Force` asks once the drain deadline passed.
+    Force,
+}
+
 /// Drains `node` until `deadline`. `client` is used for reads and deletions;
-/// `evict_client` (built with the default retry off) for evictions.
+/// `evict_client` (built with the default retry off) for evictions. `progress`
+/// receives what currently holds the drain up (for status), `None` when nothing.
 pub async fn drain_node(
     client: Client,
     evict_client: Client,
     node: &str,
     settings: &DrainSettings,
+    mode: DrainMode,
     deadline: tokio::time::Instant,
+    progress: &tokio::sync::watch::Sender<Option<String>>,
 ) -> Result<DrainOutcome, DrainError> {
+    if mode == DrainMode::Force {
+        return force_node(client, node, settings, deadline).await;
+    }
     let pods_all: Api<Pod> = Api::all(client.clone());
     let fields = format!("spec.nodeName={node}");
 
@@ -298,7 +315,9 @@ pub async fn drain_node(
     if !refused.is_empty() {
         let mut refused = refused;
         refused.sort_by(|a, b| a.pod.cmp(&b.pod));
-        return Ok(DrainOutcome::Refused(refused));
+        let outcome = DrainOutcome::Refused(refused);
+        progress.send_replace(Some(outcome.reason()));
+        return Ok(outcome);
     }
 
     let now = tokio::time::Instant::now();
@@ -404,6 +423,20 @@ pub async fn drain_node(
             }
         }
 
+        let blocked: Vec<String> = pending
+            .iter()
+            .filter(|(_, p)| !p.evicted && p.attempts > 0)
+            .map(|((ns, name), p)| {
+                BlockingPod {
+                    pod: format!("{ns}/{name}"),
+                    reason: p.last_reason.clone(),
+                    pdbs: p.pdbs.clone(),
+                }
+                .describe()
+            })
+            .collect();
+        progress.send_replace((!blocked.is_empty()).then(|| blocked.join("; ")));
+
         // Sleep until a pod changes, the next retry is due, or the deadline.
         let next_retry = pending
             .values()
@@ -436,29 +469,69 @@ pub async fn drain_node(
         })
         .collect();
     left.sort_by(|a, b| a.pod.cmp(&b.pod));
-    match settings.on_timeout {
-        OnTimeout::Fail => Ok(DrainOutcome::TimedOut(left)),
-        OnTimeout::Force => {
-            let mut forced = 0;
-            for (ns, name) in pending.keys() {
-                let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-                let dp = DeleteParams {
-                    grace_period_seconds: settings
-                        .grace_period_seconds
-                        .and_then(|g| u32::try_from(g).ok()),
-                    ..DeleteParams::default()
-                };
-                match api.delete(name, &dp).await {
-                    Ok(_) => forced += 1,
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => tracing::warn!(node, pod = %name, error = %e, "force delete failed"),
-                }
-            }
-            Ok(DrainOutcome::Drained {
-                evicted: evicted_count,
-                forced,
-            })
+    let outcome = DrainOutcome::TimedOut(left);
+    progress.send_replace(Some(outcome.reason()));
+    Ok(outcome)
+}
+
+/// Deletes every pod that must leave the node and waits (until `deadline`) for them to go.
+async fn force_node(
+    client: Client,
+    node: &str,
+    settings: &DrainSettings,
+    deadline: tokio::time::Instant,
+) -> Result<DrainOutcome, DrainError> {
+    let pods_all: Api<Pod> = Api::all(client.clone());
+    let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let must_go = |p: &Pod| !matches!(classify(p, settings), Disposition::Skip(_));
+    let list = pods_all.list(&lp).await.map_err(|source| DrainError::List {
+        node: node.to_string(),
+        source,
+    })?;
+    let mut forced = 0;
+    let mut uids = BTreeSet::new();
+    for p in list.items.iter().filter(|p| must_go(p)) {
+        let (ns, name) = key_of(p);
+        uids.insert(p.metadata.uid.clone().unwrap_or_default());
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let dp = DeleteParams {
+            grace_period_seconds: settings
+                .grace_period_seconds
+                .and_then(|g| u32::try_from(g).ok()),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => forced += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => tracing::warn!(node, pod = %name, error = %e, "force delete failed"),
         }
+    }
+    // Wait for the deleted pods to terminate (their UIDs leave the node).
+    loop {
+        let list = pods_all.list(&lp).await.map_err(|source| DrainError::List {
+            node: node.to_string(),
+            source,
+        })?;
+        let left: Vec<&Pod> = list
+            .items
+            .iter()
+            .filter(|p| uids.contains(p.metadata.uid.as_deref().unwrap_or_default()))
+            .collect();
+        if left.is_empty() {
+            return Ok(DrainOutcome::Drained { evicted: 0, forced });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(DrainOutcome::TimedOut(
+                left.iter()
+                    .map(|p| BlockingPod {
+                        pod: format!("{}/{}", key_of(p).0, key_of(p).1),
+                        reason: "was deleted but has not terminated".into(),
+                        pdbs: Vec::new(),
+                    })
+                    .collect(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
