@@ -36,12 +36,41 @@ pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]
     category = "sofort",
     status = "PatchPolicyStatus",
     doc = "PatchPolicy declares a rollout that cordons, drains, optionally patches, reboots and uncordons the selected nodes in order, inside maintenance windows or at once when urgent.",
-    printcolumn(name = "Revision", type_ = "string", json_path = ".spec.revision", description = "Revision being rolled out"),
-    printcolumn(name = "Urgent", type_ = "boolean", json_path = ".spec.urgent", description = "Starts at once, ignoring windows"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Rollout phase"),
-    printcolumn(name = "Updated", type_ = "string", json_path = ".status.nodes.summary", description = "Nodes done out of nodes selected"),
-    printcolumn(name = "Next window", type_ = "string", json_path = ".status.nextWindow.start", description = "Start of the next usable maintenance window"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".spec.revision",
+        description = "Revision being rolled out"
+    ),
+    printcolumn(
+        name = "Urgent",
+        type_ = "boolean",
+        json_path = ".spec.urgent",
+        description = "Starts at once, ignoring windows"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Rollout phase"
+    ),
+    printcolumn(
+        name = "Updated",
+        type_ = "string",
+        json_path = ".status.nodes.summary",
+        description = "Nodes done out of nodes selected"
+    ),
+    printcolumn(
+        name = "Next window",
+        type_ = "string",
+        json_path = ".status.nextWindow.start",
+        description = "Start of the next usable maintenance window"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     selectable = ".spec.revision"
 )]
 #[serde(rename_all = "camelCase")]
@@ -106,7 +135,9 @@ pub struct PatchPolicySpec {
 }
 
 /// Day of the week a maintenance window starts on.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum Weekday {
     /// Monday
     Mon,
@@ -170,7 +201,10 @@ pub struct MaintenanceWindow {
     /// IANA time-zone name such as `Europe/Zurich`; daylight-saving changes are
     /// followed. Default `UTC`.
     #[serde(default = "default_time_zone")]
-    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"), length(max = 64))]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"),
+        length(max = 64)
+    )]
     pub time_zone: String,
 }
 

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 /// A duration string that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: use digits with units h, m, s or ms, for example 15m or 2h30m")]
+#[error(
+    "invalid duration {input:?}: use digits with units h, m, s or ms, for example 15m or 2h30m"
+)]
 pub struct DurationError {
     /// The text that was given.
     pub input: String,
