@@ -25,6 +25,8 @@ pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]
 
 /// Desired state of a patch rollout: which nodes, in what order, when, and how
 /// each node is drained, patched and rebooted.
+// The printer columns repeat `type_ = "string"`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "sofort.dev",
@@ -71,7 +73,8 @@ pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     ),
-    selectable = ".spec.revision"
+    selectable = ".spec.revision",
+    cel
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PatchPolicySpec {
@@ -246,7 +249,7 @@ pub struct RolloutSpec {
     /// Nodes count as unavailable when NotReady, unschedulable (cordoned by anyone)
     /// or in progress.
     #[serde(default = "default_max_unavailable")]
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')").message("maxUnavailable must be an integer of at least 1 or a percentage from 1% to 100%"))]
+    #[x_kube(validation = Rule::new("string(self).matches('^([1-9][0-9]*|([1-9][0-9]?|100)%)$')").message("maxUnavailable must be an integer of at least 1 or a percentage from 1% to 100%"))]
     pub max_unavailable: IntOrString,
     /// Order in which nodes are processed.
     #[serde(default)]
@@ -676,5 +679,78 @@ impl PatchPolicySpec {
             patch: None,
             notify: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod cel_tests {
+    //! The CEL rules of the CRD, evaluated locally the way the API server does.
+    use super::*;
+
+    fn policy() -> PatchPolicy {
+        PatchPolicy::new("p", PatchPolicySpec::new("r1"))
+    }
+
+    #[test]
+    fn defaults_pass_every_rule() {
+        assert!(
+            policy().validate_cel().is_ok(),
+            "{:?}",
+            policy().validate_cel()
+        );
+    }
+
+    #[test]
+    fn max_unavailable_rule() {
+        for ok in [
+            IntOrString::Int(1),
+            IntOrString::Int(40),
+            IntOrString::String("25%".into()),
+            IntOrString::String("100%".into()),
+        ] {
+            let mut p = policy();
+            p.spec.rollout.max_unavailable = ok.clone();
+            assert!(p.validate_cel().is_ok(), "{ok:?} should pass");
+        }
+        for bad in [
+            IntOrString::Int(0),
+            IntOrString::Int(-1),
+            IntOrString::String("0%".into()),
+            IntOrString::String("150%".into()),
+            IntOrString::String("half".into()),
+        ] {
+            let mut p = policy();
+            p.spec.rollout.max_unavailable = bad.clone();
+            assert!(p.validate_cel().is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn window_start_must_differ_from_end_except_full_day() {
+        let w = |s: &str, e: &str| MaintenanceWindow {
+            days: vec![],
+            start: s.into(),
+            end: e.into(),
+            time_zone: "UTC".into(),
+        };
+        let mut p = policy();
+        p.spec.maintenance_windows = vec![w("22:00", "05:00"), w("00:00", "00:00")];
+        assert!(p.validate_cel().is_ok());
+        p.spec.maintenance_windows = vec![w("10:00", "10:00")];
+        assert!(p.validate_cel().is_err());
+    }
+
+    #[test]
+    fn blackout_must_end_after_start() {
+        let t = |s: &str| Time(s.parse().unwrap());
+        let mut p = policy();
+        p.spec.blackouts = vec![Blackout {
+            start: t("2026-12-24T00:00:00Z"),
+            end: t("2026-12-27T00:00:00Z"),
+            reason: None,
+        }];
+        assert!(p.validate_cel().is_ok(), "{:?}", p.validate_cel());
+        p.spec.blackouts[0].end = t("2026-12-23T00:00:00Z");
+        assert!(p.validate_cel().is_err());
     }
 }

@@ -121,7 +121,9 @@ impl World {
     /// Applies decide's actions at `now`.
     pub fn apply(&mut self, actions: &[Action], now: Timestamp) {
         for a in actions {
-            let Some(&i) = self.index.get(a.node()) else { continue };
+            let Some(&i) = self.index.get(a.node()) else {
+                continue;
+            };
             let n = &mut self.nodes[i];
             match a {
                 Action::Cordon { record, .. } => {
@@ -143,7 +145,11 @@ impl World {
                         n.drain_at = n.behaviour.drain.map(|d| add(now, d));
                         n.view.drain = DrainState::Running {
                             forcing: false,
-                            blocker: n.behaviour.drain.is_none().then(|| "pod shop/db-0 blocked by PDB shop/db".into()),
+                            blocker: n
+                                .behaviour
+                                .drain
+                                .is_none()
+                                .then(|| "pod shop/db-0 blocked by PDB shop/db".into()),
                         };
                     }
                 }
@@ -163,7 +169,9 @@ impl World {
                     n.view.record = Some(record.clone());
                     n.view.unschedulable = false;
                 }
-                Action::MarkFailed { uncordon, record, .. } => {
+                Action::MarkFailed {
+                    uncordon, record, ..
+                } => {
                     if *uncordon {
                         n.view.unschedulable = false;
                     }
@@ -295,7 +303,12 @@ pub fn simulate(
             .flatten()
             .min();
         let stuck = match next {
-            None => Some(plan.status.message.clone().unwrap_or_else(|| "nothing left to wait for".into())),
+            None => Some(
+                plan.status
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "nothing left to wait for".into()),
+            ),
             Some(n) if n > end => Some(format!(
                 "not finished within {}: {}",
                 duration::format(horizon),
@@ -350,10 +363,14 @@ pub fn parse_policy(text: &str, path: &str) -> Result<PatchPolicy, PlanError> {
         message,
     };
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| perr(format!("not valid YAML: {e}")))?;
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| perr(format!("not valid YAML: {e}")))?;
         if value.get("kind").and_then(|k| k.as_str()) == Some("PatchPolicy") {
-            return serde_yaml::from_value(value)
-                .map_err(|e| perr(format!("not a valid PatchPolicy: {e}; check it with `sofort validate -f {path}`")));
+            return serde_yaml::from_value(value).map_err(|e| {
+                perr(format!(
+                    "not a valid PatchPolicy: {e}; check it with `sofort validate -f {path}`"
+                ))
+            });
         }
     }
     Err(perr("no document with kind: PatchPolicy found".into()))
@@ -367,7 +384,8 @@ pub fn parse_nodes(text: &str, path: &str) -> Result<Vec<Node>, PlanError> {
         path: path.to_string(),
         message,
     };
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| perr(format!("not valid YAML: {e}")))?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| perr(format!("not valid YAML: {e}")))?;
     let items = match value.get("kind").and_then(|k| k.as_str()) {
         Some("Node") => vec![value.clone()],
         Some("List") | Some("NodeList") => match value.get("items") {
@@ -385,10 +403,15 @@ pub fn parse_nodes(text: &str, path: &str) -> Result<Vec<Node>, PlanError> {
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            if item.get("kind").and_then(|k| k.as_str()).is_some_and(|k| k != "Node") {
+            if item
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .is_some_and(|k| k != "Node")
+            {
                 return Err(perr(format!("items[{i}] is not a Node")));
             }
-            serde_yaml::from_value::<Node>(item).map_err(|e| perr(format!("items[{i}] is not a valid Node: {e}")))
+            serde_yaml::from_value::<Node>(item)
+                .map_err(|e| perr(format!("items[{i}] is not a valid Node: {e}")))
         })
         .collect()
 }
@@ -467,10 +490,20 @@ pub fn forecast(policy: &PatchPolicy, nodes: &[Node], now: Timestamp, a: Assumpt
 }
 
 /// [`forecast`] over prepared views.
-pub fn forecast_views(policy: &PatchPolicy, views: Vec<(NodeView, Behaviour)>, now: Timestamp) -> Forecast {
+pub fn forecast_views(
+    policy: &PatchPolicy,
+    views: Vec<(NodeView, Behaviour)>,
+    now: Timestamp,
+) -> Forecast {
     let mut p = policy.clone();
     let mut world = World::new(views);
-    let out = simulate(&mut p, &mut world, now, Duration::from_secs(400 * 86400), |_, _, _| {});
+    let out = simulate(
+        &mut p,
+        &mut world,
+        now,
+        Duration::from_secs(400 * 86400),
+        |_, _, _| {},
+    );
     let status = out.last.as_ref().map(|pl| &pl.status);
     let spec = &policy.spec;
     let name = policy.metadata.name.clone().unwrap_or_default();
@@ -479,14 +512,20 @@ pub fn forecast_views(policy: &PatchPolicy, views: Vec<(NodeView, Behaviour)>, n
         if !selector::matches(&spec.node_selector, &n.view.labels) && n.started.is_none() {
             continue;
         }
-        let failed = n.view.record.as_ref().is_some_and(|r| r.policy == name && r.step == Step::Failed);
+        let failed = n
+            .view
+            .record
+            .as_ref()
+            .is_some_and(|r| r.policy == name && r.step == Step::Failed);
         let result = if failed {
             "failed"
         } else if n.started.is_some() && n.finished.is_some() {
             "done"
         } else if n.view.done.get(&name) == Some(&spec.revision) {
             "updated"
-        } else if spec.reboot.when == crate::api::RebootWhen::IfRequired && n.view.reboot_required == Some(false) {
+        } else if spec.reboot.when == crate::api::RebootWhen::IfRequired
+            && n.view.reboot_required == Some(false)
+        {
             "skipped"
         } else {
             "not reached"
@@ -511,7 +550,15 @@ pub fn forecast_views(policy: &PatchPolicy, views: Vec<(NodeView, Behaviour)>, n
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
         }
-        .then_with(|| order::cmp_nodes(&spec.rollout.order, &na.name, &na.labels, &nb.name, &nb.labels))
+        .then_with(|| {
+            order::cmp_nodes(
+                &spec.rollout.order,
+                &na.name,
+                &na.labels,
+                &nb.name,
+                &nb.labels,
+            )
+        })
     });
     let nodes: Vec<Row> = rows
         .into_iter()
@@ -545,7 +592,8 @@ fn short_time(t: Option<Timestamp>, zone: Option<&str>) -> String {
         Some(t) => {
             let full = human_time(t, zone);
             // Drop the zone name; the header states it once.
-            full.rsplit_once(' ').map_or(full.clone(), |(a, _)| a.to_string())
+            full.rsplit_once(' ')
+                .map_or(full.clone(), |(a, _)| a.to_string())
         }
     }
 }
@@ -571,7 +619,13 @@ pub fn render_table(f: &Forecast, zone: Option<&str>) -> String {
         .max()
         .unwrap_or(1)
         .max(5);
-    let nw = f.nodes.iter().map(|r| r.node.len()).max().unwrap_or(4).max(4);
+    let nw = f
+        .nodes
+        .iter()
+        .map(|r| r.node.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     out.push_str(&format!(
         "{:<5}  {:<nw$}  {:<gw$}  {:<20}  {:<20}  RESULT\n",
         "ORDER", "NODE", "GROUP", "START", "DONE"
@@ -588,7 +642,10 @@ pub fn render_table(f: &Forecast, zone: Option<&str>) -> String {
         ));
     }
     match (&f.completion, &f.problem) {
-        (Some(c), _) => out.push_str(&format!("predicted completion: {}\n", short_time(Some(*c), zone))),
+        (Some(c), _) => out.push_str(&format!(
+            "predicted completion: {}\n",
+            short_time(Some(*c), zone)
+        )),
         (None, Some(p)) => out.push_str(&format!("not predicted to complete: {p}\n")),
         (None, None) => out.push_str("not predicted to complete\n"),
     }
@@ -645,7 +702,8 @@ pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
                 render_table(&f, zone)
             }
             OutputFormat::Json => {
-                serde_json::to_string_pretty(&f).map_err(|e| PlanError::Usage(e.to_string()))? + "\n"
+                serde_json::to_string_pretty(&f).map_err(|e| PlanError::Usage(e.to_string()))?
+                    + "\n"
             }
         })
     };

@@ -14,6 +14,7 @@ pub mod api;
 pub mod budget;
 pub mod cli;
 pub mod crd;
+pub mod drain;
 pub mod duration;
 pub mod forecast;
 pub mod node_record;

@@ -81,8 +81,8 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 
 use crate::api::{
-    ActiveNode, FailedNode, NodeCounts, OnTimeout, PatchPolicy, PatchPolicySpec, PatchPolicyStatus, Phase,
-    RebootWhen, Step, WindowStatus,
+    ActiveNode, FailedNode, NodeCounts, OnTimeout, PatchPolicy, PatchPolicySpec, PatchPolicyStatus,
+    Phase, RebootWhen, Step, WindowStatus,
 };
 use crate::budget::{Budget, max_unavailable};
 use crate::node_record::{
@@ -158,10 +158,11 @@ impl NodeView {
             .and_then(|s| s.node_info.as_ref())
             .map(|i| i.boot_id.clone())
             .filter(|b| !b.is_empty());
-        let (record, record_error) = match node_record::read_json::<NodeRecord>(&name, ann, RECORD_ANNOTATION) {
-            Ok(r) => (r, None),
-            Err(e) => (None, Some(e.to_string())),
-        };
+        let (record, record_error) =
+            match node_record::read_json::<NodeRecord>(&name, ann, RECORD_ANNOTATION) {
+                Ok(r) => (r, None),
+                Err(e) => (None, Some(e.to_string())),
+            };
         let done = node_record::read_json::<DoneMap>(&name, ann, DONE_ANNOTATION)
             .ok()
             .flatten()
@@ -172,9 +173,17 @@ impl NodeView {
             _ => None,
         };
         NodeView {
-            unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
-            patch_result: node_record::read_json(&name, ann, PATCH_RESULT_ANNOTATION).ok().flatten(),
-            reboot_ack: node_record::read_json(&name, ann, REBOOT_ACK_ANNOTATION).ok().flatten(),
+            unschedulable: node
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false),
+            patch_result: node_record::read_json(&name, ann, PATCH_RESULT_ANNOTATION)
+                .ok()
+                .flatten(),
+            reboot_ack: node_record::read_json(&name, ann, REBOOT_ACK_ANNOTATION)
+                .ok()
+                .flatten(),
             name,
             labels,
             ready,
@@ -207,7 +216,8 @@ impl Contender {
     /// Builds the contender view of another policy.
     pub fn from_policy(p: &PatchPolicy) -> Contender {
         let phase = p.status.as_ref().and_then(|s| s.phase);
-        let same_rev = p.status.as_ref().and_then(|s| s.revision.as_deref()) == Some(p.spec.revision.as_str());
+        let same_rev =
+            p.status.as_ref().and_then(|s| s.revision.as_deref()) == Some(p.spec.revision.as_str());
         Contender {
             name: p.metadata.name.clone().unwrap_or_default(),
             urgent: p.spec.urgent,
@@ -222,10 +232,9 @@ impl Contender {
         self.active
             && selector::matches(&self.selector, &node.labels)
             && node.done.get(&self.name) != Some(&self.revision)
-            && !node
-                .record
-                .as_ref()
-                .is_some_and(|r| r.policy == self.name && r.revision == self.revision && r.step == Step::Failed)
+            && !node.record.as_ref().is_some_and(|r| {
+                r.policy == self.name && r.revision == self.revision && r.step == Step::Failed
+            })
     }
 }
 
@@ -367,14 +376,12 @@ impl Config {
         let drain_timeout = dur("drain.timeout", &spec.drain.timeout, 15 * 60);
         let reboot_timeout = dur("reboot.timeout", &spec.reboot.timeout, 20 * 60);
         let settle = dur("rollout.settle", &spec.rollout.settle, 120);
-        let patch_timeout = spec
-            .patch
-            .as_ref()
-            .map_or(Duration::ZERO, |p| dur("patch.timeout", &p.timeout, 30 * 60));
-        let lead_time = spec
-            .announce
-            .as_ref()
-            .map_or(Duration::ZERO, |a| dur("announce.leadTime", &a.lead_time, 0));
+        let patch_timeout = spec.patch.as_ref().map_or(Duration::ZERO, |p| {
+            dur("patch.timeout", &p.timeout, 30 * 60)
+        });
+        let lead_time = spec.announce.as_ref().map_or(Duration::ZERO, |a| {
+            dur("announce.leadTime", &a.lead_time, 0)
+        });
         let default_min = drain_timeout + reboot_timeout + settle + patch_timeout;
         let min_remaining = match &spec.rollout.min_window_remaining {
             Some(s) => dur("rollout.minWindowRemaining", s, default_min.as_secs()),
@@ -394,11 +401,17 @@ impl Config {
             errors.push(e.to_string());
         }
         if spec.revision.trim().is_empty() {
-            errors.push("revision is empty: set spec.revision to name the patch level, for example a date".into());
+            errors.push(
+                "revision is empty: set spec.revision to name the patch level, for example a date"
+                    .into(),
+            );
         }
         let patch = match &spec.patch {
             Some(p) if p.command.is_empty() => {
-                errors.push("patch.command is empty: give the program and its arguments, or remove patch".into());
+                errors.push(
+                    "patch.command is empty: give the program and its arguments, or remove patch"
+                        .into(),
+                );
                 None
             }
             Some(p) => Some(PatchRequest {
@@ -462,7 +475,11 @@ struct Ctx<'a> {
 
 /// Advances one node of ours that is in progress. Returns the new record (if the
 /// step changed), the action, and the instant to look again.
-fn advance(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> (Option<Action>, Option<NodeRecord>, Option<Timestamp>) {
+fn advance(
+    ctx: &Ctx<'_>,
+    n: &NodeView,
+    rec: &NodeRecord,
+) -> (Option<Action>, Option<NodeRecord>, Option<Timestamp>) {
     let now = ctx.now;
     let cfg = ctx.cfg;
     let node = n.name.clone();
@@ -552,7 +569,10 @@ fn advance(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> (Option<Action>, Op
             if now >= deadline {
                 match ctx.spec.drain.on_timeout {
                     OnTimeout::Fail => {
-                        let mut reason = format!("drain timeout after {}", duration::format(cfg.drain_timeout));
+                        let mut reason = format!(
+                            "drain timeout after {}",
+                            duration::format(cfg.drain_timeout)
+                        );
                         if let Some(b) = blocker {
                             reason.push_str(": ");
                             reason.push_str(&b);
@@ -580,10 +600,9 @@ fn advance(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> (Option<Action>, Op
         }
         Step::Patching => {
             let deadline = add(add(rec.since, cfg.patch_timeout), PATCH_REPORT_SLACK);
-            let result = n
-                .patch_result
-                .as_ref()
-                .filter(|r| r.policy == ctx.name && r.revision == rec.revision && r.at >= rec.since);
+            let result = n.patch_result.as_ref().filter(|r| {
+                r.policy == ctx.name && r.revision == rec.revision && r.at >= rec.since
+            });
             match result {
                 Some(r) if r.success => request_reboot(ctx, n, rec),
                 Some(r) => fail(format!("patch command failed: {}", r.message)),
@@ -624,7 +643,9 @@ fn advance(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> (Option<Action>, Op
                 ));
             }
             let acked = n.reboot_ack.as_ref().is_some_and(|a| {
-                a.policy == ctx.name && a.revision == rec.revision && Some(&a.boot_id) == rec.boot_id_before.as_ref()
+                a.policy == ctx.name
+                    && a.revision == rec.revision
+                    && Some(&a.boot_id) == rec.boot_id_before.as_ref()
             });
             if rec.step == Step::Rebooting && (new_boot || !n.ready || acked) {
                 let record = step_to(Step::WaitingReady);
@@ -677,7 +698,11 @@ fn advance(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> (Option<Action>, Op
     }
 }
 
-fn request_reboot(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> (Option<Action>, Option<NodeRecord>, Option<Timestamp>) {
+fn request_reboot(
+    ctx: &Ctx<'_>,
+    n: &NodeView,
+    rec: &NodeRecord,
+) -> (Option<Action>, Option<NodeRecord>, Option<Timestamp>) {
     let now = ctx.now;
     if !n.unschedulable {
         // Never reboot a schedulable node: cordon again first.
@@ -712,7 +737,10 @@ fn request_reboot(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> (Option<Acti
             let record = NodeRecord {
                 step: Step::Failed,
                 since: now,
-                reason: Some("node reports no boot ID, so a reboot could not be confirmed; not rebooted".into()),
+                reason: Some(
+                    "node reports no boot ID, so a reboot could not be confirmed; not rebooted"
+                        .into(),
+                ),
                 ..rec.clone()
             };
             (
@@ -728,7 +756,11 @@ fn request_reboot(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> (Option<Acti
     }
 }
 
-fn release(n: &NodeView, rec: &NodeRecord, policy: &str) -> (Option<Action>, Option<NodeRecord>, Option<Timestamp>) {
+fn release(
+    n: &NodeView,
+    rec: &NodeRecord,
+    policy: &str,
+) -> (Option<Action>, Option<NodeRecord>, Option<Timestamp>) {
     let mut done = n.done.clone();
     done.insert(policy.to_string(), rec.revision.clone());
     let record = NodeRecord {
@@ -750,22 +782,42 @@ fn unavailable(n: &NodeView) -> bool {
 }
 
 /// Decides what to do now. See the module docs for every rule.
-pub fn decide(policy: &PatchPolicy, nodes: &[NodeView], others: &[Contender], now: Timestamp) -> Plan {
+pub fn decide(
+    policy: &PatchPolicy,
+    nodes: &[NodeView],
+    others: &[Contender],
+    now: Timestamp,
+) -> Plan {
     let cfg = Config::from_spec(&policy.spec);
     decide_with(policy, &cfg, nodes, others, now)
 }
 
 /// [`decide`] with a spec parsed once (the forecast calls it many times).
-pub fn decide_with(policy: &PatchPolicy, cfg: &Config, nodes: &[NodeView], others: &[Contender], now: Timestamp) -> Plan {
+pub fn decide_with(
+    policy: &PatchPolicy,
+    cfg: &Config,
+    nodes: &[NodeView],
+    others: &[Contender],
+    now: Timestamp,
+) -> Plan {
     let spec = &policy.spec;
     let name = policy.metadata.name.as_deref().unwrap_or("");
     let generation = policy.metadata.generation;
     let prev = policy.status.clone().unwrap_or_default();
     let same_rev = prev.revision.as_deref() == Some(spec.revision.as_str());
-    let ctx = Ctx { name, spec, cfg, now };
+    let ctx = Ctx {
+        name,
+        spec,
+        cfg,
+        now,
+    };
 
     // Announcement and schedule.
-    let announced_at = prev.announced_at.as_ref().filter(|_| same_rev).map_or(now, |t| t.0);
+    let announced_at = prev
+        .announced_at
+        .as_ref()
+        .filter(|_| same_rev)
+        .map_or(now, |t| t.0);
     let usable_from = |t: Timestamp| cfg.schedule.next_usable(t, cfg.min_remaining);
     let scheduled = if spec.urgent {
         Some(announced_at)
@@ -777,7 +829,10 @@ pub fn decide_with(policy: &PatchPolicy, cfg: &Config, nodes: &[NodeView], other
     let urgent_others: Vec<&Contender> = if spec.urgent {
         Vec::new()
     } else {
-        others.iter().filter(|c| c.urgent && c.active && c.name != name).collect()
+        others
+            .iter()
+            .filter(|c| c.urgent && c.active && c.name != name)
+            .collect()
     };
     let mut classes: Vec<Option<Class>> = Vec::with_capacity(nodes.len());
     let (mut total, mut updated, mut failed_n) = (0usize, 0usize, 0usize);
@@ -829,7 +884,9 @@ pub fn decide_with(policy: &PatchPolicy, cfg: &Config, nodes: &[NodeView], other
         if classes[i] != Some(Class::InFlight) {
             continue;
         }
-        let Some(rec) = n.record.as_ref() else { continue };
+        let Some(rec) = n.record.as_ref() else {
+            continue;
+        };
         let (action, record, w) = advance(&ctx, n, rec);
         if let Some(a) = action {
             actions.push(a);
@@ -871,23 +928,24 @@ pub fn decide_with(policy: &PatchPolicy, cfg: &Config, nodes: &[NodeView], other
                 Some((t, _)) if t == now => true,
                 Some((t, iv)) => {
                     window_wake = Some(t);
-                    window_wait = Some(if let Some((end, reason)) = cfg.schedule.blackout_at(now) {
-                        format!(
-                            "blackout{} until {}; next start {}",
-                            reason.map(|r| format!(" ({r})")).unwrap_or_default(),
-                            end,
-                            human_time(t, iv.zone.as_deref())
-                        )
-                    } else if let Some(rem) = cfg.schedule.remaining(now) {
-                        format!(
-                            "window closes in {}, a node needs {}; waiting for window {}",
-                            duration::format(Duration::from_secs(rem.as_secs())),
-                            duration::format(cfg.min_remaining),
-                            human_time(t, iv.zone.as_deref())
-                        )
-                    } else {
-                        format!("waiting for window {}", human_time(t, iv.zone.as_deref()))
-                    });
+                    window_wait =
+                        Some(if let Some((end, reason)) = cfg.schedule.blackout_at(now) {
+                            format!(
+                                "blackout{} until {}; next start {}",
+                                reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+                                end,
+                                human_time(t, iv.zone.as_deref())
+                            )
+                        } else if let Some(rem) = cfg.schedule.remaining(now) {
+                            format!(
+                                "window closes in {}, a node needs {}; waiting for window {}",
+                                duration::format(Duration::from_secs(rem.as_secs())),
+                                duration::format(cfg.min_remaining),
+                                human_time(t, iv.zone.as_deref())
+                            )
+                        } else {
+                            format!("waiting for window {}", human_time(t, iv.zone.as_deref()))
+                        });
                     false
                 }
                 None => {
@@ -921,7 +979,9 @@ pub fn decide_with(policy: &PatchPolicy, cfg: &Config, nodes: &[NodeView], other
         let mut todo: Vec<usize> = classes
             .iter()
             .enumerate()
-            .filter(|(i, c)| **c == Some(Class::Todo) && order::cmp_group(group_key(*i), group).is_eq())
+            .filter(|(i, c)| {
+                **c == Some(Class::Todo) && order::cmp_group(group_key(*i), group).is_eq()
+            })
             .map(|(i, _)| i)
             .collect();
         todo.sort_by(|a, b| {
@@ -937,7 +997,11 @@ pub fn decide_with(policy: &PatchPolicy, cfg: &Config, nodes: &[NodeView], other
             let n = &nodes[i];
             let hold = if n.record_error.is_some() {
                 Some(Hold::BrokenRecord(n.name.clone()))
-            } else if let Some(r) = n.record.as_ref().filter(|r| r.policy != name && r.step.in_progress()) {
+            } else if let Some(r) = n
+                .record
+                .as_ref()
+                .filter(|r| r.policy != name && r.step.in_progress())
+            {
                 Some(Hold::OtherPolicy(n.name.clone(), r.policy.clone()))
             } else if let Some(c) = urgent_others.iter().find(|c| c.wants(n)) {
                 Some(Hold::UrgentFirst(n.name.clone(), c.name.clone()))
@@ -990,9 +1054,13 @@ pub fn decide_with(policy: &PatchPolicy, cfg: &Config, nodes: &[NodeView], other
     let (mut done_now, mut in_flight_now) = (0usize, 0usize);
     for (i, n) in nodes.iter().enumerate() {
         let Some(class) = classes[i] else { continue };
-        let rec = new_records.get(&i).or(n.record.as_ref().filter(|r| r.policy == name));
+        let rec = new_records
+            .get(&i)
+            .or(n.record.as_ref().filter(|r| r.policy == name));
         match rec {
-            Some(r) if r.step.in_progress() && (class == Class::InFlight || class == Class::Todo) => {
+            Some(r)
+                if r.step.in_progress() && (class == Class::InFlight || class == Class::Todo) =>
+            {
                 in_flight_now += 1;
                 active.push((
                     i,
@@ -1003,10 +1071,12 @@ pub fn decide_with(policy: &PatchPolicy, cfg: &Config, nodes: &[NodeView], other
                     },
                 ));
             }
-            Some(r) if r.step == Step::Failed && r.revision == spec.revision => failed_list.push(FailedNode {
-                node: n.name.clone(),
-                reason: r.reason.clone().unwrap_or_else(|| "failed".into()),
-            }),
+            Some(r) if r.step == Step::Failed && r.revision == spec.revision => {
+                failed_list.push(FailedNode {
+                    node: n.name.clone(),
+                    reason: r.reason.clone().unwrap_or_else(|| "failed".into()),
+                })
+            }
             Some(r)
                 if r.step == Step::Done
                     && r.revision == spec.revision
@@ -1071,7 +1141,9 @@ pub fn decide_with(policy: &PatchPolicy, cfg: &Config, nodes: &[NodeView], other
         Hold::NotReady(n) => format!("node {n} is NotReady and waits until it is Ready"),
         Hold::OtherPolicy(n, p) => format!("node {n} waits for policy {p}"),
         Hold::UrgentFirst(n, p) => format!("node {n} waits for urgent policy {p}"),
-        Hold::RebootUnknown(n) => format!("node {n} waits for its agent to report {REBOOT_REQUIRED_LABEL}"),
+        Hold::RebootUnknown(n) => {
+            format!("node {n} waits for its agent to report {REBOOT_REQUIRED_LABEL}")
+        }
         Hold::BrokenRecord(n) => format!(
             "node {n} has an unreadable {RECORD_ANNOTATION} annotation; remove it with `kubectl annotate node {n} {RECORD_ANNOTATION}-`"
         ),
@@ -1174,7 +1246,11 @@ pub fn decide_with(policy: &PatchPolicy, cfg: &Config, nodes: &[NodeView], other
         nodes: Some(counts),
         active: active.into_iter().map(|(_, a)| a).collect(),
         failed: failed_list,
-        notifications: if same_rev { prev.notifications.clone() } else { Vec::new() },
+        notifications: if same_rev {
+            prev.notifications.clone()
+        } else {
+            Vec::new()
+        },
         conditions,
         message: Some(message),
     };
@@ -1244,11 +1320,22 @@ fn conditions(
         Phase::Completed => "Completed",
     };
     let ready = phase == Phase::Completed;
-    let reconciling = matches!(phase, Phase::Scheduled | Phase::Waiting | Phase::Progressing);
+    let reconciling = matches!(
+        phase,
+        Phase::Scheduled | Phase::Waiting | Phase::Progressing
+    );
     let stalled = phase == Phase::Halted;
     vec![
         condition(prev, "Ready", ready, reason, message, generation, now),
-        condition(prev, "Reconciling", reconciling, reason, message, generation, now),
+        condition(
+            prev,
+            "Reconciling",
+            reconciling,
+            reason,
+            message,
+            generation,
+            now,
+        ),
         condition(prev, "Stalled", stalled, reason, message, generation, now),
     ]
 }

@@ -1,4 +1,4 @@
-//! `metav1.LabelSelector` matching, as the API server does it.
+//! Kubernetes label-selector matching (`matchLabels` and `matchExpressions`).
 
 use std::collections::BTreeMap;
 
@@ -60,25 +60,45 @@ pub fn check(sel: &LabelSelector) -> Result<(), SelectorError> {
     Ok(())
 }
 
-/// Whether `labels` match. An empty selector matches everything; an expression
-/// with an unknown operator matches nothing (use [`check`] to report it).
-pub fn matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if let Some(ml) = &sel.match_labels
-        && !ml.iter().all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
+/// True when `labels` satisfy `selector`. An empty selector matches everything;
+/// an unknown operator matches nothing (validation reports it).
+pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    labels_ok
+        && selector.match_expressions.iter().flatten().all(|r| {
+            let values = r.values.as_deref().unwrap_or_default();
+            let value = labels.get(&r.key);
+            match r.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// The selector in the string form used by `?labelSelector=` (for list/watch calls).
+pub fn to_query(selector: &LabelSelector) -> String {
+    let mut parts = Vec::new();
+    for (k, v) in selector.match_labels.iter().flatten() {
+        parts.push(format!("{k}={v}"));
     }
-    sel.match_expressions.iter().flatten().all(|e| {
-        let vals = e.values.as_deref().unwrap_or(&[]);
-        let got = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => got.is_some_and(|v| vals.contains(v)),
-            "NotIn" => got.is_none_or(|v| !vals.contains(v)),
-            "Exists" => got.is_some(),
-            "DoesNotExist" => got.is_none(),
-            _ => false,
+    for r in selector.match_expressions.iter().flatten() {
+        let values = r.values.as_deref().unwrap_or_default().join(",");
+        match r.operator.as_str() {
+            "In" => parts.push(format!("{} in ({values})", r.key)),
+            "NotIn" => parts.push(format!("{} notin ({values})", r.key)),
+            "Exists" => parts.push(r.key.clone()),
+            "DoesNotExist" => parts.push(format!("!{}", r.key)),
+            _ => {}
         }
-    })
+    }
+    parts.join(",")
 }
 
 #[cfg(test)]
@@ -86,67 +106,68 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
-    fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
 
-    fn expr(key: &str, op: &str, vals: &[&str]) -> LabelSelectorRequirement {
-        LabelSelectorRequirement {
-            key: key.into(),
-            operator: op.into(),
-            values: if vals.is_empty() {
-                None
-            } else {
-                Some(vals.iter().map(|s| s.to_string()).collect())
-            },
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelector {
+        LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.into(),
+                operator: op.into(),
+                values: (!values.is_empty())
+                    .then(|| values.iter().map(|s| s.to_string()).collect()),
+            }]),
+            ..LabelSelector::default()
         }
     }
 
     #[test]
-    fn match_labels_and_expressions() {
-        let l = labels(&[("role", "worker"), ("zone", "a")]);
-        assert!(matches(&LabelSelector::default(), &l));
-        let sel = LabelSelector {
-            match_labels: Some(labels(&[("role", "worker")])),
-            match_expressions: Some(vec![
-                expr("zone", "In", &["a", "b"]),
-                expr("gpu", "DoesNotExist", &[]),
-                expr("tier", "NotIn", &["db"]),
-                expr("role", "Exists", &[]),
-            ]),
-        };
-        assert!(check(&sel).is_ok());
-        assert!(matches(&sel, &l));
-        assert!(!matches(
-            &sel,
-            &labels(&[("role", "worker"), ("zone", "c")])
-        ));
-        assert!(!matches(
-            &sel,
-            &labels(&[("role", "worker"), ("zone", "a"), ("gpu", "1")])
-        ));
-        assert!(!matches(&sel, &labels(&[("role", "infra"), ("zone", "a")])));
+    fn empty_selector_matches_all() {
+        assert!(matches(&LabelSelector::default(), &labels(&[])));
     }
 
     #[test]
-    fn bad_selectors_are_reported() {
-        let sel = LabelSelector {
-            match_labels: None,
-            match_expressions: Some(vec![expr("zone", "Like", &["a"])]),
+    fn match_labels_and_every_operator() {
+        let l = labels(&[("zone", "a"), ("role", "worker")]);
+        let ml = LabelSelector {
+            match_labels: Some(labels(&[("zone", "a")])),
+            ..LabelSelector::default()
         };
+        assert!(matches(&ml, &l));
+        assert!(!matches(&ml, &labels(&[("zone", "b")])));
+        assert!(matches(&expr("zone", "In", &["a", "b"]), &l));
+        assert!(!matches(&expr("zone", "In", &["c"]), &l));
+        assert!(matches(&expr("zone", "NotIn", &["c"]), &l));
         assert!(
-            check(&sel)
+            matches(&expr("canary", "NotIn", &["true"]), &l),
+            "NotIn matches a missing label"
+        );
+        assert!(matches(&expr("role", "Exists", &[]), &l));
+        assert!(!matches(&expr("role", "DoesNotExist", &[]), &l));
+        assert!(!matches(&expr("role", "Bogus", &[]), &l));
+    }
+
+    #[test]
+    fn renders_query_strings() {
+        let mut s = expr("zone", "In", &["a", "b"]);
+        s.match_labels = Some(labels(&[("role", "worker")]));
+        assert_eq!(to_query(&s), "role=worker,zone in (a,b)");
+        assert_eq!(to_query(&expr("x", "DoesNotExist", &[])), "!x");
+    }
+    #[test]
+    fn check_reports_what_the_api_server_would_reject() {
+        assert!(check(&expr("zone", "In", &["a"])).is_ok());
+        assert!(
+            check(&expr("zone", "Like", &["a"]))
                 .unwrap_err()
                 .to_string()
                 .contains("In, NotIn, Exists or DoesNotExist")
         );
-        assert!(!matches(&sel, &labels(&[("zone", "a")])));
-        let sel = LabelSelector {
-            match_labels: None,
-            match_expressions: Some(vec![expr("zone", "In", &[])]),
-        };
-        assert!(check(&sel).is_err());
+        assert!(check(&expr("zone", "In", &[])).is_err());
+        assert!(check(&expr("zone", "Exists", &["a"])).is_err());
     }
 }

@@ -1,0 +1,671 @@
+//! Draining a node the way `kubectl drain` does, with one deadline per node.
+//!
+//! 1. The pods on the node are watched with a field selector `spec.nodeName=`
+//!    (one list + one watch per draining node; nothing cluster-wide).
+//! 2. Each pod is classified ([`classify`]): mirror pods and DaemonSet pods stay,
+//!    finished pods are always fine to remove, pods without a controller need
+//!    `force`, pods with emptyDir need `deleteEmptyDirData`; otherwise the drain is
+//!    blocked at once and says which pods and why (as `kubectl drain` refuses).
+//! 3. Pods are evicted through `pods/eviction` (policy/v1), a bounded number in
+//!    flight. A 429 (a PodDisruptionBudget has no budget) is retried every ~5 s
+//!    with jitter; the 500 "more than one PodDisruptionBudget" is reported as
+//!    blocked with the PDB names; 404 means gone.
+//! 4. A pod is gone when it left the node's pod list or came back with a new UID.
+//! 5. At the deadline, `onTimeout: Fail` returns the pods still there with their
+//!    blocking PDBs; `Force` deletes them and waits for them to go.
+//!
+//! Evictions go through a client with the kube client's default retry turned
+//! off, so a 429 comes back here at once instead of being retried blindly inside
+//! the client.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{DeleteParams, EvictParams, ListParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+use crate::api::{DrainSpec, OnTimeout};
+use crate::selector;
+
+/// Drain settings resolved from the policy and the controller flags.
+#[derive(Debug, Clone)]
+pub struct DrainSettings {
+    /// Grace period passed to evictions and deletions.
+    pub grace_period_seconds: Option<i64>,
+    /// Evict pods with emptyDir volumes.
+    pub delete_empty_dir_data: bool,
+    /// Evict pods without a controller.
+    pub force: bool,
+    /// Only pods matching this selector are evicted.
+    pub pod_selector: Option<LabelSelector>,
+    /// What to do at the deadline.
+    pub on_timeout: OnTimeout,
+    /// Most evictions in flight at once.
+    pub max_in_flight: usize,
+    /// Base interval between retries of a refused eviction (jittered ±20 %).
+    pub retry_interval: Duration,
+}
+
+impl DrainSettings {
+    /// Settings from a policy's drain spec.
+    pub fn from_spec(spec: &DrainSpec, max_in_flight: usize, retry_interval: Duration) -> Self {
+        DrainSettings {
+            grace_period_seconds: spec.grace_period_seconds,
+            delete_empty_dir_data: spec.delete_empty_dir_data,
+            force: spec.force,
+            pod_selector: spec.pod_selector.clone(),
+            on_timeout: spec.on_timeout,
+            max_in_flight: max_in_flight.max(1),
+            retry_interval,
+        }
+    }
+}
+
+/// What the drain does with one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Left on the node.
+    Skip(SkipReason),
+    /// Evicted through the eviction API.
+    Evict,
+    /// Cannot be evicted with these settings; the drain is blocked.
+    Refuse(String),
+}
+
+/// Why a pod stays on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A static pod mirrored by the kubelet.
+    Mirror,
+    /// Managed by a DaemonSet (it would be recreated on the node at once).
+    DaemonSet,
+    /// Not matched by `drain.podSelector`.
+    NotSelected,
+}
+
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+fn is_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// Decides what happens to one pod, as `kubectl drain` filters pods.
+pub fn classify(pod: &Pod, settings: &DrainSettings) -> Disposition {
+    let meta = &pod.metadata;
+    if meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+    {
+        return Disposition::Skip(SkipReason::Mirror);
+    }
+    if let Some(sel) = &settings.pod_selector {
+        let labels = meta.labels.clone().unwrap_or_default();
+        if !selector::matches(sel, &labels) {
+            return Disposition::Skip(SkipReason::NotSelected);
+        }
+    }
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    if controller.is_some_and(|o| o.kind == "DaemonSet") {
+        return Disposition::Skip(SkipReason::DaemonSet);
+    }
+    if is_finished(pod) {
+        return Disposition::Evict;
+    }
+    if controller.is_none() && !settings.force {
+        return Disposition::Refuse(
+            "has no controller that would recreate it; set spec.drain.force: true to evict it anyway"
+                .to_string(),
+        );
+    }
+    let empty_dir = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|v| v.iter().any(|v| v.empty_dir.is_some()));
+    if empty_dir && !settings.delete_empty_dir_data {
+        return Disposition::Refuse(
+            "uses emptyDir storage that eviction deletes; set spec.drain.deleteEmptyDirData: true to allow it"
+                .to_string(),
+        );
+    }
+    Disposition::Evict
+}
+
+/// A pod that kept the drain from finishing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockingPod {
+    /// `namespace/name`.
+    pub pod: String,
+    /// Why, in words.
+    pub reason: String,
+    /// PodDisruptionBudgets involved, as `namespace/name`.
+    pub pdbs: Vec<String>,
+}
+
+impl BlockingPod {
+    /// One line for status and Events.
+    pub fn describe(&self) -> String {
+        if self.pdbs.is_empty() {
+            format!("pod {} {}", self.pod, self.reason)
+        } else {
+            format!(
+                "pod {} blocked by PDB {} ({})",
+                self.pod,
+                self.pdbs.join(", "),
+                self.reason
+            )
+        }
+    }
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrainOutcome {
+    /// Every pod that had to go is gone.
+    Drained {
+        /// Pods evicted.
+        evicted: usize,
+        /// Pods deleted after the deadline (`onTimeout: Force`).
+        forced: usize,
+    },
+    /// Some pods cannot be evicted with these settings (nothing was evicted).
+    Refused(Vec<BlockingPod>),
+    /// The deadline passed with pods left (`onTimeout: Fail`).
+    TimedOut(Vec<BlockingPod>),
+}
+
+impl DrainOutcome {
+    /// Summary for a failure reason.
+    pub fn reason(&self) -> String {
+        match self {
+            DrainOutcome::Drained { evicted, forced } => {
+                format!("drained: {evicted} pods evicted, {forced} deleted")
+            }
+            DrainOutcome::Refused(pods) => format!(
+                "drain refused: {}",
+                pods.iter()
+                    .map(BlockingPod::describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            DrainOutcome::TimedOut(pods) => format!(
+                "drain timeout: {}",
+                pods.iter()
+                    .map(BlockingPod::describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
+}
+
+/// Errors that stop a drain before its deadline.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    /// The API server could not be reached or refused a request that should work.
+    #[error(
+        "listing pods on node {node} failed: {source}; check the controller's RBAC (pods list/watch) and the API server"
+    )]
+    List {
+        /// Node.
+        node: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Jitter of ±20 % derived from a counter and the pod name (no global RNG state).
+fn jittered(base: Duration, salt: u64) -> Duration {
+    // splitmix64 step: cheap, well-distributed, deterministic per salt.
+    let mut z = salt.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let frac = (z % 401) as f64 / 1000.0 - 0.2; // -0.2 ..= +0.2
+    base.mul_f64(1.0 + frac)
+}
+
+fn salt_of(s: &str, n: u64) -> u64 {
+    s.bytes().fold(n.wrapping_mul(31), |h, b| {
+        h.wrapping_mul(131).wrapping_add(u64::from(b))
+    })
+}
+
+fn key_of(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+struct Pending {
+    uid: String,
+    next_try: tokio::time::Instant,
+    attempts: u64,
+    last_reason: String,
+    pdbs: Vec<String>,
+    evicted: bool,
+}
+
+/// Drains `node` until `deadline`. `client` is used for reads and deletions;
+/// `evict_client` (built with the default retry off) for evictions.
+pub async fn drain_node(
+    client: Client,
+    evict_client: Client,
+    node: &str,
+    settings: &DrainSettings,
+    deadline: tokio::time::Instant,
+) -> Result<DrainOutcome, DrainError> {
+    let pods_all: Api<Pod> = Api::all(client.clone());
+    let fields = format!("spec.nodeName={node}");
+
+    // Start from a consistent list; the watch then tells what changes.
+    let list = pods_all
+        .list(&ListParams::default().fields(&fields))
+        .await
+        .map_err(|source| DrainError::List {
+            node: node.to_string(),
+            source,
+        })?;
+    let mut live: HashMap<(String, String), Pod> =
+        list.items.into_iter().map(|p| (key_of(&p), p)).collect();
+
+    let refused: Vec<BlockingPod> = live
+        .values()
+        .filter_map(|p| match classify(p, settings) {
+            Disposition::Refuse(reason) => Some(BlockingPod {
+                pod: format!("{}/{}", key_of(p).0, key_of(p).1),
+                reason,
+                pdbs: Vec::new(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        let mut refused = refused;
+        refused.sort_by(|a, b| a.pod.cmp(&b.pod));
+        return Ok(DrainOutcome::Refused(refused));
+    }
+
+    let now = tokio::time::Instant::now();
+    let mut pending: BTreeMap<(String, String), Pending> = live
+        .values()
+        .filter(|p| classify(p, settings) == Disposition::Evict)
+        .map(|p| {
+            (
+                key_of(p),
+                Pending {
+                    uid: p.metadata.uid.clone().unwrap_or_default(),
+                    next_try: now,
+                    attempts: 0,
+                    last_reason: "not evicted yet".into(),
+                    pdbs: Vec::new(),
+                    evicted: false,
+                },
+            )
+        })
+        .collect();
+    let mut evicted_count = 0usize;
+
+    let watch_cfg = watcher::Config::default().fields(&fields);
+    let mut events = Box::pin(watcher(pods_all.clone(), watch_cfg));
+
+    loop {
+        // Forget pods that are gone (deleted, or replaced by a pod with a new UID).
+        pending.retain(|k, p| match live.get(k) {
+            None => false,
+            Some(pod) => pod.metadata.uid.as_deref().unwrap_or_default() == p.uid,
+        });
+        if pending.is_empty() {
+            return Ok(DrainOutcome::Drained {
+                evicted: evicted_count,
+                forced: 0,
+            });
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+
+        // Evict what is due, a bounded number at a time.
+        let due: Vec<(String, String)> = pending
+            .iter()
+            .filter(|(k, p)| {
+                !p.evicted
+                    && p.next_try <= now
+                    && live
+                        .get(*k)
+                        .is_some_and(|pod| pod.metadata.deletion_timestamp.is_none())
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for chunk in due.chunks(settings.max_in_flight) {
+            let results = futures::future::join_all(chunk.iter().map(|(ns, name)| {
+                let api: Api<Pod> = Api::namespaced(evict_client.clone(), ns);
+                let params = EvictParams {
+                    delete_options: settings.grace_period_seconds.map(|g| DeleteParams {
+                        grace_period_seconds: u32::try_from(g).ok(),
+                        ..DeleteParams::default()
+                    }),
+                    post_options: PostParams::default(),
+                };
+                async move { api.evict(name, &params).await }
+            }))
+            .await;
+            for (key, result) in chunk.iter().zip(results) {
+                let Some(p) = pending.get_mut(key) else {
+                    continue;
+                };
+                p.attempts += 1;
+                match result {
+                    Ok(_) => {
+                        p.evicted = true;
+                        evicted_count += 1;
+                        p.last_reason = "evicted, waiting for it to terminate".into();
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        p.evicted = true;
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 429 => {
+                        p.last_reason = eviction_refusal(&s);
+                        p.pdbs = pdb_names_from_status(&s, &key.0);
+                        p.next_try = tokio::time::Instant::now()
+                            + jittered(settings.retry_interval, salt_of(&key.1, p.attempts));
+                    }
+                    Err(kube::Error::Api(s))
+                        if s.code == 500
+                            && s.message.contains("more than one PodDisruptionBudget") =>
+                    {
+                        p.last_reason = "is covered by more than one PodDisruptionBudget, which the eviction API does not support; leave one PDB per pod".into();
+                        p.pdbs = matching_pdbs(&client, &key.0, live.get(key)).await;
+                        p.next_try = tokio::time::Instant::now()
+                            + jittered(settings.retry_interval, salt_of(&key.1, p.attempts));
+                    }
+                    Err(e) => {
+                        p.last_reason = format!("eviction failed: {e}");
+                        p.next_try = tokio::time::Instant::now()
+                            + jittered(settings.retry_interval, salt_of(&key.1, p.attempts));
+                    }
+                }
+            }
+        }
+
+        // Sleep until a pod changes, the next retry is due, or the deadline.
+        let next_retry = pending
+            .values()
+            .filter(|p| !p.evicted)
+            .map(|p| p.next_try)
+            .min()
+            .unwrap_or(deadline)
+            .min(deadline);
+        let wake = next_retry.max(tokio::time::Instant::now() + Duration::from_millis(10));
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(ev)) => apply_event(&mut live, ev),
+                Some(Err(e)) => {
+                    tracing::debug!(node, error = %e, "pod watch interrupted; the watcher resumes");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => tokio::time::sleep(Duration::from_millis(200)).await,
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+
+    // Deadline passed with pods left.
+    let mut left: Vec<BlockingPod> = pending
+        .iter()
+        .map(|((ns, name), p)| BlockingPod {
+            pod: format!("{ns}/{name}"),
+            reason: p.last_reason.clone(),
+            pdbs: p.pdbs.clone(),
+        })
+        .collect();
+    left.sort_by(|a, b| a.pod.cmp(&b.pod));
+    match settings.on_timeout {
+        OnTimeout::Fail => Ok(DrainOutcome::TimedOut(left)),
+        OnTimeout::Force => {
+            let mut forced = 0;
+            for (ns, name) in pending.keys() {
+                let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+                let dp = DeleteParams {
+                    grace_period_seconds: settings
+                        .grace_period_seconds
+                        .and_then(|g| u32::try_from(g).ok()),
+                    ..DeleteParams::default()
+                };
+                match api.delete(name, &dp).await {
+                    Ok(_) => forced += 1,
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => tracing::warn!(node, pod = %name, error = %e, "force delete failed"),
+                }
+            }
+            Ok(DrainOutcome::Drained {
+                evicted: evicted_count,
+                forced,
+            })
+        }
+    }
+}
+
+fn apply_event(live: &mut HashMap<(String, String), Pod>, ev: watcher::Event<Pod>) {
+    match ev {
+        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+            live.insert(key_of(&p), p);
+        }
+        watcher::Event::Delete(p) => {
+            live.remove(&key_of(&p));
+        }
+        watcher::Event::Init => {
+            live.clear();
+        }
+        watcher::Event::InitDone => {}
+    }
+}
+
+/// The refusal text of a 429 eviction, with the budget's own words when given.
+fn eviction_refusal(s: &kube::core::Status) -> String {
+    let causes: Vec<String> = s
+        .details
+        .as_ref()
+        .map(|d| d.causes.iter().map(|c| c.message.clone()).collect())
+        .unwrap_or_default();
+    if causes.is_empty() {
+        s.message.clone()
+    } else {
+        causes.join("; ")
+    }
+}
+
+/// PDB names the API server put into a 429's causes ("The disruption budget X needs …").
+fn pdb_names_from_status(s: &kube::core::Status, namespace: &str) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for c in s.details.iter().flat_map(|d| d.causes.iter()) {
+        if let Some(rest) = c.message.strip_prefix("The disruption budget ")
+            && let Some(name) = rest.split_whitespace().next()
+        {
+            out.insert(format!("{namespace}/{name}"));
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// PDBs whose selector matches the pod (to name them when the server will not).
+async fn matching_pdbs(client: &Client, namespace: &str, pod: Option<&Pod>) -> Vec<String> {
+    let Some(pod) = pod else { return Vec::new() };
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+    match api.list(&ListParams::default()).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .filter(|pdb| {
+                pdb.spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .is_some_and(|sel| selector::matches(sel, &labels))
+            })
+            .filter_map(|pdb| pdb.metadata.name.clone())
+            .map(|n| format!("{namespace}/{n}"))
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list PodDisruptionBudgets to name them");
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PodSpec, PodStatus, Volume};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn settings() -> DrainSettings {
+        DrainSettings::from_spec(&DrainSpec::default(), 5, Duration::from_secs(5))
+    }
+
+    fn pod(owner: Option<&str>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                labels: Some([("app".to_string(), "web".to_string())].into()),
+                owner_references: owner.map(|kind| {
+                    vec![OwnerReference {
+                        api_version: "apps/v1".into(),
+                        kind: kind.into(),
+                        name: "o".into(),
+                        uid: "u".into(),
+                        controller: Some(true),
+                        ..OwnerReference::default()
+                    }]
+                }),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec::default()),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn managed_pods_are_evicted() {
+        assert_eq!(
+            classify(&pod(Some("ReplicaSet")), &settings()),
+            Disposition::Evict
+        );
+        assert_eq!(
+            classify(&pod(Some("StatefulSet")), &settings()),
+            Disposition::Evict
+        );
+    }
+
+    #[test]
+    fn daemonset_and_mirror_pods_stay() {
+        assert_eq!(
+            classify(&pod(Some("DaemonSet")), &settings()),
+            Disposition::Skip(SkipReason::DaemonSet)
+        );
+        let mut p = pod(None);
+        p.metadata.annotations = Some([(MIRROR_ANNOTATION.to_string(), "x".to_string())].into());
+        assert_eq!(
+            classify(&p, &settings()),
+            Disposition::Skip(SkipReason::Mirror)
+        );
+    }
+
+    #[test]
+    fn unmanaged_pods_need_force() {
+        assert!(
+            matches!(classify(&pod(None), &settings()), Disposition::Refuse(r) if r.contains("force"))
+        );
+        let mut s = settings();
+        s.force = true;
+        assert_eq!(classify(&pod(None), &s), Disposition::Evict);
+    }
+
+    #[test]
+    fn finished_pods_are_always_removable() {
+        let mut p = pod(None);
+        p.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        assert_eq!(classify(&p, &settings()), Disposition::Evict);
+    }
+
+    #[test]
+    fn empty_dir_needs_permission() {
+        let mut p = pod(Some("ReplicaSet"));
+        p.spec.as_mut().unwrap().volumes = Some(vec![Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]);
+        assert_eq!(classify(&p, &settings()), Disposition::Evict);
+        let mut s = settings();
+        s.delete_empty_dir_data = false;
+        assert!(matches!(classify(&p, &s), Disposition::Refuse(r) if r.contains("emptyDir")));
+    }
+
+    #[test]
+    fn pod_selector_limits_the_drain() {
+        let mut s = settings();
+        s.pod_selector = Some(LabelSelector {
+            match_labels: Some([("app".to_string(), "db".to_string())].into()),
+            ..LabelSelector::default()
+        });
+        assert_eq!(
+            classify(&pod(Some("ReplicaSet")), &s),
+            Disposition::Skip(SkipReason::NotSelected)
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent_and_varies() {
+        let base = Duration::from_secs(5);
+        let values: BTreeSet<u128> = (0..50)
+            .map(|i| {
+                let d = jittered(base, salt_of("pod", i));
+                assert!(
+                    d >= Duration::from_secs(4) && d <= Duration::from_secs(6),
+                    "{d:?}"
+                );
+                d.as_millis()
+            })
+            .collect();
+        assert!(
+            values.len() > 10,
+            "jitter should spread retries: {values:?}"
+        );
+    }
+
+    #[test]
+    fn pdb_names_are_read_from_the_429_causes() {
+        let s: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "code": 429,
+            "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+            "details": {"causes": [{"reason": "DisruptionBudget", "message": "The disruption budget db-pdb needs 2 healthy pods and has 2 currently"}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            pdb_names_from_status(&s, "shop"),
+            vec!["shop/db-pdb".to_string()]
+        );
+        assert!(eviction_refusal(&s).contains("needs 2 healthy pods"));
+    }
+}
