@@ -479,6 +479,12 @@ pub fn forecast(policy: &PatchPolicy, nodes: &[Node], now: Timestamp, a: Assumpt
         .iter()
         .map(|n| {
             let mut v = NodeView::from_node(n);
+            if v.reboot_required.is_none()
+                && policy.spec.reboot.when == crate::api::RebootWhen::IfRequired
+            {
+                // The agent has not reported yet; assume the worst case.
+                v.reboot_required = Some(true);
+            }
             if v.boot_id.is_none() {
                 // A file without boot IDs still forecasts; the real run needs them.
                 v.boot_id = Some(format!("{}-boot-0", v.name));
