@@ -3,13 +3,24 @@
 //! The crate is split by job: [`api`] holds the `PatchPolicy` types, [`validate`]
 //! checks a policy and reports every problem, [`crd`] renders the
 //! CustomResourceDefinition, [`duration`] parses the duration strings of the spec.
+//!
+//! The rollout core is pure (no client, no I/O, the clock is an argument):
+//! [`window`] (maintenance windows and blackouts), [`order`] (which node first),
+//! [`budget`] (how many at once), [`selector`] (label selectors), [`rollout`]
+//! (the per-node state machine and `decide()`), and [`forecast`] (a
+//! discrete-event simulation behind `sofort plan`).
 
 pub mod api;
+pub mod budget;
 pub mod cli;
 pub mod crd;
 pub mod drain;
 pub mod duration;
+pub mod forecast;
 pub mod metrics;
 pub mod node_record;
+pub mod order;
+pub mod rollout;
 pub mod selector;
 pub mod validate;
+pub mod window;

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Validate(args) => sofort::validate::run_cli(&args.files),
-        Command::Plan(_) => not_yet("plan"),
+        Command::Plan(args) => sofort::forecast::run_cli(&args, jiff::Timestamp::now()),
         Command::Controller(_) => not_yet("controller"),
         Command::Agent(_) => not_yet("agent"),
         Command::Sandbox(_) => not_yet("sandbox"),

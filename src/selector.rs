@@ -4,6 +4,62 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+/// A selector the API server would reject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// Unknown operator.
+    #[error(
+        "nodeSelector.matchExpressions[{index}].operator {operator:?} is unknown; use In, NotIn, Exists or DoesNotExist"
+    )]
+    Operator {
+        /// Index of the expression.
+        index: usize,
+        /// The operator given.
+        operator: String,
+    },
+    /// Values given or missing against the operator's rules.
+    #[error("nodeSelector.matchExpressions[{index}] ({operator}) {problem}")]
+    Values {
+        /// Index of the expression.
+        index: usize,
+        /// The operator.
+        operator: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+/// Checks a selector once, so that [`matches`] cannot fail later.
+pub fn check(sel: &LabelSelector) -> Result<(), SelectorError> {
+    for (index, e) in sel.match_expressions.iter().flatten().enumerate() {
+        let n = e.values.as_ref().map_or(0, Vec::len);
+        match e.operator.as_str() {
+            "In" | "NotIn" if n == 0 => {
+                return Err(SelectorError::Values {
+                    index,
+                    operator: e.operator.clone(),
+                    problem: "needs at least one value",
+                });
+            }
+            "Exists" | "DoesNotExist" if n > 0 => {
+                return Err(SelectorError::Values {
+                    index,
+                    operator: e.operator.clone(),
+                    problem: "must not have values",
+                });
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => {
+                return Err(SelectorError::Operator {
+                    index,
+                    operator: other.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// True when `labels` satisfy `selector`. An empty selector matches everything;
 /// an unknown operator matches nothing (validation reports it).
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
@@ -101,5 +157,17 @@ mod tests {
         s.match_labels = Some(labels(&[("role", "worker")]));
         assert_eq!(to_query(&s), "role=worker,zone in (a,b)");
         assert_eq!(to_query(&expr("x", "DoesNotExist", &[])), "!x");
+    }
+    #[test]
+    fn check_reports_what_the_api_server_would_reject() {
+        assert!(check(&expr("zone", "In", &["a"])).is_ok());
+        assert!(
+            check(&expr("zone", "Like", &["a"]))
+                .unwrap_err()
+                .to_string()
+                .contains("In, NotIn, Exists or DoesNotExist")
+        );
+        assert!(check(&expr("zone", "In", &[])).is_err());
+        assert!(check(&expr("zone", "Exists", &["a"])).is_err());
     }
 }

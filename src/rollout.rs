@@ -1,0 +1,1341 @@
+//! The rollout decision: `decide(policy, nodes, others, now) -> Plan`.
+//!
+//! Pure and deterministic: no client, no I/O, no clock. The controller reads the
+//! cluster into [`NodeView`]s, calls [`decide`], applies the [`Action`]s in order
+//! and writes [`Plan::status`]. Everything decide needs lives on the Node
+//! (labels, `spec.unschedulable`, Ready, boot ID, the `sofort.dev/record` and
+//! `sofort.dev/done` annotations, the agent's annotations) or in the policy
+//! status, so a restarted controller resumes exactly. The one input that is not
+//! on the Node is [`DrainState`]: the controller's own drain worker for the node.
+//! After a restart it is `Idle`, decide asks for the drain again, and the drain
+//! resumes (evicting from a cordoned node is idempotent).
+//!
+//! # Per-node state machine
+//!
+//! ```text
+//! Pending ─claim─► Cordoning ─► Draining ─► [Patching] ─► Rebooting ─► WaitingReady ─► Settling ─► Uncordoning ─► Done
+//!                                  │             │             │              │
+//!                                  └─────────────┴─────────────┴──────────────┴──► Failed (reason)
+//! ```
+//!
+//! * Every transition writes the record *before* its side effect (see
+//!   [`Action`]), except [`Action::MarkFailed`], which uncordons first.
+//! * `Cordoning`: cordon until `spec.unschedulable` is seen, then drain.
+//! * `Draining`: the drain must finish within `drain.timeout` counted from the
+//!   step start; then `onTimeout: Fail` uncordons (if sofort cordoned) and fails
+//!   the node, `Force` deletes the rest. A node found uncordoned while draining
+//!   is cordoned again; a reboot is never requested for a schedulable node.
+//! * `Patching` (only with `spec.patch`): the agent's `sofort.dev/patch-result`
+//!   for this policy and revision, written after the step began, decides;
+//!   without one within `patch.timeout` + 1 min the node fails.
+//! * `Rebooting`: the record carries `bootIdBefore`; the agent reboots once for
+//!   it. The node moves to `WaitingReady` when it goes NotReady, acknowledges or
+//!   reports a new boot ID. Each of `Rebooting` and `WaitingReady` must finish
+//!   within `reboot.timeout` of its own start.
+//! * A reboot is confirmed only by a boot ID different from `bootIdBefore`
+//!   **and** Ready; then `Settling` for `rollout.settle` (Ready throughout);
+//!   then `Uncordoning`, skipped for a node that was unschedulable before sofort
+//!   touched it (it is never uncordoned); then the record is released and the
+//!   done map gets `policy → revision`.
+//!
+//! # Rules for starting nodes
+//!
+//! * Selected nodes whose done map has this revision are done. With
+//!   `reboot.when: IfRequired`, a node whose `sofort.dev/reboot-required` label
+//!   is `false` is done without being touched; a node without the label waits
+//!   for its agent to report.
+//! * No start while the spec is invalid, the policy is paused, or more than
+//!   `maxFailedNodes` nodes failed (phase Halted). Nodes in progress always
+//!   finish, whatever the phase.
+//! * Non-urgent: a start needs `now >= scheduledStart`, an open window outside
+//!   any blackout, and at least `minWindowRemaining` left in it. Urgent skips
+//!   these; the budget always holds.
+//! * Groups go strictly one after another: the group worked on is the first (in
+//!   order) that has a node in progress for this policy, else the first with a
+//!   node still to do. A node that cannot start yet (NotReady, claimed by
+//!   another policy, reboot need unknown) holds its group; the message names it.
+//! * Budget: see [`crate::budget`]. NotReady nodes are never started.
+//! * **Several policies**: a node whose record shows another policy with a step
+//!   in progress is claimed by it. A record of another policy that is `Failed`,
+//!   `Done` or of an older revision is not a claim. A **non-urgent** policy does
+//!   not claim a node that an *active urgent* other policy (see [`Contender`])
+//!   selects and has not finished for its revision: urgent policies go first.
+//!   Urgent policies among themselves, and non-urgent among themselves, claim
+//!   first come first served (the controller writes claims with the Node's
+//!   resourceVersion, so only one wins).
+//! * **Nodes joining later** (created or newly selected after the rollout
+//!   began) are simply pending: they are done in their order position once the
+//!   group being worked on is finished; the rollout completes only when they
+//!   are done too. A node that stops being selected while in progress finishes.
+//! * A new revision while a node is in progress: the node finishes under the
+//!   revision it started with (its done map records that one) and is then
+//!   pending for the new revision.
+//! * To retry a failed node, remove its record (`kubectl annotate node NAME
+//!   sofort.dev/record-`) or bump `spec.revision`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+
+use crate::api::{
+    ActiveNode, FailedNode, NodeCounts, OnTimeout, PatchPolicy, PatchPolicySpec, PatchPolicyStatus,
+    Phase, RebootWhen, Step, WindowStatus,
+};
+use crate::budget::{Budget, max_unavailable};
+use crate::node_record::{
+    self, DONE_ANNOTATION, DoneMap, NodeRecord, PATCH_RESULT_ANNOTATION, PatchRequest, PatchResult,
+    REBOOT_ACK_ANNOTATION, REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION, RebootAck,
+};
+use crate::window::{Schedule, human_time};
+use crate::{duration, order, selector};
+
+/// Slack given to the agent to report a patch result after the patch timeout.
+pub const PATCH_REPORT_SLACK: Duration = Duration::from_secs(60);
+
+/// The controller's drain worker for a node, as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DrainState {
+    /// No drain runs for the node (also: after a controller restart).
+    #[default]
+    Idle,
+    /// Evicting; `forcing` once remaining pods are deleted without eviction;
+    /// `blocker` names what holds it up (pods, PodDisruptionBudgets).
+    Running {
+        /// Deleting without eviction (onTimeout: Force).
+        forcing: bool,
+        /// What blocks the drain, for the failure reason.
+        blocker: Option<String>,
+    },
+    /// Every pod that must leave has left.
+    Drained,
+}
+
+/// What decide sees of one Node.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeView {
+    /// Node name.
+    pub name: String,
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+    /// Condition Ready is True.
+    pub ready: bool,
+    /// `spec.unschedulable`.
+    pub unschedulable: bool,
+    /// `status.nodeInfo.bootID`.
+    pub boot_id: Option<String>,
+    /// The `sofort.dev/record` annotation (any policy's).
+    pub record: Option<NodeRecord>,
+    /// Why the record annotation could not be read; such a node is never started.
+    pub record_error: Option<String>,
+    /// The `sofort.dev/done` annotation.
+    pub done: DoneMap,
+    /// The `sofort.dev/reboot-required` label: `Some(true)`, `Some(false)`, or unknown.
+    pub reboot_required: Option<bool>,
+    /// The controller's drain worker for this node.
+    pub drain: DrainState,
+    /// The agent's `sofort.dev/patch-result`.
+    pub patch_result: Option<PatchResult>,
+    /// The agent's `sofort.dev/reboot-ack`.
+    pub reboot_ack: Option<RebootAck>,
+}
+
+impl NodeView {
+    /// Builds the view of a Node object; unreadable annotations never fail the
+    /// whole node (a broken record makes it unstartable and is reported).
+    pub fn from_node(node: &Node) -> NodeView {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let ann = node.metadata.annotations.as_ref();
+        let status = node.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == "True");
+        let boot_id = status
+            .and_then(|s| s.node_info.as_ref())
+            .map(|i| i.boot_id.clone())
+            .filter(|b| !b.is_empty());
+        let (record, record_error) =
+            match node_record::read_json::<NodeRecord>(&name, ann, RECORD_ANNOTATION) {
+                Ok(r) => (r, None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+        let done = node_record::read_json::<DoneMap>(&name, ann, DONE_ANNOTATION)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let reboot_required = match labels.get(REBOOT_REQUIRED_LABEL).map(String::as_str) {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            _ => None,
+        };
+        NodeView {
+            unschedulable: node
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false),
+            patch_result: node_record::read_json(&name, ann, PATCH_RESULT_ANNOTATION)
+                .ok()
+                .flatten(),
+            reboot_ack: node_record::read_json(&name, ann, REBOOT_ACK_ANNOTATION)
+                .ok()
+                .flatten(),
+            name,
+            labels,
+            ready,
+            boot_id,
+            record,
+            record_error,
+            done,
+            reboot_required,
+            drain: DrainState::Idle,
+        }
+    }
+}
+
+/// Another policy, as far as claiming nodes is concerned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contender {
+    /// Policy name.
+    pub name: String,
+    /// `spec.urgent`.
+    pub urgent: bool,
+    /// `spec.revision`.
+    pub revision: String,
+    /// `spec.nodeSelector`.
+    pub selector: LabelSelector,
+    /// Wants to start nodes: not paused, not Halted, not Completed.
+    pub active: bool,
+}
+
+impl Contender {
+    /// Builds the contender view of another policy.
+    pub fn from_policy(p: &PatchPolicy) -> Contender {
+        let phase = p.status.as_ref().and_then(|s| s.phase);
+        let same_rev =
+            p.status.as_ref().and_then(|s| s.revision.as_deref()) == Some(p.spec.revision.as_str());
+        Contender {
+            name: p.metadata.name.clone().unwrap_or_default(),
+            urgent: p.spec.urgent,
+            revision: p.spec.revision.clone(),
+            selector: p.spec.node_selector.clone(),
+            active: !p.spec.paused
+                && !(same_rev && matches!(phase, Some(Phase::Halted) | Some(Phase::Completed))),
+        }
+    }
+
+    fn wants(&self, node: &NodeView) -> bool {
+        self.active
+            && selector::matches(&self.selector, &node.labels)
+            && node.done.get(&self.name) != Some(&self.revision)
+            && !node.record.as_ref().is_some_and(|r| {
+                r.policy == self.name && r.revision == self.revision && r.step == Step::Failed
+            })
+    }
+}
+
+/// A side effect for the controller. Apply in order; each writes its record
+/// first (one patch of the `sofort.dev/record` annotation and the
+/// `sofort.dev/step` label), then acts, so a restart repeats at most an
+/// idempotent step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write `record` (claims the node), then set `spec.unschedulable: true`.
+    Cordon {
+        /// Node name.
+        node: String,
+        /// Record to write.
+        record: NodeRecord,
+    },
+    /// Write `record` if given, then make sure a drain runs for the node.
+    /// `force`: delete the remaining pods without eviction (onTimeout: Force).
+    Drain {
+        /// Node name.
+        node: String,
+        /// Record to write first (step Draining), when the step changes.
+        record: Option<NodeRecord>,
+        /// Delete instead of evict.
+        force: bool,
+    },
+    /// Write `record` (step Patching with its patch request); the agent runs it.
+    RequestPatch {
+        /// Node name.
+        node: String,
+        /// Record to write.
+        record: NodeRecord,
+    },
+    /// Write `record` (step Rebooting, `bootIdBefore = boot_id`); the agent
+    /// reboots once for this boot ID.
+    RequestReboot {
+        /// Node name.
+        node: String,
+        /// Boot ID the reboot is requested for.
+        boot_id: String,
+        /// Record to write.
+        record: NodeRecord,
+    },
+    /// Write `record`: a plain step change.
+    SetStep {
+        /// Node name.
+        node: String,
+        /// Record to write.
+        record: NodeRecord,
+    },
+    /// Write `record` (step Uncordoning), then set `spec.unschedulable: false`.
+    Uncordon {
+        /// Node name.
+        node: String,
+        /// Record to write.
+        record: NodeRecord,
+    },
+    /// Stop any drain of the node; if `uncordon`, set `spec.unschedulable:
+    /// false` first; then write `record` (step Failed, with the reason).
+    MarkFailed {
+        /// Node name.
+        node: String,
+        /// Uncordon before writing (sofort cordoned it).
+        uncordon: bool,
+        /// Record to write.
+        record: NodeRecord,
+    },
+    /// Write `done` to `sofort.dev/done`, then remove the record and the step label.
+    Release {
+        /// Node name.
+        node: String,
+        /// Full done map to write.
+        done: DoneMap,
+    },
+}
+
+impl Action {
+    /// The node the action is about.
+    pub fn node(&self) -> &str {
+        match self {
+            Action::Cordon { node, .. }
+            | Action::Drain { node, .. }
+            | Action::RequestPatch { node, .. }
+            | Action::RequestReboot { node, .. }
+            | Action::SetStep { node, .. }
+            | Action::Uncordon { node, .. }
+            | Action::MarkFailed { node, .. }
+            | Action::Release { node, .. } => node,
+        }
+    }
+}
+
+/// What decide returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Side effects, in order.
+    pub actions: Vec<Action>,
+    /// The status to write.
+    pub status: PatchPolicyStatus,
+    /// Decide again after this long even if nothing changes (deadlines, windows).
+    pub requeue_after: Option<Duration>,
+}
+
+/// The spec, parsed. Fields that fail to parse fall back to their defaults so
+/// nodes in progress can finish; `errors` then holds every problem and no node starts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// drain.timeout
+    pub drain_timeout: Duration,
+    /// reboot.timeout
+    pub reboot_timeout: Duration,
+    /// rollout.settle
+    pub settle: Duration,
+    /// patch command and timeout
+    pub patch: Option<PatchRequest>,
+    /// patch.timeout
+    pub patch_timeout: Duration,
+    /// announce.leadTime
+    pub lead_time: Duration,
+    /// rollout.minWindowRemaining or its default
+    pub min_remaining: Duration,
+    /// Windows and blackouts (always open when they failed to parse).
+    pub schedule: Schedule,
+    /// Problems found.
+    pub errors: Vec<String>,
+}
+
+impl Config {
+    /// Parses what decide needs from a spec.
+    pub fn from_spec(spec: &PatchPolicySpec) -> Config {
+        let mut errors = Vec::new();
+        let mut dur = |field: &str, s: &str, default: u64| match duration::parse(s) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(format!("{field}: {e}"));
+                Duration::from_secs(default)
+            }
+        };
+        let drain_timeout = dur("drain.timeout", &spec.drain.timeout, 15 * 60);
+        let reboot_timeout = dur("reboot.timeout", &spec.reboot.timeout, 20 * 60);
+        let settle = dur("rollout.settle", &spec.rollout.settle, 120);
+        let patch_timeout = spec.patch.as_ref().map_or(Duration::ZERO, |p| {
+            dur("patch.timeout", &p.timeout, 30 * 60)
+        });
+        let lead_time = spec.announce.as_ref().map_or(Duration::ZERO, |a| {
+            dur("announce.leadTime", &a.lead_time, 0)
+        });
+        let default_min = drain_timeout + reboot_timeout + settle + patch_timeout;
+        let min_remaining = match &spec.rollout.min_window_remaining {
+            Some(s) => dur("rollout.minWindowRemaining", s, default_min.as_secs()),
+            None => default_min,
+        };
+        let schedule = match Schedule::new(&spec.maintenance_windows, &spec.blackouts) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(e.to_string());
+                Schedule::always_open()
+            }
+        };
+        if let Err(e) = selector::check(&spec.node_selector) {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = max_unavailable(&spec.rollout.max_unavailable, 1) {
+            errors.push(e.to_string());
+        }
+        if spec.revision.trim().is_empty() {
+            errors.push(
+                "revision is empty: set spec.revision to name the patch level, for example a date"
+                    .into(),
+            );
+        }
+        let patch = match &spec.patch {
+            Some(p) if p.command.is_empty() => {
+                errors.push(
+                    "patch.command is empty: give the program and its arguments, or remove patch"
+                        .into(),
+                );
+                None
+            }
+            Some(p) => Some(PatchRequest {
+                command: p.command.clone(),
+                timeout_seconds: patch_timeout.as_secs(),
+            }),
+            None => None,
+        };
+        Config {
+            drain_timeout,
+            reboot_timeout,
+            settle,
+            patch,
+            patch_timeout,
+            lead_time,
+            min_remaining,
+            schedule,
+            errors,
+        }
+    }
+}
+
+/// Why a node did not start, for the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Hold {
+    NotReady(String),
+    OtherPolicy(String, String),
+    UrgentFirst(String, String),
+    RebootUnknown(String),
+    BrokenRecord(String),
+    Budget { unavailable: usize, max: usize },
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn until(now: Timestamp, t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// Where a node stands for this policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    InFlight,
+    Failed,
+    Done,
+    NotNeeded,
+    Todo,
+}
+
+struct Ctx<'a> {
+    name: &'a str,
+    spec: &'a PatchPolicySpec,
+    cfg: &'a Config,
+    now: Timestamp,
+}
+
+/// Advances one node of ours that is in progress. Returns the new record (if the
+/// step changed), the action, and the instant to look again.
+fn advance(
+    ctx: &Ctx<'_>,
+    n: &NodeView,
+    rec: &NodeRecord,
+) -> (Option<Action>, Option<NodeRecord>, Option<Timestamp>) {
+    let now = ctx.now;
+    let cfg = ctx.cfg;
+    let node = n.name.clone();
+    let step_to = |step: Step| NodeRecord {
+        step,
+        since: now,
+        ..rec.clone()
+    };
+    let fail = |reason: String| {
+        let record = NodeRecord {
+            step: Step::Failed,
+            since: now,
+            reason: Some(reason),
+            ..rec.clone()
+        };
+        (
+            Some(Action::MarkFailed {
+                node: node.clone(),
+                uncordon: !rec.was_unschedulable && n.unschedulable,
+                record: record.clone(),
+            }),
+            Some(record),
+            None,
+        )
+    };
+    let after_drain = || -> (Option<Action>, Option<NodeRecord>, Option<Timestamp>) {
+        if let Some(req) = &cfg.patch {
+            let record = NodeRecord {
+                step: Step::Patching,
+                since: now,
+                patch: Some(req.clone()),
+                ..rec.clone()
+            };
+            let deadline = add(add(now, cfg.patch_timeout), PATCH_REPORT_SLACK);
+            return (
+                Some(Action::RequestPatch {
+                    node: node.clone(),
+                    record: record.clone(),
+                }),
+                Some(record),
+                Some(deadline),
+            );
+        }
+        request_reboot(ctx, n, rec)
+    };
+    match rec.step {
+        Step::Cordoning => {
+            if !n.unschedulable {
+                (
+                    Some(Action::Cordon {
+                        node,
+                        record: rec.clone(),
+                    }),
+                    None,
+                    None,
+                )
+            } else {
+                let record = step_to(Step::Draining);
+                (
+                    Some(Action::Drain {
+                        node,
+                        record: Some(record.clone()),
+                        force: false,
+                    }),
+                    Some(record),
+                    Some(add(now, cfg.drain_timeout)),
+                )
+            }
+        }
+        Step::Draining => {
+            let deadline = add(rec.since, cfg.drain_timeout);
+            if !n.unschedulable {
+                return (
+                    Some(Action::Cordon {
+                        node,
+                        record: rec.clone(),
+                    }),
+                    None,
+                    Some(deadline),
+                );
+            }
+            let blocker = match &n.drain {
+                DrainState::Drained => return after_drain(),
+                DrainState::Running { blocker, .. } => blocker.clone(),
+                DrainState::Idle => None,
+            };
+            if now >= deadline {
+                match ctx.spec.drain.on_timeout {
+                    OnTimeout::Fail => {
+                        let mut reason = format!(
+                            "drain timeout after {}",
+                            duration::format(cfg.drain_timeout)
+                        );
+                        if let Some(b) = blocker {
+                            reason.push_str(": ");
+                            reason.push_str(&b);
+                        }
+                        fail(reason)
+                    }
+                    OnTimeout::Force => {
+                        let forcing = matches!(n.drain, DrainState::Running { forcing: true, .. });
+                        let action = (!forcing).then(|| Action::Drain {
+                            node,
+                            record: None,
+                            force: true,
+                        });
+                        (action, None, None)
+                    }
+                }
+            } else {
+                let action = (n.drain == DrainState::Idle).then(|| Action::Drain {
+                    node,
+                    record: None,
+                    force: false,
+                });
+                (action, None, Some(deadline))
+            }
+        }
+        Step::Patching => {
+            let deadline = add(add(rec.since, cfg.patch_timeout), PATCH_REPORT_SLACK);
+            let result = n.patch_result.as_ref().filter(|r| {
+                r.policy == ctx.name && r.revision == rec.revision && r.at >= rec.since
+            });
+            match result {
+                Some(r) if r.success => request_reboot(ctx, n, rec),
+                Some(r) => fail(format!("patch command failed: {}", r.message)),
+                None if now >= deadline => fail(format!(
+                    "patch timeout: no result from the agent within {}",
+                    duration::format(cfg.patch_timeout + PATCH_REPORT_SLACK)
+                )),
+                None => (None, None, Some(deadline)),
+            }
+        }
+        Step::Rebooting | Step::WaitingReady => {
+            let deadline = add(rec.since, cfg.reboot_timeout);
+            let new_boot = match (&n.boot_id, &rec.boot_id_before) {
+                (Some(now_id), Some(before)) => now_id != before,
+                _ => false,
+            };
+            if new_boot && n.ready {
+                let record = step_to(Step::Settling);
+                let wake = add(now, cfg.settle);
+                return (
+                    Some(Action::SetStep {
+                        node,
+                        record: record.clone(),
+                    }),
+                    Some(record),
+                    Some(wake),
+                );
+            }
+            if now >= deadline {
+                let what = if new_boot {
+                    "came back with a new boot ID but is not Ready"
+                } else {
+                    "still reports the boot ID from before the reboot"
+                };
+                return fail(format!(
+                    "reboot not confirmed within {}: node {what}",
+                    duration::format(cfg.reboot_timeout)
+                ));
+            }
+            let acked = n.reboot_ack.as_ref().is_some_and(|a| {
+                a.policy == ctx.name
+                    && a.revision == rec.revision
+                    && Some(&a.boot_id) == rec.boot_id_before.as_ref()
+            });
+            if rec.step == Step::Rebooting && (new_boot || !n.ready || acked) {
+                let record = step_to(Step::WaitingReady);
+                let wake = add(now, cfg.reboot_timeout);
+                return (
+                    Some(Action::SetStep {
+                        node,
+                        record: record.clone(),
+                    }),
+                    Some(record),
+                    Some(wake),
+                );
+            }
+            (None, None, Some(deadline))
+        }
+        Step::Settling => {
+            let end = add(rec.since, cfg.settle);
+            if !n.ready || now < end {
+                return (None, None, (now < end).then_some(end));
+            }
+            if rec.was_unschedulable {
+                release(n, rec, ctx.name)
+            } else {
+                let record = step_to(Step::Uncordoning);
+                (
+                    Some(Action::Uncordon {
+                        node,
+                        record: record.clone(),
+                    }),
+                    Some(record),
+                    None,
+                )
+            }
+        }
+        Step::Uncordoning => {
+            if !rec.was_unschedulable && n.unschedulable {
+                (
+                    Some(Action::Uncordon {
+                        node,
+                        record: rec.clone(),
+                    }),
+                    None,
+                    None,
+                )
+            } else {
+                release(n, rec, ctx.name)
+            }
+        }
+        Step::Pending | Step::Done | Step::Failed => (None, None, None),
+    }
+}
+
+fn request_reboot(
+    ctx: &Ctx<'_>,
+    n: &NodeView,
+    rec: &NodeRecord,
+) -> (Option<Action>, Option<NodeRecord>, Option<Timestamp>) {
+    let now = ctx.now;
+    if !n.unschedulable {
+        // Never reboot a schedulable node: cordon again first.
+        return (
+            Some(Action::Cordon {
+                node: n.name.clone(),
+                record: rec.clone(),
+            }),
+            None,
+            None,
+        );
+    }
+    match &n.boot_id {
+        Some(b) => {
+            let record = NodeRecord {
+                step: Step::Rebooting,
+                since: now,
+                boot_id_before: Some(b.clone()),
+                ..rec.clone()
+            };
+            (
+                Some(Action::RequestReboot {
+                    node: n.name.clone(),
+                    boot_id: b.clone(),
+                    record: record.clone(),
+                }),
+                Some(record),
+                Some(add(now, ctx.cfg.reboot_timeout)),
+            )
+        }
+        None => {
+            let record = NodeRecord {
+                step: Step::Failed,
+                since: now,
+                reason: Some(
+                    "node reports no boot ID, so a reboot could not be confirmed; not rebooted"
+                        .into(),
+                ),
+                ..rec.clone()
+            };
+            (
+                Some(Action::MarkFailed {
+                    node: n.name.clone(),
+                    uncordon: !rec.was_unschedulable,
+                    record: record.clone(),
+                }),
+                Some(record),
+                None,
+            )
+        }
+    }
+}
+
+fn release(
+    n: &NodeView,
+    rec: &NodeRecord,
+    policy: &str,
+) -> (Option<Action>, Option<NodeRecord>, Option<Timestamp>) {
+    let mut done = n.done.clone();
+    done.insert(policy.to_string(), rec.revision.clone());
+    let record = NodeRecord {
+        step: Step::Done,
+        ..rec.clone()
+    };
+    (
+        Some(Action::Release {
+            node: n.name.clone(),
+            done,
+        }),
+        Some(record),
+        None,
+    )
+}
+
+fn unavailable(n: &NodeView) -> bool {
+    !n.ready || n.unschedulable || n.record.as_ref().is_some_and(|r| r.step.in_progress())
+}
+
+/// Decides what to do now. See the module docs for every rule.
+pub fn decide(
+    policy: &PatchPolicy,
+    nodes: &[NodeView],
+    others: &[Contender],
+    now: Timestamp,
+) -> Plan {
+    let cfg = Config::from_spec(&policy.spec);
+    decide_with(policy, &cfg, nodes, others, now)
+}
+
+/// [`decide`] with a spec parsed once (the forecast calls it many times).
+pub fn decide_with(
+    policy: &PatchPolicy,
+    cfg: &Config,
+    nodes: &[NodeView],
+    others: &[Contender],
+    now: Timestamp,
+) -> Plan {
+    let spec = &policy.spec;
+    let name = policy.metadata.name.as_deref().unwrap_or("");
+    let generation = policy.metadata.generation;
+    let prev = policy.status.clone().unwrap_or_default();
+    let same_rev = prev.revision.as_deref() == Some(spec.revision.as_str());
+    let ctx = Ctx {
+        name,
+        spec,
+        cfg,
+        now,
+    };
+
+    // Announcement and schedule.
+    let announced_at = prev
+        .announced_at
+        .as_ref()
+        .filter(|_| same_rev)
+        .map_or(now, |t| t.0);
+    let usable_from = |t: Timestamp| cfg.schedule.next_usable(t, cfg.min_remaining);
+    let scheduled = if spec.urgent {
+        Some(announced_at)
+    } else {
+        usable_from(add(announced_at, cfg.lead_time)).map(|(t, _)| t)
+    };
+
+    // Classify.
+    let urgent_others: Vec<&Contender> = if spec.urgent {
+        Vec::new()
+    } else {
+        others
+            .iter()
+            .filter(|c| c.urgent && c.active && c.name != name)
+            .collect()
+    };
+    let mut classes: Vec<Option<Class>> = Vec::with_capacity(nodes.len());
+    let (mut total, mut updated, mut failed_n) = (0usize, 0usize, 0usize);
+    let mut unavailable_n = 0usize;
+    let mut todo_n = 0usize;
+    let mut selected_flags: Vec<bool> = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let selected = selector::matches(&spec.node_selector, &n.labels);
+        let ours = n.record.as_ref().filter(|r| r.policy == name);
+        let class = match ours {
+            Some(r) if r.step.in_progress() => Some(Class::InFlight),
+            _ if !selected => None,
+            Some(r) if r.step == Step::Failed && r.revision == spec.revision => Some(Class::Failed),
+            _ if n.done.get(name) == Some(&spec.revision) => Some(Class::Done),
+            _ if spec.reboot.when == RebootWhen::IfRequired && n.reboot_required == Some(false) => {
+                Some(Class::NotNeeded)
+            }
+            _ => Some(Class::Todo),
+        };
+        if let Some(c) = class {
+            if selected {
+                total += 1;
+                match c {
+                    Class::Done | Class::NotNeeded => updated += 1,
+                    Class::Failed => failed_n += 1,
+                    Class::InFlight => {}
+                    Class::Todo => todo_n += 1,
+                }
+            }
+            if unavailable(n) {
+                unavailable_n += 1;
+            }
+        }
+        classes.push(class);
+        selected_flags.push(selected);
+    }
+    let budget_max = max_unavailable(&spec.rollout.max_unavailable, total).unwrap_or(1);
+    let mut budget = Budget {
+        max: budget_max,
+        unavailable: unavailable_n,
+    };
+
+    // Advance nodes in progress.
+    let mut actions = Vec::new();
+    let mut wake: Option<Timestamp> = None;
+    let mut new_records: BTreeMap<usize, NodeRecord> = BTreeMap::new();
+    let mut started = 0usize;
+    for (i, n) in nodes.iter().enumerate() {
+        if classes[i] != Some(Class::InFlight) {
+            continue;
+        }
+        let Some(rec) = n.record.as_ref() else {
+            continue;
+        };
+        let (action, record, w) = advance(&ctx, n, rec);
+        if let Some(a) = action {
+            actions.push(a);
+        }
+        if let Some(r) = record {
+            new_records.insert(i, r);
+        }
+        if let Some(w) = w {
+            wake = Some(wake.map_or(w, |x| x.min(w)));
+        }
+    }
+
+    // Gates for new starts.
+    let failed_now = new_records
+        .values()
+        .filter(|r| r.step == Step::Failed && r.revision == spec.revision)
+        .count();
+    let halted = (failed_n + failed_now) as u64 > u64::from(spec.rollout.max_failed_nodes);
+    let invalid = !cfg.errors.is_empty();
+    let mut window_wait: Option<String> = None;
+    let mut window_wake: Option<Timestamp> = None;
+    let time_ok = if spec.urgent {
+        true
+    } else {
+        match scheduled {
+            None => {
+                window_wait = Some(format!(
+                    "no usable maintenance window (needs {} left in a window, outside blackouts) in the next {} days",
+                    duration::format(cfg.min_remaining),
+                    crate::window::HORIZON_DAYS
+                ));
+                false
+            }
+            Some(s) if now < s => {
+                window_wake = Some(s);
+                false
+            }
+            Some(_) => match usable_from(now) {
+                Some((t, _)) if t == now => true,
+                Some((t, iv)) => {
+                    window_wake = Some(t);
+                    window_wait =
+                        Some(if let Some((end, reason)) = cfg.schedule.blackout_at(now) {
+                            format!(
+                                "blackout{} until {}; next start {}",
+                                reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+                                end,
+                                human_time(t, iv.zone.as_deref())
+                            )
+                        } else if let Some(rem) = cfg.schedule.remaining(now) {
+                            format!(
+                                "window closes in {}, a node needs {}; waiting for window {}",
+                                duration::format(Duration::from_secs(rem.as_secs())),
+                                duration::format(cfg.min_remaining),
+                                human_time(t, iv.zone.as_deref())
+                            )
+                        } else {
+                            format!("waiting for window {}", human_time(t, iv.zone.as_deref()))
+                        });
+                    false
+                }
+                None => {
+                    window_wait = Some("no usable maintenance window ahead".into());
+                    false
+                }
+            },
+        }
+    };
+
+    // Which group is being worked on.
+    let group_key = |i: usize| order::group_of(&spec.rollout.order, &nodes[i].labels);
+    let lowest = |want: Class| -> Option<Option<&str>> {
+        let mut cur: Option<Option<&str>> = None;
+        for (i, c) in classes.iter().enumerate() {
+            if *c == Some(want) && selected_flags[i] {
+                let g = group_key(i);
+                if cur.is_none_or(|c| order::cmp_group(g, c).is_lt()) {
+                    cur = Some(g);
+                }
+            }
+        }
+        cur
+    };
+    let current = lowest(Class::InFlight).or_else(|| lowest(Class::Todo));
+
+    // Start nodes.
+    let mut holds: Vec<Hold> = Vec::new();
+    let can_start = !invalid && !spec.paused && !halted && time_ok;
+    if let Some(group) = current {
+        let mut todo: Vec<usize> = classes
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| {
+                **c == Some(Class::Todo) && order::cmp_group(group_key(*i), group).is_eq()
+            })
+            .map(|(i, _)| i)
+            .collect();
+        todo.sort_by(|a, b| {
+            order::cmp_in_group(
+                &spec.rollout.order,
+                &nodes[*a].name,
+                &nodes[*a].labels,
+                &nodes[*b].name,
+                &nodes[*b].labels,
+            )
+        });
+        for i in todo {
+            let n = &nodes[i];
+            let hold = if n.record_error.is_some() {
+                Some(Hold::BrokenRecord(n.name.clone()))
+            } else if let Some(r) = n
+                .record
+                .as_ref()
+                .filter(|r| r.policy != name && r.step.in_progress())
+            {
+                Some(Hold::OtherPolicy(n.name.clone(), r.policy.clone()))
+            } else if let Some(c) = urgent_others.iter().find(|c| c.wants(n)) {
+                Some(Hold::UrgentFirst(n.name.clone(), c.name.clone()))
+            } else if spec.reboot.when == RebootWhen::IfRequired && n.reboot_required.is_none() {
+                Some(Hold::RebootUnknown(n.name.clone()))
+            } else if !n.ready {
+                Some(Hold::NotReady(n.name.clone()))
+            } else {
+                None
+            };
+            if let Some(h) = hold {
+                holds.push(h);
+                continue;
+            }
+            if !can_start {
+                continue;
+            }
+            let already = unavailable(n);
+            if !budget.can_start(already) {
+                holds.push(Hold::Budget {
+                    unavailable: budget.unavailable,
+                    max: budget.max,
+                });
+                break;
+            }
+            budget.take(already);
+            let record = NodeRecord {
+                policy: name.to_string(),
+                revision: spec.revision.clone(),
+                step: Step::Cordoning,
+                since: now,
+                started: now,
+                was_unschedulable: n.unschedulable,
+                boot_id_before: None,
+                patch: None,
+                reason: None,
+            };
+            actions.push(Action::Cordon {
+                node: n.name.clone(),
+                record: record.clone(),
+            });
+            new_records.insert(i, record);
+            started += 1;
+        }
+    }
+
+    // Status.
+    let mut active: Vec<(usize, ActiveNode)> = Vec::new();
+    let mut failed_list: Vec<FailedNode> = Vec::new();
+    let (mut done_now, mut in_flight_now) = (0usize, 0usize);
+    for (i, n) in nodes.iter().enumerate() {
+        let Some(class) = classes[i] else { continue };
+        let rec = new_records
+            .get(&i)
+            .or(n.record.as_ref().filter(|r| r.policy == name));
+        match rec {
+            Some(r)
+                if r.step.in_progress() && (class == Class::InFlight || class == Class::Todo) =>
+            {
+                in_flight_now += 1;
+                active.push((
+                    i,
+                    ActiveNode {
+                        node: n.name.clone(),
+                        step: r.step,
+                        since: Time(r.since),
+                    },
+                ));
+            }
+            Some(r) if r.step == Step::Failed && r.revision == spec.revision => {
+                failed_list.push(FailedNode {
+                    node: n.name.clone(),
+                    reason: r.reason.clone().unwrap_or_else(|| "failed".into()),
+                })
+            }
+            Some(r)
+                if r.step == Step::Done
+                    && r.revision == spec.revision
+                    && class == Class::InFlight
+                    && selected_flags[i] =>
+            {
+                done_now += 1;
+            }
+            _ => {}
+        }
+    }
+    active.sort_by(|(a, _), (b, _)| {
+        order::cmp_nodes(
+            &spec.rollout.order,
+            &nodes[*a].name,
+            &nodes[*a].labels,
+            &nodes[*b].name,
+            &nodes[*b].labels,
+        )
+    });
+    failed_list.sort_by(|a, b| order::natural_cmp(&a.node, &b.node));
+    let updated_now = updated + done_now;
+    let failed_count = failed_list.len();
+    let pending = todo_n.saturating_sub(started);
+    let counts = NodeCounts {
+        total: total as u32,
+        updated: updated_now as u32,
+        in_progress: in_flight_now as u32,
+        pending: pending as u32,
+        failed: failed_count as u32,
+        summary: format!("{updated_now}/{total}"),
+    };
+    let all_done = pending == 0 && in_flight_now == 0;
+
+    let phase = if invalid {
+        Phase::Halted
+    } else if all_done && !halted {
+        Phase::Completed
+    } else if halted {
+        Phase::Halted
+    } else if spec.paused {
+        Phase::Paused
+    } else if in_flight_now > 0 {
+        Phase::Progressing
+    } else if !spec.urgent && scheduled.is_some_and(|s| now < s) {
+        Phase::Scheduled
+    } else {
+        Phase::Waiting
+    };
+
+    let progress = format!("{updated_now}/{total} updated");
+    let in_flight_text = || match active.len() {
+        0 => String::new(),
+        1..=3 => active
+            .iter()
+            .map(|(_, a)| format!("{} {:?}", a.node, a.step))
+            .collect::<Vec<_>>()
+            .join(", "),
+        k => format!("{k} nodes in progress"),
+    };
+    let hold_text = |h: &Hold| match h {
+        Hold::NotReady(n) => format!("node {n} is NotReady and waits until it is Ready"),
+        Hold::OtherPolicy(n, p) => format!("node {n} waits for policy {p}"),
+        Hold::UrgentFirst(n, p) => format!("node {n} waits for urgent policy {p}"),
+        Hold::RebootUnknown(n) => {
+            format!("node {n} waits for its agent to report {REBOOT_REQUIRED_LABEL}")
+        }
+        Hold::BrokenRecord(n) => format!(
+            "node {n} has an unreadable {RECORD_ANNOTATION} annotation; remove it with `kubectl annotate node {n} {RECORD_ANNOTATION}-`"
+        ),
+        Hold::Budget { unavailable, max } => {
+            format!("blocked: {unavailable} nodes unavailable, maxUnavailable {max}")
+        }
+    };
+    let why_not: Option<String> = if invalid {
+        Some(format!("halted: invalid spec: {}", cfg.errors.join("; ")))
+    } else if halted {
+        Some(format!(
+            "halted: {failed_count} node{} failed (max {}); fix the node and remove its {RECORD_ANNOTATION} annotation, or bump spec.revision",
+            if failed_count == 1 { "" } else { "s" },
+            spec.rollout.max_failed_nodes
+        ))
+    } else if spec.paused {
+        Some("paused: no new node starts".into())
+    } else if !time_ok {
+        match (scheduled, &window_wait) {
+            (Some(s), _) if now < s => Some(format!(
+                "announced; starts {}{}",
+                human_time(s, first_zone(spec)),
+                if cfg.lead_time > Duration::ZERO {
+                    format!(" (lead time {})", duration::format(cfg.lead_time))
+                } else {
+                    String::new()
+                }
+            )),
+            (_, Some(w)) => Some(w.clone()),
+            _ => None,
+        }
+    } else if started == 0 {
+        // Budget holds last: a node that cannot start for its own reason is more telling.
+        holds
+            .iter()
+            .find(|h| !matches!(h, Hold::Budget { .. }))
+            .or(holds.first())
+            .map(hold_text)
+    } else {
+        None
+    };
+    let message = match phase {
+        Phase::Completed => {
+            if failed_count > 0 {
+                format!("{progress}; completed with {failed_count} failed (tolerated)")
+            } else {
+                format!("{progress}; completed")
+            }
+        }
+        _ => {
+            let mut parts = vec![progress];
+            let f = in_flight_text();
+            if !f.is_empty() {
+                parts.push(f);
+            }
+            if let Some(w) = why_not {
+                parts.push(w);
+            } else if phase == Phase::Waiting && pending > 0 {
+                parts.push("nothing can start now".into());
+            }
+            parts.join("; ")
+        }
+    };
+
+    // Windows in status.
+    let next_window = if spec.urgent || cfg.schedule.is_always_open() {
+        None
+    } else {
+        let from = scheduled.map_or(now, |s| s.max(now));
+        usable_from(from).map(|(t, iv)| WindowStatus {
+            start: Time(t.max(iv.start)),
+            end: Time(iv.end),
+        })
+    };
+
+    let started_at = prev
+        .started_at
+        .clone()
+        .filter(|_| same_rev)
+        .or_else(|| (started > 0 || in_flight_now > 0).then_some(Time(now)));
+    let completed_at = if phase == Phase::Completed {
+        prev.completed_at
+            .clone()
+            .filter(|_| same_rev && prev.phase == Some(Phase::Completed))
+            .or(Some(Time(now)))
+    } else {
+        None
+    };
+
+    let conditions = conditions(&prev, phase, &message, invalid, generation, now);
+    let status = PatchPolicyStatus {
+        observed_generation: generation,
+        revision: Some(spec.revision.clone()),
+        phase: Some(phase),
+        announced_at: Some(Time(announced_at)),
+        scheduled_start: scheduled.map(Time),
+        next_window,
+        started_at,
+        completed_at,
+        nodes: Some(counts),
+        active: active.into_iter().map(|(_, a)| a).collect(),
+        failed: failed_list,
+        notifications: if same_rev {
+            prev.notifications.clone()
+        } else {
+            Vec::new()
+        },
+        conditions,
+        message: Some(message),
+    };
+
+    // When to look again: node deadlines, and the window if work waits for it.
+    if !invalid && !halted && !spec.paused && pending > 0 {
+        if let Some(w) = window_wake {
+            wake = Some(wake.map_or(w, |x| x.min(w)));
+        }
+        // A window that closes while nodes wait for budget: nothing to wake for.
+    }
+    let requeue_after = wake.map(|w| until(now, w).max(Duration::from_secs(1)));
+    Plan {
+        actions,
+        status,
+        requeue_after,
+    }
+}
+
+fn first_zone(spec: &PatchPolicySpec) -> Option<&str> {
+    spec.maintenance_windows
+        .first()
+        .map(|w| w.time_zone.as_str())
+        .filter(|z| !z.is_empty())
+}
+
+fn condition(
+    prev: &PatchPolicyStatus,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let s = if status { "True" } else { "False" };
+    let last = prev
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == s)
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_string(),
+        status: s.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time: last,
+    }
+}
+
+fn conditions(
+    prev: &PatchPolicyStatus,
+    phase: Phase,
+    message: &str,
+    invalid: bool,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let reason = match phase {
+        Phase::Halted if invalid => "InvalidSpec",
+        Phase::Halted => "TooManyFailures",
+        Phase::Scheduled => "Scheduled",
+        Phase::Waiting => "Waiting",
+        Phase::Progressing => "Progressing",
+        Phase::Paused => "Paused",
+        Phase::Completed => "Completed",
+    };
+    let ready = phase == Phase::Completed;
+    let reconciling = matches!(
+        phase,
+        Phase::Scheduled | Phase::Waiting | Phase::Progressing
+    );
+    let stalled = phase == Phase::Halted;
+    vec![
+        condition(prev, "Ready", ready, reason, message, generation, now),
+        condition(
+            prev,
+            "Reconciling",
+            reconciling,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+        condition(prev, "Stalled", stalled, reason, message, generation, now),
+    ]
+}
