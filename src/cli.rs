@@ -128,6 +128,13 @@ pub struct ControllerArgs {
     /// Disable leader election (single replica, tests).
     #[arg(long)]
     pub no_leader_election: bool,
+    /// Delay between a change in the cluster and the decision it triggers
+    /// (coalesces bursts of watch events).
+    #[arg(long, default_value = "50ms")]
+    pub debounce: String,
+    /// Testing and demos only: the controller's clock starts at this instant (RFC 3339).
+    #[arg(long, hide = true, env = "SOFORT_CLOCK_START")]
+    pub clock_start: Option<String>,
 }
 
 /// Reboot method of the agent.

@@ -484,10 +484,13 @@ async fn force_node(
     let pods_all: Api<Pod> = Api::all(client.clone());
     let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
     let must_go = |p: &Pod| !matches!(classify(p, settings), Disposition::Skip(_));
-    let list = pods_all.list(&lp).await.map_err(|source| DrainError::List {
-        node: node.to_string(),
-        source,
-    })?;
+    let list = pods_all
+        .list(&lp)
+        .await
+        .map_err(|source| DrainError::List {
+            node: node.to_string(),
+            source,
+        })?;
     let mut forced = 0;
     let mut uids = BTreeSet::new();
     for p in list.items.iter().filter(|p| must_go(p)) {
@@ -508,10 +511,13 @@ async fn force_node(
     }
     // Wait for the deleted pods to terminate (their UIDs leave the node).
     loop {
-        let list = pods_all.list(&lp).await.map_err(|source| DrainError::List {
-            node: node.to_string(),
-            source,
-        })?;
+        let list = pods_all
+            .list(&lp)
+            .await
+            .map_err(|source| DrainError::List {
+                node: node.to_string(),
+                source,
+            })?;
         let left: Vec<&Pod> = list
             .items
             .iter()

@@ -13,6 +13,8 @@
 pub mod api;
 pub mod budget;
 pub mod cli;
+pub mod clock;
+pub mod controller;
 pub mod crd;
 pub mod drain;
 pub mod duration;

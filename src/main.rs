@@ -36,7 +36,13 @@ fn main() -> ExitCode {
         },
         Command::Validate(args) => sofort::validate::run_cli(&args.files),
         Command::Plan(args) => sofort::forecast::run_cli(&args, jiff::Timestamp::now()),
-        Command::Controller(_) => not_yet("controller"),
+        Command::Controller(args) => match sofort::controller::main(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Agent(_) => not_yet("agent"),
         Command::Sandbox(_) => not_yet("sandbox"),
     }

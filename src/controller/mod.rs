@@ -1,0 +1,416 @@
+//! `sofort controller`: turns PatchPolicies into patched, rebooted, uncordoned nodes.
+//!
+//! The controller is an imperative shell around the pure [`crate::rollout::decide`]:
+//!
+//! * **Watching**: one reflector of PatchPolicies and one of Nodes (with
+//!   `status.images` and managed fields stripped to keep memory per node small).
+//!   Pods are never cached: a drain lists and watches the pods of its one node.
+//! * **Deciding**: one loop wakes on any change of either store, on a drain
+//!   worker's progress, on a leader change, or when the earliest `requeue_after`
+//!   of the last decisions is due. It then decides for every policy, urgent
+//!   policies first, each seeing the claims the previous ones just wrote. One
+//!   loop (rather than a reconciler per policy) keeps claims across policies
+//!   ordered and free of races: there is a single writer in the process, and
+//!   claims carry the Node's `resourceVersion`, so a stale view loses with a 409.
+//! * **Acting**: [`shell`] applies the actions, writing the node record before
+//!   each side effect, then writes status through the status subresource only,
+//!   and publishes Events.
+//! * **HA**: every replica watches; only the holder of the Lease decides and
+//!   writes.
+
+mod drains;
+mod shell;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::PatchPolicy;
+use crate::cli::ControllerArgs;
+use crate::clock::Clock;
+use crate::duration;
+use crate::metrics::{Health, Metrics};
+
+pub use shell::FINALIZER;
+
+/// Settings of a controller process.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Lease name.
+    pub lease_name: String,
+    /// This replica's identity.
+    pub identity: String,
+    /// Lease duration.
+    pub lease_duration: Duration,
+    /// Metrics/health address.
+    pub metrics_addr: String,
+    /// Evictions in flight per node.
+    pub max_evictions_in_flight: usize,
+    /// Base eviction retry interval.
+    pub eviction_retry: Duration,
+    /// Use a Lease; off means this process always leads.
+    pub leader_election: bool,
+    /// Coalescing delay after a change.
+    pub debounce: Duration,
+    /// The clock.
+    pub clock: Clock,
+}
+
+/// Errors that stop the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// A flag has a bad value.
+    #[error("invalid value for --{flag}: {message}")]
+    Flag {
+        /// Flag name.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No usable kubeconfig or in-cluster config.
+    #[error("cannot configure the Kubernetes client: {0}; run inside a cluster or set KUBECONFIG")]
+    Config(String),
+    /// The client could not be built.
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    /// The metrics server could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::ServeError),
+    /// Leader election could not start.
+    #[error("leader election failed: {0}; check RBAC for leases in the controller's namespace")]
+    Lease(String),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl ControllerConfig {
+    /// Settings from the command line.
+    pub fn from_args(args: &ControllerArgs) -> Result<Self, ControllerError> {
+        let dur = |flag: &'static str, v: &str| {
+            duration::parse(v).map_err(|e| ControllerError::Flag {
+                flag,
+                message: e.to_string(),
+            })
+        };
+        let clock = match &args.clock_start {
+            None => Clock::system(),
+            Some(s) => Clock::starting_at(s.parse().map_err(|e| ControllerError::Flag {
+                flag: "clock-start",
+                message: format!("{s:?} is not an RFC 3339 instant: {e}"),
+            })?),
+        };
+        let identity = args
+            .identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("sofort-{}", std::process::id()));
+        Ok(ControllerConfig {
+            namespace: args.namespace.clone(),
+            lease_name: args.lease_name.clone(),
+            identity,
+            lease_duration: dur("lease-duration", &args.lease_duration)?,
+            metrics_addr: args.metrics_addr.clone(),
+            max_evictions_in_flight: usize::from(args.max_evictions_in_flight.max(1)),
+            eviction_retry: dur("eviction-retry", &args.eviction_retry)?,
+            leader_election: !args.no_leader_election,
+            debounce: dur("debounce", &args.debounce)?,
+            clock,
+        })
+    }
+}
+
+/// Entry point of `sofort controller`: runs until SIGTERM or Ctrl-C.
+pub fn main(args: &ControllerArgs) -> Result<(), ControllerError> {
+    let cfg = ControllerConfig::from_args(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ControllerError::Runtime)?;
+    rt.block_on(async move {
+        let kube_cfg = kube::Config::infer()
+            .await
+            .map_err(|e| ControllerError::Config(e.to_string()))?;
+        run(kube_cfg, cfg, shutdown_signal()).await
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Drops what the controller never reads, so the node cache stays small.
+fn slim_node(node: &mut Node) {
+    node.managed_fields_mut().clear();
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+        status.volumes_attached = None;
+        status.volumes_in_use = None;
+    }
+}
+
+/// Runs the controller with a client configuration until `shutdown` resolves.
+pub async fn run(
+    kube_cfg: kube::Config,
+    cfg: ControllerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    let client = Client::try_from(kube_cfg.clone()).map_err(ControllerError::Client)?;
+    // Evictions get a client without the default retry: a 429 from a
+    // PodDisruptionBudget must come back to the drain loop at once.
+    let mut evict_cfg = kube_cfg;
+    evict_cfg.default_retry = false;
+    let evict_client = Client::try_from(evict_cfg).map_err(ControllerError::Client)?;
+
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut stop_metrics = stop_rx.clone();
+    let (addr, metrics_task) = crate::metrics::serve(
+        &cfg.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+        async move {
+            let _ = stop_metrics.wait_for(|s| *s).await;
+        },
+    )
+    .await?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+
+    // Leadership.
+    let (leader_rx, lease_task) = if cfg.leader_election {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
+            .with_namespace(&cfg.namespace)
+            .with_identity(&cfg.identity)
+            .with_duration(cfg.lease_duration.as_secs().max(2))
+            .with_grace((cfg.lease_duration.as_secs() / 3).max(1))
+            .with_field_manager("sofort-controller")
+            .build()
+            .await
+            .map_err(|e| ControllerError::Lease(e.to_string()))?;
+        let (rx, task) = manager.watch().await;
+        (rx, Some(task))
+    } else {
+        let (tx, rx) = watch::channel(true);
+        // Keep the sender alive for the life of the process.
+        std::mem::forget(tx);
+        (rx, None)
+    };
+
+    // Caches.
+    let policies: Api<PatchPolicy> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let (policy_store, policy_writer) = reflector::store::<PatchPolicy>();
+    let (node_store, node_writer) = reflector::store::<Node>();
+    let policy_events = watcher(policies, watcher::Config::default())
+        .default_backoff()
+        .reflect(policy_writer)
+        .boxed();
+    let node_events = watcher(nodes, watcher::Config::default())
+        .default_backoff()
+        .modify(slim_node)
+        .reflect(node_writer)
+        .boxed();
+
+    let (kick_tx, kick_rx) = mpsc::unbounded_channel::<()>();
+    let shell = shell::Shell::new(
+        client.clone(),
+        evict_client,
+        cfg.clone(),
+        metrics.clone(),
+        kick_tx.clone(),
+    );
+    let looped = main_loop(
+        shell,
+        LoopInputs {
+            policy_store,
+            node_store,
+            policy_events,
+            node_events,
+            kick_rx,
+            leader_rx,
+            health: health.clone(),
+            metrics: metrics.clone(),
+            debounce: cfg.debounce,
+        },
+        shutdown,
+    )
+    .await;
+
+    stop_tx.send_replace(true);
+    if let Some(task) = lease_task {
+        task.abort();
+    }
+    let _ = metrics_task.await;
+    looped
+}
+
+struct LoopInputs<P, N> {
+    policy_store: Store<PatchPolicy>,
+    node_store: Store<Node>,
+    policy_events: P,
+    node_events: N,
+    kick_rx: mpsc::UnboundedReceiver<()>,
+    leader_rx: watch::Receiver<bool>,
+    health: Health,
+    metrics: Metrics,
+    debounce: Duration,
+}
+
+async fn main_loop<P, N>(
+    mut shell: shell::Shell,
+    mut inp: LoopInputs<P, N>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError>
+where
+    P: futures::Stream<Item = Result<watcher::Event<PatchPolicy>, watcher::Error>> + Unpin,
+    N: futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Unpin,
+{
+    let mut shutdown = Box::pin(shutdown);
+    let mut policies_ready = false;
+    let mut nodes_ready = false;
+    let mut next_wake: Option<tokio::time::Instant> = None;
+    let mut was_leader = false;
+    loop {
+        let sleep_until =
+            next_wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down; nodes in progress resume from their records on the next leader");
+                shell.stop_drains();
+                return Ok(());
+            }
+            ev = inp.policy_events.next() => {
+                match ev {
+                    Some(Ok(watcher::Event::InitDone)) => policies_ready = true,
+                    Some(Err(e)) => tracing::warn!(error = %e, "PatchPolicy watch error; retrying"),
+                    None => return Ok(()),
+                    _ => {}
+                }
+            }
+            ev = inp.node_events.next() => {
+                match ev {
+                    Some(Ok(watcher::Event::InitDone)) => nodes_ready = true,
+                    Some(Err(e)) => tracing::warn!(error = %e, "Node watch error; retrying"),
+                    None => return Ok(()),
+                    _ => {}
+                }
+            }
+            k = inp.kick_rx.recv() => {
+                if k.is_none() {
+                    return Ok(());
+                }
+            }
+            changed = inp.leader_rx.changed() => {
+                if changed.is_err() {
+                    tracing::error!("leader election stopped; exiting so that another replica takes over");
+                    shell.stop_drains();
+                    return Err(ControllerError::Lease("the lease manager ended".into()));
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_until) => {
+                next_wake = None;
+            }
+        }
+        let ready = policies_ready && nodes_ready;
+        inp.health.set_ready(ready);
+        let leader = *inp.leader_rx.borrow();
+        if leader != was_leader {
+            tracing::info!(leader, "leadership changed");
+            inp.metrics.set_leader(leader);
+            if !leader {
+                shell.stop_drains();
+            }
+            was_leader = leader;
+        }
+        if !ready || !leader {
+            continue;
+        }
+        // Coalesce the burst of events that usually follows a write.
+        tokio::time::sleep(inp.debounce).await;
+        while let Ok(()) = inp.kick_rx.try_recv() {}
+        let policies: Vec<Arc<PatchPolicy>> = inp.policy_store.state();
+        let nodes: Vec<Arc<Node>> = inp.node_store.state();
+        let requeue = shell.tick(&policies, &nodes).await;
+        next_wake = requeue.map(|d| tokio::time::Instant::now() + d);
+        // Nodes the stores have not caught up with yet are re-read next round.
+        if shell.has_pending_overlay() {
+            let soon = tokio::time::Instant::now() + Duration::from_millis(500);
+            next_wake = Some(next_wake.map_or(soon, |w| w.min(soon)));
+        }
+    }
+}
+
+/// Per-node objects written by this process that the node store has not
+/// delivered yet, newest first by resourceVersion.
+#[derive(Default)]
+pub(crate) struct Overlay {
+    nodes: HashMap<String, Node>,
+}
+
+fn rv_num(o: &Node) -> Option<u64> {
+    o.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+impl Overlay {
+    pub(crate) fn put(&mut self, node: Node) {
+        let name = node.name_any();
+        self.nodes.insert(name, node);
+    }
+
+    /// The freshest copy of a node: ours while the store still shows an older one.
+    pub(crate) fn freshest(&mut self, from_store: &Node) -> Node {
+        let name = from_store.name_any();
+        match self.nodes.get(&name) {
+            Some(ours) => match (rv_num(ours), rv_num(from_store)) {
+                (Some(a), Some(b)) if a > b => ours.clone(),
+                _ => {
+                    self.nodes.remove(&name);
+                    from_store.clone()
+                }
+            },
+            None => from_store.clone(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub(crate) fn retain_known(&mut self, known: &std::collections::HashSet<String>) {
+        self.nodes.retain(|k, _| known.contains(k));
+    }
+}
+
+/// The object reference used for Events about a policy.
+pub(crate) fn policy_ref(p: &PatchPolicy) -> k8s_openapi::api::core::v1::ObjectReference {
+    p.object_ref(&())
+}

@@ -1,0 +1,809 @@
+//! The imperative shell: reads the caches into decide()'s input, applies the
+//! actions, writes status and Events.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::drains::{DrainJob, Drains};
+use super::{ControllerConfig, Overlay, policy_ref};
+use crate::api::{PatchPolicy, PatchPolicyStatus, Phase, Step};
+use crate::drain::{DrainMode, DrainSettings};
+use crate::metrics::Metrics;
+use crate::node_record::{DONE_ANNOTATION, NodeRecord, RECORD_ANNOTATION, STEP_LABEL};
+use crate::rollout::{self, Action, Contender, NodeView};
+use crate::validate;
+
+/// Finalizer that lets sofort clean its node records when a policy is deleted.
+pub const FINALIZER: &str = "sofort.dev/cleanup";
+
+const FIELD_MANAGER: &str = "sofort-controller";
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+pub(crate) struct Shell {
+    client: Client,
+    evict_client: Client,
+    cfg: ControllerConfig,
+    metrics: Metrics,
+    kick: mpsc::UnboundedSender<()>,
+    recorder: Recorder,
+    drains: Drains,
+    overlay: Overlay,
+    /// Events already published for (object, reason, detail), to avoid repeats.
+    published: HashSet<String>,
+    /// Generation for which an invalid-spec Event was published, per policy.
+    invalid_seen: HashMap<String, Option<i64>>,
+}
+
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::Pending => "Pending",
+        Step::Cordoning => "Cordoning",
+        Step::Draining => "Draining",
+        Step::Patching => "Patching",
+        Step::Rebooting => "Rebooting",
+        Step::WaitingReady => "WaitingReady",
+        Step::Settling => "Settling",
+        Step::Uncordoning => "Uncordoning",
+        Step::Done => "Done",
+        Step::Failed => "Failed",
+    }
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Scheduled => "Scheduled",
+        Phase::Waiting => "Waiting",
+        Phase::Progressing => "Progressing",
+        Phase::Paused => "Paused",
+        Phase::Completed => "Completed",
+        Phase::Halted => "Halted",
+    }
+}
+
+fn record_patch(record: &NodeRecord) -> Value {
+    let json_record = serde_json::to_string(record).unwrap_or_default();
+    json!({
+        "metadata": {
+            "labels": {STEP_LABEL: step_name(record.step)},
+            "annotations": {RECORD_ANNOTATION: json_record},
+        }
+    })
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Status as JSON with removed top-level fields set to null, for a merge patch.
+fn status_patch(old: Option<&PatchPolicyStatus>, new: &PatchPolicyStatus) -> Value {
+    let mut new_v = serde_json::to_value(new).unwrap_or(Value::Null);
+    if let (Some(old), Value::Object(map)) = (old, &mut new_v)
+        && let Ok(Value::Object(old_map)) = serde_json::to_value(old)
+    {
+        for k in old_map.keys() {
+            if !map.contains_key(k) {
+                map.insert(k.clone(), Value::Null);
+            }
+        }
+    }
+    json!({ "status": new_v })
+}
+
+/// Status equality that ignores nothing: decide keeps timestamps stable when
+/// nothing changed, so an unchanged status is not written again.
+fn same_status(a: Option<&PatchPolicyStatus>, b: &PatchPolicyStatus) -> bool {
+    a == Some(b)
+}
+
+impl Shell {
+    pub(crate) fn new(
+        client: Client,
+        evict_client: Client,
+        cfg: ControllerConfig,
+        metrics: Metrics,
+        kick: mpsc::UnboundedSender<()>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "sofort-controller".into(),
+                instance: Some(cfg.identity.clone()),
+            },
+        );
+        Shell {
+            client,
+            evict_client,
+            cfg,
+            metrics,
+            kick,
+            recorder,
+            drains: Drains::default(),
+            overlay: Overlay::default(),
+            published: HashSet::new(),
+            invalid_seen: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn stop_drains(&mut self) {
+        self.drains.stop_all();
+    }
+
+    pub(crate) fn has_pending_overlay(&self) -> bool {
+        !self.overlay.is_empty()
+    }
+
+    fn publish(
+        &self,
+        reference: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
+        let recorder = self.recorder.clone();
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                tracing::debug!(error = %e, "cannot publish Event");
+            }
+        });
+    }
+
+    fn node_event(&self, node: &str, type_: EventType, reason: &str, note: String) {
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.to_string()),
+            uid: Some(node.to_string()),
+            ..ObjectReference::default()
+        };
+        self.publish(reference, type_, reason, note, reason);
+    }
+
+    /// One round: decide and act for every policy. Returns when to look again.
+    pub(crate) async fn tick(
+        &mut self,
+        policies: &[Arc<PatchPolicy>],
+        nodes: &[Arc<Node>],
+    ) -> Option<Duration> {
+        let now = self.cfg.clock.now();
+        let known: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        self.overlay.retain_known(&known);
+        let mut objects: BTreeMap<String, Node> = nodes
+            .iter()
+            .map(|n| (n.name_any(), self.overlay.freshest(n)))
+            .collect();
+
+        // Stop drains of nodes that are no longer draining.
+        let draining: HashSet<String> = objects
+            .values()
+            .filter(|n| {
+                NodeView::from_node(n)
+                    .record
+                    .is_some_and(|r| r.step == Step::Draining)
+            })
+            .map(|n| n.name_any())
+            .collect();
+        self.drains.retain(|n| draining.contains(n));
+
+        let mut ordered: Vec<&Arc<PatchPolicy>> = policies.iter().collect();
+        ordered.sort_by_key(|p| (!p.spec.urgent, p.name_any()));
+        let contenders: Vec<Contender> =
+            ordered.iter().map(|p| Contender::from_policy(p)).collect();
+
+        let mut requeue: Option<Duration> = None;
+        for policy in ordered {
+            let name = policy.name_any();
+            let others: Vec<Contender> = contenders
+                .iter()
+                .filter(|c| c.name != name)
+                .cloned()
+                .collect();
+            let result = if policy.meta().deletion_timestamp.is_some() {
+                self.finalize(policy, &mut objects, now).await
+            } else {
+                if !policy.finalizers().iter().any(|f| f == FINALIZER) {
+                    self.add_finalizer(policy).await;
+                }
+                self.reconcile(policy, &mut objects, &others, now).await
+            };
+            match result {
+                Ok(r) => {
+                    if let Some(r) = r {
+                        requeue = Some(requeue.map_or(r, |q: Duration| q.min(r)));
+                    }
+                }
+                Err(e) => {
+                    self.metrics.reconcile_error(&name);
+                    tracing::warn!(policy = %name, error = %e, "reconcile failed; retrying soon");
+                    let r = Duration::from_secs(2);
+                    requeue = Some(requeue.map_or(r, |q| q.min(r)));
+                }
+            }
+        }
+        requeue
+    }
+
+    fn views(&self, objects: &BTreeMap<String, Node>) -> Vec<NodeView> {
+        objects
+            .values()
+            .map(|n| {
+                let mut v = NodeView::from_node(n);
+                v.drain = self.drains.state(&v.name);
+                v
+            })
+            .collect()
+    }
+
+    async fn add_finalizer(&self, policy: &PatchPolicy) {
+        let api: Api<PatchPolicy> = Api::all(self.client.clone());
+        let mut finalizers = policy.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": policy.resource_version()}});
+        if let Err(e) = api
+            .patch(&policy.name_any(), &params(), &Patch::Merge(patch))
+            .await
+        {
+            tracing::debug!(policy = %policy.name_any(), error = %e, "cannot add finalizer yet");
+        }
+    }
+
+    async fn reconcile(
+        &mut self,
+        policy: &PatchPolicy,
+        objects: &mut BTreeMap<String, Node>,
+        others: &[Contender],
+        now: jiff::Timestamp,
+    ) -> Result<Option<Duration>, kube::Error> {
+        let name = policy.name_any();
+        let problems = validate::validate_policy(policy);
+        let mut effective = policy.clone();
+        if !problems.is_empty() {
+            // No new starts while the spec is invalid; nodes in flight finish.
+            effective.spec.paused = true;
+        }
+        let views = self.views(objects);
+        let mut plan = rollout::decide(&effective, &views, others, now);
+
+        if !problems.is_empty() {
+            let text = problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let message = format!("invalid spec, no node starts until it is fixed: {text}");
+            plan.status.phase = Some(Phase::Halted);
+            plan.status.message = Some(message.clone());
+            plan.status.conditions = invalid_conditions(
+                policy.status.as_ref(),
+                &message,
+                policy.meta().generation,
+                now,
+            );
+            let generation = policy.meta().generation;
+            if self.invalid_seen.get(&name) != Some(&generation) {
+                self.invalid_seen.insert(name.clone(), generation);
+                self.publish(
+                    policy_ref(policy),
+                    EventType::Warning,
+                    "InvalidSpec",
+                    message,
+                    "Validate",
+                );
+            }
+        } else {
+            self.invalid_seen.remove(&name);
+        }
+
+        let prev_phase = policy.status.as_ref().and_then(|s| s.phase);
+        let prev_rev = policy.status.as_ref().and_then(|s| s.revision.clone());
+        for action in &plan.actions {
+            if let Err(e) = self.apply(policy, action, objects).await {
+                match &e {
+                    kube::Error::Api(s) if s.code == 409 => {
+                        tracing::debug!(policy = %name, node = action.node(), "node changed meanwhile; deciding again");
+                    }
+                    _ => {
+                        self.metrics.reconcile_error(&name);
+                        tracing::warn!(policy = %name, node = action.node(), error = %e, "action failed; retrying");
+                    }
+                }
+                // Decide again from fresh state soon; the record tells where we are.
+                let _ = self.kick.send(());
+            }
+        }
+
+        // Status and rollout-level Events.
+        let status = plan.status;
+        self.observe(&name, &status);
+        let phase = status.phase;
+        let same_rev = prev_rev.as_deref() == Some(policy.spec.revision.as_str());
+        if phase != prev_phase || !same_rev {
+            let note = status.message.clone().unwrap_or_default();
+            match phase {
+                Some(Phase::Halted) if problems.is_empty() => self.publish(
+                    policy_ref(policy),
+                    EventType::Warning,
+                    "RolloutHalted",
+                    note,
+                    "Halt",
+                ),
+                Some(Phase::Completed) => self.publish(
+                    policy_ref(policy),
+                    EventType::Normal,
+                    "RolloutCompleted",
+                    note,
+                    "Complete",
+                ),
+                Some(Phase::Progressing) if policy.spec.urgent && (!same_rev || prev_phase != Some(Phase::Progressing)) => {
+                    self.publish(
+                        policy_ref(policy),
+                        EventType::Normal,
+                        "UrgentRollout",
+                        format!(
+                            "urgent revision {} started at once, ignoring maintenance windows; {note}",
+                            policy.spec.revision
+                        ),
+                        "Start",
+                    )
+                }
+                _ => {}
+            }
+        }
+        if !same_status(policy.status.as_ref(), &status) {
+            let api: Api<PatchPolicy> = Api::all(self.client.clone());
+            api.patch_status(
+                &name,
+                &params(),
+                &Patch::Merge(status_patch(policy.status.as_ref(), &status)),
+            )
+            .await?;
+        }
+        Ok(plan.requeue_after)
+    }
+
+    fn observe(&self, policy: &str, status: &PatchPolicyStatus) {
+        if let Some(p) = status.phase {
+            self.metrics.set_phase(policy, phase_name(p));
+        }
+        let mut by_step: BTreeMap<&str, i64> = BTreeMap::new();
+        for s in [
+            Step::Cordoning,
+            Step::Draining,
+            Step::Patching,
+            Step::Rebooting,
+            Step::WaitingReady,
+            Step::Settling,
+            Step::Uncordoning,
+        ] {
+            by_step.insert(step_name(s), 0);
+        }
+        for a in &status.active {
+            *by_step.entry(step_name(a.step)).or_default() += 1;
+        }
+        if let Some(n) = &status.nodes {
+            by_step.insert("Done", i64::from(n.updated));
+            by_step.insert("Pending", i64::from(n.pending));
+            by_step.insert("Failed", i64::from(n.failed));
+        }
+        for (step, count) in by_step {
+            self.metrics.set_nodes(policy, step, count);
+        }
+        let open = status
+            .next_window
+            .as_ref()
+            .is_some_and(|w| w.start.0 <= self.cfg.clock.now());
+        self.metrics.set_window_open(policy, open);
+    }
+
+    async fn patch_node(
+        &mut self,
+        node: &str,
+        patch: Value,
+        objects: &mut BTreeMap<String, Node>,
+    ) -> Result<(), kube::Error> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let updated = api.patch(node, &params(), &Patch::Merge(patch)).await?;
+        objects.insert(node.to_string(), updated.clone());
+        self.overlay.put(updated);
+        Ok(())
+    }
+
+    async fn apply(
+        &mut self,
+        policy: &PatchPolicy,
+        action: &Action,
+        objects: &mut BTreeMap<String, Node>,
+    ) -> Result<(), kube::Error> {
+        let pname = policy.name_any();
+        match action {
+            Action::Cordon { node, record } => {
+                // The claim and the cordon in one patch, conditional on the
+                // node not having changed since we looked at it.
+                let rv = objects.get(node).and_then(|n| n.resource_version());
+                let mut patch = record_patch(record);
+                merge(
+                    &mut patch,
+                    json!({"metadata": {"resourceVersion": rv}, "spec": {"unschedulable": true}}),
+                );
+                self.patch_node(node, patch, objects).await?;
+                self.metrics.observe_step("Pending", 0.0);
+                let note = format!(
+                    "cordoned by PatchPolicy {pname} for revision {}{}",
+                    record.revision,
+                    if record.was_unschedulable {
+                        " (it was already unschedulable and stays so)"
+                    } else {
+                        ""
+                    }
+                );
+                self.node_event(node, EventType::Normal, "Cordoned", note.clone());
+                self.publish(
+                    policy_ref(policy),
+                    EventType::Normal,
+                    "Cordoned",
+                    format!("node {node} {note}"),
+                    "Cordon",
+                );
+            }
+            Action::Drain {
+                node,
+                record,
+                force,
+            } => {
+                if let Some(r) = record {
+                    self.patch_node(node, record_patch(r), objects).await?;
+                    self.node_event(
+                        node,
+                        EventType::Normal,
+                        "Draining",
+                        format!("draining for PatchPolicy {pname}"),
+                    );
+                }
+                let since = record
+                    .as_ref()
+                    .map(|r| r.since)
+                    .or_else(|| NodeView::from_node(&objects[node]).record.map(|r| r.since))
+                    .unwrap_or_else(|| self.cfg.clock.now());
+                let cfg = rollout::Config::from_spec(&policy.spec);
+                let now = self.cfg.clock.now();
+                let left = if *force {
+                    // Deleted pods get their grace period plus a minute to go.
+                    let grace = policy.spec.drain.grace_period_seconds.unwrap_or(30).max(0) as u64;
+                    Duration::from_secs(grace + 60)
+                } else {
+                    let end = since
+                        .checked_add(
+                            jiff::SignedDuration::try_from(cfg.drain_timeout).unwrap_or_default(),
+                        )
+                        .unwrap_or(now);
+                    Duration::try_from(end.duration_since(now)).unwrap_or(Duration::ZERO)
+                };
+                let settings = DrainSettings::from_spec(
+                    &policy.spec.drain,
+                    self.cfg.max_evictions_in_flight,
+                    self.cfg.eviction_retry,
+                );
+                let revision = record
+                    .as_ref()
+                    .map(|r| r.revision.clone())
+                    .unwrap_or_else(|| policy.spec.revision.clone());
+                if *force && self.drains.blocker(node).is_some() {
+                    self.node_event(node, EventType::Warning, "DrainForced", format!(
+                        "drain deadline passed; deleting the remaining pods (onTimeout: Force): {}",
+                        self.drains.blocker(node).unwrap_or_default()
+                    ));
+                }
+                self.drains.ensure(DrainJob {
+                    client: self.client.clone(),
+                    evict_client: self.evict_client.clone(),
+                    node: node.clone(),
+                    revision,
+                    settings,
+                    mode: if *force {
+                        DrainMode::Force
+                    } else {
+                        DrainMode::Evict
+                    },
+                    deadline: tokio::time::Instant::now() + left,
+                    kick: self.kick.clone(),
+                    metrics: self.metrics.clone(),
+                });
+                if let Some(b) = self.drains.blocker(node) {
+                    let key = format!("{node}/DrainBlocked/{b}");
+                    if self.published.insert(key) {
+                        self.node_event(node, EventType::Warning, "DrainBlocked", b.clone());
+                        self.publish(
+                            policy_ref(policy),
+                            EventType::Warning,
+                            "DrainBlocked",
+                            format!("node {node}: {b}"),
+                            "Drain",
+                        );
+                    }
+                }
+            }
+            Action::RequestPatch { node, record } => {
+                self.patch_node(node, record_patch(record), objects).await?;
+                self.node_event(
+                    node,
+                    EventType::Normal,
+                    "Drained",
+                    format!("drained for PatchPolicy {pname}"),
+                );
+                self.node_event(
+                    node,
+                    EventType::Normal,
+                    "PatchRequested",
+                    format!(
+                        "asked the agent to run the patch command for revision {}",
+                        record.revision
+                    ),
+                );
+            }
+            Action::RequestReboot {
+                node,
+                boot_id,
+                record,
+            } => {
+                let was = NodeView::from_node(&objects[node]).record.map(|r| r.step);
+                self.patch_node(node, record_patch(record), objects).await?;
+                if was == Some(Step::Draining) {
+                    self.node_event(
+                        node,
+                        EventType::Normal,
+                        "Drained",
+                        format!("drained for PatchPolicy {pname}"),
+                    );
+                }
+                self.node_event(node, EventType::Normal, "RebootRequested", format!(
+                    "asked the agent to reboot (boot ID {boot_id}) for PatchPolicy {pname} revision {}",
+                    record.revision
+                ));
+            }
+            Action::SetStep { node, record } => {
+                let was = NodeView::from_node(&objects[node]).record.map(|r| r.step);
+                self.patch_node(node, record_patch(record), objects).await?;
+                if record.step == Step::Settling && was != Some(Step::Settling) {
+                    self.node_event(
+                        node,
+                        EventType::Normal,
+                        "Rebooted",
+                        "back Ready with a new boot ID; settling".into(),
+                    );
+                }
+            }
+            Action::Uncordon { node, record } => {
+                let mut patch = record_patch(record);
+                merge(&mut patch, json!({"spec": {"unschedulable": null}}));
+                self.patch_node(node, patch, objects).await?;
+                self.node_event(
+                    node,
+                    EventType::Normal,
+                    "Uncordoned",
+                    format!(
+                        "uncordoned after revision {} of PatchPolicy {pname}",
+                        record.revision
+                    ),
+                );
+            }
+            Action::MarkFailed {
+                node,
+                uncordon,
+                record,
+            } => {
+                self.drains.stop(node);
+                let mut patch = record_patch(record);
+                if *uncordon {
+                    merge(&mut patch, json!({"spec": {"unschedulable": null}}));
+                }
+                self.patch_node(node, patch, objects).await?;
+                let reason = record.reason.clone().unwrap_or_else(|| "failed".into());
+                self.node_event(node, EventType::Warning, "NodeFailed", reason.clone());
+                self.publish(
+                    policy_ref(policy),
+                    EventType::Warning,
+                    "NodeFailed",
+                    format!("node {node}: {reason}"),
+                    "Fail",
+                );
+            }
+            Action::Release { node, done } => {
+                let done_json = serde_json::to_string(done).unwrap_or_default();
+                let patch = json!({
+                    "metadata": {
+                        "labels": {STEP_LABEL: null},
+                        "annotations": {RECORD_ANNOTATION: null, DONE_ANNOTATION: done_json},
+                    }
+                });
+                self.patch_node(node, patch, objects).await?;
+                self.drains.stop(node);
+                self.published
+                    .retain(|k| !k.starts_with(&format!("{node}/")));
+            }
+        }
+        Ok(())
+    }
+
+    /// A deleted policy: no new work; nodes being cordoned, drained or patched
+    /// are given back (uncordoned if sofort cordoned them); nodes in reboot or
+    /// later finish; then the finalizer goes.
+    async fn finalize(
+        &mut self,
+        policy: &PatchPolicy,
+        objects: &mut BTreeMap<String, Node>,
+        now: jiff::Timestamp,
+    ) -> Result<Option<Duration>, kube::Error> {
+        let name = policy.name_any();
+        let mine: Vec<(String, NodeRecord)> = objects
+            .values()
+            .filter_map(|n| {
+                NodeView::from_node(n)
+                    .record
+                    .filter(|r| r.policy == name)
+                    .map(|r| (n.name_any(), r))
+            })
+            .collect();
+        let mut waiting = false;
+        for (node, record) in mine {
+            match record.step {
+                Step::Cordoning | Step::Draining | Step::Patching => {
+                    self.drains.stop(&node);
+                    let mut patch = json!({"metadata": {"labels": {STEP_LABEL: null}, "annotations": {RECORD_ANNOTATION: null}}});
+                    if !record.was_unschedulable {
+                        merge(&mut patch, json!({"spec": {"unschedulable": null}}));
+                    }
+                    self.patch_node(&node, patch, objects).await?;
+                    self.node_event(
+                        &node,
+                        EventType::Normal,
+                        "Released",
+                        format!("PatchPolicy {name} was deleted; node given back"),
+                    );
+                }
+                Step::Done | Step::Failed | Step::Pending => {
+                    let patch = json!({"metadata": {"labels": {STEP_LABEL: null}, "annotations": {RECORD_ANNOTATION: null}}});
+                    self.patch_node(&node, patch, objects).await?;
+                }
+                _ => waiting = true,
+            }
+        }
+        if waiting {
+            // Let the nodes in reboot finish under a paused copy of the policy.
+            let mut paused = policy.clone();
+            paused.spec.paused = true;
+            let views = self.views(objects);
+            let plan = rollout::decide(&paused, &views, &[], now);
+            for action in &plan.actions {
+                if let Err(e) = self.apply(policy, action, objects).await {
+                    tracing::debug!(policy = %name, error = %e, "cleanup action failed; retrying");
+                }
+            }
+            return Ok(Some(
+                plan.requeue_after
+                    .unwrap_or(Duration::from_secs(2))
+                    .min(Duration::from_secs(5)),
+            ));
+        }
+        // Forget this policy in the done maps? No: they record history and are harmless.
+        let api: Api<PatchPolicy> = Api::all(self.client.clone());
+        let finalizers: Vec<String> = policy
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": policy.resource_version()}});
+        match api.patch(&name, &params(), &Patch::Merge(patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+        tracing::info!(policy = %name, "policy deleted; its nodes are released");
+        Ok(None)
+    }
+}
+
+fn invalid_conditions(
+    prev: Option<&PatchPolicyStatus>,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Vec<Condition> {
+    let cond = |type_: &str, status: &str, reason: &str| {
+        let last = prev
+            .and_then(|p| {
+                p.conditions
+                    .iter()
+                    .find(|c| c.type_ == type_ && c.status == status)
+            })
+            .map_or(Time(now), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: generation,
+            last_transition_time: last,
+        }
+    };
+    vec![
+        cond("Ready", "False", "InvalidSpec"),
+        cond("Reconciling", "False", "InvalidSpec"),
+        cond("Stalled", "True", "InvalidSpec"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_patch_nulls_removed_fields() {
+        let old = PatchPolicyStatus {
+            message: Some("x".into()),
+            completed_at: Some(Time("2026-11-27T00:00:00Z".parse().unwrap())),
+            ..PatchPolicyStatus::default()
+        };
+        let new = PatchPolicyStatus {
+            message: Some("y".into()),
+            ..PatchPolicyStatus::default()
+        };
+        let p = status_patch(Some(&old), &new);
+        assert_eq!(p["status"]["message"], "y");
+        assert!(p["status"]["completedAt"].is_null());
+        assert!(p["status"].as_object().unwrap().contains_key("completedAt"));
+    }
+
+    #[test]
+    fn record_patch_sets_label_and_annotation() {
+        let r = NodeRecord {
+            policy: "p".into(),
+            revision: "r".into(),
+            step: Step::Draining,
+            since: "2026-11-27T00:00:00Z".parse().unwrap(),
+            started: "2026-11-27T00:00:00Z".parse().unwrap(),
+            was_unschedulable: false,
+            boot_id_before: None,
+            patch: None,
+            reason: None,
+        };
+        let p = record_patch(&r);
+        assert_eq!(p["metadata"]["labels"][STEP_LABEL], "Draining");
+        let back: NodeRecord = serde_json::from_str(
+            p["metadata"]["annotations"][RECORD_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(back, r);
+    }
+}
