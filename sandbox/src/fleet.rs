@@ -1,0 +1,966 @@
+//! The simulated fleet: kubelets (Ready, bootID, pod start and termination),
+//! node reboots, a least-loaded scheduler, and the workload, garbage
+//! collection and disruption controllers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::api::{DeleteOpts, SharedRef, WriteOpts, create_object, delete_object, random_suffix};
+use crate::eviction::pod_ready;
+use crate::host::{FleetCmd, SimHost};
+use crate::scenario::{DurationRange, Scenario, Workload};
+use crate::store::{Change, meta_str, new_uid, now_rfc3339};
+
+pub(crate) type Hosts = Arc<Mutex<HashMap<String, SimHost>>>;
+
+struct Timing {
+    pod_start: (Duration, Duration),
+    pod_termination: Duration,
+    reboot: (Duration, Duration),
+}
+
+pub(crate) struct Fleet {
+    sh: SharedRef,
+    hosts: Hosts,
+    timing: Timing,
+    rng: fastrand::Rng,
+    controllers: bool,
+    ready_at: HashMap<String, Instant>,
+    gone_at: HashMap<String, Instant>,
+    rebooting: HashMap<String, Instant>,
+    ip: u32,
+}
+
+fn scale(r: &DurationRange, speed: f64) -> (Duration, Duration) {
+    (r.min.0.div_f64(speed), r.max.0.div_f64(speed))
+}
+
+fn terminating(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|d| !d.is_null())
+}
+
+fn controller_uid(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)?
+        .get("uid")?
+        .as_str()
+}
+
+fn owner_ref(owner: &Value, api_version: &str, kind: &str) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "name": meta_str(owner, "name"), "uid": meta_str(owner, "uid"), "controller": true, "blockOwnerDeletion": true})
+}
+
+fn node_ready(n: &Value) -> bool {
+    n.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+fn active(p: &Value) -> bool {
+    !terminating(p)
+        && !matches!(
+            p.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+pub(crate) fn node_object(
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    unschedulable: bool,
+    boot_id: &str,
+    ip: &str,
+) -> Value {
+    let now = now_rfc3339();
+    let mut n = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {},
+        "status": {
+            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "allocatable": {"cpu": "8", "memory": "31Gi", "pods": "110", "ephemeral-storage": "95Gi"},
+            "conditions": ready_conditions(true, &now),
+            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": new_uid().replace('-', ""),
+                "systemUUID": new_uid(),
+                "bootID": boot_id,
+                "kernelVersion": "6.1.0-sim-amd64",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "containerRuntimeVersion": "containerd://1.7.24",
+                "kubeletVersion": "v1.33.0",
+                "kubeProxyVersion": "v1.33.0",
+                "operatingSystem": "linux",
+                "architecture": "amd64"
+            }
+        }
+    });
+    if unschedulable {
+        n["spec"]["unschedulable"] = json!(true);
+    }
+    n
+}
+
+fn ready_conditions(ready: bool, now: &str) -> Value {
+    let (status, reason, message) = if ready {
+        ("True", "KubeletReady", "kubelet is posting ready status")
+    } else {
+        ("False", "KubeletNotReady", "node is rebooting")
+    };
+    json!([
+        {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available", "lastHeartbeatTime": now, "lastTransitionTime": now},
+        {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure", "lastHeartbeatTime": now, "lastTransitionTime": now},
+        {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available", "lastHeartbeatTime": now, "lastTransitionTime": now},
+        {"type": "Ready", "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now, "lastTransitionTime": now},
+    ])
+}
+
+fn template_hash(t: &Value) -> String {
+    let mut h = DefaultHasher::new();
+    t.to_string().hash(&mut h);
+    let mut x = h.finish();
+    let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10)
+        .map(|_| {
+            let c = alphabet[(x % alphabet.len() as u64) as usize] as char;
+            x /= alphabet.len() as u64;
+            c
+        })
+        .collect()
+}
+
+/// Objects the scenario asks for: namespaces, workloads, PDBs.
+pub(crate) fn workload_objects(w: &Workload) -> Vec<Value> {
+    let labels = json!({"app": w.name});
+    let mut container = json!({"name": "app", "image": format!("registry.example/{}:1.0", w.name)});
+    let mut spec = json!({"containers": []});
+    if w.empty_dir {
+        container["volumeMounts"] = json!([{"name": "scratch", "mountPath": "/scratch"}]);
+        spec["volumes"] = json!([{"name": "scratch", "emptyDir": {}}]);
+    }
+    spec["containers"] = json!([container]);
+    if !w.node_selector.is_empty() {
+        spec["nodeSelector"] = json!(w.node_selector);
+    }
+    if let Some(g) = w.termination_grace_period_seconds {
+        spec["terminationGracePeriodSeconds"] = json!(g);
+    }
+    let template = json!({"metadata": {"labels": labels}, "spec": spec});
+    let meta = json!({"name": w.name, "namespace": w.namespace, "labels": labels});
+    let mut out = vec![];
+    match w.kind.as_str() {
+        "Deployment" => out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {"replicas": w.replicas, "selector": {"matchLabels": labels}, "template": template}})),
+        "StatefulSet" => out.push(json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": {"replicas": w.replicas, "serviceName": w.name, "selector": {"matchLabels": labels}, "template": template}})),
+        "DaemonSet" => out.push(json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta, "spec": {"selector": {"matchLabels": labels}, "template": template}})),
+        _ => out.push(json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})),
+    }
+    if let Some(p) = &w.pdb {
+        let mut spec = json!({"selector": {"matchLabels": labels}});
+        if let Some(m) = &p.min_available {
+            spec["minAvailable"] = m.clone();
+        }
+        if let Some(m) = &p.max_unavailable {
+            spec["maxUnavailable"] = m.clone();
+        }
+        if let Some(u) = &p.unhealthy_pod_eviction_policy {
+            spec["unhealthyPodEvictionPolicy"] = json!(u);
+        }
+        out.push(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": w.name, "namespace": w.namespace}, "spec": spec}));
+    }
+    out
+}
+
+impl Fleet {
+    pub(crate) fn new(sh: SharedRef, scenario: &Scenario, hosts: Hosts, controllers: bool) -> Self {
+        let speed = scenario.speed;
+        Fleet {
+            sh,
+            hosts,
+            timing: Timing {
+                pod_start: scale(&scenario.timing.pod_start, speed),
+                pod_termination: scenario.timing.pod_termination.0.div_f64(speed),
+                reboot: scale(&scenario.timing.reboot, speed),
+            },
+            rng: fastrand::Rng::with_seed(scenario.seed),
+            controllers,
+            ready_at: HashMap::new(),
+            gone_at: HashMap::new(),
+            rebooting: HashMap::new(),
+            ip: 0,
+        }
+    }
+
+    fn draw(&mut self, r: (Duration, Duration)) -> Duration {
+        if r.1 <= r.0 {
+            return r.0;
+        }
+        let span = (r.1 - r.0).as_secs_f64();
+        r.0 + Duration::from_secs_f64(span * self.rng.f64())
+    }
+
+    fn next_ip(&mut self) -> String {
+        self.ip += 1;
+        format!("10.244.{}.{}", (self.ip / 250) % 250, self.ip % 250 + 2)
+    }
+
+    fn info(&self, group: &str, resource: &str) -> Option<Arc<crate::registry::ResourceInfo>> {
+        let version = "v1";
+        self.sh.registry.lookup(group, version, resource)
+    }
+
+    fn create(&self, group: &str, resource: &str, ns: &str, obj: Value) {
+        let Some(info) = self.info(group, resource) else {
+            return;
+        };
+        if let Err(e) = create_object(&self.sh, &info, ns, obj, &WriteOpts::default(), false)
+            && e.code != 409
+        {
+            tracing::warn!(resource, ns, error = %e, "simulated controller could not create an object");
+        }
+    }
+
+    fn delete(&self, group: &str, resource: &str, ns: &str, name: &str, grace: Option<i64>) {
+        let Some(info) = self.info(group, resource) else {
+            return;
+        };
+        let _ = delete_object(
+            &self.sh,
+            &info,
+            ns,
+            name,
+            &DeleteOpts {
+                grace_period: grace,
+                ..Default::default()
+            },
+        );
+    }
+
+    fn update(&self, gr: &str, ns: &str, name: &str, f: impl FnOnce(&mut Value)) {
+        let _ = self.sh.store.mutate(gr, ns, name, |cur| {
+            let Some(cur) = cur else {
+                return Ok((Change::Keep, ()));
+            };
+            let mut n = (**cur).clone();
+            f(&mut n);
+            Ok((Change::Put(n), ()))
+        });
+    }
+
+    /// Create the scenario's nodes and workloads.
+    pub(crate) fn seed(&mut self, scenario: &Scenario, cmd: &mpsc::UnboundedSender<FleetCmd>) {
+        for (name, labels, unschedulable, never) in scenario.node_list() {
+            let boot = new_uid();
+            let ip = format!("10.0.{}.{}", (self.ip / 250) % 250, self.ip % 250 + 10);
+            self.ip += 1;
+            self.create(
+                "",
+                "nodes",
+                "",
+                node_object(&name, &labels, unschedulable, &boot, &ip),
+            );
+            self.hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone(), SimHost::new(&name, boot, cmd.clone()));
+            if never {
+                self.sh.faults.node_never_returns(&name, true);
+            }
+        }
+        let mut namespaces: Vec<String> = scenario
+            .workloads
+            .iter()
+            .map(|w| w.namespace.clone())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        for ns in namespaces {
+            self.create(
+                "",
+                "namespaces",
+                "",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            );
+        }
+        for w in &scenario.workloads {
+            for obj in workload_objects(w) {
+                self.create_any(obj);
+            }
+        }
+        for obj in &scenario.objects {
+            self.create_any(obj.clone());
+        }
+    }
+
+    fn create_any(&self, obj: Value) {
+        let av = obj["apiVersion"].as_str().unwrap_or("").to_string();
+        let kind = obj["kind"].as_str().unwrap_or("").to_string();
+        match self.sh.registry.by_kind(&av, &kind) {
+            Some(info) => {
+                let ns = if info.namespaced {
+                    let n = meta_str(&obj, "namespace");
+                    if n.is_empty() {
+                        "default".to_string()
+                    } else {
+                        n.to_string()
+                    }
+                } else {
+                    String::new()
+                };
+                if let Err(e) =
+                    create_object(&self.sh, &info, &ns, obj, &WriteOpts::default(), false)
+                {
+                    tracing::warn!(%kind, error = %e, "scenario object not created");
+                }
+            }
+            None => {
+                tracing::warn!(api_version = %av, %kind, "scenario object of an unknown kind skipped")
+            }
+        }
+    }
+
+    fn host(&self, node: &str) -> Option<SimHost> {
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()
+    }
+
+    fn start_reboot(&mut self, node: &str) {
+        let down_for = self.draw(self.timing.reboot);
+        self.rebooting
+            .insert(node.to_string(), Instant::now() + down_for);
+        tracing::info!(node, ?down_for, "simulated reboot");
+        let now = now_rfc3339();
+        self.update("nodes", "", node, |n| {
+            n["status"]["conditions"] = ready_conditions(false, &now);
+            let mut taints: Vec<Value> = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
+            if !taints.iter().any(|t| t["key"] == "node.kubernetes.io/not-ready") {
+                taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule", "timeAdded": now}));
+            }
+            n["spec"]["taints"] = Value::Array(taints);
+        });
+        for p in self.sh.store.all("pods", None) {
+            if p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) {
+                self.delete(
+                    "",
+                    "pods",
+                    meta_str(&p, "namespace"),
+                    meta_str(&p, "name"),
+                    Some(0),
+                );
+            }
+        }
+    }
+
+    fn finish_reboot(&mut self, node: &str) {
+        self.rebooting.remove(node);
+        let boot = new_uid();
+        let now = now_rfc3339();
+        let b = boot.clone();
+        self.update("nodes", "", node, |n| {
+            n["status"]["conditions"] = ready_conditions(true, &now);
+            n["status"]["nodeInfo"]["bootID"] = json!(b);
+            if let Some(t) = n["spec"]["taints"].as_array_mut() {
+                t.retain(|t| t["key"] != "node.kubernetes.io/not-ready");
+                if t.is_empty()
+                    && let Some(spec) = n["spec"].as_object_mut()
+                {
+                    spec.remove("taints");
+                }
+            }
+        });
+        if let Some(h) = self.host(node) {
+            let mut s = h.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.boot_id = boot;
+            s.up = true;
+            s.reboot_required = false;
+        }
+        tracing::info!(node, "simulated node back after reboot");
+    }
+
+    pub(crate) fn handle(&mut self, cmd: FleetCmd) {
+        match cmd {
+            FleetCmd::Reboot(node) => self.start_reboot(&node),
+        }
+    }
+
+    /// One pass over the fleet; returns when to look again at the latest.
+    pub(crate) fn pass(&mut self) -> Instant {
+        let now = Instant::now();
+        let mut next = now + Duration::from_secs(5);
+        // Reboots that are over.
+        let due: Vec<String> = self
+            .rebooting
+            .iter()
+            .filter(|(n, t)| **t <= now && !self.sh.faults.is_never_returning(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in due {
+            self.finish_reboot(&n);
+        }
+        for t in self.rebooting.values() {
+            if *t > now {
+                next = next.min(*t);
+            }
+        }
+        let nodes = self.sh.store.all("nodes", None);
+        let simulated: HashSet<String> = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut pods = self.sh.store.all("pods", None);
+        if self.schedule(&nodes, &pods) {
+            pods = self.sh.store.all("pods", None);
+        }
+        next = next.min(self.kubelets(&nodes, &pods, &simulated, now));
+        if self.controllers {
+            self.workloads(&nodes, &pods);
+            self.garbage_collect();
+            crate::eviction::sync_all(&self.sh);
+        }
+        let live: HashSet<&str> = pods.iter().map(|p| meta_str(p, "uid")).collect();
+        self.ready_at.retain(|k, _| live.contains(k.as_str()));
+        self.gone_at.retain(|k, _| live.contains(k.as_str()));
+        next
+    }
+
+    /// Bind pods without a node to the least-loaded fitting node.
+    fn schedule(&mut self, nodes: &[Arc<Value>], pods: &[Arc<Value>]) -> bool {
+        let pending: Vec<&Arc<Value>> = pods
+            .iter()
+            .filter(|p| {
+                p.pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                    && active(p)
+                    && p.pointer("/spec/schedulerName")
+                        .and_then(Value::as_str)
+                        .is_none_or(|s| s == "default-scheduler")
+            })
+            .collect();
+        if pending.is_empty() {
+            return false;
+        }
+        let mut load: HashMap<&str, usize> = HashMap::new();
+        for p in pods.iter().filter(|p| active(p)) {
+            if let Some(n) = p.pointer("/spec/nodeName").and_then(Value::as_str) {
+                *load.entry(n).or_default() += 1;
+            }
+        }
+        let mut bound = false;
+        for p in pending {
+            let selector = p.pointer("/spec/nodeSelector").and_then(Value::as_object);
+            let tolerations = p
+                .pointer("/spec/tolerations")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let fits = |n: &Value| {
+                let labels = n.pointer("/metadata/labels").and_then(Value::as_object);
+                node_ready(n)
+                    && n.pointer("/spec/unschedulable").and_then(Value::as_bool) != Some(true)
+                    && selector.is_none_or(|s| {
+                        s.iter()
+                            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+                    })
+                    && n.pointer("/spec/taints")
+                        .and_then(Value::as_array)
+                        .is_none_or(|ts| {
+                            ts.iter()
+                                .filter(|t| {
+                                    t["effect"] == "NoSchedule" || t["effect"] == "NoExecute"
+                                })
+                                .all(|t| {
+                                    tolerations.iter().any(|tol| {
+                                        (tol["operator"] == "Exists"
+                                            && (tol.get("key").is_none_or(Value::is_null)
+                                                || tol["key"] == t["key"]))
+                                            || (tol["key"] == t["key"]
+                                                && tol["value"] == t["value"])
+                                    })
+                                })
+                        })
+            };
+            let best = nodes.iter().filter(|n| fits(n)).min_by_key(|n| {
+                (
+                    load.get(meta_str(n, "name")).copied().unwrap_or(0),
+                    meta_str(n, "name").to_string(),
+                )
+            });
+            let ns = meta_str(p, "namespace").to_string();
+            let name = meta_str(p, "name").to_string();
+            let now = now_rfc3339();
+            match best {
+                Some(n) => {
+                    let node = meta_str(n, "name").to_string();
+                    *load.entry(meta_str(n, "name")).or_default() += 1;
+                    let host_ip = n
+                        .pointer("/status/addresses/0/address")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    self.update("pods", &ns, &name, |pod| {
+                        if pod["spec"]["nodeName"].as_str().is_some_and(|s| !s.is_empty()) {
+                            return;
+                        }
+                        pod["spec"]["nodeName"] = json!(node);
+                        if !pod["status"].is_object() {
+                            pod["status"] = json!({});
+                        }
+                        pod["status"]["hostIP"] = json!(host_ip);
+                        pod["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]);
+                    });
+                    bound = true;
+                }
+                None => {
+                    let msg = format!(
+                        "0/{} nodes are available: no node is Ready, schedulable and matching the pod's node selector and tolerations.",
+                        nodes.len()
+                    );
+                    self.update("pods", &ns, &name, |pod| {
+                        if !pod["status"].is_object() {
+                            pod["status"] = json!({});
+                        }
+                        pod["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]);
+                    });
+                }
+            }
+        }
+        bound
+    }
+
+    /// Start pods on Ready simulated nodes and finish terminating ones.
+    fn kubelets(
+        &mut self,
+        nodes: &[Arc<Value>],
+        pods: &[Arc<Value>],
+        simulated: &HashSet<String>,
+        now: Instant,
+    ) -> Instant {
+        let ready_nodes: HashSet<&str> = nodes
+            .iter()
+            .filter(|n| node_ready(n))
+            .map(|n| meta_str(n, "name"))
+            .collect();
+        let mut next = now + Duration::from_secs(5);
+        for p in pods {
+            let Some(node) = p
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| simulated.contains(*n))
+            else {
+                continue;
+            };
+            let uid = meta_str(p, "uid").to_string();
+            let ns = meta_str(p, "namespace").to_string();
+            let name = meta_str(p, "name").to_string();
+            if terminating(p) {
+                if p.pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty())
+                {
+                    continue;
+                }
+                let grace = p
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    .max(0) as u64;
+                let wait = self.timing.pod_termination.min(Duration::from_secs(grace));
+                let at = *self.gone_at.entry(uid).or_insert(now + wait);
+                if at <= now {
+                    self.delete("", "pods", &ns, &name, Some(0));
+                } else {
+                    next = next.min(at);
+                }
+                continue;
+            }
+            if !ready_nodes.contains(node) {
+                continue;
+            }
+            if p.pointer("/status/phase").and_then(Value::as_str) == Some("Pending") {
+                let delay = self.draw(self.timing.pod_start);
+                let at = *self.ready_at.entry(uid).or_insert(now + delay);
+                if at > now {
+                    next = next.min(at);
+                    continue;
+                }
+                let ip = self.next_ip();
+                let ts = now_rfc3339();
+                self.update("pods", &ns, &name, |pod| {
+                    let containers = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
+                    let statuses: Vec<Value> = containers
+                        .iter()
+                        .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": true, "started": true, "restartCount": 0, "state": {"running": {"startedAt": ts}}}))
+                        .collect();
+                    let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": ts});
+                    pod["status"]["phase"] = json!("Running");
+                    pod["status"]["podIP"] = json!(ip);
+                    pod["status"]["podIPs"] = json!([{"ip": ip}]);
+                    pod["status"]["startTime"] = json!(ts);
+                    pod["status"]["containerStatuses"] = Value::Array(statuses);
+                    pod["status"]["conditions"] = json!([cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")]);
+                });
+            }
+        }
+        next
+    }
+
+    fn pod_from_template(owner: &Value, template: &Value, name: &str, oref: Value) -> Value {
+        let mut meta = template
+            .get("metadata")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        meta["name"] = json!(name);
+        meta["namespace"] = json!(meta_str(owner, "namespace"));
+        meta["ownerReferences"] = json!([oref]);
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec").cloned().unwrap_or_else(|| json!({}))})
+    }
+
+    fn set_status(&self, gr: &str, obj: &Value, status: Value) {
+        let mut want = obj["status"].clone();
+        if !want.is_object() {
+            want = json!({});
+        }
+        for (k, v) in status.as_object().cloned().unwrap_or_default() {
+            want[k] = v;
+        }
+        if want == obj["status"] {
+            return;
+        }
+        self.update(gr, meta_str(obj, "namespace"), meta_str(obj, "name"), |n| {
+            n["status"] = want
+        });
+    }
+
+    /// Deployment, ReplicaSet, StatefulSet and DaemonSet controllers.
+    fn workloads(&mut self, nodes: &[Arc<Value>], pods: &[Arc<Value>]) {
+        let mut by_owner: HashMap<&str, Vec<&Arc<Value>>> = HashMap::new();
+        for p in pods {
+            if let Some(u) = controller_uid(p) {
+                by_owner.entry(u).or_default().push(p);
+            }
+        }
+        // Deployments own one ReplicaSet per template.
+        let replicasets = self.sh.store.all("replicasets.apps", None);
+        for d in self.sh.store.all("deployments.apps", None) {
+            if terminating(&d) {
+                continue;
+            }
+            let ns = meta_str(&d, "namespace");
+            let uid = meta_str(&d, "uid");
+            let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+            let hash = template_hash(&d["spec"]["template"]);
+            let rs_name = format!("{}-{hash}", meta_str(&d, "name"));
+            let owned: Vec<&Arc<Value>> = replicasets
+                .iter()
+                .filter(|r| controller_uid(r) == Some(uid))
+                .collect();
+            let mut template = d["spec"]["template"].clone();
+            template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+            match owned.iter().find(|r| meta_str(r, "name") == rs_name) {
+                None => {
+                    let mut selector = d["spec"]["selector"].clone();
+                    selector["matchLabels"]["pod-template-hash"] = json!(hash);
+                    let rs = json!({
+                        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "metadata": {"name": rs_name, "namespace": ns, "labels": template["metadata"]["labels"], "ownerReferences": [owner_ref(&d, "apps/v1", "Deployment")]},
+                        "spec": {"replicas": replicas, "selector": selector, "template": template},
+                    });
+                    self.create("apps", "replicasets", ns, rs);
+                }
+                Some(rs) if rs["spec"]["replicas"].as_i64() != Some(replicas) => {
+                    self.update("replicasets.apps", ns, &rs_name, |r| {
+                        r["spec"]["replicas"] = json!(replicas)
+                    });
+                }
+                _ => {}
+            }
+            for old in owned.iter().filter(|r| meta_str(r, "name") != rs_name) {
+                if old["spec"]["replicas"].as_i64() != Some(0) {
+                    self.update("replicasets.apps", ns, meta_str(old, "name"), |r| {
+                        r["spec"]["replicas"] = json!(0)
+                    });
+                }
+            }
+            let sum = |f: &str| -> i64 {
+                owned
+                    .iter()
+                    .map(|r| r["status"][f].as_i64().unwrap_or(0))
+                    .sum()
+            };
+            let updated = owned
+                .iter()
+                .find(|r| meta_str(r, "name") == rs_name)
+                .map_or(0, |r| r["status"]["replicas"].as_i64().unwrap_or(0));
+            let available = sum("availableReplicas");
+            let now = now_rfc3339();
+            let avail_status = if available >= replicas {
+                "True"
+            } else {
+                "False"
+            };
+            let prev = d["status"]["conditions"]
+                .as_array()
+                .and_then(|a| a.iter().find(|c| c["type"] == "Available").cloned());
+            let ltt = match &prev {
+                Some(c) if c["status"] == avail_status => c["lastTransitionTime"].clone(),
+                _ => json!(now),
+            };
+            let conds = json!([{"type": "Available", "status": avail_status, "reason": if avail_status == "True" { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }, "message": if avail_status == "True" { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." }, "lastUpdateTime": ltt, "lastTransitionTime": ltt}]);
+            self.set_status(
+                "deployments.apps",
+                &d,
+                json!({"observedGeneration": d["metadata"]["generation"], "replicas": sum("replicas"), "updatedReplicas": updated, "readyReplicas": sum("readyReplicas"), "availableReplicas": available, "unavailableReplicas": (replicas - available).max(0), "conditions": conds}),
+            );
+        }
+        for rs in self.sh.store.all("replicasets.apps", None) {
+            if terminating(&rs) {
+                continue;
+            }
+            let ns = meta_str(&rs, "namespace");
+            let owned: Vec<&&Arc<Value>> = by_owner
+                .get(meta_str(&rs, "uid"))
+                .map(|v| v.iter().filter(|p| active(p)).collect())
+                .unwrap_or_default();
+            let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+            if owned.len() < want {
+                for _ in owned.len()..want {
+                    let name = format!("{}-{}", meta_str(&rs, "name"), random_suffix(5));
+                    let pod = Self::pod_from_template(
+                        &rs,
+                        &rs["spec"]["template"],
+                        &name,
+                        owner_ref(&rs, "apps/v1", "ReplicaSet"),
+                    );
+                    self.create("", "pods", ns, pod);
+                }
+            } else if owned.len() > want {
+                let mut extra: Vec<&&Arc<Value>> = owned.clone();
+                extra.sort_by_key(|p| (pod_ready(p), p.pointer("/spec/nodeName").is_some()));
+                for p in extra.into_iter().take(owned.len() - want) {
+                    self.delete("", "pods", ns, meta_str(p, "name"), None);
+                }
+            }
+            let ready = owned.iter().filter(|p| pod_ready(p)).count();
+            self.set_status(
+                "replicasets.apps",
+                &rs,
+                json!({"observedGeneration": rs["metadata"]["generation"], "replicas": owned.len(), "fullyLabeledReplicas": owned.len(), "readyReplicas": ready, "availableReplicas": ready}),
+            );
+        }
+        for s in self.sh.store.all("statefulsets.apps", None) {
+            if terminating(&s) {
+                continue;
+            }
+            let ns = meta_str(&s, "namespace");
+            let sname = meta_str(&s, "name");
+            let want = s["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+            let owned: Vec<&&Arc<Value>> = by_owner
+                .get(meta_str(&s, "uid"))
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
+            for i in 0..want {
+                let name = format!("{sname}-{i}");
+                if owned.iter().any(|p| meta_str(p, "name") == name)
+                    || self.sh.store.get("pods", ns, &name).is_some()
+                {
+                    continue;
+                }
+                let mut pod = Self::pod_from_template(
+                    &s,
+                    &s["spec"]["template"],
+                    &name,
+                    owner_ref(&s, "apps/v1", "StatefulSet"),
+                );
+                pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!(name);
+                pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = json!(i.to_string());
+                pod["spec"]["hostname"] = json!(name);
+                if let Some(svc) = s["spec"]["serviceName"].as_str() {
+                    pod["spec"]["subdomain"] = json!(svc);
+                }
+                self.create("", "pods", ns, pod);
+            }
+            for p in owned.iter().filter(|p| active(p)) {
+                let ord = meta_str(p, "name")
+                    .rsplit('-')
+                    .next()
+                    .and_then(|o| o.parse::<i64>().ok())
+                    .unwrap_or(0);
+                if ord >= want {
+                    self.delete("", "pods", ns, meta_str(p, "name"), None);
+                }
+            }
+            let act: Vec<&&&Arc<Value>> = owned.iter().filter(|p| active(p)).collect();
+            let ready = act.iter().filter(|p| pod_ready(p)).count();
+            self.set_status(
+                "statefulsets.apps",
+                &s,
+                json!({"observedGeneration": s["metadata"]["generation"], "replicas": act.len(), "readyReplicas": ready, "currentReplicas": act.len(), "updatedReplicas": act.len(), "availableReplicas": ready}),
+            );
+        }
+        for ds in self.sh.store.all("daemonsets.apps", None) {
+            if terminating(&ds) {
+                continue;
+            }
+            let ns = meta_str(&ds, "namespace");
+            let selector = ds
+                .pointer("/spec/template/spec/nodeSelector")
+                .and_then(Value::as_object)
+                .cloned();
+            let targets: Vec<&str> = nodes
+                .iter()
+                .filter(|n| {
+                    let labels = n.pointer("/metadata/labels").and_then(Value::as_object);
+                    selector.as_ref().is_none_or(|s| {
+                        s.iter()
+                            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+                    })
+                })
+                .map(|n| meta_str(n, "name"))
+                .collect();
+            let owned: Vec<&&Arc<Value>> = by_owner
+                .get(meta_str(&ds, "uid"))
+                .map(|v| v.iter().filter(|p| active(p)).collect())
+                .unwrap_or_default();
+            let on = |node: &str| -> Vec<&Arc<Value>> {
+                owned
+                    .iter()
+                    .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+                    .map(|p| **p)
+                    .collect()
+            };
+            for node in &targets {
+                if on(node).is_empty() {
+                    let name = format!("{}-{}", meta_str(&ds, "name"), random_suffix(5));
+                    let mut pod = Self::pod_from_template(
+                        &ds,
+                        &ds["spec"]["template"],
+                        &name,
+                        owner_ref(&ds, "apps/v1", "DaemonSet"),
+                    );
+                    pod["spec"]["nodeName"] = json!(node);
+                    let mut tol = pod["spec"]["tolerations"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    for key in [
+                        "node.kubernetes.io/not-ready",
+                        "node.kubernetes.io/unreachable",
+                        "node.kubernetes.io/unschedulable",
+                    ] {
+                        tol.push(json!({"key": key, "operator": "Exists", "effect": if key == "node.kubernetes.io/unschedulable" { "NoSchedule" } else { "NoExecute" }}));
+                    }
+                    pod["spec"]["tolerations"] = Value::Array(tol);
+                    self.create("", "pods", ns, pod);
+                }
+            }
+            for p in &owned {
+                let node = p
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if !targets.contains(&node) {
+                    self.delete("", "pods", ns, meta_str(p, "name"), Some(0));
+                }
+            }
+            let scheduled = targets.iter().filter(|n| !on(n).is_empty()).count();
+            let ready = targets
+                .iter()
+                .filter(|n| on(n).iter().any(|p| pod_ready(p)))
+                .count();
+            self.set_status(
+                "daemonsets.apps",
+                &ds,
+                json!({"observedGeneration": ds["metadata"]["generation"], "desiredNumberScheduled": targets.len(), "currentNumberScheduled": scheduled, "updatedNumberScheduled": scheduled, "numberReady": ready, "numberAvailable": ready, "numberMisscheduled": 0}),
+            );
+        }
+    }
+
+    /// Delete objects all of whose owners are gone.
+    fn garbage_collect(&mut self) {
+        let resources = self.sh.registry.all();
+        let mut uids: HashSet<String> = HashSet::new();
+        let mut dependents: Vec<(Arc<crate::registry::ResourceInfo>, Arc<Value>)> = vec![];
+        let mut seen_gr = HashSet::new();
+        for info in resources {
+            if !seen_gr.insert(info.gr()) || info.resource == "events" {
+                continue;
+            }
+            for o in self.sh.store.all(&info.gr(), None) {
+                uids.insert(meta_str(&o, "uid").to_string());
+                if o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty())
+                {
+                    dependents.push((info.clone(), o));
+                }
+            }
+        }
+        for (info, o) in dependents {
+            let owners = o["metadata"]["ownerReferences"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if owners
+                .iter()
+                .all(|r| !uids.contains(r["uid"].as_str().unwrap_or("")))
+                && !terminating(&o)
+            {
+                tracing::debug!(resource = %info.resource, name = meta_str(&o, "name"), "garbage collecting orphan");
+                let _ = delete_object(
+                    &self.sh,
+                    &info,
+                    meta_str(&o, "namespace"),
+                    meta_str(&o, "name"),
+                    &DeleteOpts::default(),
+                );
+            }
+        }
+    }
+}
+
+/// The fleet loop: react to store changes, host commands and timers.
+pub(crate) async fn run(
+    mut fleet: Fleet,
+    mut cmds: mpsc::UnboundedReceiver<FleetCmd>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut changes = fleet.sh.store.subscribe_changes();
+    loop {
+        while let Ok(c) = cmds.try_recv() {
+            fleet.handle(c);
+        }
+        let next = fleet.pass();
+        tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() { return; }
+                // Let a burst of writes settle into one pass.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            c = cmds.recv() => match c {
+                Some(c) => fleet.handle(c),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

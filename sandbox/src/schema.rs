@@ -1,0 +1,383 @@
+//! CRD structural schemas: defaulting, pruning of unknown fields, and
+//! validation of types, required fields, enums, patterns and bounds.
+
+use serde_json::{Map, Value};
+
+/// A validation failure: (field path, cause reason, message).
+pub type Cause = (String, String, String);
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn props(schema: &Value) -> Option<&Map<String, Value>> {
+    schema.get("properties").and_then(Value::as_object)
+}
+
+fn preserves(schema: &Value) -> bool {
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// Fill in `default`s from the schema, recursively.
+pub fn apply_defaults(v: &mut Value, schema: &Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(ps) = props(schema) {
+                for (k, ps_k) in ps {
+                    if !m.contains_key(k)
+                        && let Some(d) = ps_k.get("default")
+                    {
+                        m.insert(k.clone(), d.clone());
+                    }
+                    if let Some(child) = m.get_mut(k) {
+                        apply_defaults(child, ps_k);
+                    }
+                }
+            } else if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for child in m.values_mut() {
+                    apply_defaults(child, ap);
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = schema.get("items") {
+                for child in a {
+                    apply_defaults(child, items);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Remove fields the schema does not know; their paths go to `unknown`.
+pub fn prune(v: &mut Value, schema: &Value, path: &str, unknown: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if preserves(schema) && props(schema).is_none() {
+                return;
+            }
+            if let Some(ps) = props(schema) {
+                let keys: Vec<String> = m.keys().cloned().collect();
+                for k in keys {
+                    match ps.get(&k) {
+                        Some(ks) => {
+                            if let Some(child) = m.get_mut(&k) {
+                                prune(child, ks, &join(path, &k), unknown);
+                            }
+                        }
+                        None if preserves(schema) => {}
+                        None => {
+                            m.remove(&k);
+                            unknown.push(join(path, &k));
+                        }
+                    }
+                }
+            } else if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for (k, child) in m.iter_mut() {
+                    prune(child, ap, &join(path, k), unknown);
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = schema.get("items") {
+                for (i, child) in a.iter_mut().enumerate() {
+                    prune(child, items, &format!("{path}[{i}]"), unknown);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn short(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Object(_) => "\"object\"".into(),
+        Value::Array(_) => "\"array\"".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Validate `v` against `schema`; causes are appended to `out`.
+pub fn validate(v: &Value, schema: &Value, path: &str, out: &mut Vec<Cause>) {
+    if v.is_null() {
+        if schema.get("nullable").and_then(Value::as_bool) != Some(true)
+            && schema.get("type").is_some()
+        {
+            out.push((
+                path.into(),
+                "FieldValueTypeInvalid".into(),
+                format!(
+                    "Invalid value: \"null\": {path} in body must be of type {}: \"null\"",
+                    schema["type"].as_str().unwrap_or("object")
+                ),
+            ));
+        }
+        return;
+    }
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
+    if int_or_string {
+        if !matches!(type_name(v), "integer" | "string") {
+            out.push((
+                path.into(),
+                "FieldValueTypeInvalid".into(),
+                format!(
+                    "Invalid value: {}: {path} in body must be of type integer or string: {}",
+                    short(v),
+                    short(v)
+                ),
+            ));
+        }
+    } else if let Some(t) = schema.get("type").and_then(Value::as_str) {
+        let actual = type_name(v);
+        let ok = actual == t || (t == "number" && actual == "integer");
+        if !ok {
+            out.push((
+                path.into(),
+                "FieldValueTypeInvalid".into(),
+                format!(
+                    "Invalid value: \"{actual}\": {path} in body must be of type {t}: \"{actual}\""
+                ),
+            ));
+            return;
+        }
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array)
+        && !e.contains(v)
+    {
+        let allowed: Vec<String> = e.iter().map(short).collect();
+        out.push((
+            path.into(),
+            "FieldValueNotSupported".into(),
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                short(v),
+                allowed.join(", ")
+            ),
+        ));
+    }
+    match v {
+        Value::String(s) => {
+            if let Some(p) = schema.get("pattern").and_then(Value::as_str)
+                && let Ok(re) = regex::Regex::new(p)
+                && !re.is_match(s)
+            {
+                out.push((
+                    path.into(),
+                    "FieldValueInvalid".into(),
+                    format!("Invalid value: {s:?}: {path} in body should match '{p}'"),
+                ));
+            }
+            let len = s.chars().count() as u64;
+            if let Some(m) = schema.get("maxLength").and_then(Value::as_u64)
+                && len > m
+            {
+                out.push((
+                    path.into(),
+                    "FieldValueTooLong".into(),
+                    format!("Too long: may not be more than {m} bytes"),
+                ));
+            }
+            if let Some(m) = schema.get("minLength").and_then(Value::as_u64)
+                && len < m
+            {
+                out.push((
+                    path.into(),
+                    "FieldValueInvalid".into(),
+                    format!(
+                        "Invalid value: {s:?}: {path} in body should be at least {m} chars long"
+                    ),
+                ));
+            }
+        }
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(0.0);
+            if let Some(m) = schema.get("minimum").and_then(Value::as_f64)
+                && x < m
+            {
+                out.push((
+                    path.into(),
+                    "FieldValueInvalid".into(),
+                    format!(
+                        "Invalid value: {n}: {path} in body should be greater than or equal to {m}"
+                    ),
+                ));
+            }
+            if let Some(m) = schema.get("maximum").and_then(Value::as_f64)
+                && x > m
+            {
+                out.push((
+                    path.into(),
+                    "FieldValueInvalid".into(),
+                    format!(
+                        "Invalid value: {n}: {path} in body should be less than or equal to {m}"
+                    ),
+                ));
+            }
+        }
+        Value::Array(a) => {
+            if let Some(m) = schema.get("maxItems").and_then(Value::as_u64)
+                && a.len() as u64 > m
+            {
+                out.push((
+                    path.into(),
+                    "FieldValueTooMany".into(),
+                    format!("Too many: {}: must have at most {m} items", a.len()),
+                ));
+            }
+            if let Some(m) = schema.get("minItems").and_then(Value::as_u64)
+                && (a.len() as u64) < m
+            {
+                out.push((
+                    path.into(),
+                    "FieldValueInvalid".into(),
+                    format!(
+                        "Invalid value: {}: {path} in body should have at least {m} items",
+                        a.len()
+                    ),
+                ));
+            }
+            if let Some(items) = schema.get("items") {
+                for (i, child) in a.iter().enumerate() {
+                    validate(child, items, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        Value::Object(m) => {
+            if let Some(req) = schema.get("required").and_then(Value::as_array) {
+                for r in req.iter().filter_map(Value::as_str) {
+                    if !m.contains_key(r) {
+                        out.push((
+                            join(path, r),
+                            "FieldValueRequired".into(),
+                            "Required value".into(),
+                        ));
+                    }
+                }
+            }
+            if let Some(ps) = props(schema) {
+                for (k, child) in m {
+                    if let Some(ks) = ps.get(k) {
+                        validate(child, ks, &join(path, k), out);
+                    }
+                }
+            } else if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for (k, child) in m {
+                    validate(child, ap, &join(path, k), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Default, prune and validate a custom object (metadata and type meta are
+/// left alone). Returns unknown field paths and validation causes.
+pub fn process(obj: &mut Value, schema: &Value) -> (Vec<String>, Vec<Cause>) {
+    let mut unknown = Vec::new();
+    let mut causes = Vec::new();
+    let Some(m) = obj.as_object_mut() else {
+        return (
+            unknown,
+            vec![(
+                String::new(),
+                "FieldValueTypeInvalid".into(),
+                "must be an object".into(),
+            )],
+        );
+    };
+    let Some(ps) = props(schema) else {
+        return (unknown, causes);
+    };
+    for (k, ks) in ps {
+        if k == "metadata" || k == "apiVersion" || k == "kind" {
+            continue;
+        }
+        if !m.contains_key(k)
+            && let Some(d) = ks.get("default")
+        {
+            m.insert(k.clone(), d.clone());
+        }
+    }
+    let keys: Vec<String> = m.keys().cloned().collect();
+    for k in keys {
+        if k == "metadata" || k == "apiVersion" || k == "kind" {
+            continue;
+        }
+        match ps.get(&k) {
+            Some(ks) => {
+                if let Some(child) = m.get_mut(&k) {
+                    apply_defaults(child, ks);
+                    prune(child, ks, &k, &mut unknown);
+                    validate(child, ks, &k, &mut causes);
+                }
+            }
+            None if preserves(schema) => {}
+            None => {
+                m.remove(&k);
+                unknown.push(k);
+            }
+        }
+    }
+    if let Some(req) = schema.get("required").and_then(Value::as_array) {
+        for r in req.iter().filter_map(Value::as_str) {
+            if !m.contains_key(r) {
+                causes.push((
+                    r.to_string(),
+                    "FieldValueRequired".into(),
+                    "Required value".into(),
+                ));
+            }
+        }
+    }
+    (unknown, causes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_prunes_and_validates() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "required": ["revision"], "properties": {
+            "revision": {"type": "string", "minLength": 1},
+            "urgent": {"type": "boolean", "default": false},
+            "mode": {"type": "string", "enum": ["A", "B"]}
+        }}}});
+        let mut o = json!({"spec": {"revision": "r1", "extra": 1}});
+        let (unknown, causes) = process(&mut o, &schema);
+        assert_eq!(unknown, vec!["spec.extra".to_string()]);
+        assert!(causes.is_empty());
+        assert_eq!(o["spec"]["urgent"], false);
+        let mut bad = json!({"spec": {"urgent": "yes", "mode": "C"}});
+        let (_, causes) = process(&mut bad, &schema);
+        let fields: Vec<&str> = causes.iter().map(|c| c.0.as_str()).collect();
+        assert!(fields.contains(&"spec.revision"));
+        assert!(fields.contains(&"spec.urgent"));
+        assert!(fields.contains(&"spec.mode"));
+    }
+}
