@@ -4,6 +4,7 @@
 //! checks a policy and reports every problem, [`crd`] renders the
 //! CustomResourceDefinition, [`duration`] parses the duration strings of the spec.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod crd;

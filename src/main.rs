@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => sofort::validate::run_cli(&args.files),
         Command::Plan(_) => not_yet("plan"),
         Command::Controller(_) => not_yet("controller"),
-        Command::Agent(_) => not_yet("agent"),
+        Command::Agent(args) => sofort::agent::run_cli(&args),
         Command::Sandbox(_) => not_yet("sandbox"),
     }
 }
