@@ -125,9 +125,7 @@ pub type DoneMap = BTreeMap<String, String>;
 
 /// A record annotation that could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "annotation {key} on node {node} is not valid JSON for sofort ({source}); remove it with `kubectl annotate node {node} {key}-` to let sofort start over on this node"
-)]
+#[error("annotation {key} on node {node} is not valid JSON for sofort ({source}); remove it with `kubectl annotate node {node} {key}-` to let sofort start over on this node")]
 pub struct RecordError {
     /// Node name.
     pub node: String,
@@ -147,13 +145,11 @@ pub fn read_json<T: serde::de::DeserializeOwned>(
     match annotations.and_then(|a| a.get(key)) {
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Ok(None),
-        Some(v) => serde_json::from_str(v)
-            .map(Some)
-            .map_err(|source| RecordError {
-                node: node.to_string(),
-                key,
-                source,
-            }),
+        Some(v) => serde_json::from_str(v).map(Some).map_err(|source| RecordError {
+            node: node.to_string(),
+            key,
+            source,
+        }),
     }
 }
 
@@ -188,9 +184,6 @@ mod tests {
         let mut ann = BTreeMap::new();
         ann.insert(RECORD_ANNOTATION.to_string(), "{not json".to_string());
         let err = read_json::<NodeRecord>("n1", Some(&ann), RECORD_ANNOTATION).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("kubectl annotate node n1 sofort.dev/record-")
-        );
+        assert!(err.to_string().contains("kubectl annotate node n1 sofort.dev/record-"));
     }
 }
