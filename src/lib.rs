@@ -10,6 +10,7 @@
 //! (the per-node state machine and `decide()`), and [`forecast`] (a
 //! discrete-event simulation behind `sofort plan`).
 
+pub mod agent;
 pub mod api;
 pub mod budget;
 pub mod cli;

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Agent(_) => not_yet("agent"),
+        Command::Agent(args) => sofort::agent::run_cli(&args),
         Command::Sandbox(_) => not_yet("sandbox"),
     }
 }

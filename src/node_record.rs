@@ -88,6 +88,14 @@ pub struct RebootAck {
     pub boot_id: String,
     /// When the agent acknowledged.
     pub at: jiff::Timestamp,
+    /// How many times the agent has asked the host to reboot for this request
+    /// (1, or 2 when the host was still up after the grace period).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 /// Outcome of the host patch command.
