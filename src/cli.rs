@@ -198,4 +198,7 @@ pub struct SandboxArgs {
     /// Where to write the kubeconfig.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Exit after the built-in rollout finished instead of serving on.
+    #[arg(long)]
+    pub exit_when_done: bool,
 }

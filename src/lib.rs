@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod node_record;
 pub mod order;
 pub mod rollout;
+pub mod sandbox;
 pub mod selector;
 pub mod validate;
 pub mod window;

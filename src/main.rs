@@ -15,11 +15,6 @@ fn init_logging(format: LogFormat, filter: &str) {
     }
 }
 
-fn not_yet(what: &str) -> ExitCode {
-    eprintln!("sofort {what}: not yet implemented");
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
@@ -44,6 +39,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Agent(args) => sofort::agent::run_cli(&args),
-        Command::Sandbox(_) => not_yet("sandbox"),
+        Command::Sandbox(args) => sofort::sandbox::main(&args),
     }
 }

@@ -1,0 +1,426 @@
+//! `sofort sandbox`: a simulated cluster in one process where the real
+//! controller and one real agent per node patch the fleet while you watch.
+//!
+//! The Kubernetes API emulator and the simulated fleet come from the
+//! `sofort-sandbox` crate; this module starts them, installs the CRD, runs the
+//! controller and the agents against the emulator over HTTP (as they would run
+//! against a real cluster), applies a built-in policy (unless told not to),
+//! shows the rollout live, and prints a summary checked by an independent
+//! [`observer::Observer`].
+
+pub mod host;
+pub mod observer;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, ResourceExt};
+use sofort_sandbox::{Sandbox, SandboxConfig, Scenario};
+use tokio::sync::watch;
+
+use crate::api::{MaintenanceWindow, PatchPolicy, PatchPolicySpec, Phase, Weekday};
+use crate::cli::SandboxArgs;
+use crate::controller::{self, ControllerConfig};
+use crate::rollout::NodeView;
+use observer::{Observer, WatchedPolicy};
+
+/// Errors of `sofort sandbox`.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxRunError {
+    /// The emulator failed.
+    #[error(transparent)]
+    Sandbox(#[from] sofort_sandbox::SandboxError),
+    /// The kubeconfig could not be used.
+    #[error("cannot use the sandbox kubeconfig: {0}")]
+    Kubeconfig(String),
+    /// A call to the emulator failed.
+    #[error("the sandbox API refused a request: {0}")]
+    Api(#[from] kube::Error),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// Ctrl-C could not be awaited.
+    #[error("cannot wait for Ctrl-C: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Entry point of `sofort sandbox`.
+pub fn main(args: &SandboxArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {}", SandboxRunError::Runtime(e));
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args.clone())) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The policy the demo applies: every worker, zone by zone, two at a time,
+/// inside a window that is open all day (or, with `urgent`, a window that is
+/// closed now, which an urgent policy ignores).
+pub fn demo_policy(urgent: bool, now: jiff::Timestamp) -> PatchPolicy {
+    let mut spec = PatchPolicySpec::new("2026-11-27");
+    spec.urgent = urgent;
+    spec.node_selector = LabelSelector {
+        match_labels: Some([("node-role.kubernetes.io/worker".to_string(), String::new())].into()),
+        ..LabelSelector::default()
+    };
+    let window = if urgent {
+        // A one-hour window starting twelve hours from now: closed.
+        let later = now
+            .checked_add(jiff::SignedDuration::from_hours(12))
+            .unwrap_or(now)
+            .to_zoned(jiff::tz::TimeZone::UTC);
+        let h = later.hour();
+        MaintenanceWindow {
+            days: Vec::new(),
+            start: format!("{h:02}:00"),
+            end: format!("{:02}:00", (h + 1) % 24),
+            time_zone: "UTC".into(),
+        }
+    } else {
+        MaintenanceWindow {
+            days: Weekday::ALL.to_vec(),
+            start: "00:00".into(),
+            end: "00:00".into(),
+            time_zone: "UTC".into(),
+        }
+    };
+    spec.maintenance_windows = vec![window];
+    spec.rollout.max_unavailable = IntOrString::Int(2);
+    spec.rollout.order.group_by = Some("topology.kubernetes.io/zone".into());
+    spec.rollout.settle = "2s".into();
+    spec.drain.timeout = "1m".into();
+    // The demo fleet runs an unmanaged pod (default/debug); evict it too.
+    spec.drain.force = true;
+    spec.reboot.timeout = "1m".into();
+    spec.rollout.min_window_remaining = Some("5m".into());
+    PatchPolicy::new(if urgent { "demo-urgent" } else { "demo" }, spec)
+}
+
+/// A running sandbox with the controller and agents attached.
+pub struct Cluster {
+    /// The emulator.
+    pub sandbox: Sandbox,
+    /// Where its kubeconfig is.
+    pub kubeconfig: PathBuf,
+    /// Client configuration for it.
+    pub kube_config: kube::Config,
+    /// A client.
+    pub client: Client,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Starts the emulator with `scenario`, installs the CRD and writes the kubeconfig.
+    pub async fn start(
+        scenario: Scenario,
+        port: u16,
+        kubeconfig: PathBuf,
+    ) -> Result<Cluster, SandboxRunError> {
+        let sandbox = Sandbox::start(SandboxConfig {
+            port,
+            ..SandboxConfig::with_scenario(scenario)
+        })
+        .await?;
+        sandbox.write_kubeconfig(&kubeconfig)?;
+        let kc = Kubeconfig::read_from(&kubeconfig)
+            .map_err(|e| SandboxRunError::Kubeconfig(e.to_string()))?;
+        let kube_config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| SandboxRunError::Kubeconfig(e.to_string()))?;
+        let client = Client::try_from(kube_config.clone())?;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        match crds
+            .create(&PostParams::default(), &crate::crd::patch_policy_crd())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Wait until the new resource is served.
+        let pps: Api<PatchPolicy> = Api::all(client.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pps.list(&ListParams::default().limit(1)).await.is_err() && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (stop, _) = watch::channel(false);
+        Ok(Cluster {
+            sandbox,
+            kubeconfig,
+            kube_config,
+            client,
+            stop,
+            tasks: Vec::new(),
+        })
+    }
+
+    fn stopper(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Runs the controller in-process (over HTTP to the emulator).
+    pub fn spawn_controller(&mut self, cfg: ControllerConfig) {
+        let kc = self.kube_config.clone();
+        let stop = self.stopper();
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = controller::run(kc, cfg, stop).await {
+                tracing::error!(error = %e, "controller stopped");
+            }
+        }));
+    }
+
+    /// Runs one real agent per simulated node, each against its simulated host.
+    pub fn spawn_agents(&mut self, allow_host_commands: bool) -> Result<(), SandboxRunError> {
+        for node in self.sandbox.node_names() {
+            let sim = self.sandbox.host(&node)?;
+            let host: Arc<dyn crate::agent::host::Host> = Arc::new(host::SandboxHost::new(sim));
+            let config =
+                crate::agent::AgentConfig::new(&node, Duration::from_secs(30), allow_host_commands);
+            let client = self.client.clone();
+            let stop = self.stopper();
+            let metrics = Arc::new(crate::agent::metrics::Metrics::new());
+            self.tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::agent::run_agent(client, config, host, metrics, stop).await {
+                    tracing::error!(node = %node, error = %e, "agent stopped");
+                }
+            }));
+        }
+        Ok(())
+    }
+
+    /// Stops the controller, the agents and the emulator.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.sandbox.shutdown().await;
+    }
+}
+
+/// Controller settings suited to the sandbox (no Lease, local metrics port).
+pub fn sandbox_controller_config() -> ControllerConfig {
+    ControllerConfig {
+        namespace: "sofort-system".into(),
+        lease_name: "sofort-controller".into(),
+        identity: "sandbox".into(),
+        lease_duration: Duration::from_secs(15),
+        metrics_addr: "127.0.0.1:0".into(),
+        max_evictions_in_flight: 5,
+        eviction_retry: Duration::from_secs(1),
+        leader_election: false,
+        debounce: Duration::from_millis(20),
+        clock: crate::clock::Clock::system(),
+    }
+}
+
+async fn run(args: SandboxArgs) -> Result<ExitCode, SandboxRunError> {
+    let scenario = match &args.scenario {
+        Some(p) => Scenario::from_file(p)?,
+        None => {
+            let mut s = Scenario::with_nodes(args.nodes.unwrap_or(12));
+            // Reboots of 30-60 s and pod starts of 2-5 s, twenty times faster.
+            s.speed = 20.0;
+            s
+        }
+    };
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("sofort-sandbox.kubeconfig"));
+    let mut cluster = Cluster::start(scenario, args.port, kubeconfig).await?;
+    println!(
+        "sofort sandbox: a simulated cluster at {}",
+        cluster.sandbox.url()
+    );
+    println!("  kubeconfig: {}", cluster.kubeconfig.display());
+    println!(
+        "  try:        kubectl --kubeconfig {} get nodes -L topology.kubernetes.io/zone -L sofort.dev/step",
+        cluster.kubeconfig.display()
+    );
+    println!(
+        "              kubectl --kubeconfig {} get patchpolicies",
+        cluster.kubeconfig.display()
+    );
+    cluster.spawn_controller(sandbox_controller_config());
+    cluster.spawn_agents(true)?;
+
+    let mut watched = Vec::new();
+    let policy_name = if args.no_policy {
+        println!("no policy applied: kubectl apply one (see examples/), Ctrl-C to stop");
+        None
+    } else {
+        let policy = demo_policy(args.urgent, jiff::Timestamp::now());
+        let name = policy.name_any();
+        watched.push(WatchedPolicy {
+            name: name.clone(),
+            selector: policy.spec.node_selector.clone(),
+            max_unavailable: 2,
+        });
+        let api: Api<PatchPolicy> = Api::all(cluster.client.clone());
+        api.create(&PostParams::default(), &policy).await?;
+        println!(
+            "applied PatchPolicy {name}{}: workers zone by zone, 2 at a time\n",
+            if args.urgent {
+                " (urgent: its maintenance window is closed, it starts anyway)"
+            } else {
+                ""
+            }
+        );
+        Some(name)
+    };
+    let observer = Observer::start(cluster.client.clone(), watched);
+    let started = Instant::now();
+    let outcome = match &policy_name {
+        Some(name) => watch_rollout(&cluster.client, name, started).await?,
+        None => None,
+    };
+    let obs = observer.stop();
+    if let Some(phase) = outcome {
+        if let Some(name) = &policy_name {
+            let api: Api<PatchPolicy> = Api::all(cluster.client.clone());
+            if let Ok(p) = api.get(name).await {
+                for f in p.status.map(|s| s.failed).unwrap_or_default() {
+                    println!("  failed: {}: {}", f.node, f.reason);
+                }
+            }
+        }
+        let patched = obs.reboots.values().filter(|c| **c > 0).count();
+        let makespan = obs
+            .released
+            .values()
+            .max()
+            .zip(obs.first_claim.values().min())
+            .map(|(end, start)| end.saturating_sub(*start));
+        println!("\nsummary");
+        println!("  phase:                 {phase:?}");
+        println!(
+            "  nodes patched:         {patched} (rebooted once each: {})",
+            obs.reboots.values().all(|c| *c == 1)
+        );
+        if let Some(m) = makespan {
+            println!(
+                "  makespan:              {:.1} s (first cordon to last uncordon)",
+                m.as_secs_f64()
+            );
+        }
+        println!(
+            "  max unavailable seen:  {} (maxUnavailable 2)",
+            obs.max_unavailable_seen
+                .values()
+                .max()
+                .copied()
+                .unwrap_or(0)
+        );
+        if obs.violations.is_empty() {
+            println!("  safety rules:          held (independent observer, 0 violations)");
+        } else {
+            println!("  safety rules:          BROKEN");
+            for v in &obs.violations {
+                println!("    - {v}");
+            }
+        }
+    }
+    if args.exit_when_done && policy_name.is_some() {
+        cluster.shutdown().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("\nthe cluster keeps running for kubectl; Ctrl-C to stop");
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(SandboxRunError::Signal)?;
+    cluster.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Shows the rollout until it completes or halts; returns its final phase.
+async fn watch_rollout(
+    client: &Client,
+    name: &str,
+    started: Instant,
+) -> Result<Option<Phase>, SandboxRunError> {
+    let pps: Api<PatchPolicy> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let tty = std::io::stdout().is_terminal();
+    let mut last_frame = String::new();
+    loop {
+        let policy = pps.get(name).await?;
+        let list = nodes.list(&ListParams::default()).await?;
+        let status = policy.status.clone().unwrap_or_default();
+        let mut zones: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for n in &list.items {
+            let v = NodeView::from_node(n);
+            let zone = v
+                .labels
+                .get("topology.kubernetes.io/zone")
+                .cloned()
+                .unwrap_or_else(|| "-".into());
+            let step = match &v.record {
+                Some(r) if r.policy == name => format!("{:?}", r.step),
+                _ if v.done.get(name) == Some(&policy.spec.revision) => "Done".into(),
+                _ if !v.ready => "NotReady".into(),
+                _ => "Pending".into(),
+            };
+            zones
+                .entry(zone)
+                .or_default()
+                .push(format!("{}:{step}", v.name));
+        }
+        let mut frame = format!(
+            "{} rev {}  phase {:?}  updated {}\n  {}\n",
+            name,
+            policy.spec.revision,
+            status.phase.unwrap_or_default(),
+            status
+                .nodes
+                .as_ref()
+                .map(|n| n.summary.clone())
+                .unwrap_or_else(|| "-".into()),
+            status.message.clone().unwrap_or_default()
+        );
+        for (zone, ns) in &zones {
+            frame.push_str(&format!("  {zone:8} {}\n", ns.join("  ")));
+        }
+        if frame != last_frame {
+            if tty {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("[{:6.1}s] {frame}", started.elapsed().as_secs_f64());
+            let _ = std::io::stdout().flush();
+            last_frame = frame;
+        }
+        if let Some(p @ (Phase::Completed | Phase::Halted)) = status.phase {
+            if status.revision.as_deref() == Some(policy.spec.revision.as_str()) {
+                return Ok(Some(p));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
