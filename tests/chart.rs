@@ -27,7 +27,8 @@ use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 use sofort::cli::{Cli, Command as Sub, RebootMethod};
 
-/// Values cases the Python suite must have rendered (see `MATRIX` in tests/helm/conftest.py).
+/// Values cases the Python suite must at least have rendered (`MATRIX` in
+/// tests/helm/conftest.py); the checks below run on every case it rendered.
 const CASES: &[&str] = &[
     "default",
     "reboot-command",
@@ -87,6 +88,22 @@ fn run_python_suite() -> Result<PathBuf, String> {
         ));
     }
     Ok(dir)
+}
+
+/// Every case the Python suite rendered.
+fn cases() -> Vec<String> {
+    let mut cases: Vec<String> = std::fs::read_dir(rendered())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    cases.sort();
+    for case in CASES {
+        assert!(
+            cases.iter().any(|c| c == case),
+            "case {case} was not rendered"
+        );
+    }
+    cases
 }
 
 /// Every rendered document of one case: (file name, JSON value).
@@ -249,7 +266,7 @@ fn helm_chart_python_suite_passes() {
 #[test]
 fn every_rendered_manifest_is_a_known_kubernetes_object_without_unknown_fields() {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for case in CASES {
+    for case in &cases() {
         for (file, doc) in documents(case) {
             check_object(case, &file, &doc);
             *counts
@@ -345,7 +362,7 @@ fn port_of(addr: &str) -> i32 {
 
 #[test]
 fn controller_args_are_flags_the_binary_knows() {
-    for case in CASES {
+    for case in &cases() {
         for (file, doc) in documents(case) {
             let Object::Deployment(dep) = check_object(case, &file, &doc) else {
                 continue;
@@ -383,7 +400,7 @@ fn controller_args_are_flags_the_binary_knows() {
 
 #[test]
 fn agent_args_are_flags_the_binary_knows_and_match_the_security_context() {
-    for case in CASES {
+    for case in &cases() {
         for (file, doc) in documents(case) {
             let Object::DaemonSet(ds) = check_object(case, &file, &doc) else {
                 continue;
