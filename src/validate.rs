@@ -186,6 +186,11 @@ pub fn validate_spec(spec: &PatchPolicySpec) -> Vec<Problem> {
                     ),
                 ));
             }
+            if let Some(t) = &w.template
+                && let Err(e) = crate::notify::Template::parse(t)
+            {
+                out.push(problem(format!("{base}.template"), e.to_string()));
+            }
             let refs = [
                 ("urlSecretRef", Some(&w.url_secret_ref)),
                 ("headersSecretRef", w.headers_secret_ref.as_ref()),
