@@ -684,3 +684,43 @@ async fn client_errors_are_not_retried_and_errors_hide_the_url() {
         "{error}"
     );
 }
+
+/// The payload examples in docs/notifications.md are this code's real output.
+#[test]
+fn docs_show_the_real_payloads() {
+    let s = spec(false);
+    let failed: Vec<FailedNode> = Vec::new();
+    let rollout = |phase, updated| Rollout {
+        policy: "workers-nightly",
+        spec: &s,
+        previous_phase: None,
+        phase,
+        counts: Counts {
+            total: 12,
+            updated,
+            failed: 0,
+        },
+        failed: &failed,
+        first_window: Some(Window {
+            start: ts("2024-11-26T21:00:00Z"),
+            end: ts("2024-11-27T04:00:00Z"),
+        }),
+        expected_completion: Some(ts("2024-11-27T01:40:00Z")),
+        now: ts("2024-11-24T10:00:00Z"),
+    };
+    let scheduled = rollout(Phase::Scheduled, 0);
+    let d = &due(&scheduled, &[])[0];
+    let ce = Message::new(&scheduled, d).cloudevent(None);
+    let completed = rollout(Phase::Completed, 12);
+    let mut d = due(&completed, &[]).pop().unwrap();
+    d.at = ts("2024-11-27T01:35:00Z");
+    let slack = Message::new(&completed, &d).slack(None);
+    let docs = std::fs::read_to_string("docs/notifications.md").unwrap();
+    for (what, v) in [("CloudEvents Scheduled", ce), ("Slack Completed", slack)] {
+        let pretty = serde_json::to_string_pretty(&v).unwrap();
+        assert!(
+            docs.contains(&pretty),
+            "docs/notifications.md lacks the current {what} example; paste:\n{pretty}"
+        );
+    }
+}

@@ -282,6 +282,21 @@ fn broken_policies_are_rejected_at_their_field() {
             "DNS label",
         ),
         (
+            "revision names the embargoed CVE",
+            with("/spec/revision", Some(json!("cve-1-fix"))),
+            "spec.revision",
+            "embargoed",
+        ),
+        (
+            "summary quotes the embargoed details",
+            with(
+                "/spec/notify/advisory/summary",
+                Some(json!("Fix for cve-1")),
+            ),
+            "spec.notify.advisory.summary",
+            "embargoed",
+        ),
+        (
             "template with an unknown variable",
             with(
                 "/spec/notify/webhooks/0/template",

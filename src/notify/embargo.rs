@@ -65,6 +65,8 @@ impl Embargo {
                 needles.push(token.to_ascii_lowercase());
             }
         }
+        // Too short to search for without redacting ordinary words.
+        needles.retain(|n| n.chars().count() >= 5);
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
         needles.dedup();
         Embargo { needles }
@@ -135,6 +137,7 @@ mod tests {
         assert!(Embargo::for_policy(&spec, Phase::Completed).is_lifted());
         assert!(Embargo::new(None).is_lifted());
         assert!(Embargo::new(Some("  ")).is_lifted());
+        assert!(Embargo::new(Some("xss")).is_lifted());
         assert_eq!(Embargo::new(None).scrub("CVE-2026-1234"), "CVE-2026-1234");
     }
 }

@@ -19,7 +19,7 @@ pub const JSON_CONTENT_TYPE: &str = "application/json";
 ///
 /// The advisory details are copied in only for `Completed`: every other
 /// message, and so every payload rendered from it, has no way to reach them.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Message {
     id: String,
     kind: EventKind,
@@ -36,6 +36,21 @@ pub struct Message {
     tz_name: String,
     tz: TimeZone,
     details: Option<String>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints the details, so `?message` in a log line is safe.
+        f.debug_struct("Message")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("counts", &self.counts)
+            .field(
+                "details",
+                &self.details.as_ref().map(|_| super::embargo::REDACTED),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Message {
@@ -347,4 +362,213 @@ pub struct Payload {
     pub content_type: &'static str,
     /// JSON body.
     pub body: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Advisory, FailedNode, MaintenanceWindow, NotifySpec, PatchPolicySpec, Phase};
+    use crate::notify::embargo::Embargo;
+
+    const DETAILS: &str = "CVE-2026-1234 (local root exploit in the kernel)";
+
+    fn spec() -> PatchPolicySpec {
+        let mut s = PatchPolicySpec::new("2024-11-26");
+        s.maintenance_windows = vec![MaintenanceWindow {
+            days: vec![],
+            start: "22:00".into(),
+            end: "05:00".into(),
+            time_zone: "Europe/Zurich".into(),
+        }];
+        s.notify = Some(NotifySpec {
+            webhooks: vec![],
+            advisory: Some(Advisory {
+                summary: "Security maintenance".into(),
+                details: Some(DETAILS.into()),
+            }),
+        });
+        s
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn message(spec: &PatchPolicySpec, kind: EventKind, expected: &str) -> Message {
+        let failed = vec![FailedNode {
+            node: "w-7".into(),
+            reason: "drain timeout".into(),
+        }];
+        let rollout = Rollout {
+            policy: "workers-nightly",
+            spec,
+            previous_phase: None,
+            phase: Phase::Progressing,
+            counts: Counts {
+                total: 12,
+                updated: 4,
+                failed: 1,
+            },
+            failed: &failed,
+            first_window: Some(Window {
+                start: ts("2024-11-26T21:00:00Z"),
+                end: ts("2024-11-27T04:00:00Z"),
+            }),
+            expected_completion: Some(ts(expected)),
+            now: ts("2024-11-26T21:00:00Z"),
+        };
+        let due = Due {
+            kind,
+            node: (kind == EventKind::NodeFailed).then(|| "w-7".to_string()),
+            seq: 1,
+            at: rollout.now,
+        };
+        Message::new(&rollout, &due)
+    }
+
+    #[test]
+    fn default_texts() {
+        let s = spec();
+        let text = |k| message(&s, k, "2024-11-27T01:40:00Z").text();
+        assert_eq!(
+            text(EventKind::Scheduled),
+            "Security maintenance: maintenance on 12 servers, Tue 26 Nov 22:00–05:00 Europe/Zurich, expected done by 02:40."
+        );
+        assert_eq!(
+            text(EventKind::Started),
+            "Security maintenance: maintenance on 12 servers has started, expected done by Wed 27 Nov 02:40 Europe/Zurich."
+        );
+        assert_eq!(
+            text(EventKind::UrgentStarted),
+            "Security maintenance: urgent maintenance on 12 servers has started now; it could not be announced ahead, expected done by Wed 27 Nov 02:40 Europe/Zurich. Services may restart briefly."
+        );
+        assert_eq!(
+            text(EventKind::NodeFailed),
+            "Security maintenance: server w-7 could not be updated; 4 of 12 servers done."
+        );
+        assert_eq!(
+            text(EventKind::Halted),
+            "Security maintenance: maintenance halted after 1 server failed; 4 of 12 servers done. Our team is looking into it."
+        );
+        assert_eq!(
+            text(EventKind::Resumed),
+            "Security maintenance: maintenance resumed; 4 of 12 servers done, expected done by Wed 27 Nov 02:40 Europe/Zurich."
+        );
+        assert_eq!(
+            text(EventKind::Completed),
+            format!(
+                "Security maintenance: maintenance completed, 4 of 12 servers updated, 1 server failed. Details: {DETAILS}"
+            )
+        );
+        // Same day as the decision: the time alone.
+        assert_eq!(
+            message(&s, EventKind::Started, "2024-11-26T22:40:00Z").text(),
+            "Security maintenance: maintenance on 12 servers has started, expected done by 23:40 Europe/Zurich."
+        );
+        // Expected on a later night: the day is spelled out.
+        assert!(
+            message(&s, EventKind::Scheduled, "2024-11-28T01:40:00Z")
+                .text()
+                .ends_with("expected done by Thu 28 Nov 02:40.")
+        );
+    }
+
+    #[test]
+    fn window_in_the_policy_time_zone_across_dst_and_long_windows() {
+        let mut s = spec();
+        s.maintenance_windows[0].time_zone = "America/New_York".into();
+        let mut m = message(&s, EventKind::Scheduled, "2024-11-27T01:40:00Z");
+        assert_eq!(
+            m.window_text().unwrap(),
+            "Tue 26 Nov 16:00–23:00 America/New_York"
+        );
+        m.window = Some(Window {
+            start: ts("2024-03-09T03:00:00Z"),
+            end: ts("2024-03-11T03:00:00Z"),
+        });
+        // 22:00 EST to 23:00 EDT: the spring-forward shift shows.
+        assert_eq!(
+            m.window_text().unwrap(),
+            "Fri 8 Mar 22:00 – Sun 10 Mar 23:00 America/New_York"
+        );
+        s.maintenance_windows.clear();
+        let m = message(&s, EventKind::Scheduled, "2024-11-27T01:40:00Z");
+        assert_eq!(m.window_text().unwrap(), "Tue 26 Nov 21:00–04:00 UTC");
+    }
+
+    #[test]
+    fn cloudevent_and_slack_shapes() {
+        let s = spec();
+        let m = message(&s, EventKind::NodeFailed, "2024-11-27T01:40:00Z");
+        let ce = m.cloudevent(None);
+        assert_eq!(ce["specversion"], "1.0");
+        assert_eq!(ce["id"], "workers-nightly/2024-11-26/nodefailed/w-7");
+        assert_eq!(ce["type"], "dev.sofort.rollout.nodefailed");
+        assert_eq!(ce["source"], "/patchpolicies/workers-nightly");
+        assert_eq!(ce["subject"], "2024-11-26");
+        assert_eq!(ce["time"], "2024-11-26T21:00:00Z");
+        assert_eq!(ce["data"]["node"], "w-7");
+        assert_eq!(ce["data"]["window"]["start"], "2024-11-26T21:00:00Z");
+        assert!(ce["data"].get("details").is_none());
+        let p = m.payload(WebhookFormat::CloudEvents, None);
+        assert_eq!(p.content_type, "application/cloudevents+json");
+        let mut s2 = spec();
+        s2.notify
+            .as_mut()
+            .unwrap()
+            .advisory
+            .as_mut()
+            .unwrap()
+            .summary = "R&D <urgent>".into();
+        let sl = message(&s2, EventKind::Halted, "2024-11-27T01:40:00Z").slack(None);
+        assert!(sl["text"].as_str().unwrap().starts_with("R&D <urgent>"));
+        assert!(
+            sl["blocks"][1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("R&amp;D &lt;urgent&gt;")
+        );
+        assert_eq!(
+            m.payload(WebhookFormat::Slack, None).content_type,
+            "application/json"
+        );
+    }
+
+    /// Every event, both formats, with and without templates (including ones that
+    /// ask for `{details}` explicitly): the details appear only in Completed.
+    #[test]
+    fn embargo_holds_for_every_event_format_and_template() {
+        let s = spec();
+        let templates = [
+            None,
+            Some(Template::parse("{text}").unwrap()),
+            Some(Template::parse("{event}: {summary} {details} {window} {failed_nodes}").unwrap()),
+            Some(Template::parse("{details}{details}").unwrap()),
+        ];
+        let embargo = Embargo::new(Some(DETAILS));
+        for kind in EventKind::ALL {
+            let m = message(&s, kind, "2024-11-27T01:40:00Z");
+            for format in [WebhookFormat::CloudEvents, WebhookFormat::Slack] {
+                for t in &templates {
+                    let body = String::from_utf8(m.payload(format, t.as_ref()).body).unwrap();
+                    let leaks = embargo.leaks(&body);
+                    let completed = kind == EventKind::Completed;
+                    // Templates without {details} or {text} leave it out even in Completed text,
+                    // but the CloudEvents data always carries it for Completed.
+                    let may_omit = format == WebhookFormat::Slack
+                        && t.as_ref()
+                            .is_some_and(|t| !t.uses("details") && !t.uses("text"));
+                    assert!(
+                        leaks == completed || (completed && may_omit),
+                        "{kind} {format:?} {t:?}: {body}"
+                    );
+                }
+            }
+            assert_eq!(embargo.leaks(&m.text()), kind == EventKind::Completed);
+            assert!(
+                !embargo.leaks(&format!("{m:?}")),
+                "Debug must not print details"
+            );
+        }
+    }
 }
