@@ -153,6 +153,53 @@ impl ResolvedWebhook {
     }
 }
 
+/// A webhook that could not be resolved from the spec and its Secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// A Secret or key is missing or unreadable.
+    #[error("webhook {webhook}: {source}")]
+    Secret {
+        /// Webhook name.
+        webhook: String,
+        /// What is missing.
+        #[source]
+        source: super::secret::SecretError,
+    },
+    /// The values are unusable.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+}
+
+/// Resolves a webhook of the spec with `lookup`, which returns the Secret a
+/// reference points to (`None` when it does not exist), for example from a
+/// reflector store or after `Api::<Secret>::namespaced(..).get_opt(..)`.
+pub fn resolve<'s>(
+    webhook: &Webhook,
+    lookup: impl Fn(&crate::api::SecretKeyRef) -> Option<&'s k8s_openapi::api::core::v1::Secret>,
+) -> Result<ResolvedWebhook, ResolveError> {
+    use super::secret::{secret_bytes, secret_text};
+    let err = |source| ResolveError::Secret {
+        webhook: webhook.name.clone(),
+        source,
+    };
+    let r = &webhook.url_secret_ref;
+    let url = secret_text(lookup(r), r).map_err(err)?;
+    let headers = match &webhook.headers_secret_ref {
+        Some(r) => Some(secret_text(lookup(r), r).map_err(err)?),
+        None => None,
+    };
+    let ca = match &webhook.ca_bundle_secret_ref {
+        Some(r) => Some(secret_bytes(lookup(r), r).map_err(err)?),
+        None => None,
+    };
+    Ok(ResolvedWebhook::new(
+        webhook,
+        &url,
+        headers.as_deref(),
+        ca.as_deref(),
+    )?)
+}
+
 fn parse_headers(webhook: &str, text: &str) -> Result<HeaderMap, WebhookError> {
     let mut map = HeaderMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -653,6 +700,79 @@ mod tests {
         let e =
             ResolvedWebhook::new(&webhook(Some("{cve}")), "https://h/x", None, None).unwrap_err();
         assert!(matches!(e, WebhookError::Template { .. }));
+    }
+
+    #[test]
+    fn resolves_from_secrets() {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        use std::collections::BTreeMap;
+        let mut w = webhook(None);
+        w.headers_secret_ref = Some(crate::api::SecretKeyRef {
+            namespace: "ns".into(),
+            name: "s".into(),
+            key: "headers".into(),
+        });
+        let secret = Secret {
+            data: Some(BTreeMap::from([
+                (
+                    "url".to_string(),
+                    ByteString(b"https://h.example/x\n".to_vec()),
+                ),
+                ("headers".to_string(), ByteString(b"X-Token: t".to_vec())),
+            ])),
+            ..Secret::default()
+        };
+        let ok = resolve(&w, |r| (r.name == "s").then_some(&secret)).unwrap();
+        assert_eq!(ok.headers.len(), 1);
+        let e = resolve(&w, |_| None).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("webhook statuspage: Secret ns/s not found"),
+            "{e}"
+        );
+        w.ca_bundle_secret_ref = Some(crate::api::SecretKeyRef {
+            namespace: "ns".into(),
+            name: "s".into(),
+            key: "ca.crt".into(),
+        });
+        let e = resolve(&w, |_| Some(&secret)).unwrap_err();
+        assert!(e.to_string().contains("has no key \"ca.crt\""), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_without_waiting_and_counts_dropped() {
+        let metrics = Metrics::new();
+        let config = DeliveryConfig {
+            queue: 1,
+            ..DeliveryConfig::default()
+        };
+        let (notifier, _reports) = start(config, metrics.clone());
+        let hook = Arc::new(
+            ResolvedWebhook::new(&webhook(None), "http://127.0.0.1:9/x", None, None).unwrap(),
+        );
+        let mut spec = crate::api::PatchPolicySpec::new("r1");
+        spec.urgent = true;
+        let rollout = super::super::event::Rollout {
+            policy: "p",
+            spec: &spec,
+            previous_phase: None,
+            phase: crate::api::Phase::Progressing,
+            counts: super::super::event::Counts::default(),
+            failed: &[],
+            first_window: None,
+            expected_completion: None,
+            now: Timestamp::UNIX_EPOCH,
+        };
+        let due = super::super::event::due(&rollout, &[]);
+        let msg = Message::new(&rollout, &due[0]);
+        // The single-threaded test runtime has not run the dispatcher yet.
+        assert!(notifier.enqueue(Delivery::new(&msg, hook.clone())).is_ok());
+        assert_eq!(
+            notifier.enqueue(Delivery::new(&msg, hook)),
+            Err(EnqueueError::Full(1))
+        );
+        assert_eq!(metrics.get("statuspage", "UrgentStarted", "dropped"), 1);
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //! # How the controller uses it
 //!
 //! ```text
+//! at start:   let metrics = Metrics::new(); metrics.register(&mut registry);
+//!             let (notifier, mut reports) = start(DeliveryConfig::default(), metrics);
+//! per policy: let hooks = spec.notify.webhooks.iter().map(|w| resolve(w, |r| secrets.get(r)));
+//!             (an Err is an Event on the policy; its records get `webhook=failed`)
 //! let records = records_for_revision(status.revision, &status.notifications, &spec.revision);
 //! let due = due(&rollout, records);                       // pure
 //! append_records(&mut new_status.notifications, &due, webhook_names);  // webhook=pending
@@ -53,8 +57,8 @@ pub mod secret;
 pub mod template;
 
 pub use deliver::{
-    Delivery, DeliveryConfig, DeliveryReport, EnqueueError, Notifier, Outcome, ResolvedWebhook,
-    WebhookError, start,
+    Delivery, DeliveryConfig, DeliveryReport, EnqueueError, Notifier, Outcome, ResolveError,
+    ResolvedWebhook, WebhookError, resolve, start,
 };
 pub use embargo::Embargo;
 pub use event::{
