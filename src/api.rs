@@ -657,7 +657,11 @@ pub struct NotificationRecord {
     pub event: String,
     /// When it was queued for delivery.
     pub at: Time,
-    /// Delivery result per webhook, for example `statuspage=delivered`.
+    /// The node a `NodeFailed` notification is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Delivery result per webhook: `statuspage=pending`, then
+    /// `statuspage=delivered` or `statuspage=failed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<String>,
 }

@@ -8,7 +8,8 @@
 //! [`window`] (maintenance windows and blackouts), [`order`] (which node first),
 //! [`budget`] (how many at once), [`selector`] (label selectors), [`rollout`]
 //! (the per-node state machine and `decide()`), and [`forecast`] (a
-//! discrete-event simulation behind `sofort plan`).
+//! discrete-event simulation behind `sofort plan`). [`notify`] tells customers
+//! about rollouts (webhooks, advisory embargo).
 
 pub mod agent;
 pub mod api;
@@ -22,6 +23,7 @@ pub mod duration;
 pub mod forecast;
 pub mod metrics;
 pub mod node_record;
+pub mod notify;
 pub mod order;
 pub mod rollout;
 pub mod sandbox;

@@ -186,6 +186,11 @@ pub fn validate_spec(spec: &PatchPolicySpec) -> Vec<Problem> {
                     ),
                 ));
             }
+            if let Some(t) = &w.template
+                && let Err(e) = crate::notify::Template::parse(t)
+            {
+                out.push(problem(format!("{base}.template"), e.to_string()));
+            }
             let refs = [
                 ("urlSecretRef", Some(&w.url_secret_ref)),
                 ("headersSecretRef", w.headers_secret_ref.as_ref()),
@@ -207,13 +212,26 @@ pub fn validate_spec(spec: &PatchPolicySpec) -> Vec<Problem> {
                 }
             }
         }
-        if let Some(a) = &n.advisory
-            && a.summary.trim().is_empty()
-        {
-            out.push(problem(
-                "spec.notify.advisory.summary",
-                "must not be empty: it is the public text of every notification",
-            ));
+        if let Some(a) = &n.advisory {
+            if a.summary.trim().is_empty() {
+                out.push(problem(
+                    "spec.notify.advisory.summary",
+                    "must not be empty: it is the public text of every notification",
+                ));
+            }
+            // Public fields must not give the embargoed details away.
+            let embargo = crate::notify::Embargo::new(a.details.as_deref());
+            for (path, value) in [
+                ("spec.notify.advisory.summary", a.summary.as_str()),
+                ("spec.revision", spec.revision.as_str()),
+            ] {
+                if embargo.leaks(value) {
+                    out.push(problem(
+                        path,
+                        "contains text of spec.notify.advisory.details, which is embargoed until the rollout completed, but this field is public in every notification; use a neutral value such as a date",
+                    ));
+                }
+            }
         }
     }
 

@@ -75,6 +75,18 @@ fn base_policy_is_valid() {
 }
 
 #[test]
+fn templates_with_known_variables_are_valid() {
+    let doc = with(
+        "/spec/notify/webhooks/0/template",
+        Some(json!(
+            "{{sofort}} {event}: {summary} on {nodes} servers ({updated} done, {failed} failed: {failed_nodes}) {node} {window} {expected_done} {details} {text} {policy} {revision}"
+        )),
+    );
+    let report = validate_yaml_text(&serde_yaml::to_string(&doc).unwrap());
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+}
+
+#[test]
 fn broken_policies_are_rejected_at_their_field() {
     let cases: Vec<(&str, Value, &str, &str)> = vec![
         (
@@ -268,6 +280,54 @@ fn broken_policies_are_rejected_at_their_field() {
             with("/spec/notify/webhooks/0/name", Some(json!("Status Page"))),
             "spec.notify.webhooks[0].name",
             "DNS label",
+        ),
+        (
+            "revision names the embargoed CVE",
+            with("/spec/revision", Some(json!("cve-1-fix"))),
+            "spec.revision",
+            "embargoed",
+        ),
+        (
+            "summary quotes the embargoed details",
+            with(
+                "/spec/notify/advisory/summary",
+                Some(json!("Fix for cve-1")),
+            ),
+            "spec.notify.advisory.summary",
+            "embargoed",
+        ),
+        (
+            "template with an unknown variable",
+            with(
+                "/spec/notify/webhooks/0/template",
+                Some(json!("{summary} on {nodes} servers, see {cve}")),
+            ),
+            "spec.notify.webhooks[0].template",
+            "unknown variable {cve}",
+        ),
+        (
+            "template with a misspelt variable",
+            with(
+                "/spec/notify/webhooks/0/template",
+                Some(json!("{sumary}: {text}")),
+            ),
+            "spec.notify.webhooks[0].template",
+            "did you mean {summary}?",
+        ),
+        (
+            "template with an unclosed brace",
+            with(
+                "/spec/notify/webhooks/0/template",
+                Some(json!("{event} {window")),
+            ),
+            "spec.notify.webhooks[0].template",
+            "unclosed '{'",
+        ),
+        (
+            "template with a stray closing brace",
+            with("/spec/notify/webhooks/0/template", Some(json!("done }"))),
+            "spec.notify.webhooks[0].template",
+            "unmatched '}'",
         ),
         (
             "bad selector operator",

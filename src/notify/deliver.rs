@@ -1,0 +1,804 @@
+//! Background delivery of notifications to webhooks.
+//!
+//! [`start`] spawns a dispatcher task fed by a bounded queue; the controller
+//! hands it [`Delivery`]s with [`Notifier::enqueue`], which never waits, so a
+//! slow or dead receiver cannot hold up the rollout. Each delivery is retried
+//! with exponential backoff and jitter, each request has a timeout, and the
+//! outcome comes back as a [`DeliveryReport`] on the report channel, for
+//! `status.notifications[].results`, an Event and the metric.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jiff::Timestamp;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::event::{self, EventKind};
+use super::metrics::Metrics;
+use super::render::{Message, Payload};
+use super::template::{Template, TemplateError};
+use crate::api::{NotificationRecord, Webhook, WebhookFormat};
+
+/// A webhook's settings as read from the spec and its Secrets.
+pub struct ResolvedWebhook {
+    /// `spec.notify.webhooks[].name`.
+    pub name: String,
+    /// Payload format.
+    pub format: WebhookFormat,
+    /// The parsed user template, if any.
+    pub template: Option<Template>,
+    url: Uri,
+    headers: HeaderMap,
+    ca_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ResolvedWebhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL and header values are credentials: never printed.
+        f.debug_struct("ResolvedWebhook")
+            .field("name", &self.name)
+            .field("format", &self.format)
+            .field("template", &self.template.is_some())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("ca_bundle", &self.ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A webhook whose settings are unusable. Messages never contain the URL or
+/// header values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// The URL from the Secret is not an absolute http(s) URL.
+    #[error(
+        "webhook {webhook}: the URL in its Secret is not an absolute http:// or https:// URL; store the full receiver URL, for example https://status.example.com/hooks/sofort"
+    )]
+    InvalidUrl {
+        /// Webhook name.
+        webhook: String,
+    },
+    /// A header line is malformed.
+    #[error(
+        "webhook {webhook}: line {line} of the headers Secret is not a valid `Name: value` header ({reason}); write one header per line, for example `Authorization: Bearer <token>`"
+    )]
+    InvalidHeader {
+        /// Webhook name.
+        webhook: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong (never the value).
+        reason: String,
+    },
+    /// The CA bundle holds no usable certificate.
+    #[error(
+        "webhook {webhook}: the CA bundle in its Secret holds no PEM certificate ({reason}); store the receiver's CA as -----BEGIN CERTIFICATE----- blocks"
+    )]
+    InvalidCaBundle {
+        /// Webhook name.
+        webhook: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The template does not parse.
+    #[error("webhook {webhook}: template: {source}")]
+    Template {
+        /// Webhook name.
+        webhook: String,
+        /// The template problem.
+        #[source]
+        source: TemplateError,
+    },
+}
+
+impl ResolvedWebhook {
+    /// Combines a webhook of the spec with the values read from its Secrets
+    /// (see [`super::secret::secret_text`]): the URL, the optional headers text
+    /// (`Name: value` per line; blank lines and `#` comments skipped) and the
+    /// optional PEM CA bundle.
+    pub fn new(
+        webhook: &Webhook,
+        url: &str,
+        headers: Option<&str>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<ResolvedWebhook, WebhookError> {
+        let name = webhook.name.clone();
+        let url: Uri = url.trim().parse().map_err(|_| WebhookError::InvalidUrl {
+            webhook: name.clone(),
+        })?;
+        if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+            return Err(WebhookError::InvalidUrl { webhook: name });
+        }
+        let headers = parse_headers(&name, headers.unwrap_or(""))?;
+        if let Some(pem) = ca_pem {
+            let certs = parse_ca(pem).map_err(|reason| WebhookError::InvalidCaBundle {
+                webhook: name.clone(),
+                reason,
+            })?;
+            if certs.is_empty() {
+                return Err(WebhookError::InvalidCaBundle {
+                    webhook: name,
+                    reason: "no certificate found".into(),
+                });
+            }
+        }
+        let template = webhook
+            .template
+            .as_deref()
+            .map(Template::parse)
+            .transpose()
+            .map_err(|source| WebhookError::Template {
+                webhook: name.clone(),
+                source,
+            })?;
+        Ok(ResolvedWebhook {
+            name,
+            format: webhook.format,
+            template,
+            url,
+            headers,
+            ca_pem: ca_pem.map(<[u8]>::to_vec),
+        })
+    }
+}
+
+/// A webhook that could not be resolved from the spec and its Secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// A Secret or key is missing or unreadable.
+    #[error("webhook {webhook}: {source}")]
+    Secret {
+        /// Webhook name.
+        webhook: String,
+        /// What is missing.
+        #[source]
+        source: super::secret::SecretError,
+    },
+    /// The values are unusable.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+}
+
+/// Resolves a webhook of the spec with `lookup`, which returns the Secret a
+/// reference points to (`None` when it does not exist), for example from a
+/// reflector store or after `Api::<Secret>::namespaced(..).get_opt(..)`.
+pub fn resolve<'s>(
+    webhook: &Webhook,
+    lookup: impl Fn(&crate::api::SecretKeyRef) -> Option<&'s k8s_openapi::api::core::v1::Secret>,
+) -> Result<ResolvedWebhook, ResolveError> {
+    use super::secret::{secret_bytes, secret_text};
+    let err = |source| ResolveError::Secret {
+        webhook: webhook.name.clone(),
+        source,
+    };
+    let r = &webhook.url_secret_ref;
+    let url = secret_text(lookup(r), r).map_err(err)?;
+    let headers = match &webhook.headers_secret_ref {
+        Some(r) => Some(secret_text(lookup(r), r).map_err(err)?),
+        None => None,
+    };
+    let ca = match &webhook.ca_bundle_secret_ref {
+        Some(r) => Some(secret_bytes(lookup(r), r).map_err(err)?),
+        None => None,
+    };
+    Ok(ResolvedWebhook::new(
+        webhook,
+        &url,
+        headers.as_deref(),
+        ca.as_deref(),
+    )?)
+}
+
+fn parse_headers(webhook: &str, text: &str) -> Result<HeaderMap, WebhookError> {
+    let mut map = HeaderMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |reason: &str| WebhookError::InvalidHeader {
+            webhook: webhook.to_string(),
+            line: i + 1,
+            reason: reason.to_string(),
+        };
+        let (name, value) = line.split_once(':').ok_or_else(|| err("no ':'"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| err("invalid header name"))?;
+        if name == CONTENT_TYPE {
+            return Err(err("Content-Type is set by the format"));
+        }
+        let mut value =
+            HeaderValue::from_str(value.trim()).map_err(|_| err("invalid header value"))?;
+        value.set_sensitive(true);
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn parse_ca(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
+/// One notification to one webhook, rendered and ready to send.
+#[derive(Clone)]
+pub struct Delivery {
+    /// Which notification.
+    pub kind: EventKind,
+    /// Node of a `NodeFailed`.
+    pub node: Option<String>,
+    /// The record's `at`, to find the record again.
+    pub at: Timestamp,
+    /// Deterministic id (the same for every attempt and every webhook).
+    pub id: String,
+    webhook: Arc<ResolvedWebhook>,
+    payload: Payload,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("webhook", &self.webhook.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    /// Renders `message` for `webhook` (its format and template).
+    pub fn new(message: &Message, webhook: Arc<ResolvedWebhook>) -> Delivery {
+        let payload = message.payload(webhook.format, webhook.template.as_ref());
+        Delivery {
+            kind: message.kind(),
+            node: message.node().map(str::to_string),
+            at: message.at(),
+            id: message.id().to_string(),
+            webhook,
+            payload,
+        }
+    }
+
+    /// Name of the webhook.
+    pub fn webhook(&self) -> &str {
+        &self.webhook.name
+    }
+
+    /// The rendered request body.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+}
+
+/// How a delivery ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver answered 2xx.
+    Delivered {
+        /// HTTP status.
+        status: u16,
+    },
+    /// Every attempt failed, or the receiver refused it for good (4xx).
+    Failed {
+        /// Why, without the URL.
+        error: String,
+    },
+}
+
+/// The end of one delivery, sent back to the controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Which notification.
+    pub kind: EventKind,
+    /// Node of a `NodeFailed`.
+    pub node: Option<String>,
+    /// The record's `at`.
+    pub at: Timestamp,
+    /// Deterministic id.
+    pub id: String,
+    /// Webhook name.
+    pub webhook: String,
+    /// Requests made.
+    pub attempts: u32,
+    /// Result.
+    pub outcome: Outcome,
+}
+
+impl DeliveryReport {
+    /// `delivered` or `failed`, as in status and the metric.
+    pub fn result(&self) -> &'static str {
+        match self.outcome {
+            Outcome::Delivered { .. } => event::DELIVERED,
+            Outcome::Failed { .. } => event::FAILED,
+        }
+    }
+
+    /// Writes `webhook=delivered|failed` into the matching status record.
+    /// Returns false when the record is gone (revision changed, history cut).
+    pub fn apply(&self, records: &mut [NotificationRecord]) -> bool {
+        event::set_result(
+            records,
+            self.kind,
+            self.node.as_deref(),
+            self.at,
+            &self.webhook,
+            self.result(),
+        )
+    }
+}
+
+/// Delivery settings.
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    /// Deliveries waiting at most; beyond, [`Notifier::enqueue`] refuses.
+    pub queue: usize,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Per request: connect, TLS and response headers.
+    pub timeout: Duration,
+    /// Requests per delivery, the first included.
+    pub max_attempts: u32,
+    /// Delay after the first failed attempt; doubles per attempt.
+    pub initial_backoff: Duration,
+    /// Upper bound of one delay (also for `Retry-After`).
+    pub max_backoff: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            queue: 256,
+            concurrency: 8,
+            timeout: Duration::from_secs(10),
+            max_attempts: 6,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// Delay before attempt `attempt + 1` after `attempt` failed (1-based):
+    /// `initial * 2^(attempt-1)`, capped, with jitter in [50%, 100%].
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let cap = exp.min(self.max_backoff);
+        let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(nanos / 2 + fastrand::u64(0..=nanos / 2))
+    }
+}
+
+/// The queue was full or the dispatcher has stopped; the controller should mark
+/// the record `failed` for this webhook (it is counted as `dropped`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnqueueError {
+    /// Too many deliveries waiting.
+    #[error("notification queue is full ({0} waiting); receivers are slow or down")]
+    Full(usize),
+    /// The dispatcher task ended.
+    #[error("notification dispatcher has stopped")]
+    Stopped,
+}
+
+/// Handle to the background dispatcher. Cheap to clone. When every handle is
+/// dropped the dispatcher finishes the deliveries it has, then ends and closes
+/// the report channel.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    tx: mpsc::Sender<Delivery>,
+    metrics: Metrics,
+    queue: usize,
+}
+
+impl Notifier {
+    /// Queues a delivery without waiting.
+    pub fn enqueue(&self, delivery: Delivery) -> Result<(), EnqueueError> {
+        let (webhook, kind) = (delivery.webhook.name.clone(), delivery.kind);
+        self.tx.try_send(delivery).map_err(|e| {
+            self.metrics.inc(&webhook, kind.as_str(), "dropped");
+            tracing::warn!(webhook = %webhook, event = %kind, "notification dropped: {e}");
+            match e {
+                mpsc::error::TrySendError::Full(_) => EnqueueError::Full(self.queue),
+                mpsc::error::TrySendError::Closed(_) => EnqueueError::Stopped,
+            }
+        })
+    }
+}
+
+/// Starts the dispatcher on the current tokio runtime. Returns the handle and
+/// the channel of reports (one per delivery).
+pub fn start(
+    config: DeliveryConfig,
+    metrics: Metrics,
+) -> (Notifier, mpsc::Receiver<DeliveryReport>) {
+    let queue = config.queue.max(1);
+    let (tx, rx) = mpsc::channel(queue);
+    let (report_tx, report_rx) = mpsc::channel(queue);
+    tokio::spawn(dispatch(config, metrics.clone(), rx, report_tx));
+    (Notifier { tx, metrics, queue }, report_rx)
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+async fn dispatch(
+    config: DeliveryConfig,
+    metrics: Metrics,
+    mut rx: mpsc::Receiver<Delivery>,
+    reports: mpsc::Sender<DeliveryReport>,
+) {
+    let slots = config.concurrency.max(1);
+    let semaphore = Arc::new(Semaphore::new(slots));
+    let config = Arc::new(config);
+    let mut clients: HashMap<Option<Vec<u8>>, Result<HttpClient, String>> = HashMap::new();
+    while let Some(delivery) = rx.recv().await {
+        let Ok(permit) = semaphore.clone().acquire_owned().await else {
+            break;
+        };
+        let key = delivery.webhook.ca_pem.clone();
+        let client = clients
+            .entry(key)
+            .or_insert_with(|| build_client(delivery.webhook.ca_pem.as_deref()))
+            .clone();
+        let (config, metrics, reports) = (config.clone(), metrics.clone(), reports.clone());
+        tokio::spawn(async move {
+            let report = deliver(&config, client, &delivery).await;
+            metrics.inc(&report.webhook, report.kind.as_str(), report.result());
+            match &report.outcome {
+                Outcome::Delivered { status } => tracing::info!(
+                    webhook = %report.webhook, event = %report.kind, id = %report.id,
+                    attempts = report.attempts, status, "notification delivered"
+                ),
+                Outcome::Failed { error } => tracing::warn!(
+                    webhook = %report.webhook, event = %report.kind, id = %report.id,
+                    attempts = report.attempts, error = %error, "notification failed"
+                ),
+            }
+            // A controller that stopped reading just loses the report.
+            let _ = reports.send(report).await;
+            drop(permit);
+        });
+    }
+    // Wait for the deliveries in flight before closing the report channel.
+    let _ = semaphore
+        .acquire_many(u32::try_from(slots).unwrap_or(u32::MAX))
+        .await;
+}
+
+fn build_client(ca_pem: Option<&[u8]>) -> Result<HttpClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if added == 0 && ca_pem.is_none() {
+        tracing::warn!("no system CA certificates found; https webhooks need a caBundleSecretRef");
+    }
+    if let Some(pem) = ca_pem {
+        for cert in parse_ca(pem)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("CA bundle certificate rejected: {e}"))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup failed: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// What one attempt gave.
+enum Attempt {
+    Done(u16),
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    Fatal(String),
+}
+
+async fn deliver(
+    config: &DeliveryConfig,
+    client: Result<HttpClient, String>,
+    d: &Delivery,
+) -> DeliveryReport {
+    let mut report = DeliveryReport {
+        kind: d.kind,
+        node: d.node.clone(),
+        at: d.at,
+        id: d.id.clone(),
+        webhook: d.webhook.name.clone(),
+        attempts: 0,
+        outcome: Outcome::Failed {
+            error: String::new(),
+        },
+    };
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            report.outcome = Outcome::Failed { error: e };
+            return report;
+        }
+    };
+    let max = config.max_attempts.max(1);
+    loop {
+        report.attempts += 1;
+        let (error, after) = match attempt(config, &client, d).await {
+            Attempt::Done(status) => {
+                report.outcome = Outcome::Delivered { status };
+                return report;
+            }
+            Attempt::Fatal(error) => {
+                report.outcome = Outcome::Failed { error };
+                return report;
+            }
+            Attempt::Retry { error, after } => (error, after),
+        };
+        if report.attempts >= max {
+            report.outcome = Outcome::Failed {
+                error: format!("{error} (gave up after {} attempts)", report.attempts),
+            };
+            return report;
+        }
+        let delay = config
+            .backoff(report.attempts)
+            .max(after.unwrap_or_default().min(config.max_backoff));
+        tracing::debug!(
+            webhook = %d.webhook.name, event = %d.kind, attempt = report.attempts,
+            delay_ms = delay.as_millis(), error = %error, "notification attempt failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn attempt(config: &DeliveryConfig, client: &HttpClient, d: &Delivery) -> Attempt {
+    let w = &d.webhook;
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(w.url.clone())
+        .header(CONTENT_TYPE, d.payload.content_type)
+        .header(USER_AGENT, concat!("sofort/", env!("CARGO_PKG_VERSION")));
+    if let Some(h) = builder.headers_mut() {
+        for (k, v) in &w.headers {
+            h.append(k.clone(), v.clone());
+        }
+    }
+    let req = match builder.body(Full::new(Bytes::from(d.payload.body.clone()))) {
+        Ok(r) => r,
+        Err(_) => return Attempt::Fatal("request could not be built".into()),
+    };
+    match tokio::time::timeout(config.timeout, client.request(req)).await {
+        Err(_) => Attempt::Retry {
+            error: format!("no response within {:?}", config.timeout),
+            after: None,
+        },
+        Ok(Err(e)) => Attempt::Retry {
+            error: redact(&error_chain(&e), &w.url),
+            after: None,
+        },
+        Ok(Ok(resp)) => {
+            let status = resp.status();
+            if status.is_success() {
+                Attempt::Done(status.as_u16())
+            } else if status == StatusCode::REQUEST_TIMEOUT
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status.is_server_error()
+            {
+                let after = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                Attempt::Retry {
+                    error: format!("receiver answered {status}"),
+                    after,
+                }
+            } else {
+                Attempt::Fatal(format!(
+                    "receiver answered {status}; check the URL and headers in the webhook's Secret"
+                ))
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// Removes the URL and its host from an error text: the URL is a credential.
+fn redact(text: &str, url: &Uri) -> String {
+    let mut out = text.replace(&url.to_string(), "<webhook url>");
+    if let Some(path) = url
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.len() > 1)
+    {
+        out = out.replace(path, "<path>");
+    }
+    if let Some(host) = url.host() {
+        out = out.replace(host, "<webhook host>");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook(template: Option<&str>) -> Webhook {
+        Webhook {
+            name: "statuspage".into(),
+            url_secret_ref: crate::api::SecretKeyRef {
+                namespace: "ns".into(),
+                name: "s".into(),
+                key: "url".into(),
+            },
+            format: WebhookFormat::CloudEvents,
+            headers_secret_ref: None,
+            ca_bundle_secret_ref: None,
+            template: template.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn resolves_and_never_prints_credentials() {
+        let w = ResolvedWebhook::new(
+            &webhook(Some("{text}")),
+            "https://hooks.example.com/T000/B000/SECRET\n",
+            Some("# comment\nAuthorization: Bearer tok123\n\nX-Team: ops"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(w.headers.len(), 2);
+        let dbg = format!("{w:?}");
+        assert!(!dbg.contains("SECRET") && !dbg.contains("tok123"), "{dbg}");
+    }
+
+    #[test]
+    fn rejects_bad_settings_without_echoing_them() {
+        let e =
+            ResolvedWebhook::new(&webhook(None), "ftp://secret-host/x", None, None).unwrap_err();
+        assert!(matches!(e, WebhookError::InvalidUrl { .. }));
+        assert!(!e.to_string().contains("secret-host"));
+        let e = ResolvedWebhook::new(&webhook(None), "not a url", None, None).unwrap_err();
+        assert!(matches!(e, WebhookError::InvalidUrl { .. }));
+        let e = ResolvedWebhook::new(&webhook(None), "https://h/x", Some("Bearer tok123"), None)
+            .unwrap_err();
+        assert!(matches!(e, WebhookError::InvalidHeader { line: 1, .. }));
+        assert!(!e.to_string().contains("tok123"));
+        let e = ResolvedWebhook::new(&webhook(None), "https://h/x", None, Some(b"garbage"))
+            .unwrap_err();
+        assert!(matches!(e, WebhookError::InvalidCaBundle { .. }), "{e}");
+        let e =
+            ResolvedWebhook::new(&webhook(Some("{cve}")), "https://h/x", None, None).unwrap_err();
+        assert!(matches!(e, WebhookError::Template { .. }));
+    }
+
+    #[test]
+    fn resolves_from_secrets() {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        use std::collections::BTreeMap;
+        let mut w = webhook(None);
+        w.headers_secret_ref = Some(crate::api::SecretKeyRef {
+            namespace: "ns".into(),
+            name: "s".into(),
+            key: "headers".into(),
+        });
+        let secret = Secret {
+            data: Some(BTreeMap::from([
+                (
+                    "url".to_string(),
+                    ByteString(b"https://h.example/x\n".to_vec()),
+                ),
+                ("headers".to_string(), ByteString(b"X-Token: t".to_vec())),
+            ])),
+            ..Secret::default()
+        };
+        let ok = resolve(&w, |r| (r.name == "s").then_some(&secret)).unwrap();
+        assert_eq!(ok.headers.len(), 1);
+        let e = resolve(&w, |_| None).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("webhook statuspage: Secret ns/s not found"),
+            "{e}"
+        );
+        w.ca_bundle_secret_ref = Some(crate::api::SecretKeyRef {
+            namespace: "ns".into(),
+            name: "s".into(),
+            key: "ca.crt".into(),
+        });
+        let e = resolve(&w, |_| Some(&secret)).unwrap_err();
+        assert!(e.to_string().contains("has no key \"ca.crt\""), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_without_waiting_and_counts_dropped() {
+        let metrics = Metrics::new();
+        let config = DeliveryConfig {
+            queue: 1,
+            ..DeliveryConfig::default()
+        };
+        let (notifier, _reports) = start(config, metrics.clone());
+        let hook = Arc::new(
+            ResolvedWebhook::new(&webhook(None), "http://127.0.0.1:9/x", None, None).unwrap(),
+        );
+        let mut spec = crate::api::PatchPolicySpec::new("r1");
+        spec.urgent = true;
+        let rollout = super::super::event::Rollout {
+            policy: "p",
+            spec: &spec,
+            previous_phase: None,
+            phase: crate::api::Phase::Progressing,
+            counts: super::super::event::Counts::default(),
+            failed: &[],
+            first_window: None,
+            expected_completion: None,
+            now: Timestamp::UNIX_EPOCH,
+        };
+        let due = super::super::event::due(&rollout, &[]);
+        let msg = Message::new(&rollout, &due[0]);
+        // The single-threaded test runtime has not run the dispatcher yet.
+        assert!(notifier.enqueue(Delivery::new(&msg, hook.clone())).is_ok());
+        assert_eq!(
+            notifier.enqueue(Delivery::new(&msg, hook)),
+            Err(EnqueueError::Full(1))
+        );
+        assert_eq!(metrics.get("statuspage", "UrgentStarted", "dropped"), 1);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let c = DeliveryConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            ..DeliveryConfig::default()
+        };
+        for _ in 0..50 {
+            let b1 = c.backoff(1);
+            assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100));
+            let b3 = c.backoff(3);
+            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400));
+            let b10 = c.backoff(10);
+            assert!(b10 >= Duration::from_millis(500) && b10 <= Duration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn redacts_url_parts() {
+        let u: Uri = "https://hooks.example.com/T1/B2/XYZ".parse().unwrap();
+        let r = redact("error connecting to hooks.example.com /T1/B2/XYZ", &u);
+        assert!(
+            !r.contains("XYZ") && !r.contains("hooks.example.com"),
+            "{r}"
+        );
+    }
+}
