@@ -340,6 +340,7 @@ pub async fn drain_node(
         .collect();
     let mut evicted_count = 0usize;
 
+    let mut relist = None;
     let watch_cfg = watcher::Config::default().fields(&fields);
     let mut events = Box::pin(watcher(pods_all.clone(), watch_cfg));
 
@@ -448,7 +449,7 @@ pub async fn drain_node(
         let wake = next_retry.max(tokio::time::Instant::now() + Duration::from_millis(10));
         tokio::select! {
             ev = events.next() => match ev {
-                Some(Ok(ev)) => apply_event(&mut live, ev),
+                Some(Ok(ev)) => apply_event(&mut live, &mut relist, ev),
                 Some(Err(e)) => {
                     tracing::debug!(node, error = %e, "pod watch interrupted; the watcher resumes");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -541,18 +542,32 @@ async fn force_node(
     }
 }
 
-fn apply_event(live: &mut HashMap<(String, String), Pod>, ev: watcher::Event<Pod>) {
+/// Applies one watch event. A re-list (`Init` … `InitDone`) is collected in
+/// `relist` and replaces `live` only when complete, so pods never seem to vanish
+/// while the watch restarts.
+fn apply_event(
+    live: &mut HashMap<(String, String), Pod>,
+    relist: &mut Option<HashMap<(String, String), Pod>>,
+    ev: watcher::Event<Pod>,
+) {
     match ev {
-        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+        watcher::Event::Apply(p) => {
             live.insert(key_of(&p), p);
         }
         watcher::Event::Delete(p) => {
             live.remove(&key_of(&p));
         }
-        watcher::Event::Init => {
-            live.clear();
+        watcher::Event::Init => *relist = Some(HashMap::new()),
+        watcher::Event::InitApply(p) => {
+            relist
+                .get_or_insert_with(HashMap::new)
+                .insert(key_of(&p), p);
         }
-        watcher::Event::InitDone => {}
+        watcher::Event::InitDone => {
+            if let Some(fresh) = relist.take() {
+                *live = fresh;
+            }
+        }
     }
 }
 
@@ -611,6 +626,26 @@ async fn matching_pdbs(client: &Client, namespace: &str, pod: Option<&Pod>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relist_never_makes_pods_vanish_midway() {
+        let mut live = HashMap::new();
+        let mut relist = None;
+        let p = pod(Some("ReplicaSet"));
+        apply_event(&mut live, &mut relist, watcher::Event::Apply(p.clone()));
+        apply_event(&mut live, &mut relist, watcher::Event::Init);
+        assert_eq!(live.len(), 1, "pods stay while the re-list runs");
+        apply_event(&mut live, &mut relist, watcher::Event::InitApply(p.clone()));
+        assert_eq!(live.len(), 1);
+        apply_event(&mut live, &mut relist, watcher::Event::InitDone);
+        assert_eq!(live.len(), 1);
+        apply_event(&mut live, &mut relist, watcher::Event::Init);
+        apply_event(&mut live, &mut relist, watcher::Event::InitDone);
+        assert!(
+            live.is_empty(),
+            "a completed empty re-list means the pods are gone"
+        );
+    }
     use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PodSpec, PodStatus, Volume};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
