@@ -993,7 +993,22 @@ pub fn decide_with(
                 &nodes[*b].labels,
             )
         });
-        for i in todo {
+        // Nodes of later groups that are unavailable anyway (cordoned by someone
+        // but Ready) may go when the budget blocks the current group: they cost
+        // no budget, and waiting for them would deadlock the rollout.
+        let first_extra = todo.len();
+        todo.extend(classes.iter().enumerate().filter_map(|(i, c)| {
+            (*c == Some(Class::Todo)
+                && !order::cmp_group(group_key(i), group).is_eq()
+                && nodes[i].ready
+                && nodes[i].unschedulable)
+                .then_some(i)
+        }));
+        let mut budget_full = false;
+        for (pos, i) in todo.into_iter().enumerate() {
+            if pos >= first_extra && !budget_full {
+                break;
+            }
             let n = &nodes[i];
             let hold = if n.record_error.is_some() {
                 Some(Hold::BrokenRecord(n.name.clone()))
@@ -1021,11 +1036,16 @@ pub fn decide_with(
             }
             let already = unavailable(n);
             if !budget.can_start(already) {
-                holds.push(Hold::Budget {
-                    unavailable: budget.unavailable,
-                    max: budget.max,
-                });
-                break;
+                // Nodes further down that are unavailable anyway (cordoned by
+                // someone) cost no budget and may still go.
+                if !budget_full {
+                    holds.push(Hold::Budget {
+                        unavailable: budget.unavailable,
+                        max: budget.max,
+                    });
+                }
+                budget_full = true;
+                continue;
             }
             budget.take(already);
             let record = NodeRecord {

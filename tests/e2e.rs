@@ -89,6 +89,13 @@ struct Env {
 
 impl Env {
     async fn start(name: &str, scenario: Scenario, extra_args: &[&str]) -> Env {
+        // SOFORT_TEST_LOG=sofort=debug shows the in-process agents' logs.
+        if let Ok(filter) = std::env::var("SOFORT_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tmpdir(name);
         let expect_pods = scenario
             .workloads
@@ -482,10 +489,10 @@ async fn node_cordoned_by_an_admin_stays_cordoned_after_its_reboot() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut p = policy("pre", "r1");
-    p.spec.rollout.max_unavailable = IntOrString::Int(1);
-    // w-02 is unavailable already, so it has to go first or nothing fits the budget.
-    let obs = Observer::start(env.client(), vec![watched(&p, 1)]);
+    // w-02 stays unavailable for the whole rollout (an admin cordoned it), so it
+    // takes one of the two slots throughout.
+    let p = policy("pre", "r1");
+    let obs = Observer::start(env.client(), vec![watched(&p, 2)]);
     env.apply(&p).await;
     env.wait_phase("pre", Phase::Completed, Duration::from_secs(90))
         .await;

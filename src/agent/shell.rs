@@ -427,6 +427,15 @@ impl Shell {
     /// Decides on the last Node seen and acts; a started patch command is
     /// returned for the loop to drive.
     async fn act(&mut self) -> Option<RunningPatch> {
+        if self.node.is_none() {
+            return None;
+        }
+        // Re-read the boot ID: a host can restart under a running agent (a
+        // simulated host, or a soft reboot that keeps the pod's process).
+        match self.host.boot_id().await {
+            Ok(b) => self.boot_id = b,
+            Err(e) => warn!(error = %e, "cannot re-read the boot ID; using the one read before"),
+        }
         let Some((view, _)) = &self.node else {
             return None;
         };
