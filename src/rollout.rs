@@ -223,8 +223,8 @@ impl Contender {
             urgent: p.spec.urgent,
             revision: p.spec.revision.clone(),
             selector: p.spec.node_selector.clone(),
-            active: !p.spec.paused
-                && !(same_rev && matches!(phase, Some(Phase::Halted) | Some(Phase::Completed))),
+            active: !(p.spec.paused
+                || (same_rev && matches!(phase, Some(Phase::Halted) | Some(Phase::Completed)))),
         }
     }
 
@@ -581,7 +581,7 @@ fn advance(
                     }
                     OnTimeout::Force => {
                         let forcing = matches!(n.drain, DrainState::Running { forcing: true, .. });
-                        let action = (!forcing).then(|| Action::Drain {
+                        let action = (!forcing).then_some(Action::Drain {
                             node,
                             record: None,
                             force: true,
@@ -590,7 +590,7 @@ fn advance(
                     }
                 }
             } else {
-                let action = (n.drain == DrainState::Idle).then(|| Action::Drain {
+                let action = (n.drain == DrainState::Idle).then_some(Action::Drain {
                     node,
                     record: None,
                     force: false,
@@ -957,13 +957,19 @@ pub fn decide_with(
     };
 
     // Which group is being worked on.
-    let group_key = |i: usize| order::group_of(&spec.rollout.order, &nodes[i].labels);
+    // The group label is looked up once per node, not once per comparison.
+    let groups: Vec<Option<&str>> = nodes
+        .iter()
+        .zip(&classes)
+        .map(|(n, c)| c.and_then(|_| order::group_of(&spec.rollout.order, &n.labels)))
+        .collect();
+    let group_key = |i: usize| groups[i];
     let lowest = |want: Class| -> Option<Option<&str>> {
         let mut cur: Option<Option<&str>> = None;
         for (i, c) in classes.iter().enumerate() {
             if *c == Some(want) && selected_flags[i] {
                 let g = group_key(i);
-                if cur.is_none_or(|c| order::cmp_group(g, c).is_lt()) {
+                if cur.is_none_or(|c| g != c && order::cmp_group(g, c).is_lt()) {
                     cur = Some(g);
                 }
             }
@@ -976,24 +982,49 @@ pub fn decide_with(
     let mut holds: Vec<Hold> = Vec::new();
     let can_start = !invalid && !spec.paused && !halted && time_ok;
     if let Some(group) = current {
-        let mut todo: Vec<usize> = classes
+        // Sort keys are looked up once per node, not once per comparison.
+        let sort_by = &spec.rollout.order.sort_by;
+        let mut todo: Vec<(Vec<Option<&str>>, &str, usize)> = classes
             .iter()
             .enumerate()
-            .filter(|(i, c)| {
-                **c == Some(Class::Todo) && order::cmp_group(group_key(*i), group).is_eq()
+            .filter(|(i, c)| **c == Some(Class::Todo) && group_key(*i) == group)
+            .map(|(i, _)| {
+                let keys = sort_by
+                    .iter()
+                    .map(|k| nodes[i].labels.get(k).map(String::as_str))
+                    .collect();
+                (keys, nodes[i].name.as_str(), i)
             })
-            .map(|(i, _)| i)
             .collect();
-        todo.sort_by(|a, b| {
-            order::cmp_in_group(
-                &spec.rollout.order,
-                &nodes[*a].name,
-                &nodes[*a].labels,
-                &nodes[*b].name,
-                &nodes[*b].labels,
-            )
-        });
-        for i in todo {
+        type Key<'k> = (Vec<Option<&'k str>>, &'k str, usize);
+        let cmp = |(ka, na, _): &Key<'_>, (kb, nb, _): &Key<'_>| {
+            ka.iter()
+                .zip(kb)
+                .map(|(x, y)| order::cmp_opt(*x, *y))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| order::natural_cmp(na, nb))
+        };
+        // Only the head of the order is needed: the budget room plus some slack
+        // for held nodes. The rest is sorted only if the loop gets that far.
+        let room = budget.max.saturating_sub(budget.unavailable);
+        let mut sorted = if can_start {
+            (room + 16).min(todo.len())
+        } else {
+            0
+        };
+        if sorted > 0 && sorted < todo.len() {
+            todo.select_nth_unstable_by(sorted - 1, cmp);
+        }
+        todo[..sorted].sort_unstable_by(cmp);
+        let mut pos = 0;
+        while can_start && pos < todo.len() {
+            if pos == sorted {
+                todo[sorted..].sort_unstable_by(cmp);
+                sorted = todo.len();
+            }
+            let i = todo[pos].2;
+            pos += 1;
             let n = &nodes[i];
             let hold = if n.record_error.is_some() {
                 Some(Hold::BrokenRecord(n.name.clone()))
@@ -1014,9 +1045,6 @@ pub fn decide_with(
             };
             if let Some(h) = hold {
                 holds.push(h);
-                continue;
-            }
-            if !can_start {
                 continue;
             }
             let already = unavailable(n);
@@ -1088,15 +1116,38 @@ pub fn decide_with(
             _ => {}
         }
     }
-    active.sort_by(|(a, _), (b, _)| {
-        order::cmp_nodes(
-            &spec.rollout.order,
-            &nodes[*a].name,
-            &nodes[*a].labels,
-            &nodes[*b].name,
-            &nodes[*b].labels,
-        )
-    });
+    {
+        let sort_by = &spec.rollout.order.sort_by;
+        type Keyed<'k> = (Option<&'k str>, Vec<Option<&'k str>>, ActiveNode);
+        let mut keyed: Vec<Keyed<'_>> = active
+            .into_iter()
+            .map(|(i, a)| {
+                let n = &nodes[i];
+                let g = order::group_of(&spec.rollout.order, &n.labels);
+                let keys = sort_by
+                    .iter()
+                    .map(|k| n.labels.get(k).map(String::as_str))
+                    .collect();
+                (g, keys, a)
+            })
+            .collect();
+        keyed.sort_unstable_by(|(ga, ka, a), (gb, kb, b)| {
+            order::cmp_group(*ga, *gb)
+                .then_with(|| {
+                    ka.iter()
+                        .zip(kb)
+                        .map(|(x, y)| order::cmp_opt(*x, *y))
+                        .find(|o| o.is_ne())
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                })
+                .then_with(|| order::natural_cmp(&a.node, &b.node))
+        });
+        active = keyed
+            .into_iter()
+            .enumerate()
+            .map(|(k, (_, _, a))| (k, a))
+            .collect();
+    }
     failed_list.sort_by(|a, b| order::natural_cmp(&a.node, &b.node));
     let updated_now = updated + done_now;
     let failed_count = failed_list.len();
@@ -1256,11 +1307,13 @@ pub fn decide_with(
     };
 
     // When to look again: node deadlines, and the window if work waits for it.
-    if !invalid && !halted && !spec.paused && pending > 0 {
-        if let Some(w) = window_wake {
-            wake = Some(wake.map_or(w, |x| x.min(w)));
-        }
-        // A window that closes while nodes wait for budget: nothing to wake for.
+    if !invalid
+        && !halted
+        && !spec.paused
+        && pending > 0
+        && let Some(w) = window_wake
+    {
+        wake = Some(wake.map_or(w, |x| x.min(w)));
     }
     let requeue_after = wake.map(|w| until(now, w).max(Duration::from_secs(1)));
     Plan {
