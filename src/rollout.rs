@@ -223,8 +223,8 @@ impl Contender {
             urgent: p.spec.urgent,
             revision: p.spec.revision.clone(),
             selector: p.spec.node_selector.clone(),
-            active: !p.spec.paused
-                && !(same_rev && matches!(phase, Some(Phase::Halted) | Some(Phase::Completed))),
+            active: !(p.spec.paused
+                || (same_rev && matches!(phase, Some(Phase::Halted) | Some(Phase::Completed)))),
         }
     }
 
@@ -581,7 +581,7 @@ fn advance(
                     }
                     OnTimeout::Force => {
                         let forcing = matches!(n.drain, DrainState::Running { forcing: true, .. });
-                        let action = (!forcing).then(|| Action::Drain {
+                        let action = (!forcing).then_some(Action::Drain {
                             node,
                             record: None,
                             force: true,
@@ -590,7 +590,7 @@ fn advance(
                     }
                 }
             } else {
-                let action = (n.drain == DrainState::Idle).then(|| Action::Drain {
+                let action = (n.drain == DrainState::Idle).then_some(Action::Drain {
                     node,
                     record: None,
                     force: false,
@@ -957,13 +957,19 @@ pub fn decide_with(
     };
 
     // Which group is being worked on.
-    let group_key = |i: usize| order::group_of(&spec.rollout.order, &nodes[i].labels);
+    // The group label is looked up once per node, not once per comparison.
+    let groups: Vec<Option<&str>> = nodes
+        .iter()
+        .zip(&classes)
+        .map(|(n, c)| c.and_then(|_| order::group_of(&spec.rollout.order, &n.labels)))
+        .collect();
+    let group_key = |i: usize| groups[i];
     let lowest = |want: Class| -> Option<Option<&str>> {
         let mut cur: Option<Option<&str>> = None;
         for (i, c) in classes.iter().enumerate() {
             if *c == Some(want) && selected_flags[i] {
                 let g = group_key(i);
-                if cur.is_none_or(|c| order::cmp_group(g, c).is_lt()) {
+                if cur.is_none_or(|c| g != c && order::cmp_group(g, c).is_lt()) {
                     cur = Some(g);
                 }
             }
@@ -976,41 +982,10 @@ pub fn decide_with(
     let mut holds: Vec<Hold> = Vec::new();
     let can_start = !invalid && !spec.paused && !halted && time_ok;
     if let Some(group) = current {
-        let mut todo: Vec<usize> = classes
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| {
-                **c == Some(Class::Todo) && order::cmp_group(group_key(*i), group).is_eq()
-            })
-            .map(|(i, _)| i)
-            .collect();
-        todo.sort_by(|a, b| {
-            order::cmp_in_group(
-                &spec.rollout.order,
-                &nodes[*a].name,
-                &nodes[*a].labels,
-                &nodes[*b].name,
-                &nodes[*b].labels,
-            )
-        });
-        // Nodes of later groups that are unavailable anyway (cordoned by someone
-        // but Ready) may go when the budget blocks the current group: they cost
-        // no budget, and waiting for them would deadlock the rollout.
-        let first_extra = todo.len();
-        todo.extend(classes.iter().enumerate().filter_map(|(i, c)| {
-            (*c == Some(Class::Todo)
-                && !order::cmp_group(group_key(i), group).is_eq()
-                && nodes[i].ready
-                && nodes[i].unschedulable)
-                .then_some(i)
-        }));
-        let mut budget_full = false;
-        for (pos, i) in todo.into_iter().enumerate() {
-            if pos >= first_extra && !budget_full {
-                break;
-            }
-            let n = &nodes[i];
-            let hold = if n.record_error.is_some() {
+        // Sort keys are looked up once per node, not once per comparison.
+        let sort_by = &spec.rollout.order.sort_by;
+        let hold_of = |n: &NodeView| -> Option<Hold> {
+            if n.record_error.is_some() {
                 Some(Hold::BrokenRecord(n.name.clone()))
             } else if let Some(r) = n
                 .record
@@ -1026,26 +1001,63 @@ pub fn decide_with(
                 Some(Hold::NotReady(n.name.clone()))
             } else {
                 None
-            };
-            if let Some(h) = hold {
-                holds.push(h);
-                continue;
             }
-            if !can_start {
+        };
+        let mut budget_full = false;
+        let mut todo: Vec<(Vec<Option<&str>>, &str, usize)> = classes
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| **c == Some(Class::Todo) && group_key(*i) == group)
+            .map(|(i, _)| {
+                let keys = sort_by
+                    .iter()
+                    .map(|k| nodes[i].labels.get(k).map(String::as_str))
+                    .collect();
+                (keys, nodes[i].name.as_str(), i)
+            })
+            .collect();
+        type Key<'k> = (Vec<Option<&'k str>>, &'k str, usize);
+        let cmp = |(ka, na, _): &Key<'_>, (kb, nb, _): &Key<'_>| {
+            ka.iter()
+                .zip(kb)
+                .map(|(x, y)| order::cmp_opt(*x, *y))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| order::natural_cmp(na, nb))
+        };
+        // Only the head of the order is needed: the budget room plus some slack
+        // for held nodes. The rest is sorted only if the loop gets that far.
+        let room = budget.max.saturating_sub(budget.unavailable);
+        let mut sorted = if can_start {
+            (room + 16).min(todo.len())
+        } else {
+            0
+        };
+        if sorted > 0 && sorted < todo.len() {
+            todo.select_nth_unstable_by(sorted - 1, cmp);
+        }
+        todo[..sorted].sort_unstable_by(cmp);
+        let mut pos = 0;
+        while can_start && pos < todo.len() {
+            if pos == sorted {
+                todo[sorted..].sort_unstable_by(cmp);
+                sorted = todo.len();
+            }
+            let i = todo[pos].2;
+            pos += 1;
+            let n = &nodes[i];
+            if let Some(h) = hold_of(n) {
+                holds.push(h);
                 continue;
             }
             let already = unavailable(n);
             if !budget.can_start(already) {
-                // Nodes further down that are unavailable anyway (cordoned by
-                // someone) cost no budget and may still go.
-                if !budget_full {
-                    holds.push(Hold::Budget {
-                        unavailable: budget.unavailable,
-                        max: budget.max,
-                    });
-                }
+                holds.push(Hold::Budget {
+                    unavailable: budget.unavailable,
+                    max: budget.max,
+                });
                 budget_full = true;
-                continue;
+                break;
             }
             budget.take(already);
             let record = NodeRecord {
@@ -1065,6 +1077,47 @@ pub fn decide_with(
             });
             new_records.insert(i, record);
             started += 1;
+        }
+        // When the budget blocks, nodes that are unavailable anyway (cordoned by
+        // someone, but Ready) cost nothing and may still go, from any group:
+        // waiting for them would deadlock the rollout.
+        if budget_full {
+            let mut extras: Vec<usize> = classes
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| {
+                    **c == Some(Class::Todo)
+                        && !new_records.contains_key(i)
+                        && nodes[*i].ready
+                        && nodes[*i].unschedulable
+                        && hold_of(&nodes[*i]).is_none()
+                })
+                .map(|(i, _)| i)
+                .collect();
+            extras.sort_by(|a, b| order::natural_cmp(&nodes[*a].name, &nodes[*b].name));
+            for i in extras {
+                if !budget.can_start(true) {
+                    break;
+                }
+                let n = &nodes[i];
+                let record = NodeRecord {
+                    policy: name.to_string(),
+                    revision: spec.revision.clone(),
+                    step: Step::Cordoning,
+                    since: now,
+                    started: now,
+                    was_unschedulable: true,
+                    boot_id_before: None,
+                    patch: None,
+                    reason: None,
+                };
+                actions.push(Action::Cordon {
+                    node: n.name.clone(),
+                    record: record.clone(),
+                });
+                new_records.insert(i, record);
+                started += 1;
+            }
         }
     }
 
@@ -1108,15 +1161,38 @@ pub fn decide_with(
             _ => {}
         }
     }
-    active.sort_by(|(a, _), (b, _)| {
-        order::cmp_nodes(
-            &spec.rollout.order,
-            &nodes[*a].name,
-            &nodes[*a].labels,
-            &nodes[*b].name,
-            &nodes[*b].labels,
-        )
-    });
+    {
+        let sort_by = &spec.rollout.order.sort_by;
+        type Keyed<'k> = (Option<&'k str>, Vec<Option<&'k str>>, ActiveNode);
+        let mut keyed: Vec<Keyed<'_>> = active
+            .into_iter()
+            .map(|(i, a)| {
+                let n = &nodes[i];
+                let g = order::group_of(&spec.rollout.order, &n.labels);
+                let keys = sort_by
+                    .iter()
+                    .map(|k| n.labels.get(k).map(String::as_str))
+                    .collect();
+                (g, keys, a)
+            })
+            .collect();
+        keyed.sort_unstable_by(|(ga, ka, a), (gb, kb, b)| {
+            order::cmp_group(*ga, *gb)
+                .then_with(|| {
+                    ka.iter()
+                        .zip(kb)
+                        .map(|(x, y)| order::cmp_opt(*x, *y))
+                        .find(|o| o.is_ne())
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                })
+                .then_with(|| order::natural_cmp(&a.node, &b.node))
+        });
+        active = keyed
+            .into_iter()
+            .enumerate()
+            .map(|(k, (_, _, a))| (k, a))
+            .collect();
+    }
     failed_list.sort_by(|a, b| order::natural_cmp(&a.node, &b.node));
     let updated_now = updated + done_now;
     let failed_count = failed_list.len();
@@ -1276,11 +1352,13 @@ pub fn decide_with(
     };
 
     // When to look again: node deadlines, and the window if work waits for it.
-    if !invalid && !halted && !spec.paused && pending > 0 {
-        if let Some(w) = window_wake {
-            wake = Some(wake.map_or(w, |x| x.min(w)));
-        }
-        // A window that closes while nodes wait for budget: nothing to wake for.
+    if !invalid
+        && !halted
+        && !spec.paused
+        && pending > 0
+        && let Some(w) = window_wake
+    {
+        wake = Some(wake.map_or(w, |x| x.min(w)));
     }
     let requeue_after = wake.map(|w| until(now, w).max(Duration::from_secs(1)));
     Plan {
@@ -1358,4 +1436,495 @@ fn conditions(
         ),
         condition(prev, "Stalled", stalled, reason, message, generation, now),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Announce, MaintenanceWindow, Weekday};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn node(name: &str, zone: &str) -> NodeView {
+        NodeView {
+            name: name.into(),
+            labels: [("zone".to_string(), zone.to_string())].into(),
+            ready: true,
+            boot_id: Some(format!("{name}-b0")),
+            ..NodeView::default()
+        }
+    }
+
+    fn policy(name: &str) -> PatchPolicy {
+        let mut spec = PatchPolicySpec::new("r1");
+        spec.rollout.order.group_by = Some("zone".into());
+        PatchPolicy::new(name, spec)
+    }
+
+    fn rec(policy: &str, step: Step, since: Timestamp) -> NodeRecord {
+        NodeRecord {
+            policy: policy.into(),
+            revision: "r1".into(),
+            step,
+            since,
+            started: since,
+            was_unschedulable: false,
+            boot_id_before: None,
+            patch: None,
+            reason: None,
+        }
+    }
+
+    fn claims(plan: &Plan) -> Vec<&str> {
+        plan.actions
+            .iter()
+            .filter(
+                |a| matches!(a, Action::Cordon { record, .. } if record.step == Step::Cordoning),
+            )
+            .map(Action::node)
+            .collect()
+    }
+
+    const NOW: &str = "2026-11-27T09:00:00Z";
+
+    #[test]
+    fn a_node_cordoned_by_someone_goes_when_the_budget_blocks_even_from_a_later_group() {
+        let p = policy("p");
+        let mut cordoned = node("w-b1", "b");
+        cordoned.unschedulable = true;
+        let nodes = vec![node("w-a1", "a"), cordoned, node("w-c1", "c")];
+        let plan = decide(&p, &nodes, &[], ts(NOW));
+        // maxUnavailable 1 is used up by w-b1: zone a cannot start, w-b1 costs nothing.
+        assert_eq!(claims(&plan), ["w-b1"]);
+        let Action::Cordon { record, .. } = &plan.actions[0] else {
+            panic!()
+        };
+        assert!(
+            record.was_unschedulable,
+            "it will never be uncordoned by sofort"
+        );
+    }
+
+    #[test]
+    fn claims_in_order_within_budget_and_group() {
+        let p = policy("p");
+        let nodes = vec![node("w-b1", "b"), node("w-a2", "a"), node("w-a1", "a")];
+        let plan = decide(&p, &nodes, &[], ts(NOW));
+        assert_eq!(claims(&plan), ["w-a1"]);
+        let Action::Cordon { record, .. } = &plan.actions[0] else {
+            panic!()
+        };
+        assert_eq!(record.policy, "p");
+        assert!(!record.was_unschedulable);
+        assert_eq!(plan.status.phase, Some(Phase::Progressing));
+        assert_eq!(plan.status.nodes.as_ref().unwrap().summary, "0/3");
+        assert_eq!(plan.status.active[0].node, "w-a1");
+    }
+
+    #[test]
+    fn waits_for_the_window_and_says_so() {
+        let mut p = policy("p");
+        p.spec.maintenance_windows = vec![MaintenanceWindow {
+            days: vec![
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+            ],
+            start: "22:00".into(),
+            end: "05:00".into(),
+            time_zone: "Europe/Zurich".into(),
+        }];
+        p.spec.announce = Some(Announce {
+            lead_time: "48h".into(),
+        });
+        let nodes = vec![node("w-a1", "a")];
+        let plan = decide(&p, &nodes, &[], ts(NOW));
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.status.phase, Some(Phase::Scheduled));
+        // Fri 10:00 + 48 h = Sun 10:00; first weekday window Mon 22:00 CET.
+        assert_eq!(
+            plan.status.scheduled_start.as_ref().unwrap().0,
+            ts("2026-11-30T21:00:00Z")
+        );
+        assert!(
+            plan.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("starts Mon 2026-11-30 22:00 Europe/Zurich"),
+            "{:?}",
+            plan.status.message
+        );
+        assert_eq!(
+            plan.requeue_after,
+            Some(Duration::from_secs((3 * 24 + 12) * 3600))
+        );
+        // Announced: the schedule does not move when decided again later.
+        let mut p2 = p.clone();
+        p2.status = Some(plan.status.clone());
+        let later = decide(&p2, &nodes, &[], ts("2026-11-28T09:00:00Z"));
+        assert_eq!(later.status.scheduled_start, plan.status.scheduled_start);
+        assert_eq!(later.status.announced_at, plan.status.announced_at);
+        // After the lead time, outside the window: Waiting, naming the window.
+        let tue = decide(&p2, &nodes, &[], ts("2026-12-01T12:00:00Z"));
+        assert_eq!(tue.status.phase, Some(Phase::Waiting));
+        assert!(
+            tue.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("waiting for window Tue 2026-12-01 22:00 Europe/Zurich"),
+            "{:?}",
+            tue.status.message
+        );
+        // Inside the window: starts.
+        let open = decide(&p2, &nodes, &[], ts("2026-12-01T21:30:00Z"));
+        assert_eq!(claims(&open), ["w-a1"]);
+        // Too close to the window end (default needs 37m): waits.
+        let late = decide(&p2, &nodes, &[], ts("2026-12-02T03:40:00Z"));
+        assert!(claims(&late).is_empty());
+        assert!(
+            late.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("a node needs 37m"),
+            "{:?}",
+            late.status.message
+        );
+    }
+
+    #[test]
+    fn budget_counts_every_unavailable_node() {
+        let mut p = policy("p");
+        p.spec.rollout.max_unavailable = IntOrString::Int(2);
+        let mut nodes: Vec<NodeView> = (1..=6).map(|i| node(&format!("w-a{i}"), "a")).collect();
+        nodes[3].ready = false;
+        nodes[4].unschedulable = true;
+        nodes[5].record = Some(rec("other", Step::Rebooting, ts(NOW)));
+        let plan = decide(&p, &nodes, &[], ts(NOW));
+        assert!(claims(&plan).is_empty());
+        assert!(
+            plan.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("blocked: 3 nodes unavailable, maxUnavailable 2"),
+            "{:?}",
+            plan.status.message
+        );
+    }
+
+    #[test]
+    fn pre_cordoned_node_is_started_for_free_and_never_uncordoned() {
+        let p = policy("p");
+        let mut n = node("w-a1", "a");
+        n.unschedulable = true;
+        let plan = decide(&p, std::slice::from_ref(&n), &[], ts(NOW));
+        let Action::Cordon { record, .. } = &plan.actions[0] else {
+            panic!()
+        };
+        assert!(record.was_unschedulable);
+        n.record = Some(NodeRecord {
+            step: Step::Settling,
+            ..record.clone()
+        });
+        let plan = decide(
+            &p,
+            std::slice::from_ref(&n),
+            &[],
+            ts("2026-11-27T10:00:00Z"),
+        );
+        assert!(
+            matches!(&plan.actions[..], [Action::Release { .. }]),
+            "{:?}",
+            plan.actions
+        );
+    }
+
+    #[test]
+    fn reboot_is_confirmed_only_by_new_boot_id_and_ready() {
+        let p = policy("p");
+        let t = ts(NOW);
+        let mut n = node("w-a1", "a");
+        n.unschedulable = true;
+        n.drain = DrainState::Drained;
+        n.record = Some(rec("p", Step::Draining, t));
+        let plan = decide(&p, std::slice::from_ref(&n), &[], t);
+        let Action::RequestReboot {
+            boot_id, record, ..
+        } = &plan.actions[0]
+        else {
+            panic!("{:?}", plan.actions)
+        };
+        assert_eq!(boot_id, "w-a1-b0");
+        n.record = Some(record.clone());
+        n.drain = DrainState::Idle;
+        // Ready with the old boot ID: nothing yet.
+        assert!(
+            decide(&p, std::slice::from_ref(&n), &[], t)
+                .actions
+                .is_empty()
+        );
+        // New boot ID but NotReady: waiting.
+        n.boot_id = Some("w-a1-b1".into());
+        n.ready = false;
+        let plan = decide(&p, std::slice::from_ref(&n), &[], t);
+        assert!(
+            matches!(&plan.actions[..], [Action::SetStep { record, .. }] if record.step == Step::WaitingReady)
+        );
+        // New boot ID and Ready: settle.
+        n.ready = true;
+        let plan = decide(&p, std::slice::from_ref(&n), &[], t);
+        assert!(
+            matches!(&plan.actions[..], [Action::SetStep { record, .. }] if record.step == Step::Settling)
+        );
+        // The reboot times out without a new boot ID.
+        n.boot_id = Some("w-a1-b0".into());
+        let plan = decide(
+            &p,
+            std::slice::from_ref(&n),
+            &[],
+            ts("2026-11-27T09:21:00Z"),
+        );
+        assert!(
+            matches!(&plan.actions[..], [Action::MarkFailed { uncordon: true, record, .. }] if record.reason.as_deref().unwrap().contains("boot ID"))
+        );
+    }
+
+    #[test]
+    fn drain_timeout_fails_or_forces() {
+        let mut p = policy("p");
+        let t = ts(NOW);
+        let mut n = node("w-a1", "a");
+        n.unschedulable = true;
+        n.drain = DrainState::Running {
+            forcing: false,
+            blocker: Some("pod shop/db-0 blocked by PDB shop/db".into()),
+        };
+        n.record = Some(rec("p", Step::Draining, t));
+        let later = ts("2026-11-27T09:15:00Z");
+        let plan = decide(&p, std::slice::from_ref(&n), &[], later);
+        let Action::MarkFailed {
+            uncordon, record, ..
+        } = &plan.actions[0]
+        else {
+            panic!()
+        };
+        assert!(uncordon);
+        assert_eq!(
+            record.reason.as_deref(),
+            Some("drain timeout after 15m: pod shop/db-0 blocked by PDB shop/db")
+        );
+        assert_eq!(plan.status.phase, Some(Phase::Halted));
+        assert!(
+            plan.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("halted: 1 node failed (max 0)")
+        );
+        p.spec.drain.on_timeout = OnTimeout::Force;
+        let plan = decide(&p, std::slice::from_ref(&n), &[], later);
+        assert!(matches!(
+            &plan.actions[..],
+            [Action::Drain {
+                force: true,
+                record: None,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn halted_after_too_many_failures_but_in_flight_nodes_finish() {
+        let mut p = policy("p");
+        p.spec.rollout.max_failed_nodes = 1;
+        p.spec.rollout.max_unavailable = IntOrString::Int(5);
+        let t = ts(NOW);
+        let mut nodes: Vec<NodeView> = (1..=5).map(|i| node(&format!("w-a{i}"), "a")).collect();
+        for n in nodes.iter_mut().take(2) {
+            let mut r = rec("p", Step::Failed, t);
+            r.reason = Some("drain timeout".into());
+            n.record = Some(r);
+        }
+        nodes[2].unschedulable = true;
+        nodes[2].record = Some(rec("p", Step::Cordoning, t));
+        let plan = decide(&p, &nodes, &[], t);
+        assert_eq!(plan.status.phase, Some(Phase::Halted));
+        assert!(
+            plan.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("halted: 2 nodes failed (max 1)")
+        );
+        assert!(claims(&plan).is_empty());
+        assert!(
+            matches!(&plan.actions[..], [Action::Drain { .. }]),
+            "in-flight node goes on"
+        );
+        let stalled = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "TooManyFailures")
+        );
+    }
+
+    #[test]
+    fn paused_stops_new_starts_only() {
+        let mut p = policy("p");
+        p.spec.paused = true;
+        p.spec.rollout.max_unavailable = IntOrString::Int(3);
+        let t = ts(NOW);
+        let mut nodes = vec![node("w-a1", "a"), node("w-a2", "a")];
+        nodes[0].record = Some(rec("p", Step::Cordoning, t));
+        let plan = decide(&p, &nodes, &[], t);
+        assert_eq!(plan.status.phase, Some(Phase::Paused));
+        assert_eq!(plan.actions.len(), 1);
+        assert_eq!(plan.actions[0].node(), "w-a1");
+    }
+
+    #[test]
+    fn urgent_policies_go_first_and_claims_are_exclusive() {
+        let mut p = policy("routine");
+        p.spec.rollout.max_unavailable = IntOrString::Int(2);
+        let mut nodes = vec![node("w-a1", "a"), node("w-a2", "a")];
+        nodes[1].record = Some(rec("other", Step::Draining, ts(NOW)));
+        let urgent = Contender {
+            name: "security".into(),
+            urgent: true,
+            revision: "cve-1".into(),
+            selector: LabelSelector::default(),
+            active: true,
+        };
+        let plan = decide(&p, &nodes, std::slice::from_ref(&urgent), ts(NOW));
+        assert!(claims(&plan).is_empty());
+        assert!(
+            plan.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("node w-a1 waits for urgent policy security")
+        );
+        // Once the urgent policy is done with w-a1, routine may take it.
+        nodes[0].done.insert("security".into(), "cve-1".into());
+        let plan = decide(&p, &nodes, std::slice::from_ref(&urgent), ts(NOW));
+        assert_eq!(claims(&plan), ["w-a1"]);
+        // w-a2 is claimed by another policy: named when it holds the rollout.
+        let only = vec![nodes[1].clone()];
+        let plan = decide(&p, &only, &[], ts(NOW));
+        assert!(
+            plan.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("node w-a2 waits for policy other")
+        );
+        // An urgent policy is not held back by other urgent policies.
+        let mut u = policy("security");
+        u.spec.urgent = true;
+        let plan = decide(&u, &nodes[..1], std::slice::from_ref(&urgent), ts(NOW));
+        assert_eq!(claims(&plan), ["w-a1"]);
+    }
+
+    #[test]
+    fn if_required_skips_nodes_without_need_and_done_nodes() {
+        let mut p = policy("p");
+        p.spec.reboot.when = RebootWhen::IfRequired;
+        let mut nodes = vec![node("w-a1", "a"), node("w-a2", "a"), node("w-a3", "a")];
+        nodes[0].reboot_required = Some(false);
+        nodes[1].done.insert("p".into(), "r1".into());
+        nodes[2].reboot_required = None;
+        let plan = decide(&p, &nodes, &[], ts(NOW));
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.status.nodes.as_ref().unwrap().summary, "2/3");
+        assert!(
+            plan.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("w-a3 waits for its agent")
+        );
+        nodes[2].reboot_required = Some(true);
+        assert_eq!(claims(&decide(&p, &nodes, &[], ts(NOW))), ["w-a3"]);
+        nodes[2].reboot_required = Some(false);
+        let done = decide(&p, &nodes, &[], ts(NOW));
+        assert_eq!(done.status.phase, Some(Phase::Completed));
+        let ready = done
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "True");
+        assert!(done.status.completed_at.is_some());
+    }
+
+    #[test]
+    fn invalid_spec_halts_without_panicking() {
+        let mut p = policy("p");
+        p.spec.maintenance_windows = vec![MaintenanceWindow {
+            days: vec![],
+            start: "99:00".into(),
+            end: "05:00".into(),
+            time_zone: "Nowhere/Land".into(),
+        }];
+        p.spec.drain.timeout = "soon".into();
+        p.spec.rollout.max_unavailable = IntOrString::String("lots".into());
+        let plan = decide(&p, &[node("w-a1", "a")], &[], ts(NOW));
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.status.phase, Some(Phase::Halted));
+        let msg = plan.status.message.unwrap();
+        assert!(
+            msg.contains("drain.timeout") && msg.contains("maxUnavailable"),
+            "{msg}"
+        );
+        let stalled = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap();
+        assert_eq!(stalled.reason, "InvalidSpec");
+        assert_eq!(stalled.observed_generation, p.metadata.generation);
+    }
+
+    #[test]
+    fn a_new_revision_lets_the_started_node_finish_under_its_own() {
+        let mut p = policy("p");
+        p.spec.revision = "r2".into();
+        let mut n = node("w-a1", "a");
+        n.record = Some(rec("p", Step::Uncordoning, ts(NOW)));
+        let plan = decide(&p, std::slice::from_ref(&n), &[], ts(NOW));
+        let Action::Release { done, .. } = &plan.actions[0] else {
+            panic!()
+        };
+        assert_eq!(done.get("p").map(String::as_str), Some("r1"));
+    }
+
+    #[test]
+    fn broken_record_is_reported_not_started() {
+        let p = policy("p");
+        let mut n = node("w-a1", "a");
+        n.record_error = Some("bad json".into());
+        let plan = decide(&p, &[n], &[], ts(NOW));
+        assert!(plan.actions.is_empty());
+        assert!(
+            plan.status
+                .message
+                .unwrap()
+                .contains("kubectl annotate node w-a1 sofort.dev/record-")
+        );
+    }
 }
