@@ -9,6 +9,7 @@
 //! | `sofort_window_open` | gauge | `policy` — 1 while a maintenance window is open |
 //! | `sofort_reconcile_errors_total` | counter | `policy` |
 //! | `sofort_leader` | gauge | — 1 on the replica holding the Lease |
+//! | `sofort_notifications_total` | counter | `webhook`, `event`, `result` (`delivered`, `failed`, `dropped`) — customer notifications |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +63,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
+        Self::new_with(|_| {})
+    }
+
+    /// Like [`Metrics::new`], and lets `extra` register more metrics (for
+    /// example the notification counter) in the same `sofort`-prefixed registry.
+    pub fn new_with(extra: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("sofort");
         let nodes = Family::<Labels, Gauge>::default();
         let step_duration =
@@ -98,6 +105,7 @@ impl Metrics {
             "1 on the replica holding the leader Lease",
             leader.clone(),
         );
+        extra(&mut registry);
         Metrics {
             nodes,
             step_duration,

@@ -19,6 +19,7 @@
 //!   writes.
 
 mod drains;
+mod notifications;
 mod shell;
 
 use std::collections::HashMap;
@@ -190,7 +191,8 @@ pub async fn run(
     evict_cfg.default_retry = false;
     let evict_client = Client::try_from(evict_cfg).map_err(ControllerError::Client)?;
 
-    let metrics = Metrics::new();
+    let notify_metrics = crate::notify::Metrics::new();
+    let metrics = Metrics::new_with(|r| notify_metrics.register_prefixed(r));
     let health = Health::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop_metrics = stop_rx.clone();
@@ -247,6 +249,7 @@ pub async fn run(
         cfg.clone(),
         metrics.clone(),
         kick_tx.clone(),
+        notify_metrics,
     );
     let looped = main_loop(
         shell,
@@ -339,6 +342,13 @@ where
             _ = tokio::time::sleep_until(sleep_until) => {
                 next_wake = None;
             }
+            // Customer notifications: store each delivery result (leader only).
+            Some(report) = shell.next_report() => {
+                if *inp.leader_rx.borrow() {
+                    shell.notification_report(report).await;
+                }
+                continue;
+            }
         }
         let ready = policies_ready && nodes_ready;
         inp.health.set_ready(ready);
@@ -348,6 +358,9 @@ where
             inp.metrics.set_leader(leader);
             if !leader {
                 shell.stop_drains();
+            } else {
+                // Pending notification deliveries are picked up again.
+                shell.leadership_gained();
             }
             was_leader = leader;
         }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::drains::{DrainJob, Drains};
+use super::notifications::Notifications;
 use super::{ControllerConfig, Overlay, policy_ref};
 use crate::api::{PatchPolicy, PatchPolicyStatus, Phase, Step};
 use crate::drain::{DrainMode, DrainSettings};
@@ -47,6 +48,8 @@ pub(crate) struct Shell {
     published: HashSet<String>,
     /// Generation for which an invalid-spec Event was published, per policy.
     invalid_seen: HashMap<String, Option<i64>>,
+    /// Customer notifications and the advisory embargo.
+    notifications: Notifications,
 }
 
 fn step_name(step: Step) -> &'static str {
@@ -124,6 +127,7 @@ impl Shell {
         cfg: ControllerConfig,
         metrics: Metrics,
         kick: mpsc::UnboundedSender<()>,
+        notify_metrics: crate::notify::Metrics,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -132,6 +136,7 @@ impl Shell {
                 instance: Some(cfg.identity.clone()),
             },
         );
+        let notifications = Notifications::start(client.clone(), notify_metrics);
         Shell {
             client,
             evict_client,
@@ -143,8 +148,30 @@ impl Shell {
             overlay: Overlay::default(),
             published: HashSet::new(),
             invalid_seen: HashMap::new(),
+            notifications,
         }
     }
+
+    // --- customer notifications (see notifications.rs) ---
+
+    pub(crate) async fn next_report(&mut self) -> Option<crate::notify::DeliveryReport> {
+        self.notifications.recv().await
+    }
+
+    pub(crate) async fn notification_report(&mut self, report: crate::notify::DeliveryReport) {
+        let now = self.cfg.clock.now();
+        if let Some((policy, events)) = self.notifications.on_report(report, now).await {
+            for (type_, reason, note) in events {
+                self.publish(policy_ref(&policy), type_, &reason, note, "Notify");
+            }
+        }
+    }
+
+    pub(crate) fn leadership_gained(&mut self) {
+        self.notifications.leadership_gained();
+    }
+
+    // --- end customer notifications ---
 
     pub(crate) fn stop_drains(&mut self) {
         self.drains.stop_all();
@@ -166,7 +193,8 @@ impl Shell {
         let ev = Event {
             type_,
             reason: reason.to_string(),
-            note: Some(note),
+            // The advisory embargo holds for every Event before completion.
+            note: Some(self.notifications.scrub(&note)),
             action: action.to_string(),
             secondary: None,
         };
@@ -243,7 +271,8 @@ impl Shell {
                 }
                 Err(e) => {
                     self.metrics.reconcile_error(&name);
-                    tracing::warn!(policy = %name, error = %e, "reconcile failed; retrying soon");
+                    let error = self.notifications.scrub(&e.to_string());
+                    tracing::warn!(policy = %name, %error, "reconcile failed; retrying soon");
                     let r = Duration::from_secs(2);
                     requeue = Some(requeue.map_or(r, |q| q.min(r)));
                 }
@@ -284,6 +313,11 @@ impl Shell {
         now: jiff::Timestamp,
     ) -> Result<Option<Duration>, kube::Error> {
         let name = policy.name_any();
+        let stored = policy.status.as_ref();
+        let same =
+            stored.and_then(|s| s.revision.as_deref()) == Some(policy.spec.revision.as_str());
+        self.notifications
+            .set_embargo(policy, stored.and_then(|s| s.phase).filter(|_| same));
         let problems = validate::validate_policy(policy);
         let mut effective = policy.clone();
         if !problems.is_empty() {
@@ -333,7 +367,8 @@ impl Shell {
                     }
                     _ => {
                         self.metrics.reconcile_error(&name);
-                        tracing::warn!(policy = %name, node = action.node(), error = %e, "action failed; retrying");
+                        let error = self.notifications.scrub(&e.to_string());
+                        tracing::warn!(policy = %name, node = action.node(), %error, "action failed; retrying");
                     }
                 }
                 // Decide again from fresh state soon; the record tells where we are.
@@ -342,7 +377,12 @@ impl Shell {
         }
 
         // Status and rollout-level Events.
-        let status = plan.status;
+        let mut status = plan.status;
+        // Customer notifications due now go into this status write.
+        let prepared = self
+            .notifications
+            .prepare(policy, &mut status, &views, problems.is_empty(), now)
+            .await;
         self.observe(&name, &status);
         let phase = status.phase;
         let same_rev = prev_rev.as_deref() == Some(policy.spec.revision.as_str());
@@ -380,12 +420,32 @@ impl Shell {
         }
         if !same_status(policy.status.as_ref(), &status) {
             let api: Api<PatchPolicy> = Api::all(self.client.clone());
-            api.patch_status(
-                &name,
-                &params(),
-                &Patch::Merge(status_patch(policy.status.as_ref(), &status)),
-            )
-            .await?;
+            let mut patch = status_patch(policy.status.as_ref(), &status);
+            if let Some(rv) = &prepared.precondition {
+                // New notification records: only if nobody wrote since we read.
+                patch["metadata"] = json!({ "resourceVersion": rv });
+            }
+            match api
+                .patch_status(&name, &params(), &Patch::Merge(patch))
+                .await
+            {
+                Ok(written) => self.notifications.written(
+                    policy,
+                    written.metadata.resource_version.as_deref(),
+                    &status,
+                ),
+                Err(kube::Error::Api(s)) if s.code == 409 && prepared.precondition.is_some() => {
+                    tracing::debug!(policy = %name, "policy changed since it was read; deciding again");
+                    let _ = self.kick.send(());
+                    return Ok(plan.requeue_after);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Sent only now that the records are stored.
+        self.notifications.set_embargo(policy, status.phase);
+        for (type_, reason, note) in self.notifications.send(prepared) {
+            self.publish(policy_ref(policy), type_, &reason, note, "Notify");
         }
         Ok(plan.requeue_after)
     }
@@ -727,6 +787,7 @@ impl Shell {
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e),
         }
+        self.notifications.forget(&name);
         tracing::info!(policy = %name, "policy deleted; its nodes are released");
         Ok(None)
     }

@@ -37,6 +37,17 @@ impl Metrics {
         );
     }
 
+    /// Registers the counter as `notifications` in a registry created with the
+    /// `sofort` prefix (the controller's), so it is still exported as
+    /// `sofort_notifications_total`.
+    pub fn register_prefixed(&self, registry: &mut Registry) {
+        registry.register(
+            "notifications",
+            "Customer notifications by webhook, event and result (delivered, failed, dropped)",
+            self.notifications.clone(),
+        );
+    }
+
     /// Counts one notification outcome.
     pub fn inc(&self, webhook: &str, event: &str, result: &str) {
         self.notifications

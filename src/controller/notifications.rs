@@ -1,0 +1,709 @@
+//! Customer notifications in the controller: the glue between a reconcile and
+//! [`crate::notify`].
+//!
+//! Per reconcile of a policy with webhooks, [`Notifications::prepare`]:
+//! 1. takes the freshest `status.notifications` this process knows (the store,
+//!    or this process's own last write when the store has not caught up yet);
+//! 2. decides with [`notify::due`] what is due now and appends its records to
+//!    the status the reconcile is about to write (`webhook=pending`);
+//! 3. after a start or a change of leader, picks up the deliveries the records
+//!    still show as pending;
+//! 4. scrubs the advisory details from the status message, the condition
+//!    messages and the failure reasons while the rollout is not completed.
+//!
+//! The reconcile writes the status (conditional on the `resourceVersion` it
+//! decided from when something new is due) and only then calls
+//! [`Notifications::send`], which queues the deliveries and returns the Events
+//! that mirror the notifications. A status write that fails sends nothing, so
+//! a notification is decided exactly once across restarts and replicas.
+//!
+//! Delivery results come back through [`Notifications::recv`] and are written
+//! by [`Notifications::on_report`] into the record, read fresh and written
+//! conditionally, with a `NotificationFailed` Warning Event for failures and the
+//! `NotificationsDelivered` condition.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::api::{NotificationRecord, PatchPolicy, PatchPolicyStatus, Phase, SecretKeyRef};
+use crate::forecast::{self, Behaviour};
+use crate::notify::{
+    self, Counts, Delivery, DeliveryConfig, DeliveryReport, Due, Embargo, EventKind, Message,
+    Notifier, Outcome, ResolvedWebhook, Rollout, Window,
+};
+use crate::rollout::{self, NodeView};
+
+/// Type of the condition that tells whether every notification was delivered.
+pub(crate) const CONDITION: &str = "NotificationsDelivered";
+
+/// An Event to publish on the policy: type, reason, note.
+pub(crate) type PolicyEvent = (EventType, String, String);
+
+/// The last status records this process wrote for a policy.
+struct Written {
+    rv: Option<u64>,
+    revision: String,
+    records: Vec<NotificationRecord>,
+}
+
+/// What a reconcile decided to send; sent by [`Notifications::send`] once the
+/// status holding its records is written.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    policy: String,
+    /// The `resourceVersion` the decision was made from, when something new
+    /// was decided: the status write must be conditional on it.
+    pub(crate) precondition: Option<String>,
+    deliveries: Vec<Delivery>,
+    events: Vec<PolicyEvent>,
+    resumed: bool,
+}
+
+pub(crate) struct Notifications {
+    client: Client,
+    notifier: Notifier,
+    reports: mpsc::Receiver<DeliveryReport>,
+    written: HashMap<String, Written>,
+    /// Expected completion per (policy, revision), computed once.
+    expected: HashMap<(String, String), Option<Timestamp>>,
+    /// Policies whose pending deliveries were picked up in this term as leader.
+    resumed: HashSet<String>,
+    /// Embargoes of policies that have not completed, by policy name.
+    embargoes: HashMap<String, Embargo>,
+}
+
+fn rv_num(rv: Option<&str>) -> Option<u64> {
+    rv?.parse().ok()
+}
+
+fn webhooks_of(policy: &PatchPolicy) -> &[crate::api::Webhook] {
+    policy
+        .spec
+        .notify
+        .as_ref()
+        .map_or(&[], |n| n.webhooks.as_slice())
+}
+
+impl Notifications {
+    /// Starts the delivery dispatcher (on the current runtime).
+    pub(crate) fn start(client: Client, metrics: notify::Metrics) -> Notifications {
+        let (notifier, reports) = notify::start(DeliveryConfig::default(), metrics);
+        Notifications {
+            client,
+            notifier,
+            reports,
+            written: HashMap::new(),
+            expected: HashMap::new(),
+            resumed: HashSet::new(),
+            embargoes: HashMap::new(),
+        }
+    }
+
+    /// Next delivery report.
+    pub(crate) async fn recv(&mut self) -> Option<DeliveryReport> {
+        self.reports.recv().await
+    }
+
+    /// After gaining leadership: pick up pending deliveries again.
+    pub(crate) fn leadership_gained(&mut self) {
+        self.resumed.clear();
+        self.written.clear();
+    }
+
+    /// Sets the embargo of a policy as of `phase` (lifted once Completed).
+    pub(crate) fn set_embargo(&mut self, policy: &PatchPolicy, phase: Option<Phase>) {
+        let e = Embargo::for_policy(&policy.spec, phase.unwrap_or_default());
+        if e.is_lifted() {
+            self.embargoes.remove(&policy.name_any());
+        } else {
+            self.embargoes.insert(policy.name_any(), e);
+        }
+    }
+
+    /// Forgets a deleted policy.
+    pub(crate) fn forget(&mut self, policy: &str) {
+        self.embargoes.remove(policy);
+        self.written.remove(policy);
+        self.expected.retain(|(p, _), _| p != policy);
+    }
+
+    /// `text` with the advisory details of every policy not yet completed
+    /// replaced by `[embargoed]`: for Event notes and log fields.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for e in self.embargoes.values() {
+            if e.leaks(&out) {
+                out = e.scrub(&out).into_owned();
+            }
+        }
+        out
+    }
+
+    /// The freshest records of this policy's current revision and the
+    /// `resourceVersion` they belong to.
+    fn freshest(&self, policy: &PatchPolicy) -> (Vec<NotificationRecord>, Option<String>) {
+        let name = policy.name_any();
+        let store_rv = policy.metadata.resource_version.clone();
+        if let Some(w) = self.written.get(&name)
+            && w.revision == policy.spec.revision
+            && let (Some(ours), Some(theirs)) = (w.rv, rv_num(store_rv.as_deref()))
+            && ours > theirs
+        {
+            return (w.records.clone(), Some(ours.to_string()));
+        }
+        let status = policy.status.as_ref();
+        let records = status.map_or(&[][..], |s| s.notifications.as_slice());
+        let records = notify::records_for_revision(
+            status.and_then(|s| s.revision.as_deref()),
+            records,
+            &policy.spec.revision,
+        );
+        (records.to_vec(), store_rv)
+    }
+
+    /// Decides the notifications of one reconcile and puts their records into
+    /// `status` (the status the reconcile writes next). `valid`: the spec passed
+    /// validation (customers are not told about an invalid spec).
+    pub(crate) async fn prepare(
+        &mut self,
+        policy: &PatchPolicy,
+        status: &mut PatchPolicyStatus,
+        views: &[NodeView],
+        valid: bool,
+        now: Timestamp,
+    ) -> Prepared {
+        let name = policy.name_any();
+        // Status times have whole seconds; the record's `at` finds it again.
+        let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        let mut prepared = Prepared {
+            policy: name.clone(),
+            ..Prepared::default()
+        };
+        let webhooks = webhooks_of(policy);
+        let (mut records, rv) = self.freshest(policy);
+        if webhooks.is_empty() {
+            status.notifications = records;
+            scrub_status(policy, status);
+            return prepared;
+        }
+        let phase = status.phase.unwrap_or_default();
+        let prev = policy
+            .status
+            .as_ref()
+            .filter(|s| s.revision.as_deref() == Some(policy.spec.revision.as_str()));
+        let counts = status
+            .nodes
+            .as_ref()
+            .map_or_else(Counts::default, |n| Counts {
+                total: n.total,
+                updated: n.updated,
+                failed: n.failed,
+            });
+        let first_window = status.next_window.as_ref().map(|w| Window {
+            start: w.start.0,
+            end: w.end.0,
+        });
+        let failed = status.failed.clone();
+        let mut rollout = Rollout {
+            policy: &name,
+            spec: &policy.spec,
+            previous_phase: prev.and_then(|s| s.phase),
+            phase,
+            counts,
+            failed: &failed,
+            first_window,
+            expected_completion: None,
+            now,
+        };
+        let due = if valid {
+            notify::due(&rollout, &records)
+        } else {
+            Vec::new()
+        };
+        let resend: Vec<(usize, String)> = if self.resumed.contains(&name) {
+            Vec::new()
+        } else {
+            prepared.resumed = true;
+            notify::pending(&records)
+        };
+        if due.is_empty() && resend.is_empty() {
+            status.notifications = records;
+            set_condition(status, prev, now);
+            scrub_status(policy, status);
+            return prepared;
+        }
+
+        let shows_expected = due.iter().any(|d| {
+            matches!(
+                d.kind,
+                EventKind::Scheduled
+                    | EventKind::Started
+                    | EventKind::UrgentStarted
+                    | EventKind::Resumed
+            )
+        }) || !resend.is_empty();
+        if shows_expected {
+            rollout.expected_completion =
+                self.expected_completion(policy, status, views, now).await;
+        }
+
+        let (resolved, errors) = self.resolve(policy).await;
+        for e in &errors {
+            prepared.events.push((
+                EventType::Warning,
+                "NotificationFailed".into(),
+                format!("cannot send notifications: {e}"),
+            ));
+        }
+
+        if !due.is_empty() {
+            notify::append_records(&mut records, &due, webhooks.iter().map(|w| w.name.as_str()));
+            // Webhooks that cannot be resolved fail at once.
+            for d in &due {
+                for w in webhooks {
+                    if !resolved.contains_key(&w.name) {
+                        notify::event::set_result(
+                            &mut records,
+                            d.kind,
+                            d.node.as_deref(),
+                            d.at,
+                            &w.name,
+                            notify::event::FAILED,
+                        );
+                    }
+                }
+            }
+            prepared.precondition = rv;
+            for d in &due {
+                let m = Message::new(&rollout, d);
+                let event_type = match d.kind {
+                    EventKind::NodeFailed | EventKind::Halted => EventType::Warning,
+                    _ => EventType::Normal,
+                };
+                prepared.events.push((
+                    event_type,
+                    format!("Notification{}", d.kind),
+                    format!("{} notification ({}): {}", d.kind, m.id(), m.text()),
+                ));
+                for w in webhooks {
+                    if let Some(r) = resolved.get(&w.name) {
+                        prepared.deliveries.push(Delivery::new(&m, r.clone()));
+                    }
+                }
+            }
+        }
+        for (i, webhook) in resend {
+            let (Some(d), Some(r)) = (Due::from_record(&records, i), resolved.get(&webhook)) else {
+                continue;
+            };
+            let m = Message::new(&rollout, &d);
+            tracing::info!(policy = %name, event = %d.kind, id = %m.id(), webhook = %webhook, "delivering a pending notification again");
+            prepared.deliveries.push(Delivery::new(&m, r.clone()));
+        }
+        status.notifications = records;
+        set_condition(status, prev, now);
+        scrub_status(policy, status);
+        prepared
+    }
+
+    /// Remembers the records of a status write (`rv` from its response).
+    pub(crate) fn written(
+        &mut self,
+        policy: &PatchPolicy,
+        rv: Option<&str>,
+        status: &PatchPolicyStatus,
+    ) {
+        self.written.insert(
+            policy.name_any(),
+            Written {
+                rv: rv_num(rv),
+                revision: policy.spec.revision.clone(),
+                records: status.notifications.clone(),
+            },
+        );
+    }
+
+    /// Queues the deliveries of a reconcile whose status write succeeded (or
+    /// was not needed); returns the Events to publish on the policy.
+    pub(crate) fn send(&mut self, prepared: Prepared) -> Vec<PolicyEvent> {
+        if prepared.resumed {
+            self.resumed.insert(prepared.policy.clone());
+        }
+        let mut events = prepared.events;
+        for d in prepared.deliveries {
+            let (webhook, kind, id) = (d.webhook().to_string(), d.kind, d.id.clone());
+            if let Err(e) = self.notifier.enqueue(d) {
+                events.push((
+                    EventType::Warning,
+                    "NotificationFailed".into(),
+                    format!("webhook {webhook}: {kind} notification {id} not sent: {e}"),
+                ));
+            }
+        }
+        events
+    }
+
+    /// Fetches the Secrets of the policy's webhooks and resolves them. Returns
+    /// the usable webhooks by name and the problems of the others (never a URL
+    /// or header value).
+    async fn resolve(
+        &self,
+        policy: &PatchPolicy,
+    ) -> (HashMap<String, Arc<ResolvedWebhook>>, Vec<String>) {
+        let webhooks = webhooks_of(policy);
+        let mut refs: Vec<&SecretKeyRef> = Vec::new();
+        for w in webhooks {
+            refs.push(&w.url_secret_ref);
+            refs.extend(w.headers_secret_ref.iter());
+            refs.extend(w.ca_bundle_secret_ref.iter());
+        }
+        let mut secrets: BTreeMap<(String, String), Result<Option<Secret>, String>> =
+            BTreeMap::new();
+        for r in refs {
+            let key = (r.namespace.clone(), r.name.clone());
+            if secrets.contains_key(&key) {
+                continue;
+            }
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &r.namespace);
+            let got = api.get_opt(&r.name).await.map_err(|e| {
+                format!(
+                    "cannot read Secret {}/{}: {}",
+                    r.namespace,
+                    r.name,
+                    api_reason(&e)
+                )
+            });
+            secrets.insert(key, got);
+        }
+        let mut resolved = HashMap::new();
+        let mut errors = Vec::new();
+        for w in webhooks {
+            let unreadable = [
+                Some(&w.url_secret_ref),
+                w.headers_secret_ref.as_ref(),
+                w.ca_bundle_secret_ref.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .find_map(
+                |r| match secrets.get(&(r.namespace.clone(), r.name.clone())) {
+                    Some(Err(e)) => Some(e.clone()),
+                    _ => None,
+                },
+            );
+            if let Some(e) = unreadable {
+                errors.push(format!("webhook {}: {e}", w.name));
+                continue;
+            }
+            let lookup = |r: &SecretKeyRef| {
+                secrets
+                    .get(&(r.namespace.clone(), r.name.clone()))
+                    .and_then(|s| s.as_ref().ok())
+                    .and_then(Option::as_ref)
+            };
+            match notify::resolve(w, lookup) {
+                Ok(r) => {
+                    resolved.insert(w.name.clone(), Arc::new(r));
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (resolved, errors)
+    }
+
+    /// The expected completion of this revision from the forecast, computed
+    /// once per (policy, revision) so every notification says the same.
+    async fn expected_completion(
+        &mut self,
+        policy: &PatchPolicy,
+        status: &PatchPolicyStatus,
+        views: &[NodeView],
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        let key = (policy.name_any(), policy.spec.revision.clone());
+        if let Some(e) = self.expected.get(&key) {
+            return *e;
+        }
+        let mut p = policy.clone();
+        p.status = Some(status.clone());
+        let cfg = rollout::Config::from_spec(&p.spec);
+        // The step durations `sofort plan` assumes, never longer than the
+        // policy's own timeouts.
+        let behaviour = Behaviour::healthy(
+            cfg.drain_timeout.min(Duration::from_secs(300)),
+            cfg.reboot_timeout.min(Duration::from_secs(240)),
+            cfg.patch_timeout.min(Duration::from_secs(300)),
+        );
+        let world: Vec<(NodeView, Behaviour)> = views
+            .iter()
+            .map(|v| {
+                let mut v = v.clone();
+                if v.reboot_required.is_none()
+                    && p.spec.reboot.when == crate::api::RebootWhen::IfRequired
+                {
+                    v.reboot_required = Some(true);
+                }
+                (v, behaviour.clone())
+            })
+            .collect();
+        let expected = tokio::task::spawn_blocking(move || {
+            forecast::forecast_views(&p, world, now).completion
+        })
+        .await
+        .ok()
+        .flatten();
+        self.expected.insert(key, expected);
+        expected
+    }
+
+    /// Writes a delivery result into its record (read fresh, written
+    /// conditionally) and returns the Events to publish on the policy.
+    pub(crate) async fn on_report(
+        &mut self,
+        report: DeliveryReport,
+        now: Timestamp,
+    ) -> Option<(PatchPolicy, Vec<PolicyEvent>)> {
+        let policy_name = report.id.split('/').next().unwrap_or_default().to_string();
+        let api: Api<PatchPolicy> = Api::all(self.client.clone());
+        for _ in 0..5 {
+            let mut policy = match api.get_opt(&policy_name).await {
+                Ok(Some(p)) => p,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(policy = %policy_name, error = %self.scrub(&e.to_string()), "cannot read the policy to store a notification result");
+                    return None;
+                }
+            };
+            let status = policy.status.as_mut()?;
+            if !report.apply(&mut status.notifications) {
+                // The revision changed or the record was cut from the history.
+                return None;
+            }
+            let prev = status.clone();
+            set_condition(status, Some(&prev), now);
+            let patch = json!({
+                "metadata": {"resourceVersion": policy.metadata.resource_version},
+                "status": {
+                    "notifications": status.notifications,
+                    "conditions": status.conditions,
+                },
+            });
+            let params = PatchParams {
+                field_manager: Some("sofort-controller".into()),
+                ..PatchParams::default()
+            };
+            match api
+                .patch_status(&policy_name, &params, &Patch::Merge(patch))
+                .await
+            {
+                Ok(written) => {
+                    let rv = written.metadata.resource_version.clone();
+                    let status = written.status.clone().unwrap_or_default();
+                    self.written(&written, rv.as_deref(), &status);
+                    let mut events = Vec::new();
+                    if let Outcome::Failed { error } = &report.outcome {
+                        events.push((
+                            EventType::Warning,
+                            "NotificationFailed".to_string(),
+                            format!(
+                                "webhook {}: {} notification {} failed after {} attempt{}: {error}",
+                                report.webhook,
+                                report.kind,
+                                report.id,
+                                report.attempts,
+                                if report.attempts == 1 { "" } else { "s" }
+                            ),
+                        ));
+                    }
+                    return Some((written, events));
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => {
+                    tracing::warn!(policy = %policy_name, error = %self.scrub(&e.to_string()), "cannot store a notification result; it is delivered again after a restart");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
+
+fn api_reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
+        other => other.to_string(),
+    }
+}
+
+/// Sets the `NotificationsDelivered` condition from the records: False while
+/// any delivery of this revision failed.
+fn set_condition(status: &mut PatchPolicyStatus, prev: Option<&PatchPolicyStatus>, now: Timestamp) {
+    status.conditions.retain(|c| c.type_ != CONDITION);
+    let failed: Vec<String> = status
+        .notifications
+        .iter()
+        .flat_map(|r| {
+            r.results.iter().filter_map(move |x| {
+                let (w, result) = x.split_once('=')?;
+                (result == notify::event::FAILED).then(|| format!("{} to {w}", r.event))
+            })
+        })
+        .collect();
+    if status.notifications.is_empty() {
+        return;
+    }
+    let (state, reason, message) = if failed.is_empty() {
+        (
+            "True",
+            "Delivered",
+            "every notification was delivered or is being delivered".to_string(),
+        )
+    } else {
+        (
+            "False",
+            "DeliveryFailed",
+            format!(
+                "not delivered: {}; see the NotificationFailed Events",
+                failed.join(", ")
+            ),
+        )
+    };
+    let last = prev
+        .and_then(|p| {
+            p.conditions
+                .iter()
+                .find(|c| c.type_ == CONDITION && c.status == state)
+        })
+        .map(|c| c.last_transition_time.clone());
+    status.conditions.push(Condition {
+        type_: CONDITION.into(),
+        status: state.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: status.observed_generation,
+        last_transition_time: last.unwrap_or(Time(now)),
+    });
+}
+
+/// Replaces the advisory details in what the status says in words while the
+/// rollout has not completed.
+pub(crate) fn scrub_status(policy: &PatchPolicy, status: &mut PatchPolicyStatus) {
+    let embargo = Embargo::for_policy(&policy.spec, status.phase.unwrap_or_default());
+    if embargo.is_lifted() {
+        return;
+    }
+    if let Some(m) = status.message.as_mut() {
+        *m = embargo.scrub(m).into_owned();
+    }
+    for c in &mut status.conditions {
+        c.message = embargo.scrub(&c.message).into_owned();
+    }
+    for f in &mut status.failed {
+        f.reason = embargo.scrub(&f.reason).into_owned();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Advisory, FailedNode, NotifySpec, PatchPolicySpec};
+
+    const DETAILS: &str = "CVE-2026-1234 (local root exploit)";
+
+    fn policy() -> PatchPolicy {
+        let mut spec = PatchPolicySpec::new("r1");
+        spec.notify = Some(NotifySpec {
+            webhooks: vec![],
+            advisory: Some(Advisory {
+                summary: "Security maintenance".into(),
+                details: Some(DETAILS.into()),
+            }),
+        });
+        PatchPolicy::new("p", spec)
+    }
+
+    fn condition(message: &str) -> Condition {
+        Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: "Progressing".into(),
+            message: message.into(),
+            observed_generation: None,
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn status_words_are_scrubbed_until_completed() {
+        let p = policy();
+        let leaky = "1/3 updated; node cve-2026-1234-a Draining";
+        let mut status = PatchPolicyStatus {
+            phase: Some(Phase::Progressing),
+            message: Some(leaky.into()),
+            conditions: vec![condition(leaky)],
+            failed: vec![FailedNode {
+                node: "w-1".into(),
+                reason: format!("patch command failed: fix {DETAILS}"),
+            }],
+            ..PatchPolicyStatus::default()
+        };
+        scrub_status(&p, &mut status);
+        let text = serde_json::to_string(&status).unwrap().to_ascii_lowercase();
+        assert!(!text.contains("cve-2026-1234"), "{text}");
+        assert_eq!(
+            status.message.as_deref(),
+            Some("1/3 updated; node [embargoed]-a Draining")
+        );
+        assert_eq!(
+            status.failed[0].reason,
+            "patch command failed: fix [embargoed]"
+        );
+
+        let mut done = PatchPolicyStatus {
+            phase: Some(Phase::Completed),
+            message: Some(format!("completed; {DETAILS}")),
+            ..PatchPolicyStatus::default()
+        };
+        scrub_status(&p, &mut done);
+        assert!(done.message.unwrap().contains(DETAILS));
+    }
+
+    #[test]
+    fn delivery_condition_follows_the_records() {
+        let now = Timestamp::UNIX_EPOCH;
+        let record = |results: &[&str]| NotificationRecord {
+            event: "Started".into(),
+            at: Time(now),
+            node: None,
+            results: results.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut s = PatchPolicyStatus::default();
+        set_condition(&mut s, None, now);
+        assert!(s.conditions.is_empty());
+        s.notifications = vec![record(&["a=delivered", "b=pending"])];
+        set_condition(&mut s, None, now);
+        assert_eq!(s.conditions.len(), 1);
+        assert_eq!(s.conditions[0].status, "True");
+        let prev = s.clone();
+        s.notifications = vec![record(&["a=delivered", "b=failed"])];
+        set_condition(&mut s, Some(&prev), now);
+        assert_eq!(s.conditions.len(), 1);
+        assert_eq!(s.conditions[0].status, "False");
+        assert_eq!(s.conditions[0].reason, "DeliveryFailed");
+        assert!(
+            s.conditions[0].message.contains("Started to b"),
+            "{:?}",
+            s.conditions[0]
+        );
+    }
+}
