@@ -19,7 +19,7 @@ use crate::patch;
 use crate::registry::{PrinterColumn, Registry, ResourceInfo};
 use crate::schema;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{Change, EventType, Obj, Store, meta_str, now_rfc3339};
+use crate::store::{Change, EventType, Obj, Store, meta_str};
 use crate::table::{self, Include};
 
 /// Everything the handlers share.
