@@ -50,7 +50,7 @@ async fn pdb_settled(api: &Api<PodDisruptionBudget>, name: &str, allowed: i32) {
     .await
 }
 
-fn api_err(e: kube::Error) -> Box<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status> {
+fn api_err(e: kube::Error) -> Box<kube::core::Status> {
     match e {
         kube::Error::Api(s) => s,
         other => panic!("expected an API error, got {other}"),
@@ -59,7 +59,10 @@ fn api_err(e: kube::Error) -> Box<k8s_openapi::apimachinery::pkg::apis::meta::v1
 
 #[tokio::test]
 async fn eviction_respects_the_budget() {
-    let env = common::start(SandboxConfig::with_scenario(scenario(vec![deployment("web", 3)]))).await;
+    let mut sc = scenario(vec![deployment("web", 3)]);
+    // Replacements take a while to become Ready, so the budget stays spent.
+    sc.timing.pod_start = sofort_sandbox::DurationRange::fixed(Duration::from_millis(1500));
+    let env = common::start(SandboxConfig::with_scenario(sc)).await;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(env.client.clone(), "default");
     ready_pods(&pods, "app=web", 3).await;
@@ -78,9 +81,9 @@ async fn eviction_respects_the_budget() {
     let s = api_err(pods.evict(&second, &EvictParams::default()).await.unwrap_err());
     assert_eq!(s.code, 429);
     assert_eq!(s.message, "Cannot evict pod as it would violate the pod's disruption budget.");
-    let causes = s.details.unwrap().causes.unwrap();
-    assert_eq!(causes[0].reason.as_deref(), Some("DisruptionBudget"));
-    assert!(causes[0].message.as_deref().unwrap().contains("The disruption budget web needs 2 healthy pods"));
+    let causes = s.details.unwrap().causes;
+    assert_eq!(causes[0].reason, "DisruptionBudget");
+    assert!(causes[0].message.contains("The disruption budget web needs 2 healthy pods"), "{}", causes[0].message);
     // Once the replacement is Ready the budget allows one again.
     ready_pods(&pods, "app=web", 3).await;
     pdb_settled(&pdbs, "web", 1).await;
@@ -107,6 +110,11 @@ async fn two_budgets_are_a_500_and_unhealthy_pods_follow_the_policy() {
     pdbs.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"maxUnavailable": 0}}))).await.unwrap();
     pdb_settled(&pdbs, "a", 0).await;
     pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}))).await.unwrap();
+    common::eventually(Duration::from_secs(5), "budget sees the unhealthy pod", || {
+        let pdbs = pdbs.clone();
+        async move { (pdbs.get("a").await.ok()?.status?.current_healthy == 1).then_some(()) }
+    })
+    .await;
     let s = api_err(pods.evict(&name, &EvictParams::default()).await.unwrap_err());
     assert_eq!(s.code, 429);
     pdbs.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}}))).await.unwrap();

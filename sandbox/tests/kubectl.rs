@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sofort_sandbox::{SandboxConfig, Scenario};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_describe_cordon_label_annotate_patch_delete() {
     let env = common::start(SandboxConfig::with_scenario(common::fast(Scenario::with_nodes(3)))).await;
     let out = env.kubectl_ok(&["get", "nodes"]);
@@ -29,14 +29,16 @@ async fn kubectl_get_describe_cordon_label_annotate_patch_delete() {
     let pods = env.kubectl_ok(&["get", "pods", "-A"]);
     assert!(pods.contains("READY") && pods.contains("STATUS"), "{pods}");
     assert!(env.kubectl_ok(&["get", "pdb", "-n", "shop"]).contains("ALLOWED DISRUPTIONS"));
-    env.kubectl_ok(&["create", "namespace", "scratch"]);
+    let ns = env.write("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: scratch}\n");
+    env.kubectl_ok(&["apply", "-f", ns.to_str().unwrap()]);
+    env.kubectl_ok(&["get", "namespace", "scratch"]);
     env.kubectl_ok(&["delete", "namespace", "scratch"]);
     let (ok, _, err) = env.kubectl(&["get", "namespace", "scratch"]);
     assert!(!ok && err.contains("NotFound"), "{err}");
     env.sandbox.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_crd_and_custom_resources_with_printer_columns_and_explain() {
     let env = common::bare().await;
     let crd = env.write("crd.yaml", common::TEST_CRD);
@@ -68,7 +70,7 @@ async fn kubectl_apply_crd_and_custom_resources_with_printer_columns_and_explain
     env.sandbox.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_drain_waits_for_rescheduled_workloads() {
     let mut s = common::fast(Scenario::with_nodes(3));
     s.timing.pod_start = sofort_sandbox::DurationRange::fixed(Duration::from_millis(300));

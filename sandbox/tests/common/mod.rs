@@ -27,6 +27,9 @@ pub async fn start(config: SandboxConfig) -> Env {
     sandbox.write_kubeconfig(&kubeconfig).unwrap();
     let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
+    let mut cfg = cfg;
+    // Tests look at raw answers (429s included), so no client-side retries.
+    cfg.default_retry = false;
     let client = Client::try_from(cfg).unwrap();
     Env { sandbox, dir, kubeconfig, client }
 }
