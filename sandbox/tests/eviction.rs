@@ -17,7 +17,13 @@ fn scenario(workloads: Vec<Workload>) -> Scenario {
 }
 
 fn deployment(name: &str, replicas: i64) -> Workload {
-    Workload { kind: "Deployment".into(), name: name.into(), namespace: "default".into(), replicas, ..Default::default() }
+    Workload {
+        kind: "Deployment".into(),
+        name: name.into(),
+        namespace: "default".into(),
+        replicas,
+        ..Default::default()
+    }
 }
 
 async fn ready_pods(api: &Api<Pod>, sel: &str, n: usize) -> Vec<Pod> {
@@ -25,11 +31,20 @@ async fn ready_pods(api: &Api<Pod>, sel: &str, n: usize) -> Vec<Pod> {
         let api = api.clone();
         let sel = sel.to_string();
         async move {
-            let pods = api.list(&ListParams::default().labels(&sel)).await.ok()?.items;
+            let pods = api
+                .list(&ListParams::default().labels(&sel))
+                .await
+                .ok()?
+                .items;
             let ready: Vec<Pod> = pods
                 .into_iter()
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter(|p| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
                 .collect();
             (ready.len() == n).then_some(ready)
         }
@@ -44,7 +59,8 @@ async fn pdb_settled(api: &Api<PodDisruptionBudget>, name: &str, allowed: i32) {
         async move {
             let p = api.get(&name).await.ok()?;
             let st = p.status?;
-            (st.observed_generation == p.metadata.generation && st.disruptions_allowed == allowed).then_some(())
+            (st.observed_generation == p.metadata.generation && st.disruptions_allowed == allowed)
+                .then_some(())
         }
     })
     .await
@@ -69,7 +85,10 @@ async fn eviction_respects_the_budget() {
     pdbs.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}})).unwrap()).await.unwrap();
     pdb_settled(&pdbs, "web", 1).await;
     let st = pdbs.get("web").await.unwrap().status.unwrap();
-    assert_eq!((st.current_healthy, st.desired_healthy, st.expected_pods), (3, 2, 3));
+    assert_eq!(
+        (st.current_healthy, st.desired_healthy, st.expected_pods),
+        (3, 2, 3)
+    );
     let victims = ready_pods(&pods, "app=web", 3).await;
     // First eviction is allowed and recorded in disruptedPods.
     let first = victims[0].metadata.name.clone().unwrap();
@@ -78,12 +97,25 @@ async fn eviction_respects_the_budget() {
     assert_eq!(after.disruptions_allowed, 0);
     // The second is refused with 429 naming the budget.
     let second = victims[1].metadata.name.clone().unwrap();
-    let s = api_err(pods.evict(&second, &EvictParams::default()).await.unwrap_err());
+    let s = api_err(
+        pods.evict(&second, &EvictParams::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(s.code, 429);
-    assert_eq!(s.message, "Cannot evict pod as it would violate the pod's disruption budget.");
+    assert_eq!(
+        s.message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
     let causes = s.details.unwrap().causes;
     assert_eq!(causes[0].reason, "DisruptionBudget");
-    assert!(causes[0].message.contains("The disruption budget web needs 2 healthy pods"), "{}", causes[0].message);
+    assert!(
+        causes[0]
+            .message
+            .contains("The disruption budget web needs 2 healthy pods"),
+        "{}",
+        causes[0].message
+    );
     // Once the replacement is Ready the budget allows one again.
     ready_pods(&pods, "app=web", 3).await;
     pdb_settled(&pdbs, "web", 1).await;
@@ -93,7 +125,10 @@ async fn eviction_respects_the_budget() {
 
 #[tokio::test]
 async fn two_budgets_are_a_500_and_unhealthy_pods_follow_the_policy() {
-    let env = common::start(SandboxConfig::with_scenario(scenario(vec![deployment("api", 2)]))).await;
+    let env = common::start(SandboxConfig::with_scenario(scenario(vec![deployment(
+        "api", 2,
+    )])))
+    .await;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(env.client.clone(), "default");
     let ready = ready_pods(&pods, "app=api", 2).await;
@@ -101,23 +136,56 @@ async fn two_budgets_are_a_500_and_unhealthy_pods_follow_the_policy() {
         pdbs.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": n}, "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "api"}}}})).unwrap()).await.unwrap();
     }
     let name = ready[0].metadata.name.clone().unwrap();
-    let s = api_err(pods.evict(&name, &EvictParams::default()).await.unwrap_err());
+    let s = api_err(
+        pods.evict(&name, &EvictParams::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(s.code, 500);
-    assert_eq!(s.message, "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.");
+    assert_eq!(
+        s.message,
+        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+    );
     // Unhealthy pod and a budget with no room: IfHealthyBudget refuses, AlwaysAllow deletes.
     use kube::api::{DeleteParams, Patch, PatchParams};
     pdbs.delete("b", &DeleteParams::default()).await.unwrap();
-    pdbs.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"maxUnavailable": 0}}))).await.unwrap();
+    pdbs.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"maxUnavailable": 0}})),
+    )
+    .await
+    .unwrap();
     pdb_settled(&pdbs, "a", 0).await;
-    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}))).await.unwrap();
-    common::eventually(Duration::from_secs(5), "budget sees the unhealthy pod", || {
-        let pdbs = pdbs.clone();
-        async move { (pdbs.get("a").await.ok()?.status?.current_healthy == 1).then_some(()) }
-    })
+    pods.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})),
+    )
+    .await
+    .unwrap();
+    common::eventually(
+        Duration::from_secs(5),
+        "budget sees the unhealthy pod",
+        || {
+            let pdbs = pdbs.clone();
+            async move { (pdbs.get("a").await.ok()?.status?.current_healthy == 1).then_some(()) }
+        },
+    )
     .await;
-    let s = api_err(pods.evict(&name, &EvictParams::default()).await.unwrap_err());
+    let s = api_err(
+        pods.evict(&name, &EvictParams::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(s.code, 429);
-    pdbs.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}}))).await.unwrap();
+    pdbs.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}})),
+    )
+    .await
+    .unwrap();
     pods.evict(&name, &EvictParams::default()).await.unwrap();
     env.sandbox.shutdown().await;
 }
@@ -135,24 +203,46 @@ async fn reboot_through_the_simulated_host() {
     host.set_sentinel_error(Some("permission denied".into()));
     assert!(host.reboot_required().is_err());
     host.set_sentinel_error(None);
-    let out = host.run_patch(&["apt-get".into(), "upgrade".into()], Duration::from_secs(1)).await;
+    let out = host
+        .run_patch(
+            &["apt-get".into(), "upgrade".into()],
+            Duration::from_secs(1),
+        )
+        .await;
     assert!(matches!(out, sofort_sandbox::PatchOutcome::Success { .. }));
     host.set_patch_behaviour(sofort_sandbox::PatchBehaviour::Hang);
-    assert_eq!(host.run_patch(&[], Duration::from_millis(50)).await, sofort_sandbox::PatchOutcome::TimedOut);
+    assert_eq!(
+        host.run_patch(&[], Duration::from_millis(50)).await,
+        sofort_sandbox::PatchOutcome::TimedOut
+    );
     host.reboot();
     assert_eq!(host.reboot_count(), 1);
     let ready = |n: &k8s_openapi::api::core::v1::Node| {
-        n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     };
     common::eventually(Duration::from_secs(5), "node NotReady", || {
         let nodes = nodes.clone();
-        async move { nodes.get("worker-01").await.ok().filter(|n| !ready(n)).map(|_| ()) }
+        async move {
+            nodes
+                .get("worker-01")
+                .await
+                .ok()
+                .filter(|n| !ready(n))
+                .map(|_| ())
+        }
     })
     .await;
-    let back = common::eventually(Duration::from_secs(5), "node back with a new bootID", || {
-        let nodes = nodes.clone();
-        async move { nodes.get("worker-01").await.ok().filter(|n| ready(n)) }
-    })
+    let back = common::eventually(
+        Duration::from_secs(5),
+        "node back with a new bootID",
+        || {
+            let nodes = nodes.clone();
+            async move { nodes.get("worker-01").await.ok().filter(|n| ready(n)) }
+        },
+    )
     .await;
     let after = back.status.unwrap().node_info.unwrap().boot_id;
     assert_ne!(after, before);

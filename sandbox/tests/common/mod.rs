@@ -15,7 +15,11 @@ pub struct Env {
 }
 
 fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sofort-sandbox-test-{}-{}", std::process::id(), fastrand::u64(..)));
+    let d = std::env::temp_dir().join(format!(
+        "sofort-sandbox-test-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -26,12 +30,19 @@ pub async fn start(config: SandboxConfig) -> Env {
     let kubeconfig = dir.join("kubeconfig");
     sandbox.write_kubeconfig(&kubeconfig).unwrap();
     let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap();
     let mut cfg = cfg;
     // Tests look at raw answers (429s included), so no client-side retries.
     cfg.default_retry = false;
     let client = Client::try_from(cfg).unwrap();
-    Env { sandbox, dir, kubeconfig, client }
+    Env {
+        sandbox,
+        dir,
+        kubeconfig,
+        client,
+    }
 }
 
 pub async fn bare() -> Env {
