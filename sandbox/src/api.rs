@@ -19,7 +19,7 @@ use crate::patch;
 use crate::registry::{PrinterColumn, Registry, ResourceInfo};
 use crate::schema;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{Change, EventType, Obj, Store, meta_str, now_rfc3339};
+use crate::store::{Change, EventType, Obj, Store, meta_str};
 use crate::table::{self, Include};
 
 /// Everything the handlers share.
@@ -1248,9 +1248,9 @@ fn patch_handler(ctx: &Ctx, t: &Target, body: &Bytes) -> Result<Response, ApiErr
     let is_apply =
         ptype == "application/apply-patch+yaml" || ptype == "application/apply-patch+cbor";
     if ptype == "application/strategic-merge-patch+json" && info.crd.is_some() {
-        return Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
-        )));
+        return Err(ApiError::unsupported_media_type(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
     }
     if !matches!(
         ptype.as_str(),

@@ -67,13 +67,7 @@ pub fn validate(crd: &Value) -> Result<(), ApiError> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if versions.is_empty() {
-        causes.push((
-            "spec.versions".into(),
-            "FieldValueInvalid".into(),
-            "Invalid value: must have exactly one version marked as storage version".into(),
-        ));
-    } else if versions.iter().filter(|v| v["storage"] == true).count() != 1 {
+    if versions.iter().filter(|v| v["storage"] == true).count() != 1 {
         causes.push((
             "spec.versions".into(),
             "FieldValueInvalid".into(),

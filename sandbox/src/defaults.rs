@@ -109,13 +109,11 @@ pub fn apply(info: &ResourceInfo, obj: &mut Value, creating: bool) {
         }
         ("", "serviceaccounts") | ("", "configmaps") => {}
         ("", "secrets") => set_if_missing(obj, &["type"], json!("Opaque")),
-        ("policy", "poddisruptionbudgets") => {
-            if creating {
-                set_if_missing(obj, &["status", "disruptionsAllowed"], json!(0));
-                set_if_missing(obj, &["status", "currentHealthy"], json!(0));
-                set_if_missing(obj, &["status", "desiredHealthy"], json!(0));
-                set_if_missing(obj, &["status", "expectedPods"], json!(0));
-            }
+        ("policy", "poddisruptionbudgets") if creating => {
+            set_if_missing(obj, &["status", "disruptionsAllowed"], json!(0));
+            set_if_missing(obj, &["status", "currentHealthy"], json!(0));
+            set_if_missing(obj, &["status", "desiredHealthy"], json!(0));
+            set_if_missing(obj, &["status", "expectedPods"], json!(0));
         }
         _ => {}
     }

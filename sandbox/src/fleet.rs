@@ -840,12 +840,14 @@ impl Fleet {
                 .get(meta_str(&ds, "uid"))
                 .map(|v| v.iter().filter(|p| active(p)).collect())
                 .unwrap_or_default();
+            let mut per_node: HashMap<&str, Vec<&Arc<Value>>> = HashMap::new();
+            for p in &owned {
+                if let Some(n) = p.pointer("/spec/nodeName").and_then(Value::as_str) {
+                    per_node.entry(n).or_default().push(**p);
+                }
+            }
             let on = |node: &str| -> Vec<&Arc<Value>> {
-                owned
-                    .iter()
-                    .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
-                    .map(|p| **p)
-                    .collect()
+                per_node.get(node).cloned().unwrap_or_default()
             };
             for node in &targets {
                 if on(node).is_empty() {
@@ -877,7 +879,7 @@ impl Fleet {
                     .pointer("/spec/nodeName")
                     .and_then(Value::as_str)
                     .unwrap_or("");
-                if !targets.contains(&node) {
+                if !target_set.contains(node) {
                     self.delete("", "pods", ns, meta_str(p, "name"), Some(0));
                 }
             }

@@ -112,7 +112,7 @@ pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
                         } else {
                             match got {
                                 Some(Value::String(s)) => s == want,
-                                Some(other) => other.to_string() == want,
+                                Some(other) => *other.to_string() == *want,
                                 None => false,
                             }
                         }

@@ -1,0 +1,620 @@
+//! The API semantics, through kube::Client.
+
+mod common;
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::ApiResource;
+use kube::runtime::WatchStreamExt;
+use serde_json::json;
+
+fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})).unwrap()
+}
+
+#[tokio::test]
+async fn create_get_conflicts_and_not_found() {
+    let env = common::bare().await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    let created = cms
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
+    let md = &created.metadata;
+    assert!(md.uid.is_some() && md.creation_timestamp.is_some() && md.resource_version.is_some());
+    let err = cms
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = err else {
+        panic!("not an API error")
+    };
+    assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists"));
+    let err = cms.get("missing").await.unwrap_err();
+    let kube::Error::Api(s) = err else { panic!() };
+    assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
+    assert_eq!(s.message, "configmaps \"missing\" not found");
+    // Optimistic concurrency: a stale resourceVersion is a 409 Conflict.
+    let mut stale = created.clone();
+    let mut fresh = created.clone();
+    fresh.data = Some([("k".to_string(), "fresh".to_string())].into());
+    cms.replace("a", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    stale.data = Some([("k".to_string(), "w".to_string())].into());
+    let err = cms
+        .replace("a", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = err else { panic!() };
+    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+    // Creating in a namespace that does not exist is a 404.
+    let other: Api<ConfigMap> = Api::namespaced(env.client.clone(), "nope");
+    assert!(
+        other
+            .create(&PostParams::default(), &cm("a", json!({})))
+            .await
+            .is_err()
+    );
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn label_and_field_selectors() {
+    let env = common::bare().await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &cm("web", json!({"app": "web", "tier": "front"})),
+    )
+    .await
+    .unwrap();
+    cms.create(&PostParams::default(), &cm("db", json!({"app": "db"})))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("plain", json!({})))
+        .await
+        .unwrap();
+    let names = |sel: &'static str| {
+        let cms = cms.clone();
+        async move {
+            let mut v: Vec<String> = cms
+                .list(&ListParams::default().labels(sel))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|c| c.metadata.name.unwrap())
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(names("app=web").await, ["web"]);
+    assert_eq!(names("app==db").await, ["db"]);
+    assert_eq!(names("app!=web").await, ["db", "plain"]);
+    assert_eq!(names("app in (web,db)").await, ["db", "web"]);
+    assert_eq!(names("app notin (web)").await, ["db", "plain"]);
+    assert_eq!(names("tier").await, ["web"]);
+    assert_eq!(names("!app").await, ["plain"]);
+    let by_name = cms
+        .list(&ListParams::default().fields("metadata.name=db"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    let not_ns: Api<ConfigMap> = Api::all(env.client.clone());
+    assert_eq!(
+        not_ns
+            .list(&ListParams::default().fields("metadata.namespace!=default"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
+    // Unsupported field labels are refused like the real server does.
+    assert!(
+        cms.list(&ListParams::default().fields("data.k=v"))
+            .await
+            .is_err()
+    );
+    // Node and pod field selectors.
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    for (n, unsched) in [("n1", true), ("n2", false)] {
+        nodes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(
+                    json!({"metadata": {"name": n}, "spec": {"unschedulable": unsched}}),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let l = nodes
+        .list(&ListParams::default().fields("spec.unschedulable=false"))
+        .await
+        .unwrap();
+    assert_eq!(
+        l.items
+            .iter()
+            .map(|n| n.metadata.name.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["n2"]
+    );
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    for (p, node) in [("p1", "n1"), ("p2", "n2")] {
+        pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": p}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})).unwrap()).await.unwrap();
+    }
+    let l = pods
+        .list(&ListParams::default().fields("spec.nodeName=n1,status.phase=Pending"))
+        .await
+        .unwrap();
+    assert_eq!(l.items.len(), 1);
+    assert_eq!(l.items[0].metadata.name.as_deref(), Some("p1"));
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn pagination_with_limit_and_continue() {
+    let env = common::bare().await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    for i in 0..7 {
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"), json!({})))
+            .await
+            .unwrap();
+    }
+    let mut seen = vec![];
+    let mut lp = ListParams::default().limit(3);
+    loop {
+        let page = cms.list(&lp).await.unwrap();
+        seen.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(seen.len(), 7);
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_resumes_from_a_resource_version_and_reports_410_when_compacted() {
+    let env = common::bare().await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    let first = cms
+        .create(&PostParams::default(), &cm("w1", json!({})))
+        .await
+        .unwrap();
+    let rv = first.metadata.resource_version.clone().unwrap();
+    cms.create(&PostParams::default(), &cm("w2", json!({})))
+        .await
+        .unwrap();
+    cms.delete("w1", &DeleteParams::default()).await.unwrap();
+    // Resume after w1's creation: w2 ADDED then w1 DELETED.
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let mut got = vec![];
+    while got.len() < 2 {
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Added(c)) => got.push(format!("ADDED {}", c.metadata.name.unwrap())),
+            Some(WatchEvent::Deleted(c)) => {
+                got.push(format!("DELETED {}", c.metadata.name.unwrap()))
+            }
+            Some(WatchEvent::Modified(c)) => {
+                got.push(format!("MODIFIED {}", c.metadata.name.unwrap()))
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(got, ["ADDED w2", "DELETED w1"]);
+    // Live events arrive too.
+    cms.create(&PostParams::default(), &cm("w3", json!({})))
+        .await
+        .unwrap();
+    loop {
+        if let Some(WatchEvent::Added(c)) = stream.try_next().await.unwrap() {
+            assert_eq!(c.metadata.name.as_deref(), Some("w3"));
+            break;
+        }
+    }
+    // After compaction the old version is gone: an ERROR event with 410.
+    env.sandbox.compact();
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => {
+            assert_eq!(e.code, 410);
+            assert_eq!(e.reason, "Expired");
+        }
+        other => panic!("expected a 410 error event, got {other:?}"),
+    }
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn watcher_with_streaming_lists_and_bookmarks() {
+    let env = common::bare().await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("s1", json!({"app": "x"})))
+        .await
+        .unwrap();
+    let cfg = kube::runtime::watcher::Config::default()
+        .labels("app=x")
+        .streaming_lists();
+    let (reader, writer) = kube::runtime::reflector::store();
+    let stream = kube::runtime::watcher(cms.clone(), cfg)
+        .reflect(writer)
+        .applied_objects();
+    let handle = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while stream.next().await.is_some() {}
+    });
+    reader.wait_until_ready().await.unwrap();
+    assert_eq!(reader.state().len(), 1);
+    cms.create(&PostParams::default(), &cm("s2", json!({"app": "x"})))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("s3", json!({"app": "other"})))
+        .await
+        .unwrap();
+    common::eventually(Duration::from_secs(5), "reflector sees s2", || {
+        let r = reader.clone();
+        async move { (r.state().len() == 2).then_some(()) }
+    })
+    .await;
+    // A dropped watch is re-established by the watcher.
+    env.sandbox.faults().drop_watches();
+    cms.create(&PostParams::default(), &cm("s4", json!({"app": "x"})))
+        .await
+        .unwrap();
+    common::eventually(
+        Duration::from_secs(10),
+        "reflector sees s4 after the watch dropped",
+        || {
+            let r = reader.clone();
+            async move { (r.state().len() == 3).then_some(()) }
+        },
+    )
+    .await;
+    handle.abort();
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_patch_type_and_server_side_apply_conflicts() {
+    let env = common::bare().await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    nodes.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}})).unwrap()).await.unwrap();
+    // Merge patch.
+    let n = nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n.metadata.labels.unwrap()["x"], "1");
+    // Strategic merge patch: taints merge by key, null removes.
+    let n = nodes
+        .patch("n1", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"unschedulable": true, "taints": [{"key": "b", "effect": "NoSchedule"}]}})))
+        .await
+        .unwrap();
+    assert_eq!(n.spec.as_ref().unwrap().taints.as_ref().unwrap().len(), 2);
+    assert_eq!(n.spec.as_ref().unwrap().unschedulable, Some(true));
+    let n = nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"unschedulable": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n.spec.unwrap().unschedulable, None);
+    // JSON patch.
+    let jp: json_patch::Patch = serde_json::from_value(
+        json!([{"op": "add", "path": "/metadata/annotations", "value": {"y": "2"}}]),
+    )
+    .unwrap();
+    let n = nodes
+        .patch("n1", &PatchParams::default(), &Patch::<()>::Json(jp))
+        .await
+        .unwrap();
+    assert_eq!(n.metadata.annotations.unwrap()["y"], "2");
+    // Server-side apply: a second manager changing an owned field conflicts.
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    let doc = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": v}});
+    let created = cms
+        .patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(doc("1")))
+        .await
+        .unwrap();
+    assert!(
+        created
+            .metadata
+            .managed_fields
+            .unwrap()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("alice")
+                && m.operation.as_deref() == Some("Apply"))
+    );
+    let err = cms
+        .patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(doc("2")))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = err else { panic!() };
+    assert_eq!(s.code, 409);
+    assert!(
+        s.message.contains("conflict with \"alice\""),
+        "{}",
+        s.message
+    );
+    let forced = cms
+        .patch(
+            "ssa",
+            &PatchParams::apply("bob").force(),
+            &Patch::Apply(doc("2")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["k"], "2");
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn status_subresource_is_isolated_and_finalizers_hold_deletion() {
+    let env = common::bare().await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let n = nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.0.0.0/24"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let g1 = n.metadata.generation.unwrap();
+    // Status change through the main resource is ignored.
+    let n = nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    assert!(n.status.as_ref().and_then(|s| s.phase.clone()).is_none());
+    // Through /status it sticks, and spec changes there are ignored.
+    let n = nodes
+        .patch_status(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"podCIDR": "x"}, "status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n.status.unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(n.spec.unwrap().pod_cidr.as_deref(), Some("10.0.0.0/24"));
+    assert_eq!(
+        n.metadata.generation.unwrap(),
+        g1,
+        "status changes do not bump generation"
+    );
+    let n = nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        n.metadata.generation.unwrap(),
+        g1 + 1,
+        "spec changes bump generation"
+    );
+    let n = nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        n.metadata.generation.unwrap(),
+        g1 + 1,
+        "metadata changes do not bump generation"
+    );
+    // Finalizers: deletion sets deletionTimestamp; removing the last finalizer deletes.
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    let mut c = cm("fin", json!({}));
+    c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    cms.create(&PostParams::default(), &c).await.unwrap();
+    cms.delete("fin", &DeleteParams::default()).await.unwrap();
+    let held = cms.get("fin").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    cms.patch(
+        "fin",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(cms.get_opt("fin").await.unwrap().is_none());
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn custom_resources_are_served_after_crd_registration() {
+    let env = common::bare().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    let crd: CustomResourceDefinition = serde_yaml::from_str(common::TEST_CRD).unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let got = crds.get("widgets.example.com").await.unwrap();
+    let conds = got.status.unwrap().conditions.unwrap();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
+    // Discovery now lists it.
+    let discovery = kube::Discovery::new(env.client.clone())
+        .run()
+        .await
+        .unwrap();
+    let (ar, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"))
+        .unwrap();
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(s, _)| s.plural == "widgets/status")
+            || ar.plural == "widgets"
+    );
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
+    let widgets: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), "default", &ar);
+    let w: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}})).unwrap();
+    let created = widgets.create(&PostParams::default(), &w).await.unwrap();
+    assert_eq!(
+        created.data["spec"]["color"], "blue",
+        "defaults from the schema"
+    );
+    // Schema validation: a required field is missing.
+    let bad: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w2"}, "spec": {"color": "red"}})).unwrap();
+    let kube::Error::Api(s) = widgets
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(s.code, 422);
+    assert!(
+        s.message.contains("spec.size: Required value"),
+        "{}",
+        s.message
+    );
+    // Status subresource.
+    let st = widgets
+        .patch_status(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Done"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.data["status"]["phase"], "Done");
+    let main = widgets
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Nope"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(main.data["status"]["phase"], "Done");
+    // Watch and list.
+    let l = widgets.list(&ListParams::default()).await.unwrap();
+    assert_eq!(l.items.len(), 1);
+    let rv = l.metadata.resource_version.unwrap();
+    let mut stream = widgets
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    widgets
+        .delete("w1", &DeleteParams::default())
+        .await
+        .unwrap();
+    loop {
+        if let Some(WatchEvent::Deleted(o)) = stream.try_next().await.unwrap() {
+            assert_eq!(o.metadata.name.as_deref(), Some("w1"));
+            break;
+        }
+    }
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn bearer_tokens_and_request_log() {
+    let env = common::start(sofort_sandbox::SandboxConfig {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    nodes.list(&ListParams::default()).await.unwrap();
+    assert_eq!(env.sandbox.stats().count("list", "nodes", ""), 1);
+    let rec = env
+        .sandbox
+        .stats()
+        .requests()
+        .into_iter()
+        .find(|r| r.resource == "nodes")
+        .unwrap();
+    assert_eq!(rec.user, "admin");
+    // Without the token: 401.
+    let resp = reqwest_like_get(&format!("{}/api/v1/nodes", env.sandbox.url())).await;
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    env.sandbox.shutdown().await;
+}
+
+async fn reqwest_like_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(
+        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn injected_faults_by_verb_and_resource() {
+    let env = common::bare().await;
+    env.sandbox.faults().add(
+        sofort_sandbox::FaultRule::new(sofort_sandbox::FaultEffect::Error(500), 1.0)
+            .verb("list")
+            .resource("configmaps"),
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    let kube::Error::Api(s) = cms.list(&ListParams::default()).await.unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(s.code, 500);
+    cms.create(&PostParams::default(), &cm("ok", json!({})))
+        .await
+        .unwrap();
+    env.sandbox.faults().clear();
+    assert_eq!(
+        cms.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    env.sandbox.shutdown().await;
+}

@@ -1,0 +1,257 @@
+//! Eviction and PodDisruptionBudgets, through kube::Client against the simulated fleet.
+
+mod common;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, EvictParams, ListParams, PostParams};
+use serde_json::json;
+use sofort_sandbox::{SandboxConfig, Scenario, Workload};
+
+fn scenario(workloads: Vec<Workload>) -> Scenario {
+    let mut s = common::fast(Scenario::with_nodes(3));
+    s.workloads = workloads;
+    s
+}
+
+fn deployment(name: &str, replicas: i64) -> Workload {
+    Workload {
+        kind: "Deployment".into(),
+        name: name.into(),
+        namespace: "default".into(),
+        replicas,
+        ..Default::default()
+    }
+}
+
+async fn ready_pods(api: &Api<Pod>, sel: &str, n: usize) -> Vec<Pod> {
+    common::eventually(Duration::from_secs(10), "pods ready", || {
+        let api = api.clone();
+        let sel = sel.to_string();
+        async move {
+            let pods = api
+                .list(&ListParams::default().labels(&sel))
+                .await
+                .ok()?
+                .items;
+            let ready: Vec<Pod> = pods
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .collect();
+            (ready.len() == n).then_some(ready)
+        }
+    })
+    .await
+}
+
+async fn pdb_settled(api: &Api<PodDisruptionBudget>, name: &str, allowed: i32) {
+    common::eventually(Duration::from_secs(10), "pdb status", || {
+        let api = api.clone();
+        let name = name.to_string();
+        async move {
+            let p = api.get(&name).await.ok()?;
+            let st = p.status?;
+            (st.observed_generation == p.metadata.generation && st.disruptions_allowed == allowed)
+                .then_some(())
+        }
+    })
+    .await
+}
+
+fn api_err(e: kube::Error) -> Box<kube::core::Status> {
+    match e {
+        kube::Error::Api(s) => s,
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn eviction_respects_the_budget() {
+    let mut sc = scenario(vec![deployment("web", 3)]);
+    // Replacements take a while to become Ready, so the budget stays spent.
+    sc.timing.pod_start = sofort_sandbox::DurationRange::fixed(Duration::from_millis(1500));
+    let env = common::start(SandboxConfig::with_scenario(sc)).await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(env.client.clone(), "default");
+    ready_pods(&pods, "app=web", 3).await;
+    pdbs.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}})).unwrap()).await.unwrap();
+    pdb_settled(&pdbs, "web", 1).await;
+    let st = pdbs.get("web").await.unwrap().status.unwrap();
+    assert_eq!(
+        (st.current_healthy, st.desired_healthy, st.expected_pods),
+        (3, 2, 3)
+    );
+    let victims = ready_pods(&pods, "app=web", 3).await;
+    // First eviction is allowed and recorded in disruptedPods.
+    let first = victims[0].metadata.name.clone().unwrap();
+    pods.evict(&first, &EvictParams::default()).await.unwrap();
+    let after = pdbs.get("web").await.unwrap().status.unwrap();
+    assert_eq!(after.disruptions_allowed, 0);
+    // The second is refused with 429 naming the budget.
+    let second = victims[1].metadata.name.clone().unwrap();
+    let s = api_err(
+        pods.evict(&second, &EvictParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 429);
+    assert_eq!(
+        s.message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    let causes = s.details.unwrap().causes;
+    assert_eq!(causes[0].reason, "DisruptionBudget");
+    assert!(
+        causes[0]
+            .message
+            .contains("The disruption budget web needs 2 healthy pods"),
+        "{}",
+        causes[0].message
+    );
+    // Once the replacement is Ready the budget allows one again.
+    ready_pods(&pods, "app=web", 3).await;
+    pdb_settled(&pdbs, "web", 1).await;
+    pods.evict(&second, &EvictParams::default()).await.unwrap();
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_budgets_are_a_500_and_unhealthy_pods_follow_the_policy() {
+    let env = common::start(SandboxConfig::with_scenario(scenario(vec![deployment(
+        "api", 2,
+    )])))
+    .await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(env.client.clone(), "default");
+    let ready = ready_pods(&pods, "app=api", 2).await;
+    for n in ["a", "b"] {
+        pdbs.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": n}, "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "api"}}}})).unwrap()).await.unwrap();
+    }
+    let name = ready[0].metadata.name.clone().unwrap();
+    let s = api_err(
+        pods.evict(&name, &EvictParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 500);
+    assert_eq!(
+        s.message,
+        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+    );
+    // Unhealthy pod and a budget with no room: IfHealthyBudget refuses, AlwaysAllow deletes.
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    pdbs.delete("b", &DeleteParams::default()).await.unwrap();
+    pdbs.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"maxUnavailable": 0}})),
+    )
+    .await
+    .unwrap();
+    pdb_settled(&pdbs, "a", 0).await;
+    pods.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})),
+    )
+    .await
+    .unwrap();
+    common::eventually(
+        Duration::from_secs(5),
+        "budget sees the unhealthy pod",
+        || {
+            let pdbs = pdbs.clone();
+            async move { (pdbs.get("a").await.ok()?.status?.current_healthy == 1).then_some(()) }
+        },
+    )
+    .await;
+    let s = api_err(
+        pods.evict(&name, &EvictParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 429);
+    pdbs.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}})),
+    )
+    .await
+    .unwrap();
+    pods.evict(&name, &EvictParams::default()).await.unwrap();
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn reboot_through_the_simulated_host() {
+    let env = common::start(SandboxConfig::with_scenario(scenario(vec![]))).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.client.clone());
+    let host = env.sandbox.host("worker-01").unwrap();
+    let before = host.boot_id();
+    let n = nodes.get("worker-01").await.unwrap();
+    assert_eq!(n.status.unwrap().node_info.unwrap().boot_id, before);
+    host.set_reboot_required(true);
+    assert!(host.reboot_required().unwrap());
+    host.set_sentinel_error(Some("permission denied".into()));
+    assert!(host.reboot_required().is_err());
+    host.set_sentinel_error(None);
+    let out = host
+        .run_patch(
+            &["apt-get".into(), "upgrade".into()],
+            Duration::from_secs(1),
+        )
+        .await;
+    assert!(matches!(out, sofort_sandbox::PatchOutcome::Success { .. }));
+    host.set_patch_behaviour(sofort_sandbox::PatchBehaviour::Hang);
+    assert_eq!(
+        host.run_patch(&[], Duration::from_millis(50)).await,
+        sofort_sandbox::PatchOutcome::TimedOut
+    );
+    host.reboot();
+    assert_eq!(host.reboot_count(), 1);
+    let ready = |n: &k8s_openapi::api::core::v1::Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    common::eventually(Duration::from_secs(5), "node NotReady", || {
+        let nodes = nodes.clone();
+        async move {
+            nodes
+                .get("worker-01")
+                .await
+                .ok()
+                .filter(|n| !ready(n))
+                .map(|_| ())
+        }
+    })
+    .await;
+    let back = common::eventually(
+        Duration::from_secs(5),
+        "node back with a new bootID",
+        || {
+            let nodes = nodes.clone();
+            async move { nodes.get("worker-01").await.ok().filter(|n| ready(n)) }
+        },
+    )
+    .await;
+    let after = back.status.unwrap().node_info.unwrap().boot_id;
+    assert_ne!(after, before);
+    assert_eq!(host.boot_id(), after);
+    assert!(!host.reboot_required().unwrap());
+    // A node set to never return stays NotReady.
+    env.sandbox.faults().node_never_returns("worker-02", true);
+    env.sandbox.host("worker-02").unwrap().reboot();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!ready(&nodes.get("worker-02").await.unwrap()));
+    env.sandbox.shutdown().await;
+}

@@ -1,0 +1,193 @@
+//! The installed kubectl against the sandbox.
+
+mod common;
+
+use std::time::Duration;
+
+use sofort_sandbox::{SandboxConfig, Scenario};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_describe_cordon_label_annotate_patch_delete() {
+    let env = common::start(SandboxConfig::with_scenario(common::fast(
+        Scenario::with_nodes(3),
+    )))
+    .await;
+    let out = env.kubectl_ok(&["get", "nodes"]);
+    assert!(
+        out.contains("NAME")
+            && out.contains("STATUS")
+            && out.contains("ROLES")
+            && out.contains("VERSION"),
+        "{out}"
+    );
+    assert!(
+        out.contains("worker-01")
+            && out.contains("Ready")
+            && out.contains("worker")
+            && out.contains("v1.33.0"),
+        "{out}"
+    );
+    env.kubectl_ok(&["cordon", "worker-01"]);
+    assert!(
+        env.kubectl_ok(&["get", "no", "worker-01"])
+            .contains("Ready,SchedulingDisabled")
+    );
+    env.kubectl_ok(&["uncordon", "worker-01"]);
+    assert!(
+        !env.kubectl_ok(&["get", "no", "worker-01"])
+            .contains("SchedulingDisabled")
+    );
+    env.kubectl_ok(&["label", "node", "worker-01", "sofort.dev/priority=1"]);
+    env.kubectl_ok(&["annotate", "node", "worker-01", "example.com/note=hello"]);
+    let y = env.kubectl_ok(&["get", "node", "worker-01", "-o", "jsonpath={.metadata.labels.sofort\\.dev/priority} {.metadata.annotations.example\\.com/note}"]);
+    assert_eq!(y, "1 hello");
+    env.kubectl_ok(&[
+        "patch",
+        "node",
+        "worker-01",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"m":"1"}}}"#,
+    ]);
+    env.kubectl_ok(&[
+        "patch",
+        "node",
+        "worker-01",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#,
+    ]);
+    env.kubectl_ok(&[
+        "patch",
+        "node",
+        "worker-01",
+        "-p",
+        r#"{"metadata":{"labels":{"s":"3"}}}"#,
+    ]);
+    assert_eq!(
+        env.kubectl_ok(&["get", "nodes", "-l", "m=1,j=2,s=3", "-o", "name"])
+            .trim(),
+        "node/worker-01"
+    );
+    let d = env.kubectl_ok(&["describe", "node", "worker-01"]);
+    assert!(
+        d.contains("Name:") && d.contains("worker-01") && d.contains("Boot ID"),
+        "{d}"
+    );
+    let pods = env.kubectl_ok(&["get", "pods", "-A"]);
+    assert!(pods.contains("READY") && pods.contains("STATUS"), "{pods}");
+    assert!(
+        env.kubectl_ok(&["get", "pdb", "-n", "shop"])
+            .contains("ALLOWED DISRUPTIONS")
+    );
+    let ns = env.write(
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: scratch}\n",
+    );
+    env.kubectl_ok(&["apply", "-f", ns.to_str().unwrap()]);
+    env.kubectl_ok(&["get", "namespace", "scratch"]);
+    env.kubectl_ok(&["delete", "namespace", "scratch"]);
+    let (ok, _, err) = env.kubectl(&["get", "namespace", "scratch"]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_crd_and_custom_resources_with_printer_columns_and_explain() {
+    let env = common::bare().await;
+    let crd = env.write("crd.yaml", common::TEST_CRD);
+    env.kubectl_ok(&["apply", "-f", crd.to_str().unwrap()]);
+    env.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.com",
+        "--timeout=10s",
+    ]);
+    let w = env.write("w.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 4}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {a: b}\n");
+    env.kubectl_ok(&["apply", "-f", w.to_str().unwrap()]);
+    // Apply again with a change: a patch, not a create.
+    let w2 = env.write(
+        "w2.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 5}\n",
+    );
+    let out = env.kubectl_ok(&["apply", "-f", w2.to_str().unwrap()]);
+    assert!(out.contains("configured"), "{out}");
+    let out = env.kubectl_ok(&["get", "wdg"]);
+    assert!(
+        out.contains("SIZE") && out.contains("PHASE") && out.contains("AGE") && out.contains("5"),
+        "{out}"
+    );
+    // Unknown fields are refused by server-side validation (Strict).
+    let bad = env.write("bad.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w9}\nspec: {size: 1, bogus: 1}\n");
+    let (ok, _, err) = env.kubectl(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("unknown field"), "{err}");
+    // Server-side apply from kubectl.
+    env.kubectl_ok(&["apply", "--server-side", "-f", w2.to_str().unwrap()]);
+    let ex = env.kubectl_ok(&["explain", "widgets.spec"]);
+    assert!(
+        ex.contains("What the widget should be") && ex.contains("size"),
+        "{ex}"
+    );
+    let ex = env.kubectl_ok(&["explain", "pods.spec.nodeName"]);
+    assert!(ex.contains("nodeName"), "{ex}");
+    env.kubectl_ok(&["describe", "widget", "w1"]);
+    env.kubectl_ok(&["delete", "widget", "w1"]);
+    env.kubectl_ok(&["delete", "-f", crd.to_str().unwrap()]);
+    let (ok, _, _) = env.kubectl(&["get", "widgets"]);
+    assert!(!ok);
+    env.sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drain_waits_for_rescheduled_workloads() {
+    let mut s = common::fast(Scenario::with_nodes(3));
+    s.timing.pod_start = sofort_sandbox::DurationRange::fixed(Duration::from_millis(300));
+    let env = common::start(SandboxConfig::with_scenario(s)).await;
+    // Wait until the demo workloads are Ready everywhere.
+    common::eventually(Duration::from_secs(15), "workloads ready", || async {
+        let out = env
+            .kubectl(&[
+                "get",
+                "pdb",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={range .items[*]}{.status.disruptionsAllowed}{\" \"}{end}",
+            ])
+            .1;
+        let v: Vec<i64> = out
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        (v.len() == 3 && v.iter().all(|x| *x >= 1)).then_some(())
+    })
+    .await;
+    let (ok, out, err) = env.kubectl(&[
+        "drain",
+        "worker-01",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--force",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "drain failed:\n{out}\n{err}");
+    assert!(out.contains("node/worker-01 drained"), "{out}\n{err}");
+    println!("kubectl drain transcript:\n{out}{err}");
+    let left = env.kubectl_ok(&[
+        "get",
+        "pods",
+        "-A",
+        "--field-selector",
+        "spec.nodeName=worker-01",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        left.lines().all(|l| l.contains("log-agent")),
+        "only DaemonSet pods stay: {left}"
+    );
+    assert!(env.sandbox.stats().count("create", "pods", "eviction") > 0);
+    env.sandbox.shutdown().await;
+}
