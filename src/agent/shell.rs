@@ -427,9 +427,7 @@ impl Shell {
     /// Decides on the last Node seen and acts; a started patch command is
     /// returned for the loop to drive.
     async fn act(&mut self) -> Option<RunningPatch> {
-        if self.node.is_none() {
-            return None;
-        }
+        self.node.as_ref()?;
         // Re-read the boot ID: a host can restart under a running agent (a
         // simulated host, or a soft reboot that keeps the pod's process).
         match self.host.boot_id().await {

@@ -416,10 +416,10 @@ async fn watch_rollout(
             let _ = std::io::stdout().flush();
             last_frame = frame;
         }
-        if let Some(p @ (Phase::Completed | Phase::Halted)) = status.phase {
-            if status.revision.as_deref() == Some(policy.spec.revision.as_str()) {
-                return Ok(Some(p));
-            }
+        if let Some(p @ (Phase::Completed | Phase::Halted)) = status.phase
+            && status.revision.as_deref() == Some(policy.spec.revision.as_str())
+        {
+            return Ok(Some(p));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
