@@ -875,6 +875,7 @@ impl Fleet {
                     self.create("", "pods", ns, pod);
                 }
             }
+            let target_set: HashSet<&str> = targets.iter().copied().collect();
             for p in &owned {
                 let node = p
                     .pointer("/spec/nodeName")
