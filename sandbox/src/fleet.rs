@@ -836,7 +836,6 @@ impl Fleet {
                 })
                 .map(|n| meta_str(n, "name"))
                 .collect();
-            let target_set: std::collections::HashSet<&str> = targets.iter().copied().collect();
             let owned: Vec<&&Arc<Value>> = by_owner
                 .get(meta_str(&ds, "uid"))
                 .map(|v| v.iter().filter(|p| active(p)).collect())
