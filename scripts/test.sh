@@ -11,6 +11,7 @@ if [ -x scripts/setup-test-tools.sh ]; then
   scripts/setup-test-tools.sh
 fi
 
-cargo test --workspace --all-targets --locked "$@"
+# Benchmarks print figures and take minutes: run them with `cargo bench`, not here.
+cargo test --workspace --lib --bins --tests --locked "$@"
 # Doc tests are not part of --all-targets.
 cargo test --workspace --doc --locked

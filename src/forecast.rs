@@ -334,6 +334,11 @@ pub fn simulate(
 /// A problem running `sofort plan`.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    /// Reading from the cluster.
+    #[error(
+        "cannot read from the cluster: {0}; check KUBECONFIG and that the PatchPolicy CRD is installed"
+    )]
+    Cluster(String),
     /// Reading a file.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -671,17 +676,12 @@ fn parse_flag_duration(flag: &str, s: &str) -> Result<Duration, PlanError> {
 
 /// Runs `sofort plan`: exit 0 on success, 1 on bad files, 2 on bad usage.
 pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
-    let (Some(file), Some(nodes_path)) = (&args.file, &args.nodes) else {
-        let what = if args.file.is_none() && args.policy.is_some() {
-            "--policy (reading a policy from the cluster) is not supported yet; pass the policy file with -f POLICY.yaml"
-        } else if args.file.is_none() {
-            "-f POLICY.yaml is required"
-        } else {
-            "--nodes NODES.yaml is required for now: reading nodes from the cluster is not supported yet; export them with `kubectl get nodes -o yaml > nodes.yaml`"
-        };
-        eprintln!("error: {what}");
+    if args.file.is_none() && args.policy.is_none() {
+        eprintln!(
+            "error: give the policy: -f POLICY.yaml, or --policy NAME to read it from the cluster"
+        );
         return ExitCode::from(2);
-    };
+    }
     let run = || -> Result<String, PlanError> {
         let now = match &args.now {
             Some(s) => s
@@ -694,8 +694,19 @@ pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
             reboot: parse_flag_duration("reboot", &args.reboot)?,
             patch: parse_flag_duration("patch", &args.patch)?,
         };
-        let policy = parse_policy(&read(file)?, &file.display().to_string())?;
-        let nodes = parse_nodes(&read(nodes_path)?, &nodes_path.display().to_string())?;
+        let policy = match (&args.file, &args.policy) {
+            (Some(file), _) => parse_policy(&read(file)?, &file.display().to_string())?,
+            (None, Some(name)) => live::policy(name)?,
+            (None, None) => {
+                return Err(PlanError::Usage(
+                    "-f POLICY.yaml or --policy NAME is required".into(),
+                ));
+            }
+        };
+        let nodes = match &args.nodes {
+            Some(path) => parse_nodes(&read(path)?, &path.display().to_string())?,
+            None => live::nodes()?,
+        };
         let f = forecast(&policy, &nodes, now, a);
         Ok(match args.output {
             OutputFormat::Table => {
@@ -726,5 +737,51 @@ pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reading the policy and the nodes (with their current progress) from the
+/// cluster the kubeconfig points at.
+mod live {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::ListParams;
+    use kube::{Api, Client};
+
+    use super::PlanError;
+    use crate::api::PatchPolicy;
+
+    fn block_on<T>(
+        f: impl std::future::Future<Output = Result<T, PlanError>>,
+    ) -> Result<T, PlanError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PlanError::Cluster(e.to_string()))?
+            .block_on(f)
+    }
+
+    async fn client() -> Result<Client, PlanError> {
+        Client::try_default()
+            .await
+            .map_err(|e| PlanError::Cluster(e.to_string()))
+    }
+
+    pub(super) fn policy(name: &str) -> Result<PatchPolicy, PlanError> {
+        block_on(async {
+            let api: Api<PatchPolicy> = Api::all(client().await?);
+            api.get(name)
+                .await
+                .map_err(|e| PlanError::Cluster(format!("PatchPolicy {name}: {e}")))
+        })
+    }
+
+    pub(super) fn nodes() -> Result<Vec<Node>, PlanError> {
+        block_on(async {
+            let api: Api<Node> = Api::all(client().await?);
+            api.list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .map_err(|e| PlanError::Cluster(format!("listing nodes: {e}")))
+        })
     }
 }

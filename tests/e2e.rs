@@ -823,3 +823,97 @@ async fn invalid_spec_stalls_with_a_reason_instead_of_crashing() {
         .await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plan_reads_the_policy_and_nodes_from_the_cluster() {
+    let env = Env::start("plan", scenario(6), &[]).await;
+    let mut p = policy("planned", "r1");
+    // A window that is closed for the next hours: nothing starts meanwhile.
+    let later = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(6))
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::UTC);
+    p.spec.maintenance_windows = vec![MaintenanceWindow {
+        days: vec![],
+        start: format!("{:02}:00", later.hour()),
+        end: format!("{:02}:00", (later.hour() + 2) % 24),
+        time_zone: "UTC".into(),
+    }];
+    p.spec.rollout.min_window_remaining = Some("10m".into());
+    env.apply(&p).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_sofort"))
+        .args(["plan", "--policy", "planned", "-o", "json"])
+        .env("KUBECONFIG", env.dir.join("kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(f["policy"], "planned");
+    assert_eq!(f["nodes"].as_array().map(Vec::len), Some(6), "{f:#}");
+    let start: jiff::Timestamp = f["scheduled_start"]
+        .as_str()
+        .or_else(|| f["scheduledStart"].as_str())
+        .expect("a scheduled start")
+        .parse()
+        .unwrap();
+    assert!(
+        start > jiff::Timestamp::now(),
+        "starts when the window opens, not now"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_applies_the_crd_and_examples_and_shows_printer_columns() {
+    let env = Env::start("kubectl", scenario(3), &[]).await;
+    let out = env.kubectl(&[
+        "apply",
+        "-f",
+        "crds/",
+        "-f",
+        "examples/nightly-workers.yaml",
+        "-f",
+        "examples/canary-then-rest.yaml",
+        "-f",
+        "examples/urgent-security.yaml",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.kubectl(&["get", "pp"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header = text.lines().next().unwrap_or_default();
+    for col in [
+        "NAME",
+        "REVISION",
+        "URGENT",
+        "PHASE",
+        "UPDATED",
+        "NEXT WINDOW",
+        "AGE",
+    ] {
+        assert!(header.contains(col), "column {col} missing in {header:?}");
+    }
+    for name in ["workers-nightly", "canary", "rest", "security-kernel"] {
+        assert!(text.contains(name), "{name} missing in\n{text}");
+    }
+    let out = env.kubectl(&["explain", "patchpolicy.spec.rollout"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("maxUnavailable"));
+    env.finish().await;
+}
