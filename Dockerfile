@@ -15,8 +15,8 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --package sofort --bin sofort \
- && install -D -m 0755 target/release/sofort /out/sofort
+    cargo build --profile small --locked --package sofort --bin sofort \
+ && install -D -m 0755 target/small/sofort /out/sofort
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
