@@ -134,7 +134,7 @@ impl Args {
             drain: Duration::from_secs(1),
             reboot: Duration::from_secs(5),
             settle: Duration::from_secs(2),
-            agent_window: Duration::from_secs(120),
+            agent_window: Duration::from_secs(600),
             urgent_runs: 20,
         };
         let mut it = std::env::args().skip(1);
@@ -159,7 +159,7 @@ impl Args {
             }
         }
         if a.quick {
-            a.agent_window = a.agent_window.min(Duration::from_secs(20));
+            a.agent_window = a.agent_window.min(Duration::from_secs(30));
             a.urgent_runs = a.urgent_runs.min(5);
         }
         a

@@ -370,6 +370,16 @@ where
         // Coalesce the burst of events that usually follows a write.
         tokio::time::sleep(inp.debounce).await;
         while let Ok(()) = inp.kick_rx.try_recv() {}
+        // Apply every watch event that is already waiting before deciding:
+        // the select above takes one event per round, and a round costs the
+        // debounce plus the writes of a tick, so without this a busy fleet
+        // (many nodes in flight) outruns the loop and decisions are made on
+        // an ever older view of the nodes.
+        if !drain_ready(&mut inp.policy_events, "PatchPolicy")
+            || !drain_ready(&mut inp.node_events, "Node")
+        {
+            return Ok(());
+        }
         let policies: Vec<Arc<PatchPolicy>> = inp.policy_store.state();
         let nodes: Vec<Arc<Node>> = inp.node_store.state();
         let requeue = shell.tick(&policies, &nodes).await;
@@ -380,6 +390,25 @@ where
             next_wake = Some(next_wake.map_or(soon, |w| w.min(soon)));
         }
     }
+}
+
+/// Takes the events `stream` has ready without waiting, so the store behind
+/// it is current; false when the stream ended. Bounded so that a stream that
+/// never runs dry cannot hold the loop.
+fn drain_ready<S, K>(stream: &mut S, what: &str) -> bool
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin,
+{
+    use futures::FutureExt;
+    for _ in 0..100_000 {
+        match stream.next().now_or_never() {
+            None => return true,
+            Some(None) => return false,
+            Some(Some(Err(e))) => tracing::warn!(error = %e, "{what} watch error; retrying"),
+            Some(Some(Ok(_))) => {}
+        }
+    }
+    true
 }
 
 /// Per-node objects written by this process that the node store has not
