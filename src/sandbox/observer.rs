@@ -87,6 +87,11 @@ impl Observer {
                     }
                     watcher::Event::Init => continue,
                     watcher::Event::InitDone => {
+                        // Only the first list tells what was cordoned before the
+                        // rollout; later re-lists (dropped watches) must not.
+                        if initial_done {
+                            continue;
+                        }
                         initial_done = true;
                         if let Ok(mut o) = st.lock() {
                             o.pre_cordoned = nodes
