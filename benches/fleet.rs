@@ -1206,8 +1206,13 @@ fn main() {
         .join("bench");
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join(format!("fleet-{}.json", jiff::Timestamp::now().as_second()));
-    let text = serde_json::to_string_pretty(&out).unwrap();
-    std::fs::write(&path, &text).unwrap();
+    let text = serde_json::to_string_pretty(&out).unwrap_or_default();
+    if let Err(e) = std::fs::write(&path, &text) {
+        eprintln!(
+            "cannot write {}: {e}; the figures are printed below only",
+            path.display()
+        );
+    }
     if args.json {
         println!("{text}");
     } else {

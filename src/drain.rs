@@ -229,14 +229,10 @@ pub enum DrainError {
     },
 }
 
-/// Jitter of ±20 % derived from a counter and the pod name (no global RNG state).
+/// `base` with ±20 % jitter, seeded per pod and attempt so retries of many
+/// pods spread out without shared random state.
 fn jittered(base: Duration, salt: u64) -> Duration {
-    // splitmix64 step: cheap, well-distributed, deterministic per salt.
-    let mut z = salt.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    let frac = (z % 401) as f64 / 1000.0 - 0.2; // -0.2 ..= +0.2
+    let frac = fastrand::Rng::with_seed(salt).f64() * 0.4 - 0.2;
     base.mul_f64(1.0 + frac)
 }
 

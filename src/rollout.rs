@@ -420,6 +420,12 @@ impl Config {
             }),
             None => None,
         };
+        // The full validation knows everything parsing found and more (time
+        // zones, windows too short for one node); its messages carry field paths.
+        let problems = crate::validate::validate_spec(spec);
+        if !problems.is_empty() {
+            errors = problems.iter().map(ToString::to_string).collect();
+        }
         Config {
             drain_timeout,
             reboot_timeout,
@@ -777,6 +783,35 @@ fn release(
     )
 }
 
+/// Claims node `i` for the policy: its record (step Cordoning, remembering
+/// whether it was unschedulable before) and the Cordon action that writes it.
+fn claim(
+    actions: &mut Vec<Action>,
+    new_records: &mut BTreeMap<usize, NodeRecord>,
+    i: usize,
+    n: &NodeView,
+    policy: &str,
+    revision: &str,
+    now: Timestamp,
+) {
+    let record = NodeRecord {
+        policy: policy.to_string(),
+        revision: revision.to_string(),
+        step: Step::Cordoning,
+        since: now,
+        started: now,
+        was_unschedulable: n.unschedulable,
+        boot_id_before: None,
+        patch: None,
+        reason: None,
+    };
+    actions.push(Action::Cordon {
+        node: n.name.clone(),
+        record: record.clone(),
+    });
+    new_records.insert(i, record);
+}
+
 fn unavailable(n: &NodeView) -> bool {
     !n.ready || n.unschedulable || n.record.as_ref().is_some_and(|r| r.step.in_progress())
 }
@@ -1060,22 +1095,15 @@ pub fn decide_with(
                 break;
             }
             budget.take(already);
-            let record = NodeRecord {
-                policy: name.to_string(),
-                revision: spec.revision.clone(),
-                step: Step::Cordoning,
-                since: now,
-                started: now,
-                was_unschedulable: n.unschedulable,
-                boot_id_before: None,
-                patch: None,
-                reason: None,
-            };
-            actions.push(Action::Cordon {
-                node: n.name.clone(),
-                record: record.clone(),
-            });
-            new_records.insert(i, record);
+            claim(
+                &mut actions,
+                &mut new_records,
+                i,
+                n,
+                name,
+                &spec.revision,
+                now,
+            );
             started += 1;
         }
         // When the budget blocks, nodes that are unavailable anyway (cordoned by
@@ -1099,23 +1127,15 @@ pub fn decide_with(
                 if !budget.can_start(true) {
                     break;
                 }
-                let n = &nodes[i];
-                let record = NodeRecord {
-                    policy: name.to_string(),
-                    revision: spec.revision.clone(),
-                    step: Step::Cordoning,
-                    since: now,
-                    started: now,
-                    was_unschedulable: true,
-                    boot_id_before: None,
-                    patch: None,
-                    reason: None,
-                };
-                actions.push(Action::Cordon {
-                    node: n.name.clone(),
-                    record: record.clone(),
-                });
-                new_records.insert(i, record);
+                claim(
+                    &mut actions,
+                    &mut new_records,
+                    i,
+                    &nodes[i],
+                    name,
+                    &spec.revision,
+                    now,
+                );
                 started += 1;
             }
         }

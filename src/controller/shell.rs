@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -21,7 +20,6 @@ use crate::drain::{DrainMode, DrainSettings};
 use crate::metrics::Metrics;
 use crate::node_record::{DONE_ANNOTATION, NodeRecord, RECORD_ANNOTATION, STEP_LABEL};
 use crate::rollout::{self, Action, Contender, NodeView};
-use crate::validate;
 
 /// Finalizer that lets sofort clean its node records when a policy is deleted.
 pub const FINALIZER: &str = "sofort.dev/cleanup";
@@ -318,30 +316,18 @@ impl Shell {
             stored.and_then(|s| s.revision.as_deref()) == Some(policy.spec.revision.as_str());
         self.notifications
             .set_embargo(policy, stored.and_then(|s| s.phase).filter(|_| same));
-        let problems = validate::validate_policy(policy);
-        let mut effective = policy.clone();
-        if !problems.is_empty() {
-            // No new starts while the spec is invalid; nodes in flight finish.
-            effective.spec.paused = true;
-        }
         let views = self.views(objects);
-        let mut plan = rollout::decide(&effective, &views, others, now);
-
-        if !problems.is_empty() {
-            let text = problems
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
-            let message = format!("invalid spec, no node starts until it is fixed: {text}");
-            plan.status.phase = Some(Phase::Halted);
-            plan.status.message = Some(message.clone());
-            plan.status.conditions = invalid_conditions(
-                policy.status.as_ref(),
-                &message,
-                policy.meta().generation,
-                now,
-            );
+        // decide() validates the spec itself: an invalid one halts (Stalled,
+        // reason InvalidSpec) with every problem in the message.
+        let plan = rollout::decide(policy, &views, others, now);
+        let valid = !plan
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "InvalidSpec");
+        if valid {
+            self.invalid_seen.remove(&name);
+        } else {
             let generation = policy.meta().generation;
             if self.invalid_seen.get(&name) != Some(&generation) {
                 self.invalid_seen.insert(name.clone(), generation);
@@ -349,12 +335,10 @@ impl Shell {
                     policy_ref(policy),
                     EventType::Warning,
                     "InvalidSpec",
-                    message,
+                    plan.status.message.clone().unwrap_or_default(),
                     "Validate",
                 );
             }
-        } else {
-            self.invalid_seen.remove(&name);
         }
 
         let prev_phase = policy.status.as_ref().and_then(|s| s.phase);
@@ -381,7 +365,7 @@ impl Shell {
         // Customer notifications due now go into this status write.
         let prepared = self
             .notifications
-            .prepare(policy, &mut status, &views, problems.is_empty(), now)
+            .prepare(policy, &mut status, &views, valid, now)
             .await;
         self.observe(&name, &status);
         let phase = status.phase;
@@ -389,7 +373,7 @@ impl Shell {
         if phase != prev_phase || !same_rev {
             let note = status.message.clone().unwrap_or_default();
             match phase {
-                Some(Phase::Halted) if problems.is_empty() => self.publish(
+                Some(Phase::Halted) if valid => self.publish(
                     policy_ref(policy),
                     EventType::Warning,
                     "RolloutHalted",
@@ -553,7 +537,10 @@ impl Shell {
                     .map(|r| r.since)
                     .or_else(|| NodeView::from_node(&objects[node]).record.map(|r| r.since))
                     .unwrap_or_else(|| self.cfg.clock.now());
-                let cfg = rollout::Config::from_spec(&policy.spec);
+                // Only the drain timeout is needed here: no need to parse the
+                // whole spec (windows, time zones) once more per action.
+                let drain_timeout = crate::duration::parse(&policy.spec.drain.timeout)
+                    .unwrap_or(Duration::from_secs(15 * 60));
                 let now = self.cfg.clock.now();
                 let left = if *force {
                     // Deleted pods get their grace period plus a minute to go.
@@ -562,7 +549,7 @@ impl Shell {
                 } else {
                     let end = since
                         .checked_add(
-                            jiff::SignedDuration::try_from(cfg.drain_timeout).unwrap_or_default(),
+                            jiff::SignedDuration::try_from(drain_timeout).unwrap_or_default(),
                         )
                         .unwrap_or(now);
                     Duration::try_from(end.duration_since(now)).unwrap_or(Duration::ZERO)
@@ -793,36 +780,6 @@ impl Shell {
     }
 }
 
-fn invalid_conditions(
-    prev: Option<&PatchPolicyStatus>,
-    message: &str,
-    generation: Option<i64>,
-    now: jiff::Timestamp,
-) -> Vec<Condition> {
-    let cond = |type_: &str, status: &str, reason: &str| {
-        let last = prev
-            .and_then(|p| {
-                p.conditions
-                    .iter()
-                    .find(|c| c.type_ == type_ && c.status == status)
-            })
-            .map_or(Time(now), |c| c.last_transition_time.clone());
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message: message.into(),
-            observed_generation: generation,
-            last_transition_time: last,
-        }
-    };
-    vec![
-        cond("Ready", "False", "InvalidSpec"),
-        cond("Reconciling", "False", "InvalidSpec"),
-        cond("Stalled", "True", "InvalidSpec"),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -831,7 +788,9 @@ mod tests {
     fn status_patch_nulls_removed_fields() {
         let old = PatchPolicyStatus {
             message: Some("x".into()),
-            completed_at: Some(Time("2026-11-27T00:00:00Z".parse().unwrap())),
+            completed_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-27T00:00:00Z".parse().unwrap(),
+            )),
             ..PatchPolicyStatus::default()
         };
         let new = PatchPolicyStatus {
