@@ -1222,6 +1222,19 @@ fn update(ctx: &Ctx, t: &Target, mut obj: Value) -> Result<Response, ApiError> {
             c => Ok((c, None)),
         }
     })?;
+    written(ctx, info, &name, stored, dry, &warnings)
+}
+
+/// The 200 answer to an update or patch: the dry-run result, or the stored
+/// object (a CRD written this way is (re-)registered first).
+fn written(
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    name: &str,
+    stored: Option<Obj>,
+    dry: Option<Value>,
+    warnings: &[String],
+) -> Result<Response, ApiError> {
     let out = match (dry, stored) {
         (Some(v), _) => v,
         (None, Some(s)) => {
@@ -1230,9 +1243,9 @@ fn update(ctx: &Ctx, t: &Target, mut obj: Value) -> Result<Response, ApiError> {
             }
             present(&s, info)
         }
-        (None, None) => return Err(ApiError::not_found(&info.group, &info.resource, &name)),
+        (None, None) => return Err(ApiError::not_found(&info.group, &info.resource, name)),
     };
-    Ok(with_warnings(json_response(200, &out), &warnings))
+    Ok(with_warnings(json_response(200, &out), warnings))
 }
 
 fn patch_handler(ctx: &Ctx, t: &Target, body: &Bytes) -> Result<Response, ApiError> {
@@ -1401,17 +1414,7 @@ fn patch_handler(ctx: &Ctx, t: &Target, body: &Bytes) -> Result<Response, ApiErr
             c => Ok((c, None)),
         }
     })?;
-    let out = match (dry, stored) {
-        (Some(v), _) => v,
-        (None, Some(s)) => {
-            if info.group == "apiextensions.k8s.io" {
-                crate::crd::register(&ctx.sh, &s);
-            }
-            present(&s, info)
-        }
-        (None, None) => return Err(ApiError::not_found(&info.group, &info.resource, &name)),
-    };
-    Ok(with_warnings(json_response(200, &out), &warnings))
+    written(ctx, info, &name, stored, dry, &warnings)
 }
 
 /// Options of a deletion.
