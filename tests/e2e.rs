@@ -333,7 +333,7 @@ async fn nightly_rollout_waits_for_the_window_then_goes_zone_by_zone() {
         end: "05:00".into(),
         time_zone: "Europe/Zurich".into(),
     }];
-    let obs = Observer::start(env.client(), vec![watched(&p, 2)]);
+    let obs = Observer::start(env.client(), vec![watched(&p, 2)]).await;
     let t0 = Instant::now();
     env.apply(&p).await;
     // Before the window: Scheduled/Waiting, no node touched.
@@ -403,7 +403,7 @@ async fn urgent_rollout_ignores_a_closed_window_but_keeps_the_budget() {
     p.spec.announce = Some(sofort::api::Announce {
         lead_time: "48h".into(),
     });
-    let obs = Observer::start(env.client(), vec![watched(&p, 2)]);
+    let obs = Observer::start(env.client(), vec![watched(&p, 2)]).await;
     env.apply(&p).await;
     env.wait_phase("urgent", Phase::Completed, Duration::from_secs(90))
         .await;
@@ -441,7 +441,7 @@ async fn pdb_that_never_allows_eviction_fails_the_node_and_halts() {
     let mut p = policy("pdb", "r1");
     p.spec.drain.timeout = "3s".into();
     p.spec.rollout.max_unavailable = IntOrString::Int(1);
-    let obs = Observer::start(env.client(), vec![watched(&p, 1)]);
+    let obs = Observer::start(env.client(), vec![watched(&p, 1)]).await;
     env.apply(&p).await;
     let halted = env
         .wait_phase("pdb", Phase::Halted, Duration::from_secs(60))
@@ -483,7 +483,7 @@ async fn pdb_that_never_allows_eviction_is_forced_with_on_timeout_force() {
     p.spec.drain.timeout = "2s".into();
     p.spec.drain.on_timeout = OnTimeout::Force;
     p.spec.rollout.max_unavailable = IntOrString::Int(1);
-    let obs = Observer::start(env.client(), vec![watched(&p, 1)]);
+    let obs = Observer::start(env.client(), vec![watched(&p, 1)]).await;
     env.apply(&p).await;
     env.wait_phase("pdbforce", Phase::Completed, Duration::from_secs(90))
         .await;
@@ -506,7 +506,7 @@ async fn node_cordoned_by_an_admin_stays_cordoned_after_its_reboot() {
     // w-02 stays unavailable for the whole rollout (an admin cordoned it), so it
     // takes one of the two slots throughout.
     let p = policy("pre", "r1");
-    let obs = Observer::start(env.client(), vec![watched(&p, 2)]);
+    let obs = Observer::start(env.client(), vec![watched(&p, 2)]).await;
     env.apply(&p).await;
     env.wait_phase("pre", Phase::Completed, Duration::from_secs(90))
         .await;
@@ -532,7 +532,7 @@ async fn controller_killed_five_times_mid_rollout_still_finishes_exactly_once() 
     let mut env = Env::start("kill", scenario(30), &[]).await;
     let mut p = policy("kill", "r1");
     p.spec.rollout.max_unavailable = IntOrString::Int(3);
-    let obs = Observer::start(env.client(), vec![watched(&p, 3)]);
+    let obs = Observer::start(env.client(), vec![watched(&p, 3)]).await;
     env.apply(&p).await;
     // Kill at pseudo-random moments (fixed seed for reproducibility).
     let mut rng = fastrand::Rng::with_seed(7);
@@ -559,11 +559,11 @@ async fn controller_killed_five_times_mid_rollout_still_finishes_exactly_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_faults_and_dropped_watches_do_not_break_the_rules() {
     let env = Env::start("faults", scenario(6), &[]).await;
+    let p = policy("faults", "r1");
+    let obs = Observer::start(env.client(), vec![watched(&p, 2)]).await;
     let faults = env.cluster().sandbox.faults();
     faults.add(FaultRule::new(FaultEffect::Error(500), 0.05));
     faults.add(FaultRule::new(FaultEffect::Error(429), 0.05));
-    let p = policy("faults", "r1");
-    let obs = Observer::start(env.client(), vec![watched(&p, 2)]);
     // The test's own client may see the injected errors too: retry the create.
     let api: Api<PatchPolicy> = Api::all(env.client());
     for _ in 0..20 {
@@ -613,7 +613,8 @@ async fn overlapping_policies_never_share_a_node_and_urgent_goes_first() {
     let obs = Observer::start(
         env.client(),
         vec![watched(&routine, 2), watched(&urgent, 2)],
-    );
+    )
+    .await;
     // Record every claim owner change per node from a watch of our own.
     let client = env.client();
     let claims = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(
@@ -709,7 +710,7 @@ async fn if_required_reboots_only_nodes_whose_agent_reports_the_sentinel() {
     }
     let mut p = policy("ifreq", "r1");
     p.spec.reboot.when = RebootWhen::IfRequired;
-    let obs = Observer::start(env.client(), vec![watched(&p, 2)]);
+    let obs = Observer::start(env.client(), vec![watched(&p, 2)]).await;
     env.apply(&p).await;
     env.wait_phase("ifreq", Phase::Completed, Duration::from_secs(90))
         .await;
@@ -753,7 +754,7 @@ async fn node_that_never_comes_back_fails_at_the_reboot_timeout() {
     }
     p.spec.rollout.order.group_by = None;
     p.spec.rollout.order.sort_by = vec!["sofort.dev/priority".into()];
-    let obs = Observer::start(env.client(), vec![watched(&p, 1)]);
+    let obs = Observer::start(env.client(), vec![watched(&p, 1)]).await;
     env.apply(&p).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let st = loop {

@@ -296,7 +296,7 @@ async fn run(args: SandboxArgs) -> Result<ExitCode, SandboxRunError> {
         );
         Some(name)
     };
-    let observer = Observer::start(cluster.client.clone(), watched);
+    let observer = Observer::start(cluster.client.clone(), watched).await;
     let started = Instant::now();
     let outcome = match &policy_name {
         Some(name) => watch_rollout(&cluster.client, name, started).await?,

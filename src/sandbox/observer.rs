@@ -18,6 +18,9 @@ use crate::node_record::{NodeRecord, RECORD_ANNOTATION};
 use crate::rollout::NodeView;
 use crate::selector;
 
+/// How long `Observer::start` waits for the first node list.
+const LIST_WAIT: Duration = Duration::from_secs(30);
+
 /// A policy as the observer checks it.
 #[derive(Debug, Clone)]
 pub struct WatchedPolicy {
@@ -64,10 +67,14 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Starts watching every node of the cluster behind `client`.
-    pub fn start(client: Client, policies: Vec<WatchedPolicy>) -> Observer {
+    /// Starts watching every node of the cluster behind `client` and returns
+    /// once the first node list is in (or after `LIST_WAIT`, when the API is
+    /// too slow to answer), so a rollout started afterwards is seen whole.
+    pub async fn start(client: Client, policies: Vec<WatchedPolicy>) -> Observer {
         let state = Arc::new(Mutex::new(Observations::default()));
         let st = state.clone();
+        let (listed_tx, listed_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut listed_tx = Some(listed_tx);
         let task = tokio::spawn(async move {
             let api: Api<Node> = Api::all(client);
             let mut stream = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
@@ -94,11 +101,23 @@ impl Observer {
                         }
                         initial_done = true;
                         if let Ok(mut o) = st.lock() {
+                            // Cordoned by someone else: unschedulable, and not
+                            // by a sofort claim that found it schedulable (the
+                            // first list can come late when the API is flaky).
                             o.pre_cordoned = nodes
                                 .values()
-                                .filter(|n| NodeView::from_node(n).unschedulable)
-                                .map(|n| n.name_any())
+                                .map(NodeView::from_node)
+                                .filter(|v| {
+                                    v.unschedulable
+                                        && !v.record.as_ref().is_some_and(|r| {
+                                            r.step.in_progress() && !r.was_unschedulable
+                                        })
+                                })
+                                .map(|v| v.name)
                                 .collect();
+                        }
+                        if let Some(tx) = listed_tx.take() {
+                            let _ = tx.send(());
                         }
                         continue;
                     }
@@ -216,6 +235,9 @@ impl Observer {
                 }
             }
         });
+        // A timeout is not fatal: the observer still checks every change it
+        // sees; only nodes changed before its first list are missed.
+        let _ = tokio::time::timeout(LIST_WAIT, listed_rx).await;
         Observer { state, task }
     }
 
