@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::api::{PatchPolicy, Phase, Step};
 use crate::cli::{OutputFormat, PlanArgs};
 use crate::node_record::PatchResult;
-use crate::rollout::{Action, Config, DrainState, NodeView, Plan, decide_with};
+use crate::rollout::{Action, Config, DrainState, NodeIndex, NodeView, Plan, decide_indexed};
 use crate::window::human_time;
 use crate::{duration, order, selector};
 
@@ -265,12 +265,15 @@ pub fn simulate(
     mut observe: impl FnMut(Timestamp, &Plan, &[NodeView]),
 ) -> Outcome {
     let cfg = Config::from_spec(&policy.spec);
+    // The simulated nodes keep their labels, so selection and order are
+    // worked out once for the whole simulation.
+    let index = NodeIndex::build(&policy.spec, world.views(), true);
     let end = add(now, horizon);
     let mut t = now;
     let mut decisions = 0usize;
     let mut same_t = 0usize;
     loop {
-        let plan = decide_with(policy, &cfg, world.views(), &[], t);
+        let plan = decide_indexed(policy, &cfg, &index, world.views(), &[], t);
         decisions += 1;
         observe(t, &plan, world.views());
         policy.status = Some(plan.status.clone());

@@ -827,7 +827,7 @@ pub fn decide(
     decide_with(policy, &cfg, nodes, others, now)
 }
 
-/// [`decide`] with a spec parsed once (the forecast calls it many times).
+/// [`decide`] with a spec parsed once.
 pub fn decide_with(
     policy: &PatchPolicy,
     cfg: &Config,
@@ -835,6 +835,112 @@ pub fn decide_with(
     others: &[Contender],
     now: Timestamp,
 ) -> Plan {
+    let index = NodeIndex::build(&policy.spec, nodes, false);
+    decide_indexed(policy, cfg, &index, nodes, others, now)
+}
+
+/// What decide needs to know of each node that depends only on its labels and
+/// the spec: whether the selector picks it, its group and, when built with
+/// `full_order`, its place in the rollout order. Built once, it serves every
+/// decision over the same nodes with the same labels (the forecast makes
+/// hundreds); built per call, it costs what decide would spend anyway.
+#[derive(Debug, Clone, Default)]
+pub struct NodeIndex {
+    selected: Vec<bool>,
+    /// Rank of the node's group in the group order (no label: last).
+    group: Vec<u32>,
+    /// Rank of the node in the whole order (group, sortBy values, name).
+    rank: Option<Vec<u32>>,
+}
+
+impl NodeIndex {
+    /// Indexes `nodes` for `spec`; `full_order` also ranks every node, which
+    /// pays off when the index is reused.
+    pub fn build(spec: &PatchPolicySpec, nodes: &[NodeView], full_order: bool) -> NodeIndex {
+        let selected = nodes
+            .iter()
+            .map(|n| selector::matches(&spec.node_selector, &n.labels))
+            .collect();
+        let groups: Vec<Option<&str>> = nodes
+            .iter()
+            .map(|n| order::group_of(&spec.rollout.order, &n.labels))
+            .collect();
+        // Few distinct groups: collect them, then sort only those (values
+        // that compare equal, like `1` and `01`, still rank apart, stably).
+        let mut rank_of: std::collections::HashMap<Option<&str>, u32> =
+            groups.iter().map(|g| (*g, 0)).collect();
+        let mut distinct: Vec<Option<&str>> = rank_of.keys().copied().collect();
+        distinct.sort_unstable_by(|a, b| order::cmp_group(*a, *b).then_with(|| a.cmp(b)));
+        for (r, g) in distinct.into_iter().enumerate() {
+            rank_of.insert(g, r as u32);
+        }
+        let group: Vec<u32> = groups
+            .iter()
+            .map(|g| rank_of.get(g).copied().unwrap_or(u32::MAX))
+            .collect();
+        let rank = full_order.then(|| {
+            let sort_by = &spec.rollout.order.sort_by;
+            let keys: Vec<Vec<Option<&str>>> = nodes
+                .iter()
+                .map(|n| {
+                    sort_by
+                        .iter()
+                        .map(|k| n.labels.get(k).map(String::as_str))
+                        .collect()
+                })
+                .collect();
+            let mut idx: Vec<usize> = (0..nodes.len()).collect();
+            idx.sort_unstable_by(|&a, &b| {
+                group[a]
+                    .cmp(&group[b])
+                    .then_with(|| cmp_keys(&keys[a], &keys[b]))
+                    .then_with(|| order::natural_cmp(&nodes[a].name, &nodes[b].name))
+                    .then_with(|| nodes[a].name.cmp(&nodes[b].name))
+                    .then_with(|| a.cmp(&b))
+            });
+            let mut rank = vec![0u32; nodes.len()];
+            for (r, i) in idx.into_iter().enumerate() {
+                rank[i] = r as u32;
+            }
+            rank
+        });
+        NodeIndex {
+            selected,
+            group,
+            rank,
+        }
+    }
+
+    fn fits(&self, nodes: &[NodeView]) -> bool {
+        self.selected.len() == nodes.len()
+            && self.group.len() == nodes.len()
+            && self.rank.as_ref().is_none_or(|r| r.len() == nodes.len())
+    }
+}
+
+/// Compares sortBy values, first difference wins.
+fn cmp_keys(a: &[Option<&str>], b: &[Option<&str>]) -> std::cmp::Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| order::cmp_opt(*x, *y))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
+}
+
+/// [`decide_with`] over a prepared [`NodeIndex`] of the same `nodes` (one that
+/// does not fit them is rebuilt).
+pub fn decide_indexed(
+    policy: &PatchPolicy,
+    cfg: &Config,
+    index: &NodeIndex,
+    nodes: &[NodeView],
+    others: &[Contender],
+    now: Timestamp,
+) -> Plan {
+    if !index.fits(nodes) {
+        let rebuilt = NodeIndex::build(&policy.spec, nodes, false);
+        return decide_indexed(policy, cfg, &rebuilt, nodes, others, now);
+    }
     let spec = &policy.spec;
     let name = policy.metadata.name.as_deref().unwrap_or("");
     let generation = policy.metadata.generation;
@@ -873,9 +979,8 @@ pub fn decide_with(
     let (mut total, mut updated, mut failed_n) = (0usize, 0usize, 0usize);
     let mut unavailable_n = 0usize;
     let mut todo_n = 0usize;
-    let mut selected_flags: Vec<bool> = Vec::with_capacity(nodes.len());
-    for n in nodes {
-        let selected = selector::matches(&spec.node_selector, &n.labels);
+    let selected_flags = &index.selected;
+    for (n, &selected) in nodes.iter().zip(selected_flags) {
         let ours = n.record.as_ref().filter(|r| r.policy == name);
         let class = match ours {
             Some(r) if r.step.in_progress() => Some(Class::InFlight),
@@ -902,7 +1007,6 @@ pub fn decide_with(
             }
         }
         classes.push(class);
-        selected_flags.push(selected);
     }
     let budget_max = max_unavailable(&spec.rollout.max_unavailable, total).unwrap_or(1);
     let mut budget = Budget {
@@ -991,25 +1095,16 @@ pub fn decide_with(
         }
     };
 
-    // Which group is being worked on.
-    // The group label is looked up once per node, not once per comparison.
-    let groups: Vec<Option<&str>> = nodes
-        .iter()
-        .zip(&classes)
-        .map(|(n, c)| c.and_then(|_| order::group_of(&spec.rollout.order, &n.labels)))
-        .collect();
-    let group_key = |i: usize| groups[i];
-    let lowest = |want: Class| -> Option<Option<&str>> {
-        let mut cur: Option<Option<&str>> = None;
-        for (i, c) in classes.iter().enumerate() {
-            if *c == Some(want) && selected_flags[i] {
-                let g = group_key(i);
-                if cur.is_none_or(|c| g != c && order::cmp_group(g, c).is_lt()) {
-                    cur = Some(g);
-                }
-            }
-        }
-        cur
+    // Which group is being worked on: the lowest group rank in flight, else
+    // the lowest with work left.
+    let group_key = |i: usize| index.group[i];
+    let lowest = |want: Class| -> Option<u32> {
+        classes
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| **c == Some(want) && selected_flags[*i])
+            .map(|(i, _)| group_key(i))
+            .min()
     };
     let current = lowest(Class::InFlight).or_else(|| lowest(Class::Todo));
 
@@ -1039,25 +1134,28 @@ pub fn decide_with(
             }
         };
         let mut budget_full = false;
-        let mut todo: Vec<(Vec<Option<&str>>, &str, usize)> = classes
+        // With a full-order index a node's place is one number; without, its
+        // sortBy values are looked up once per node, not once per comparison.
+        let ranks = index.rank.as_deref();
+        let mut todo: Vec<(u32, Vec<Option<&str>>, &str, usize)> = classes
             .iter()
             .enumerate()
             .filter(|(i, c)| **c == Some(Class::Todo) && group_key(*i) == group)
-            .map(|(i, _)| {
-                let keys = sort_by
-                    .iter()
-                    .map(|k| nodes[i].labels.get(k).map(String::as_str))
-                    .collect();
-                (keys, nodes[i].name.as_str(), i)
+            .map(|(i, _)| match ranks {
+                Some(r) => (r[i], Vec::new(), "", i),
+                None => {
+                    let keys = sort_by
+                        .iter()
+                        .map(|k| nodes[i].labels.get(k).map(String::as_str))
+                        .collect();
+                    (0, keys, nodes[i].name.as_str(), i)
+                }
             })
             .collect();
-        type Key<'k> = (Vec<Option<&'k str>>, &'k str, usize);
-        let cmp = |(ka, na, _): &Key<'_>, (kb, nb, _): &Key<'_>| {
-            ka.iter()
-                .zip(kb)
-                .map(|(x, y)| order::cmp_opt(*x, *y))
-                .find(|o| o.is_ne())
-                .unwrap_or(std::cmp::Ordering::Equal)
+        type Key<'k> = (u32, Vec<Option<&'k str>>, &'k str, usize);
+        let cmp = |(ra, ka, na, _): &Key<'_>, (rb, kb, nb, _): &Key<'_>| {
+            ra.cmp(rb)
+                .then_with(|| cmp_keys(ka, kb))
                 .then_with(|| order::natural_cmp(na, nb))
         };
         // Only the head of the order is needed: the budget room plus some slack
@@ -1078,7 +1176,7 @@ pub fn decide_with(
                 todo[sorted..].sort_unstable_by(cmp);
                 sorted = todo.len();
             }
-            let i = todo[pos].2;
+            let i = todo[pos].3;
             pos += 1;
             let n = &nodes[i];
             if let Some(h) = hold_of(n) {
@@ -1181,30 +1279,25 @@ pub fn decide_with(
             _ => {}
         }
     }
-    {
+    // Active nodes are listed in rollout order.
+    if let Some(r) = index.rank.as_deref() {
+        active.sort_unstable_by_key(|(i, _)| r[*i]);
+    } else {
         let sort_by = &spec.rollout.order.sort_by;
-        type Keyed<'k> = (Option<&'k str>, Vec<Option<&'k str>>, ActiveNode);
+        type Keyed<'k> = (u32, Vec<Option<&'k str>>, ActiveNode);
         let mut keyed: Vec<Keyed<'_>> = active
             .into_iter()
             .map(|(i, a)| {
-                let n = &nodes[i];
-                let g = order::group_of(&spec.rollout.order, &n.labels);
                 let keys = sort_by
                     .iter()
-                    .map(|k| n.labels.get(k).map(String::as_str))
+                    .map(|k| nodes[i].labels.get(k).map(String::as_str))
                     .collect();
-                (g, keys, a)
+                (index.group[i], keys, a)
             })
             .collect();
         keyed.sort_unstable_by(|(ga, ka, a), (gb, kb, b)| {
-            order::cmp_group(*ga, *gb)
-                .then_with(|| {
-                    ka.iter()
-                        .zip(kb)
-                        .map(|(x, y)| order::cmp_opt(*x, *y))
-                        .find(|o| o.is_ne())
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                })
+            ga.cmp(gb)
+                .then_with(|| cmp_keys(ka, kb))
                 .then_with(|| order::natural_cmp(&a.node, &b.node))
         });
         active = keyed

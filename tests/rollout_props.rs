@@ -389,6 +389,29 @@ proptest! {
         }
     }
 
+    /// The forecast decides over an index of the order built once; at every
+    /// decision of a whole rollout that must give the plan decide() gives.
+    #[test]
+    fn a_reused_order_index_decides_like_decide(s in scenario(120, true, true, true)) {
+        let (mut policy, mut world, _) = build(&s);
+        let mut input = policy.clone();
+        let mut mismatch: Option<String> = None;
+        simulate(
+            &mut policy,
+            &mut world,
+            t0(&s),
+            Duration::from_secs(400 * 86400),
+            |t, plan, views| {
+                let fresh = sofort::rollout::decide(&input, views, &[], t);
+                if mismatch.is_none() && &fresh != plan {
+                    mismatch = Some(format!("at {t}:\nindexed: {plan:?}\nfresh: {fresh:?}"));
+                }
+                input.status = Some(plan.status.clone());
+            },
+        );
+        prop_assert!(mismatch.is_none(), "{}", mismatch.unwrap_or_default());
+    }
+
     /// decide() is deterministic and pure: the same input gives the same plan.
     #[test]
     fn decide_is_deterministic(s in scenario(80, true, true, true), minutes in 0u32..(14 * 24 * 60)) {
