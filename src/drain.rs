@@ -227,6 +227,23 @@ pub enum DrainError {
         #[source]
         source: kube::Error,
     },
+    /// The first list of the pod watch failed.
+    #[error(
+        "listing pods on node {node} failed: {source}; check the controller's RBAC (pods list/watch) and the API server"
+    )]
+    Watch {
+        /// Node.
+        node: String,
+        /// Cause.
+        #[source]
+        source: watcher::Error,
+    },
+    /// The pod watch ended before its first list was complete.
+    #[error("the pod watch of node {node} ended before listing its pods; retrying")]
+    WatchEnded {
+        /// Node.
+        node: String,
+    },
 }
 
 /// `base` with ±20 % jitter, seeded per pod and attempt so retries of many
@@ -286,16 +303,33 @@ pub async fn drain_node(
     let pods_all: Api<Pod> = Api::all(client.clone());
     let fields = format!("spec.nodeName={node}");
 
-    // Start from a consistent list; the watch then tells what changes.
-    let list = pods_all
-        .list(&ListParams::default().fields(&fields))
-        .await
-        .map_err(|source| DrainError::List {
-            node: node.to_string(),
-            source,
-        })?;
-    let mut live: HashMap<(String, String), Pod> =
-        list.items.into_iter().map(|p| (key_of(&p), p)).collect();
+    // Start from the watch's own first list (one consistent snapshot, no
+    // separate list request); the watch then tells what changes.
+    let watch_cfg = watcher::Config::default().fields(&fields);
+    let mut events = Box::pin(watcher(pods_all.clone(), watch_cfg));
+    let mut live: HashMap<(String, String), Pod> = HashMap::new();
+    let mut relist = None;
+    loop {
+        match events.next().await {
+            Some(Ok(watcher::Event::InitDone)) => {
+                apply_event(&mut live, &mut relist, watcher::Event::InitDone);
+                break;
+            }
+            Some(Ok(ev)) => apply_event(&mut live, &mut relist, ev),
+            Some(Err(source)) => {
+                return Err(DrainError::Watch {
+                    node: node.to_string(),
+                    source,
+                });
+            }
+            None => {
+                // Never conclude "drained" from a list that did not finish.
+                return Err(DrainError::WatchEnded {
+                    node: node.to_string(),
+                });
+            }
+        }
+    }
 
     let refused: Vec<BlockingPod> = live
         .values()
@@ -335,10 +369,6 @@ pub async fn drain_node(
         })
         .collect();
     let mut evicted_count = 0usize;
-
-    let mut relist = None;
-    let watch_cfg = watcher::Config::default().fields(&fields);
-    let mut events = Box::pin(watcher(pods_all.clone(), watch_cfg));
 
     loop {
         // Forget pods that are gone (deleted, or replaced by a pod with a new UID).

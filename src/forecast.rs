@@ -180,7 +180,10 @@ impl World {
                     n.drain_at = None;
                     n.finished.get_or_insert(now);
                 }
-                Action::Release { done, .. } => {
+                Action::Release { done, uncordon, .. } => {
+                    if *uncordon {
+                        n.view.unschedulable = false;
+                    }
                     n.view.done = done.clone();
                     n.view.record = None;
                     n.view.drain = DrainState::Idle;

@@ -13,14 +13,17 @@
 //! # Per-node state machine
 //!
 //! ```text
-//! Pending ─claim─► Cordoning ─► Draining ─► [Patching] ─► Rebooting ─► WaitingReady ─► Settling ─► Uncordoning ─► Done
-//!                                  │             │             │              │
-//!                                  └─────────────┴─────────────┴──────────────┴──► Failed (reason)
+//! Pending ─claim+cordon─► Draining ─► [Patching] ─► Rebooting ─► WaitingReady ─► Settling ─release+uncordon─► Done
+//!                            │             │             │              │
+//!                            └─────────────┴─────────────┴──────────────┴──► Failed (reason)
 //! ```
 //!
 //! * Every transition writes the record *before* its side effect (see
 //!   [`Action`]), except [`Action::MarkFailed`], which uncordons first.
-//! * `Cordoning`: cordon until `spec.unschedulable` is seen, then drain.
+//! * The claim is one conditional write: the record (step `Draining`), the
+//!   step label and `spec.unschedulable`. The drain starts once that write is
+//!   seen. (Records of older versions may still show `Cordoning`: cordon until
+//!   `spec.unschedulable` is seen, then drain.)
 //! * `Draining`: the drain must finish within `drain.timeout` counted from the
 //!   step start; then `onTimeout: Fail` uncordons (if sofort cordoned) and fails
 //!   the node, `Force` deletes the rest. A node found uncordoned while draining
@@ -34,10 +37,11 @@
 //!   within `reboot.timeout` of its own start.
 //! * A reboot is confirmed only by a boot ID different from `bootIdBefore`
 //!   **and** Ready; then `Settling` for `rollout.settle` (Ready throughout);
-//!   then `Uncordoning`, skipped for a node that was unschedulable before sofort
-//!   touched it (it is never uncordoned); then the record is released and the
-//!   done map gets `policy → revision`.
-//!
+//!   then one write releases the node: the record and step label go, the done
+//!   map gets `policy → revision`, and the node is uncordoned — unless it was
+//!   unschedulable before sofort touched it (it is never uncordoned). (Records
+//!   of older versions may show `Uncordoning`: uncordon, then release.)
+
 //! # Rules for starting nodes
 //!
 //! * Selected nodes whose done map has this revision are done. With
@@ -302,12 +306,16 @@ pub enum Action {
         /// Record to write.
         record: NodeRecord,
     },
-    /// Write `done` to `sofort.dev/done`, then remove the record and the step label.
+    /// In one patch: write `done` to `sofort.dev/done`, remove the record and
+    /// the step label, and make the node schedulable again when `uncordon`
+    /// (sofort cordoned it). One write leaves no half-released state behind.
     Release {
         /// Node name.
         node: String,
         /// Full done map to write.
         done: DoneMap,
+        /// Also uncordon.
+        uncordon: bool,
     },
 }
 
@@ -672,19 +680,8 @@ fn advance(
             if !n.ready || now < end {
                 return (None, None, (now < end).then_some(end));
             }
-            if rec.was_unschedulable {
-                release(n, rec, ctx.name)
-            } else {
-                let record = step_to(Step::Uncordoning);
-                (
-                    Some(Action::Uncordon {
-                        node,
-                        record: record.clone(),
-                    }),
-                    Some(record),
-                    None,
-                )
-            }
+            // Uncordon (unless it was cordoned before us) and release at once.
+            release(n, rec, ctx.name)
         }
         Step::Uncordoning => {
             if !rec.was_unschedulable && n.unschedulable {
@@ -777,13 +774,14 @@ fn release(
         Some(Action::Release {
             node: n.name.clone(),
             done,
+            uncordon: !rec.was_unschedulable && n.unschedulable,
         }),
         Some(record),
         None,
     )
 }
 
-/// Claims node `i` for the policy: its record (step Cordoning, remembering
+/// Claims node `i` for the policy: its record (step Draining, remembering
 /// whether it was unschedulable before) and the Cordon action that writes it.
 fn claim(
     actions: &mut Vec<Action>,
@@ -794,10 +792,12 @@ fn claim(
     revision: &str,
     now: Timestamp,
 ) {
+    // The claim, the cordon and the step Draining are one write; the drain
+    // starts on the next decision, when the write is seen.
     let record = NodeRecord {
         policy: policy.to_string(),
         revision: revision.to_string(),
-        step: Step::Cordoning,
+        step: Step::Draining,
         since: now,
         started: now,
         was_unschedulable: n.unschedulable,
@@ -1595,7 +1595,7 @@ mod tests {
         plan.actions
             .iter()
             .filter(
-                |a| matches!(a, Action::Cordon { record, .. } if record.step == Step::Cordoning),
+                |a| matches!(a, Action::Cordon { record, .. } if record.step == Step::Draining && record.since == record.started),
             )
             .map(Action::node)
             .collect()
@@ -2024,6 +2024,43 @@ mod tests {
             panic!()
         };
         assert_eq!(done.get("p").map(String::as_str), Some("r1"));
+    }
+
+    #[test]
+    fn a_settled_node_is_uncordoned_and_released_in_one_action() {
+        let p = policy("p");
+        let long_ago = ts("2026-11-27T08:00:00Z");
+        let mut mine = node("w-a1", "a");
+        mine.unschedulable = true;
+        mine.record = Some(rec("p", Step::Settling, long_ago));
+        let mut theirs = node("w-a2", "a");
+        theirs.unschedulable = true;
+        let mut r = rec("p", Step::Settling, long_ago);
+        r.was_unschedulable = true;
+        theirs.record = Some(r);
+        let plan = decide(&p, &[mine, theirs], &[], ts(NOW));
+        let released: Vec<(&str, bool)> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Release { node, uncordon, .. } => Some((node.as_str(), *uncordon)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            released,
+            [("w-a1", true), ("w-a2", false)],
+            "{:?}",
+            plan.actions
+        );
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Uncordon { .. })),
+            "no separate uncordon write: {:?}",
+            plan.actions
+        );
     }
 
     #[test]

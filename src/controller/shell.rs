@@ -48,6 +48,8 @@ pub(crate) struct Shell {
     invalid_seen: HashMap<String, Option<i64>>,
     /// Customer notifications and the advisory embargo.
     notifications: Notifications,
+    /// When each policy's status was last written.
+    status_written: HashMap<String, tokio::time::Instant>,
 }
 
 fn step_name(step: Step) -> &'static str {
@@ -114,8 +116,31 @@ fn status_patch(old: Option<&PatchPolicyStatus>, new: &PatchPolicyStatus) -> Val
 
 /// Status equality that ignores nothing: decide keeps timestamps stable when
 /// nothing changed, so an unchanged status is not written again.
+/// A status that differs from the stored one only in progress (counts, nodes
+/// in flight, messages) is written at most this often; any other change —
+/// phase, revision, generation, times, failures, notifications, condition
+/// states — is written at once. At 50 nodes in flight this saves a status
+/// write on most passes of the loop.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
 fn same_status(a: Option<&PatchPolicyStatus>, b: &PatchPolicyStatus) -> bool {
     a == Some(b)
+}
+
+/// Whether `new` differs from `old` only in progress details.
+fn progress_only(old: Option<&PatchPolicyStatus>, new: &PatchPolicyStatus) -> bool {
+    let Some(old) = old else { return false };
+    let strip = |s: &PatchPolicyStatus| {
+        let mut s = s.clone();
+        s.nodes = None;
+        s.active.clear();
+        s.message = None;
+        for c in &mut s.conditions {
+            c.message.clear();
+        }
+        s
+    };
+    strip(old) == strip(new)
 }
 
 impl Shell {
@@ -147,6 +172,7 @@ impl Shell {
             published: HashSet::new(),
             invalid_seen: HashMap::new(),
             notifications,
+            status_written: HashMap::new(),
         }
     }
 
@@ -402,7 +428,20 @@ impl Shell {
                 _ => {}
             }
         }
-        if !same_status(policy.status.as_ref(), &status) {
+        let mut requeue = plan.requeue_after;
+        let since_write = self.status_written.get(&name).map(|t| t.elapsed());
+        let defer = since_write
+            .filter(|e| *e < PROGRESS_INTERVAL)
+            .filter(|_| {
+                prepared.precondition.is_none() && progress_only(policy.status.as_ref(), &status)
+            })
+            .map(|e| PROGRESS_INTERVAL - e);
+        if let Some(wait) = defer.filter(|_| !same_status(policy.status.as_ref(), &status)) {
+            // Written on the pass after `wait` (or an earlier one).
+            requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+        } else if !same_status(policy.status.as_ref(), &status) {
+            self.status_written
+                .insert(name.clone(), tokio::time::Instant::now());
             let api: Api<PatchPolicy> = Api::all(self.client.clone());
             let mut patch = status_patch(policy.status.as_ref(), &status);
             if let Some(rv) = &prepared.precondition {
@@ -421,7 +460,7 @@ impl Shell {
                 Err(kube::Error::Api(s)) if s.code == 409 && prepared.precondition.is_some() => {
                     tracing::debug!(policy = %name, "policy changed since it was read; deciding again");
                     let _ = self.kick.send(());
-                    return Ok(plan.requeue_after);
+                    return Ok(requeue);
                 }
                 Err(e) => return Err(e),
             }
@@ -431,7 +470,7 @@ impl Shell {
         for (type_, reason, note) in self.notifications.send(prepared) {
             self.publish(policy_ref(policy), type_, &reason, note, "Notify");
         }
-        Ok(plan.requeue_after)
+        Ok(requeue)
     }
 
     fn observe(&self, policy: &str, status: &PatchPolicyStatus) {
@@ -500,8 +539,10 @@ impl Shell {
                 );
                 self.patch_node(node, patch, objects).await?;
                 self.metrics.observe_step("Pending", 0.0);
+                // One Event per node-level outcome (cordoned, reboot asked,
+                // rebooted, done); the policy's status lists the nodes in flight.
                 let note = format!(
-                    "cordoned by PatchPolicy {pname} for revision {}{}",
+                    "cordoned by PatchPolicy {pname} for revision {}{}; draining",
                     record.revision,
                     if record.was_unschedulable {
                         " (it was already unschedulable and stays so)"
@@ -509,14 +550,7 @@ impl Shell {
                         ""
                     }
                 );
-                self.node_event(node, EventType::Normal, "Cordoned", note.clone());
-                self.publish(
-                    policy_ref(policy),
-                    EventType::Normal,
-                    "Cordoned",
-                    format!("node {node} {note}"),
-                    "Cordon",
-                );
+                self.node_event(node, EventType::Normal, "Cordoned", note);
             }
             Action::Drain {
                 node,
@@ -603,15 +637,9 @@ impl Shell {
                 self.node_event(
                     node,
                     EventType::Normal,
-                    "Drained",
-                    format!("drained for PatchPolicy {pname}"),
-                );
-                self.node_event(
-                    node,
-                    EventType::Normal,
                     "PatchRequested",
                     format!(
-                        "asked the agent to run the patch command for revision {}",
+                        "drained; asked the agent to run the patch command for PatchPolicy {pname} revision {}",
                         record.revision
                     ),
                 );
@@ -623,16 +651,9 @@ impl Shell {
             } => {
                 let was = NodeView::from_node(&objects[node]).record.map(|r| r.step);
                 self.patch_node(node, record_patch(record), objects).await?;
-                if was == Some(Step::Draining) {
-                    self.node_event(
-                        node,
-                        EventType::Normal,
-                        "Drained",
-                        format!("drained for PatchPolicy {pname}"),
-                    );
-                }
                 self.node_event(node, EventType::Normal, "RebootRequested", format!(
-                    "asked the agent to reboot (boot ID {boot_id}) for PatchPolicy {pname} revision {}",
+                    "{}asked the agent to reboot (boot ID {boot_id}) for PatchPolicy {pname} revision {}",
+                    if was == Some(Step::Draining) { "drained; " } else { "" },
                     record.revision
                 ));
             }
@@ -683,15 +704,35 @@ impl Shell {
                     "Fail",
                 );
             }
-            Action::Release { node, done } => {
+            Action::Release {
+                node,
+                done,
+                uncordon,
+            } => {
                 let done_json = serde_json::to_string(done).unwrap_or_default();
-                let patch = json!({
+                let mut patch = json!({
                     "metadata": {
                         "labels": {STEP_LABEL: null},
                         "annotations": {RECORD_ANNOTATION: null, DONE_ANNOTATION: done_json},
                     }
                 });
+                if *uncordon {
+                    merge(&mut patch, json!({"spec": {"unschedulable": null}}));
+                }
                 self.patch_node(node, patch, objects).await?;
+                let revision = done.get(&pname).cloned().unwrap_or_default();
+                self.node_event(
+                    node,
+                    EventType::Normal,
+                    if *uncordon { "Uncordoned" } else { "Released" },
+                    if *uncordon {
+                        format!("uncordoned: revision {revision} of PatchPolicy {pname} is done")
+                    } else {
+                        format!(
+                            "revision {revision} of PatchPolicy {pname} is done; left unschedulable as it was before"
+                        )
+                    },
+                );
                 self.drains.stop(node);
                 self.published
                     .retain(|k| !k.starts_with(&format!("{node}/")));
@@ -801,6 +842,50 @@ mod tests {
         assert_eq!(p["status"]["message"], "y");
         assert!(p["status"]["completedAt"].is_null());
         assert!(p["status"].as_object().unwrap().contains_key("completedAt"));
+    }
+
+    #[test]
+    fn only_progress_changes_may_wait_for_the_next_status_write() {
+        use crate::api::{ActiveNode, NodeCounts, Phase};
+        let old = PatchPolicyStatus {
+            phase: Some(Phase::Progressing),
+            revision: Some("r1".into()),
+            message: Some("1/4 updated".into()),
+            nodes: Some(NodeCounts {
+                total: 4,
+                updated: 1,
+                ..NodeCounts::default()
+            }),
+            ..PatchPolicyStatus::default()
+        };
+        let mut progress = old.clone();
+        progress.message = Some("2/4 updated".into());
+        progress.nodes = Some(NodeCounts {
+            total: 4,
+            updated: 2,
+            ..NodeCounts::default()
+        });
+        progress.active = vec![ActiveNode {
+            node: "w-1".into(),
+            step: Step::Draining,
+            since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-27T00:00:00Z".parse().unwrap(),
+            ),
+        }];
+        assert!(progress_only(Some(&old), &progress));
+        let mut completed = progress.clone();
+        completed.phase = Some(Phase::Completed);
+        assert!(!progress_only(Some(&old), &completed));
+        let mut failed = progress.clone();
+        failed.failed = vec![crate::api::FailedNode {
+            node: "w-2".into(),
+            reason: "drain timeout".into(),
+        }];
+        assert!(!progress_only(Some(&old), &failed));
+        let mut bumped = progress;
+        bumped.revision = Some("r2".into());
+        assert!(!progress_only(Some(&old), &bumped));
+        assert!(!progress_only(None, &old));
     }
 
     #[test]
