@@ -6,6 +6,14 @@
 //! checks that every manifest is a valid Kubernetes object with no unknown field
 //! (through the k8s-openapi types) and that every flag the chart passes to
 //! `sofort controller` and `sofort agent` is one our own CLI definitions accept.
+//! `apply` applies every case to the sandbox API server with `kubectl apply
+//! --server-side`; `rbac` checks the controller's RBAC against the calls the
+//! real controller makes.
+
+#[path = "chart/apply.rs"]
+mod apply;
+#[path = "chart/rbac.rs"]
+mod rbac;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -107,6 +107,20 @@ pub fn apply(info: &ResourceInfo, obj: &mut Value, creating: bool) {
                 pod_spec(spec);
             }
         }
+        ("", "services") => {
+            set_if_missing(obj, &["spec", "type"], json!("ClusterIP"));
+            set_if_missing(obj, &["spec", "sessionAffinity"], json!("None"));
+            set_if_missing(obj, &["spec", "internalTrafficPolicy"], json!("Cluster"));
+            if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+                for p in ports {
+                    set_if_missing(p, &["protocol"], json!("TCP"));
+                    let port = p.get("port").cloned().unwrap_or(Value::Null);
+                    if !port.is_null() {
+                        set_if_missing(p, &["targetPort"], port);
+                    }
+                }
+            }
+        }
         ("", "serviceaccounts") | ("", "configmaps") => {}
         ("", "secrets") => set_if_missing(obj, &["type"], json!("Opaque")),
         ("policy", "poddisruptionbudgets") if creating => {

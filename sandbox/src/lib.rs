@@ -200,7 +200,13 @@ impl Sandbox {
 
     /// The kubeconfig YAML for this sandbox.
     pub fn kubeconfig_yaml(&self) -> String {
-        let user = match &self.token {
+        self.kubeconfig_yaml_for(self.token.as_deref())
+    }
+
+    /// A kubeconfig that authenticates with `token`, one of
+    /// [`SandboxConfig::extra_tokens`], so the request log names its user.
+    pub fn kubeconfig_yaml_for(&self, token: Option<&str>) -> String {
+        let user = match token {
             Some(t) => format!("    token: {t}\n"),
             None => "    {}\n".replace("    {}", "    username: admin"),
         };

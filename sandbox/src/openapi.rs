@@ -30,8 +30,9 @@ fn builtin() -> &'static Builtin {
     static B: OnceLock<Builtin> = OnceLock::new();
     B.get_or_init(|| {
         use k8s_openapi::api::{
-            apps::v1 as apps, coordination::v1 as coord, core::v1 as core, events::v1 as ev,
-            policy::v1 as policy,
+            admissionregistration::v1 as adm, apps::v1 as apps, coordination::v1 as coord,
+            core::v1 as core, events::v1 as ev, networking::v1 as net, policy::v1 as policy,
+            rbac::v1 as rbac,
         };
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
         let mut g = generator();
@@ -44,6 +45,7 @@ fn builtin() -> &'static Builtin {
             core::Secret,
             core::ConfigMap,
             core::ServiceAccount,
+            core::Service,
             apps::Deployment,
             apps::ReplicaSet,
             apps::StatefulSet,
@@ -52,6 +54,13 @@ fn builtin() -> &'static Builtin {
             policy::Eviction,
             coord::Lease,
             ev::Event,
+            net::NetworkPolicy,
+            rbac::ClusterRole,
+            rbac::ClusterRoleBinding,
+            rbac::Role,
+            rbac::RoleBinding,
+            adm::ValidatingAdmissionPolicy,
+            adm::ValidatingAdmissionPolicyBinding,
             ext::CustomResourceDefinition
         );
         let mut defs: Defs = g.take_definitions(true).into_iter().collect();
@@ -68,6 +77,7 @@ fn builtin() -> &'static Builtin {
                 "v1",
                 "ServiceAccount",
             ),
+            ("io.k8s.api.core.v1.Service", "", "v1", "Service"),
             ("io.k8s.api.apps.v1.Deployment", "apps", "v1", "Deployment"),
             ("io.k8s.api.apps.v1.ReplicaSet", "apps", "v1", "ReplicaSet"),
             (
@@ -91,6 +101,48 @@ fn builtin() -> &'static Builtin {
                 "Lease",
             ),
             ("io.k8s.api.events.v1.Event", "events.k8s.io", "v1", "Event"),
+            (
+                "io.k8s.api.networking.v1.NetworkPolicy",
+                "networking.k8s.io",
+                "v1",
+                "NetworkPolicy",
+            ),
+            (
+                "io.k8s.api.rbac.v1.ClusterRole",
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRole",
+            ),
+            (
+                "io.k8s.api.rbac.v1.ClusterRoleBinding",
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRoleBinding",
+            ),
+            (
+                "io.k8s.api.rbac.v1.Role",
+                "rbac.authorization.k8s.io",
+                "v1",
+                "Role",
+            ),
+            (
+                "io.k8s.api.rbac.v1.RoleBinding",
+                "rbac.authorization.k8s.io",
+                "v1",
+                "RoleBinding",
+            ),
+            (
+                "io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicy",
+                "admissionregistration.k8s.io",
+                "v1",
+                "ValidatingAdmissionPolicy",
+            ),
+            (
+                "io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicyBinding",
+                "admissionregistration.k8s.io",
+                "v1",
+                "ValidatingAdmissionPolicyBinding",
+            ),
             (
                 "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition",
                 "apiextensions.k8s.io",

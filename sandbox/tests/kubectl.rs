@@ -191,3 +191,111 @@ async fn kubectl_drain_waits_for_rescheduled_workloads() {
     assert!(env.sandbox.stats().count("create", "pods", "eviction") > 0);
     env.sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_side_applies_services_rbac_network_and_admission_policies() {
+    let env = common::bare().await;
+    let objects = env.write(
+        "objects.yaml",
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {name: ops}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: metrics, namespace: ops}
+spec:
+  selector: {app: ctl}
+  ports: [{name: metrics, port: 8080}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: reader}
+rules: [{apiGroups: [""], resources: [nodes], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: reader}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: reader}
+subjects: [{kind: ServiceAccount, name: ctl, namespace: ops}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: leases, namespace: ops}
+rules: [{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [create]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: leases, namespace: ops}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: leases}
+subjects: [{kind: ServiceAccount, name: ctl, namespace: ops}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ctl, namespace: ops}
+spec:
+  podSelector: {matchLabels: {app: ctl}}
+  policyTypes: [Ingress]
+  ingress: [{ports: [{port: 8080}]}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: own-node}
+spec:
+  matchConstraints:
+    resourceRules: [{apiGroups: [""], apiVersions: [v1], operations: [UPDATE], resources: [nodes]}]
+  validations: [{expression: "true"}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: own-node}
+spec: {policyName: own-node, validationActions: [Deny]}
+"#,
+    );
+    let path = objects.to_str().unwrap();
+    env.kubectl_ok(&["apply", "--server-side", "-f", path]);
+    // Short names and kinds resolve through discovery.
+    let names = env.kubectl_ok(&[
+        "get",
+        "svc,netpol,role,rolebinding",
+        "-n",
+        "ops",
+        "-o",
+        "name",
+    ]);
+    for want in [
+        "service/metrics",
+        "networkpolicy.networking.k8s.io/ctl",
+        "role.rbac.authorization.k8s.io/leases",
+        "rolebinding.rbac.authorization.k8s.io/leases",
+    ] {
+        assert!(names.contains(want), "{want} missing:\n{names}");
+    }
+    let names = env.kubectl_ok(&[
+        "get",
+        "clusterrole/reader",
+        "clusterrolebinding/reader",
+        "validatingadmissionpolicy/own-node",
+        "validatingadmissionpolicybinding/own-node",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(names.lines().count(), 4, "{names}");
+    // Defaults of a Service, as the real server fills them in.
+    let svc = env.kubectl_ok(&[
+        "get",
+        "svc",
+        "metrics",
+        "-n",
+        "ops",
+        "-o",
+        "jsonpath={.spec.type} {.spec.ports[0].protocol} {.spec.ports[0].targetPort}",
+    ]);
+    assert_eq!(svc, "ClusterIP TCP 8080");
+    let ex = env.kubectl_ok(&["explain", "clusterroles.rules.verbs"]);
+    assert!(ex.contains("Verbs"), "{ex}");
+    // A second apply with the same field manager changes nothing and succeeds.
+    let out = env.kubectl_ok(&["apply", "--server-side", "-f", path]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    env.sandbox.shutdown().await;
+}

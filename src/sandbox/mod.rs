@@ -139,11 +139,23 @@ impl Cluster {
         port: u16,
         kubeconfig: PathBuf,
     ) -> Result<Cluster, SandboxRunError> {
-        let sandbox = Sandbox::start(SandboxConfig {
-            port,
-            ..SandboxConfig::with_scenario(scenario)
-        })
-        .await?;
+        Cluster::start_with(
+            SandboxConfig {
+                port,
+                ..SandboxConfig::with_scenario(scenario)
+            },
+            kubeconfig,
+        )
+        .await
+    }
+
+    /// Like [`Cluster::start`] with every setting of the emulator, for example
+    /// bearer tokens that tell the callers apart in its request log.
+    pub async fn start_with(
+        config: SandboxConfig,
+        kubeconfig: PathBuf,
+    ) -> Result<Cluster, SandboxRunError> {
+        let sandbox = Sandbox::start(config).await?;
         sandbox.write_kubeconfig(&kubeconfig)?;
         let kc = Kubeconfig::read_from(&kubeconfig)
             .map_err(|e| SandboxRunError::Kubeconfig(e.to_string()))?;

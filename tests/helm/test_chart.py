@@ -217,18 +217,19 @@ def rules(role):
 def test_controller_rbac_is_exactly_what_it_calls(chart):
     objs = objects(render(chart))
     assert rules(find(objs, "ClusterRole", "sofort-controller")) == [
-        (("",), ("nodes",), ("get", "list", "watch", "patch"), ()),
-        (("",), ("pods",), ("get", "list", "delete"), ()),
+        (("",), ("nodes",), ("list", "watch", "patch"), ()),
+        (("",), ("pods",), ("list", "watch", "delete"), ()),
         (("",), ("pods/eviction",), ("create",), ()),
-        (("sofort.dev",), ("patchpolicies",), ("get", "list", "watch", "patch", "update"), ()),
-        (("sofort.dev",), ("patchpolicies/status",), ("get", "patch", "update"), ()),
+        (("policy",), ("poddisruptionbudgets",), ("list",), ()),
+        (("sofort.dev",), ("patchpolicies",), ("get", "list", "watch", "patch"), ()),
+        (("sofort.dev",), ("patchpolicies/status",), ("patch",), ()),
         (("events.k8s.io",), ("events",), ("create", "patch"), ()),
     ]
     lease = find(objs, "Role", "sofort-controller-leader-election")
     assert lease["metadata"]["namespace"] == NAMESPACE
     assert rules(lease) == [
         (("coordination.k8s.io",), ("leases",), ("create",), ()),
-        (("coordination.k8s.io",), ("leases",), ("get", "update", "patch"), ("sofort-controller",)),
+        (("coordination.k8s.io",), ("leases",), ("get", "patch"), ("sofort-controller",)),
     ]
     secrets = find(objs, "Role", "sofort-controller-webhook-secrets")
     assert secrets["metadata"]["namespace"] == NAMESPACE
@@ -245,7 +246,7 @@ def test_controller_rbac_is_exactly_what_it_calls(chart):
 
 def test_pod_delete_is_a_value(chart):
     objs = objects(render(chart, MATRIX["no-pod-delete"]))
-    assert (("",), ("pods",), ("get", "list"), ()) in rules(find(objs, "ClusterRole", "sofort-controller"))
+    assert (("",), ("pods",), ("list", "watch"), ()) in rules(find(objs, "ClusterRole", "sofort-controller"))
 
 
 def test_webhook_secrets_by_namespace_and_name(chart):

@@ -1,0 +1,498 @@
+//! The controller's RBAC in the chart equals the calls the controller makes.
+//!
+//! The real `sofort controller` binary runs against the sandbox API server
+//! with its own bearer token, through a scenario that makes it do everything
+//! it can do: leader election, a rollout whose drains evict pods, a pod that
+//! no eviction can move (two PodDisruptionBudgets cover it) so the drain times
+//! out and `drain.onTimeout: Force` deletes it, and a webhook notification
+//! whose URL is in a Secret. The sandbox's request log gives every API call
+//! of that token. The test then evaluates each call against the rules the
+//! rendered chart binds to the controller's ServiceAccount, as the RBAC
+//! authorizer would (API group, resource and subresource, verb, namespace of
+//! a Role, resourceNames), and requires the set of (API group, resource, verb)
+//! granted to equal the set used.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::post;
+use clap::Parser;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use sofort::api::{
+    Advisory, NotifySpec, OnTimeout, PatchPolicy, PatchPolicySpec, Phase, SecretKeyRef, Webhook,
+    WebhookFormat,
+};
+use sofort::cli::{Cli, Command as Sub};
+use sofort::sandbox::Cluster;
+use sofort_sandbox::{
+    DurationRange, NodeGroup, PdbSpec, RequestRecord, SandboxConfig, Scenario, SimDuration,
+    Workload,
+};
+
+use super::{POD_NAME, argv, documents};
+
+/// The values case whose RBAC is checked: the defaults turn on everything the
+/// scenario uses (leader election, pod deletion, webhook Secrets in the
+/// release namespace).
+const CASE: &str = "default";
+const ADMIN_TOKEN: &str = "admin-token";
+const CONTROLLER_TOKEN: &str = "controller-token";
+const WEBHOOK_SECRET: &str = "statuspage";
+
+/// One rule of a Role or ClusterRole bound to the controller, with where it applies.
+struct Grant {
+    /// Namespace of a RoleBinding; None for a ClusterRoleBinding.
+    namespace: Option<String>,
+    source: String,
+    rule: PolicyRule,
+}
+
+impl Grant {
+    fn allows(&self, r: &RequestRecord) -> bool {
+        let has = |list: &[String], v: &str| list.iter().any(|x| x == v || x == "*");
+        let resource = resource_of(r);
+        self.namespace.as_deref().is_none_or(|ns| ns == r.namespace)
+            && has(
+                self.rule.api_groups.as_deref().unwrap_or_default(),
+                &r.group,
+            )
+            && has(
+                self.rule.resources.as_deref().unwrap_or_default(),
+                &resource,
+            )
+            && has(&self.rule.verbs, &r.verb)
+            && match self.rule.resource_names.as_deref() {
+                None | Some([]) => true,
+                Some(names) => !r.name.is_empty() && names.contains(&r.name),
+            }
+    }
+
+    /// (API group, resource, verb) triples the rule grants.
+    fn triples(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for g in self.rule.api_groups.iter().flatten() {
+            for res in self.rule.resources.iter().flatten() {
+                for v in &self.rule.verbs {
+                    out.push((g.clone(), res.clone(), v.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn resource_of(r: &RequestRecord) -> String {
+    if r.subresource.is_empty() {
+        r.resource.clone()
+    } else {
+        format!("{}/{}", r.resource, r.subresource)
+    }
+}
+
+fn triple(r: &RequestRecord) -> (String, String, String) {
+    (r.group.clone(), resource_of(r), r.verb.clone())
+}
+
+fn show((g, res, v): &(String, String, String)) -> String {
+    let g = if g.is_empty() { "\"\"" } else { g };
+    format!("{g} {res} {v}")
+}
+
+/// Every rule the rendered chart binds to the controller's ServiceAccount,
+/// and the controller Deployment (for its arguments).
+fn controller_grants(case: &str) -> (Vec<Grant>, Deployment) {
+    let docs = documents(case);
+    let of_kind = |kind: &str| -> Vec<Value> {
+        docs.iter()
+            .filter(|(_, d)| d["kind"] == kind)
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
+    let typed = |v: Value| -> Deployment { serde_json::from_value(v).unwrap() };
+    let deployment = typed(of_kind("Deployment").pop().expect("controller Deployment"));
+    let namespace = deployment.metadata.namespace.clone().unwrap();
+    let sa = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.service_account_name.clone())
+        .expect("controller serviceAccountName");
+    let binds_controller = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+        subjects.iter().flatten().any(|s| {
+            s.kind == "ServiceAccount"
+                && s.name == sa
+                && s.namespace.as_deref() == Some(namespace.as_str())
+        })
+    };
+    let cluster_roles: Vec<ClusterRole> = of_kind("ClusterRole")
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let roles: Vec<Role> = of_kind("Role")
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let mut grants = Vec::new();
+    for b in of_kind("ClusterRoleBinding") {
+        let b: ClusterRoleBinding = serde_json::from_value(b).unwrap();
+        if !binds_controller(&b.subjects) {
+            continue;
+        }
+        assert_eq!(b.role_ref.kind, "ClusterRole");
+        let role = cluster_roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(b.role_ref.name.as_str()))
+            .unwrap_or_else(|| panic!("ClusterRole {} is not in the chart", b.role_ref.name));
+        for rule in role.rules.iter().flatten() {
+            grants.push(Grant {
+                namespace: None,
+                source: format!("ClusterRole {}", b.role_ref.name),
+                rule: rule.clone(),
+            });
+        }
+    }
+    for b in of_kind("RoleBinding") {
+        let b: RoleBinding = serde_json::from_value(b).unwrap();
+        if !binds_controller(&b.subjects) {
+            continue;
+        }
+        let ns = b.metadata.namespace.clone().unwrap();
+        assert_eq!(
+            b.role_ref.kind, "Role",
+            "the controller gets cluster roles only cluster-wide"
+        );
+        let role = roles
+            .iter()
+            .find(|r| {
+                r.metadata.name.as_deref() == Some(b.role_ref.name.as_str())
+                    && r.metadata.namespace.as_deref() == Some(ns.as_str())
+            })
+            .unwrap_or_else(|| panic!("Role {ns}/{} is not in the chart", b.role_ref.name));
+        for rule in role.rules.iter().flatten() {
+            grants.push(Grant {
+                namespace: Some(ns.clone()),
+                source: format!("Role {ns}/{}", b.role_ref.name),
+                rule: rule.clone(),
+            });
+        }
+    }
+    assert!(!grants.is_empty(), "case {case}: nothing bound to {sa}");
+    (grants, deployment)
+}
+
+/// Two workers; `web` drains by eviction, `db` is covered by two
+/// PodDisruptionBudgets, so the eviction API refuses it and only the forced
+/// drain moves it.
+fn scenario() -> Scenario {
+    let mut s = Scenario::empty();
+    s.speed = 50.0;
+    s.timing.reboot = DurationRange {
+        min: SimDuration(Duration::from_secs(20)),
+        max: SimDuration(Duration::from_secs(30)),
+    };
+    s.timing.pod_start = DurationRange::fixed(Duration::from_secs(5));
+    s.nodes = vec![NodeGroup {
+        name_prefix: Some("w".into()),
+        count: 2,
+        roles: vec!["worker".into()],
+        ..NodeGroup::default()
+    }];
+    let pdb = PdbSpec {
+        max_unavailable: Some(json!(1)),
+        ..PdbSpec::default()
+    };
+    s.workloads = vec![
+        Workload {
+            kind: "Deployment".into(),
+            name: "web".into(),
+            namespace: "shop".into(),
+            replicas: 2,
+            pdb: Some(pdb.clone()),
+            ..Workload::default()
+        },
+        Workload {
+            kind: "Deployment".into(),
+            name: "db".into(),
+            namespace: "shop".into(),
+            replicas: 1,
+            pdb: Some(pdb),
+            ..Workload::default()
+        },
+    ];
+    s.objects = vec![json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "db-second", "namespace": "shop"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "db"}}},
+    })];
+    s
+}
+
+/// A webhook receiver that accepts everything.
+async fn receiver() -> String {
+    let app = Router::new().route("/{path}", post(|| async { StatusCode::OK }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/statuspage", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+fn policy(secret_namespace: &str) -> PatchPolicy {
+    let mut spec = PatchPolicySpec::new("2026-11-27-kernel");
+    spec.urgent = true;
+    spec.rollout.max_unavailable = IntOrString::Int(1);
+    spec.rollout.settle = "1s".into();
+    spec.drain.timeout = "3s".into();
+    spec.drain.on_timeout = OnTimeout::Force;
+    spec.reboot.timeout = "30s".into();
+    spec.notify = Some(NotifySpec {
+        webhooks: vec![Webhook {
+            name: WEBHOOK_SECRET.into(),
+            url_secret_ref: SecretKeyRef {
+                namespace: secret_namespace.into(),
+                name: WEBHOOK_SECRET.into(),
+                key: "url".into(),
+            },
+            format: WebhookFormat::CloudEvents,
+            headers_secret_ref: None,
+            ca_bundle_secret_ref: None,
+            template: None,
+        }],
+        advisory: Some(Advisory {
+            summary: "Kernel maintenance".into(),
+            details: None,
+        }),
+    });
+    PatchPolicy::new("kernel", spec)
+}
+
+async fn wait_pods_ready(client: &Client, expect: usize) {
+    use k8s_openapi::api::core::v1::Pod;
+    let api: Api<Pod> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = api.list(&ListParams::default()).await.unwrap().items;
+        let ready = pods
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        if ready >= expect {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workload pods did not become Ready: {ready}/{expect}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Controller(Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Done: completed, every notification delivered and its result recorded.
+fn finished(p: &PatchPolicy) -> bool {
+    let Some(st) = &p.status else { return false };
+    st.phase == Some(Phase::Completed)
+        && st.revision.as_deref() == Some(p.spec.revision.as_str())
+        && st.notifications.iter().any(|n| n.event == "Completed")
+        && st
+            .notifications
+            .iter()
+            .all(|n| n.results.iter().all(|r| r.ends_with("=delivered")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_rbac_grants_exactly_the_calls_the_controller_makes() {
+    let (grants, deployment) = controller_grants(CASE);
+    let release_ns = deployment.metadata.namespace.clone().unwrap();
+    let sa = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.service_account_name.clone())
+        .unwrap();
+    // The controller as the chart runs it (Lease namespace, name and identity
+    // from the rendered arguments), with a local metrics port and a short
+    // Lease so that renewals happen within the test.
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let args = argv("controller", &pod.containers[0], &release_ns);
+    let Sub::Controller(chart_args) = Cli::try_parse_from(&args).unwrap().command else {
+        panic!("not the controller: {args:?}")
+    };
+    assert!(
+        !chart_args.no_leader_election,
+        "case {CASE} elects a leader"
+    );
+    let user = format!("system:serviceaccount:{release_ns}:{sa}");
+
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chart-rbac");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cluster = Cluster::start_with(
+        SandboxConfig {
+            token: Some(ADMIN_TOKEN.into()),
+            extra_tokens: vec![(CONTROLLER_TOKEN.into(), user.clone())],
+            ..SandboxConfig::with_scenario(scenario())
+        },
+        dir.join("admin.kubeconfig"),
+    )
+    .await
+    .unwrap();
+    let client = cluster.client.clone();
+    let controller_kubeconfig = dir.join("controller.kubeconfig");
+    std::fs::write(
+        &controller_kubeconfig,
+        cluster.sandbox.kubeconfig_yaml_for(Some(CONTROLLER_TOKEN)),
+    )
+    .unwrap();
+
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(release_ns.clone());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(WEBHOOK_SECRET.into());
+    secret.string_data = Some([("url".to_string(), receiver().await)].into());
+    Api::<Secret>::namespaced(client.clone(), &release_ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    cluster.spawn_agents(false).unwrap();
+    wait_pods_ready(&client, 3).await;
+
+    let log = std::fs::File::create(dir.join("controller.log")).unwrap();
+    let controller = Controller(
+        Command::new(env!("CARGO_BIN_EXE_sofort"))
+            .args(["controller", "--namespace", &chart_args.namespace])
+            .args(["--lease-name", &chart_args.lease_name])
+            .args([
+                "--identity",
+                chart_args.identity.as_deref().unwrap_or(POD_NAME),
+            ])
+            .args(["--lease-duration", "3s"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--eviction-retry", "500ms", "--debounce", "20ms"])
+            .env("KUBECONFIG", &controller_kubeconfig)
+            .env("SOFORT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let policies: Api<PatchPolicy> = Api::all(client.clone());
+    policies
+        .create(&PostParams::default(), &policy(&release_ns))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let p = policies.get("kernel").await.unwrap();
+        if finished(&p) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout did not complete with every notification delivered: {:#?}\ncontroller log:\n{}",
+            p.status,
+            std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Deleting the policy: the controller removes its finalizer.
+    policies
+        .delete("kernel", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while policies.get_opt("kernel").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not release the deleted policy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(controller);
+    let calls: Vec<RequestRecord> = cluster
+        .sandbox
+        .stats()
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == user)
+        .collect();
+    cluster.shutdown().await;
+
+    let used: BTreeSet<_> = calls.iter().map(triple).collect();
+    let granted: BTreeSet<_> = grants.iter().flat_map(Grant::triples).collect();
+    let refused: BTreeSet<String> = calls
+        .iter()
+        .filter(|r| !grants.iter().any(|g| g.allows(r)))
+        .map(|r| {
+            let at = match (r.namespace.as_str(), r.name.as_str()) {
+                ("", "") => String::new(),
+                ("", n) => format!(" {n}"),
+                (ns, "") => format!(" in {ns}"),
+                (ns, n) => format!(" {ns}/{n}"),
+            };
+            format!("{}{at}", show(&triple(r)))
+        })
+        .collect();
+    let list = |items: Vec<String>| -> String {
+        if items.is_empty() {
+            " none".to_string()
+        } else {
+            items.iter().map(|i| format!("\n  - {i}")).collect()
+        }
+    };
+    let unused: Vec<String> = granted.difference(&used).map(show).collect();
+    let missing: Vec<String> = used.difference(&granted).map(show).collect();
+    let sources: Vec<String> = grants
+        .iter()
+        .map(|g| format!("{}: {:?}", g.source, g.rule))
+        .collect();
+    assert!(
+        unused.is_empty() && missing.is_empty() && refused.is_empty(),
+        "the chart's controller RBAC (values case {CASE}) differs from the calls the controller made \
+         (API group, resource, verb; fix the rules in charts/sofort/templates/controller-rbac.yaml, or the call, \
+         and the RBAC table in charts/sofort/README.md)\n\
+         granted but never used:{}\n\
+         used but not granted:{}\n\
+         calls the rules refuse (also by namespace or resourceNames):{}\n\
+         rules bound to the controller:{}",
+        list(unused),
+        list(missing),
+        list(refused.into_iter().collect()),
+        list(sources)
+    );
+}
