@@ -21,8 +21,8 @@
 //! * Every transition writes the record *before* its side effect (see
 //!   [`Action`]), except [`Action::MarkFailed`], which uncordons first.
 //! * The claim is one conditional write: the record (step `Draining`), the
-//!   step label and `spec.unschedulable`. The drain starts once that write is
-//!   seen. (Records of older versions may still show `Cordoning`: cordon until
+//!   step label and `spec.unschedulable`; the drain starts in the same plan,
+//!   right after that write. (Records of older versions may still show `Cordoning`: cordon until
 //!   `spec.unschedulable` is seen, then drain.)
 //! * `Draining`: the drain must finish within `drain.timeout` counted from the
 //!   step start; then `onTimeout: Fail` uncordons (if sofort cordoned) and fails
@@ -338,7 +338,9 @@ impl Action {
 /// What decide returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// Side effects, in order.
+    /// Side effects, in order. Apply them in order and stop at the first
+    /// that fails: later ones may rely on earlier ones (a drain on its
+    /// node's cordon, a start on the slot a release freed).
     pub actions: Vec<Action>,
     /// The status to write.
     pub status: PatchPolicyStatus,
@@ -792,8 +794,7 @@ fn claim(
     revision: &str,
     now: Timestamp,
 ) {
-    // The claim, the cordon and the step Draining are one write; the drain
-    // starts on the next decision, when the write is seen.
+    // The claim, the cordon and the step Draining are one write.
     let record = NodeRecord {
         policy: policy.to_string(),
         revision: revision.to_string(),
@@ -808,6 +809,13 @@ fn claim(
     actions.push(Action::Cordon {
         node: n.name.clone(),
         record: record.clone(),
+    });
+    // The drain starts right after the claim is written (the controller
+    // applies a plan in order and stops at the first failed write).
+    actions.push(Action::Drain {
+        node: n.name.clone(),
+        record: None,
+        force: false,
     });
     new_records.insert(i, record);
 }
@@ -1028,6 +1036,11 @@ pub fn decide_indexed(
         };
         let (action, record, w) = advance(&ctx, n, rec);
         if let Some(a) = action {
+            // A Ready node that is uncordoned and released by this plan frees
+            // its slot for a start in the same plan (applied after it).
+            if matches!(a, Action::Release { uncordon: true, .. }) && n.ready {
+                budget.unavailable = budget.unavailable.saturating_sub(1);
+            }
             actions.push(a);
         }
         if let Some(r) = record {

@@ -277,17 +277,43 @@ fn run_checked(s: &Scenario) -> Result<(Option<Phase>, World, String), TestCaseE
                 })
                 .collect();
             if !claims.is_empty() {
-                // Budget: after the starts, at most max unavailable.
-                let before = views
+                // Budget: the plan applied in order, every start that costs
+                // a slot leaves at most max unavailable (a release earlier
+                // in the plan frees its slot).
+                let mut unav: BTreeMap<&str, bool> = views
                     .iter()
                     .filter(|v| {
                         selected(v) || v.record.as_ref().is_some_and(|r| r.step.in_progress())
                     })
-                    .filter(|v| unavailable(v))
-                    .count();
-                let added = claims.iter().filter(|n| !unavailable(by_name[*n])).count();
-                if before + added > max {
-                    violation = Some(format!("budget exceeded at {t}: {before}+{added} > {max}"));
+                    .map(|v| (v.name.as_str(), unavailable(v)))
+                    .collect();
+                for a in &plan.actions {
+                    match a {
+                        Action::Release {
+                            node,
+                            uncordon: true,
+                            ..
+                        }
+                        | Action::MarkFailed {
+                            node,
+                            uncordon: true,
+                            ..
+                        } => {
+                            if let Some(u) = unav.get_mut(node.as_str()) {
+                                *u = !by_name[node.as_str()].ready;
+                            }
+                        }
+                        Action::Cordon { node, .. } => {
+                            let was = unav.insert(node.as_str(), true).unwrap_or(false);
+                            let count = unav.values().filter(|u| **u).count();
+                            if claims.contains(&node.as_str()) && !was && count > max {
+                                violation = Some(format!(
+                                    "budget exceeded at {t} by starting {node}: {count} > {max}"
+                                ));
+                            }
+                        }
+                        _ => {}
+                    }
                 }
                 // Windows, blackouts and lead time.
                 if !urgent {
@@ -312,6 +338,11 @@ fn run_checked(s: &Scenario) -> Result<(Option<Phase>, World, String), TestCaseE
             for a in &plan.actions {
                 match a {
                     Action::Uncordon { node, .. }
+                    | Action::Release {
+                        node,
+                        uncordon: true,
+                        ..
+                    }
                     | Action::MarkFailed {
                         node,
                         uncordon: true,

@@ -381,8 +381,11 @@ impl Shell {
                         tracing::warn!(policy = %name, node = action.node(), %error, "action failed; retrying");
                     }
                 }
-                // Decide again from fresh state soon; the record tells where we are.
+                // The rest of the plan may rely on this write (a drain on its
+                // cordon, a start on a freed slot): stop, and decide again
+                // from fresh state soon; the records tell where we are.
                 let _ = self.kick.send(());
+                break;
             }
         }
 
