@@ -338,10 +338,15 @@ impl Action {
 /// What decide returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// Side effects, in order. Apply them in order and stop at the first
-    /// that fails: later ones may rely on earlier ones (a drain on its
-    /// node's cordon, a start on the slot a release freed).
+    /// Side effects. `actions[..first_start]` move nodes in progress (at most
+    /// one per node); `actions[first_start..]` start nodes (a claim and then
+    /// its drain). Starts may rely on the moves (a release frees the slot a
+    /// start takes) and a drain on its claim, so apply in that order and stop
+    /// at the first failure; actions of different nodes in the same part do
+    /// not depend on each other and may be written concurrently.
     pub actions: Vec<Action>,
+    /// Index of the first start in `actions`.
+    pub first_start: usize,
     /// The status to write.
     pub status: PatchPolicyStatus,
     /// Decide again after this long even if nothing changes (deadlines, windows).
@@ -1122,6 +1127,7 @@ pub fn decide_indexed(
     let current = lowest(Class::InFlight).or_else(|| lowest(Class::Todo));
 
     // Start nodes.
+    let first_start = actions.len();
     let mut holds: Vec<Hold> = Vec::new();
     let can_start = !invalid && !spec.paused && !halted && time_ok;
     if let Some(group) = current {
@@ -1489,6 +1495,7 @@ pub fn decide_indexed(
     let requeue_after = wake.map(|w| until(now, w).max(Duration::from_secs(1)));
     Plan {
         actions,
+        first_start,
         status,
         requeue_after,
     }

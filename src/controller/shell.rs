@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -88,6 +89,82 @@ fn record_patch(record: &NodeRecord) -> Value {
     })
 }
 
+/// Node writes of one batch in flight at once. With 50 nodes moving in one
+/// pass, one-after-another writes made the last node of a wave wait for the
+/// 49 before it.
+const WRITE_CONCURRENCY: usize = 16;
+
+/// The node write `action` needs, as a merge patch (None: no write).
+fn node_patch(action: &Action, objects: &BTreeMap<String, Node>) -> Option<Value> {
+    let unschedulable_null = json!({"spec": {"unschedulable": null}});
+    match action {
+        Action::Cordon { node, record } => {
+            // The claim and the cordon in one patch, conditional on the node
+            // not having changed since we looked at it.
+            let rv = objects.get(node).and_then(|n| n.resource_version());
+            let mut patch = record_patch(record);
+            merge(
+                &mut patch,
+                json!({"metadata": {"resourceVersion": rv}, "spec": {"unschedulable": true}}),
+            );
+            Some(patch)
+        }
+        Action::Drain { record, .. } => record.as_ref().map(record_patch),
+        Action::RequestPatch { record, .. }
+        | Action::RequestReboot { record, .. }
+        | Action::SetStep { record, .. } => Some(record_patch(record)),
+        Action::Uncordon { record, .. } => {
+            let mut patch = record_patch(record);
+            merge(&mut patch, unschedulable_null);
+            Some(patch)
+        }
+        Action::MarkFailed {
+            uncordon, record, ..
+        } => {
+            let mut patch = record_patch(record);
+            if *uncordon {
+                merge(&mut patch, unschedulable_null);
+            }
+            Some(patch)
+        }
+        Action::Release { done, uncordon, .. } => {
+            let done_json = serde_json::to_string(done).unwrap_or_default();
+            let mut patch = json!({
+                "metadata": {
+                    "labels": {STEP_LABEL: null},
+                    "annotations": {RECORD_ANNOTATION: null, DONE_ANNOTATION: done_json},
+                }
+            });
+            if *uncordon {
+                merge(&mut patch, unschedulable_null);
+            }
+            Some(patch)
+        }
+    }
+}
+
+/// Splits a plan into batches that can each be written concurrently: the
+/// moves of nodes in progress before the starts, and inside each part a
+/// node's k-th action in the k-th batch (a claim before its drain).
+fn batches(actions: &[Action], first_start: usize) -> Vec<Vec<usize>> {
+    let split = first_start.min(actions.len());
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for part in [0..split, split..actions.len()] {
+        let base = out.len();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for i in part {
+            let k = seen.entry(actions[i].node()).or_insert(0);
+            let at = base + *k;
+            *k += 1;
+            if out.len() <= at {
+                out.push(Vec::new());
+            }
+            out[at].push(i);
+        }
+    }
+    out
+}
+
 fn merge(into: &mut Value, from: Value) {
     match (into, from) {
         (Value::Object(a), Value::Object(b)) => {
@@ -114,8 +191,6 @@ fn status_patch(old: Option<&PatchPolicyStatus>, new: &PatchPolicyStatus) -> Val
     json!({ "status": new_v })
 }
 
-/// Status equality that ignores nothing: decide keeps timestamps stable when
-/// nothing changed, so an unchanged status is not written again.
 /// A status that differs from the stored one only in progress (counts, nodes
 /// in flight, messages) is written at most this often; any other change —
 /// phase, revision, generation, times, failures, notifications, condition
@@ -123,6 +198,8 @@ fn status_patch(old: Option<&PatchPolicyStatus>, new: &PatchPolicyStatus) -> Val
 /// write on most passes of the loop.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Status equality that ignores nothing: decide keeps timestamps stable when
+/// nothing changed, so an unchanged status is not written again.
 fn same_status(a: Option<&PatchPolicyStatus>, b: &PatchPolicyStatus) -> bool {
     a == Some(b)
 }
@@ -369,21 +446,14 @@ impl Shell {
 
         let prev_phase = policy.status.as_ref().and_then(|s| s.phase);
         let prev_rev = policy.status.as_ref().and_then(|s| s.revision.clone());
-        for action in &plan.actions {
-            if let Err(e) = self.apply(policy, action, objects).await {
-                match &e {
-                    kube::Error::Api(s) if s.code == 409 => {
-                        tracing::debug!(policy = %name, node = action.node(), "node changed meanwhile; deciding again");
-                    }
-                    _ => {
-                        self.metrics.reconcile_error(&name);
-                        let error = self.notifications.scrub(&e.to_string());
-                        tracing::warn!(policy = %name, node = action.node(), %error, "action failed; retrying");
-                    }
-                }
-                // The rest of the plan may rely on this write (a drain on its
-                // cordon, a start on a freed slot): stop, and decide again
-                // from fresh state soon; the records tell where we are.
+        for batch in batches(&plan.actions, plan.first_start) {
+            if !self
+                .apply_batch(policy, &plan.actions, &batch, objects)
+                .await
+            {
+                // Later batches may rely on this one (a drain on its cordon,
+                // a start on a freed slot): stop, and decide again from fresh
+                // state soon; the records tell where we are.
                 let _ = self.kick.send(());
                 break;
             }
@@ -510,37 +580,96 @@ impl Shell {
         self.metrics.set_window_open(policy, open);
     }
 
-    async fn patch_node(
+    /// Applies the actions `batch` (indexes into `actions`, each of another
+    /// node): their node writes concurrently, then the rest of each action in
+    /// order. False when a write failed.
+    async fn apply_batch(
         &mut self,
-        node: &str,
-        patch: Value,
+        policy: &PatchPolicy,
+        actions: &[Action],
+        batch: &[usize],
         objects: &mut BTreeMap<String, Node>,
-    ) -> Result<(), kube::Error> {
+    ) -> bool {
+        let name = policy.name_any();
+        let mut prepared: Vec<(&Action, Option<Step>, Option<Value>)> = Vec::new();
+        for &i in batch {
+            let Some(action) = actions.get(i) else {
+                continue;
+            };
+            if let Action::MarkFailed { node, .. } = action {
+                // No more evictions once the node is given up.
+                self.drains.stop(node);
+            }
+            let was = objects
+                .get(action.node())
+                .and_then(|n| NodeView::from_node(n).record)
+                .map(|r| r.step);
+            prepared.push((action, was, node_patch(action, objects)));
+        }
         let api: Api<Node> = Api::all(self.client.clone());
-        let updated = api.patch(node, &params(), &Patch::Merge(patch)).await?;
-        objects.insert(node.to_string(), updated.clone());
-        self.overlay.put(updated);
-        Ok(())
+        // Owned, boxed futures: the batch's writes, at most
+        // WRITE_CONCURRENCY in flight, results in batch order.
+        let writes: Vec<futures::future::BoxFuture<'static, Option<Result<Node, kube::Error>>>> =
+            prepared
+                .iter()
+                .map(|(action, _, patch)| {
+                    let api = api.clone();
+                    let node = action.node().to_string();
+                    let patch = patch.clone();
+                    async move {
+                        match patch {
+                            Some(p) => Some(api.patch(&node, &params(), &Patch::Merge(p)).await),
+                            None => None,
+                        }
+                    }
+                    .boxed()
+                })
+                .collect();
+        let results: Vec<Option<Result<Node, kube::Error>>> = futures::stream::iter(writes)
+            .buffered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut ok = true;
+        for ((action, was, _), result) in prepared.into_iter().zip(results) {
+            match result {
+                Some(Err(e)) => {
+                    match &e {
+                        kube::Error::Api(s) if s.code == 409 => {
+                            tracing::debug!(policy = %name, node = action.node(), "node changed meanwhile; deciding again");
+                        }
+                        _ => {
+                            self.metrics.reconcile_error(&name);
+                            let error = self.notifications.scrub(&e.to_string());
+                            tracing::warn!(policy = %name, node = action.node(), %error, "action failed; retrying");
+                        }
+                    }
+                    ok = false;
+                    continue;
+                }
+                Some(Ok(updated)) => {
+                    objects.insert(action.node().to_string(), updated.clone());
+                    self.overlay.put(updated);
+                }
+                None => {}
+            }
+            self.after_write(policy, action, was, objects);
+        }
+        ok
     }
 
-    async fn apply(
+    /// What an action does besides its node write, once that is stored:
+    /// Events, metrics, starting and stopping drains. `was`: the node's step
+    /// before the write.
+    fn after_write(
         &mut self,
         policy: &PatchPolicy,
         action: &Action,
-        objects: &mut BTreeMap<String, Node>,
-    ) -> Result<(), kube::Error> {
+        was: Option<Step>,
+        objects: &BTreeMap<String, Node>,
+    ) {
         let pname = policy.name_any();
         match action {
             Action::Cordon { node, record } => {
-                // The claim and the cordon in one patch, conditional on the
-                // node not having changed since we looked at it.
-                let rv = objects.get(node).and_then(|n| n.resource_version());
-                let mut patch = record_patch(record);
-                merge(
-                    &mut patch,
-                    json!({"metadata": {"resourceVersion": rv}, "spec": {"unschedulable": true}}),
-                );
-                self.patch_node(node, patch, objects).await?;
                 self.metrics.observe_step("Pending", 0.0);
                 // One Event per node-level outcome (cordoned, reboot asked,
                 // rebooted, done); the policy's status lists the nodes in flight.
@@ -560,8 +689,7 @@ impl Shell {
                 record,
                 force,
             } => {
-                if let Some(r) = record {
-                    self.patch_node(node, record_patch(r), objects).await?;
+                if record.is_some() {
                     self.node_event(
                         node,
                         EventType::Normal,
@@ -572,7 +700,12 @@ impl Shell {
                 let since = record
                     .as_ref()
                     .map(|r| r.since)
-                    .or_else(|| NodeView::from_node(&objects[node]).record.map(|r| r.since))
+                    .or_else(|| {
+                        objects
+                            .get(node)
+                            .and_then(|n| NodeView::from_node(n).record)
+                            .map(|r| r.since)
+                    })
                     .unwrap_or_else(|| self.cfg.clock.now());
                 // Only the drain timeout is needed here: no need to parse the
                 // whole spec (windows, time zones) once more per action.
@@ -636,7 +769,6 @@ impl Shell {
                 }
             }
             Action::RequestPatch { node, record } => {
-                self.patch_node(node, record_patch(record), objects).await?;
                 self.node_event(
                     node,
                     EventType::Normal,
@@ -652,8 +784,6 @@ impl Shell {
                 boot_id,
                 record,
             } => {
-                let was = NodeView::from_node(&objects[node]).record.map(|r| r.step);
-                self.patch_node(node, record_patch(record), objects).await?;
                 self.node_event(node, EventType::Normal, "RebootRequested", format!(
                     "{}asked the agent to reboot (boot ID {boot_id}) for PatchPolicy {pname} revision {}",
                     if was == Some(Step::Draining) { "drained; " } else { "" },
@@ -661,8 +791,6 @@ impl Shell {
                 ));
             }
             Action::SetStep { node, record } => {
-                let was = NodeView::from_node(&objects[node]).record.map(|r| r.step);
-                self.patch_node(node, record_patch(record), objects).await?;
                 if record.step == Step::Settling && was != Some(Step::Settling) {
                     self.node_event(
                         node,
@@ -673,9 +801,6 @@ impl Shell {
                 }
             }
             Action::Uncordon { node, record } => {
-                let mut patch = record_patch(record);
-                merge(&mut patch, json!({"spec": {"unschedulable": null}}));
-                self.patch_node(node, patch, objects).await?;
                 self.node_event(
                     node,
                     EventType::Normal,
@@ -686,17 +811,7 @@ impl Shell {
                     ),
                 );
             }
-            Action::MarkFailed {
-                node,
-                uncordon,
-                record,
-            } => {
-                self.drains.stop(node);
-                let mut patch = record_patch(record);
-                if *uncordon {
-                    merge(&mut patch, json!({"spec": {"unschedulable": null}}));
-                }
-                self.patch_node(node, patch, objects).await?;
+            Action::MarkFailed { node, record, .. } => {
                 let reason = record.reason.clone().unwrap_or_else(|| "failed".into());
                 self.node_event(node, EventType::Warning, "NodeFailed", reason.clone());
                 self.publish(
@@ -712,17 +827,6 @@ impl Shell {
                 done,
                 uncordon,
             } => {
-                let done_json = serde_json::to_string(done).unwrap_or_default();
-                let mut patch = json!({
-                    "metadata": {
-                        "labels": {STEP_LABEL: null},
-                        "annotations": {RECORD_ANNOTATION: null, DONE_ANNOTATION: done_json},
-                    }
-                });
-                if *uncordon {
-                    merge(&mut patch, json!({"spec": {"unschedulable": null}}));
-                }
-                self.patch_node(node, patch, objects).await?;
                 let revision = done.get(&pname).cloned().unwrap_or_default();
                 self.node_event(
                     node,
@@ -741,6 +845,18 @@ impl Shell {
                     .retain(|k| !k.starts_with(&format!("{node}/")));
             }
         }
+    }
+
+    async fn patch_node(
+        &mut self,
+        node: &str,
+        patch: Value,
+        objects: &mut BTreeMap<String, Node>,
+    ) -> Result<(), kube::Error> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let updated = api.patch(node, &params(), &Patch::Merge(patch)).await?;
+        objects.insert(node.to_string(), updated.clone());
+        self.overlay.put(updated);
         Ok(())
     }
 
@@ -793,9 +909,12 @@ impl Shell {
             paused.spec.paused = true;
             let views = self.views(objects);
             let plan = rollout::decide(&paused, &views, &[], now);
-            for action in &plan.actions {
-                if let Err(e) = self.apply(policy, action, objects).await {
-                    tracing::debug!(policy = %name, error = %e, "cleanup action failed; retrying");
+            for batch in batches(&plan.actions, plan.first_start) {
+                if !self
+                    .apply_batch(policy, &plan.actions, &batch, objects)
+                    .await
+                {
+                    break;
                 }
             }
             return Ok(Some(
@@ -889,6 +1008,58 @@ mod tests {
         bumped.revision = Some("r2".into());
         assert!(!progress_only(Some(&old), &bumped));
         assert!(!progress_only(None, &old));
+    }
+
+    #[test]
+    fn batches_keep_moves_before_starts_and_a_claim_before_its_drain() {
+        let rec = NodeRecord {
+            policy: "p".into(),
+            revision: "r".into(),
+            step: Step::Draining,
+            since: "2026-11-27T00:00:00Z".parse().unwrap(),
+            started: "2026-11-27T00:00:00Z".parse().unwrap(),
+            was_unschedulable: false,
+            boot_id_before: None,
+            patch: None,
+            reason: None,
+        };
+        let release = |n: &str| Action::Release {
+            node: n.into(),
+            done: Default::default(),
+            uncordon: true,
+        };
+        let cordon = |n: &str| Action::Cordon {
+            node: n.into(),
+            record: rec.clone(),
+        };
+        let drain = |n: &str| Action::Drain {
+            node: n.into(),
+            record: None,
+            force: false,
+        };
+        let actions = vec![
+            release("a"),
+            release("b"),
+            cordon("c"),
+            drain("c"),
+            cordon("d"),
+            drain("d"),
+        ];
+        assert_eq!(
+            batches(&actions, 2),
+            vec![vec![0, 1], vec![2, 4], vec![3, 5]]
+        );
+        assert_eq!(batches(&actions[..2], 2), vec![vec![0, 1]]);
+        assert_eq!(batches(&actions[2..], 0), vec![vec![0, 2], vec![1, 3]]);
+        assert!(batches(&[], 0).is_empty());
+        // A release writes the uncordon with the record removal; a claim is
+        // conditional on the node's resourceVersion; a drain alone writes nothing.
+        let p = node_patch(&release("a"), &BTreeMap::new()).unwrap();
+        assert_eq!(p["spec"], json!({"unschedulable": null}));
+        assert!(p["metadata"]["annotations"][RECORD_ANNOTATION].is_null());
+        let p = node_patch(&cordon("c"), &BTreeMap::new()).unwrap();
+        assert_eq!(p["spec"]["unschedulable"], true);
+        assert!(node_patch(&drain("c"), &BTreeMap::new()).is_none());
     }
 
     #[test]
