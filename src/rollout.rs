@@ -473,6 +473,9 @@ fn add(t: Timestamp, d: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
+/// Shortest `requeue_after`.
+const REQUEUE_FLOOR: Duration = Duration::from_millis(100);
+
 fn until(now: Timestamp, t: Timestamp) -> Duration {
     Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
 }
@@ -1492,7 +1495,11 @@ pub fn decide_indexed(
     {
         wake = Some(wake.map_or(w, |x| x.min(w)));
     }
-    let requeue_after = wake.map(|w| until(now, w).max(Duration::from_secs(1)));
+    // Wake at the deadline itself (a node's settle time ends, a step times
+    // out, a window opens), not up to a second later: at the end of a wave
+    // nothing else may wake the controller. The floor only keeps a deadline
+    // that is due now from spinning the loop.
+    let requeue_after = wake.map(|w| until(now, w).max(REQUEUE_FLOOR));
     Plan {
         actions,
         first_start,
