@@ -29,6 +29,7 @@ use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 use sofort::api::{PatchPolicy, PatchPolicySpec, Phase};
+use sofort::node_record::STEP_LABEL;
 use sofort_sandbox::{
     DurationRange, NodeGroup, Sandbox, SandboxConfig, Scenario, SimDuration, Workload,
 };
@@ -399,6 +400,18 @@ struct NodeLog {
     reboots: HashMap<String, u32>,
     cordoned_now: usize,
     max_cordoned: usize,
+    /// When each node first reached each point of its cycle.
+    marks: HashMap<String, Marks>,
+}
+
+/// The points of one node's cycle, as the node watch sees them first.
+#[derive(Default, Clone, Copy)]
+struct Marks {
+    cordon: Option<Instant>,
+    rebooting: Option<Instant>,
+    new_boot: Option<Instant>,
+    settling: Option<Instant>,
+    uncordon: Option<Instant>,
 }
 
 fn watch_nodes(client: Client) -> (Arc<Mutex<NodeLog>>, tokio::task::JoinHandle<()>) {
@@ -430,21 +443,46 @@ fn watch_nodes(client: Client) -> (Arc<Mutex<NodeLog>>, tokio::task::JoinHandle<
                 .and_then(|s| s.node_info.as_ref())
                 .map(|i| i.boot_id.clone())
                 .unwrap_or_default();
+            let step = node.labels().get(STEP_LABEL).cloned().unwrap_or_default();
             let mut g = l.lock().unwrap();
             if let Some(z) = node.labels().get(ZONE) {
                 g.zone.insert(name.clone(), z.clone());
             }
+            if g.ready {
+                let m = g.marks.entry(name.clone()).or_default();
+                if step == "Rebooting" {
+                    m.rebooting.get_or_insert(at);
+                }
+                if step == "Settling" {
+                    m.settling.get_or_insert(at);
+                }
+            }
             match last.get(&name) {
                 Some((was, old_boot)) => {
                     if !was && unsched {
+                        g.marks
+                            .entry(name.clone())
+                            .or_default()
+                            .cordon
+                            .get_or_insert(at);
                         g.edges.push((at, name.clone(), Edge::Cordon));
                         g.cordoned_now += 1;
                         g.max_cordoned = g.max_cordoned.max(g.cordoned_now);
                     } else if *was && !unsched {
+                        g.marks
+                            .entry(name.clone())
+                            .or_default()
+                            .uncordon
+                            .get_or_insert(at);
                         g.edges.push((at, name.clone(), Edge::Uncordon));
                         g.cordoned_now = g.cordoned_now.saturating_sub(1);
                     }
                     if *old_boot != boot {
+                        g.marks
+                            .entry(name.clone())
+                            .or_default()
+                            .new_boot
+                            .get_or_insert(at);
                         *g.reboots.entry(name.clone()).or_default() += 1;
                     }
                 }
@@ -751,6 +789,57 @@ async fn makespan(args: &Args, case: &MakespanCase, report: &mut Report) {
                 log.max_cordoned,
             )),
     );
+    // Where the time beyond the simulated steps goes, per node.
+    type Span = fn(&Marks) -> Option<(Instant, Instant)>;
+    let spans: [(&str, Span, Duration); 4] = [
+        (
+            "cordon -> reboot requested, beyond the drain",
+            |m| Some((m.cordon?, m.rebooting?)),
+            args.drain,
+        ),
+        (
+            "reboot requested -> new boot ID, beyond the reboot",
+            |m| Some((m.rebooting?, m.new_boot?)),
+            args.reboot,
+        ),
+        (
+            "new boot ID -> settling",
+            |m| Some((m.new_boot?, m.settling?)),
+            Duration::ZERO,
+        ),
+        (
+            "settling -> uncordon, beyond the settle time",
+            |m| Some((m.settling?, m.uncordon?)),
+            args.settle,
+        ),
+    ];
+    for (what, span, step) in spans {
+        let mut extra: Vec<Duration> = log
+            .marks
+            .values()
+            .filter_map(span)
+            .map(|(a, b)| b.saturating_duration_since(a).saturating_sub(step))
+            .collect();
+        extra.sort();
+        if extra.is_empty() {
+            continue;
+        }
+        report.add(
+            Figure::new(
+                &format!("overhead {what}"),
+                &label,
+                percentile(&extra, 50.0).as_secs_f64() * 1000.0,
+                "ms",
+            )
+            .detail(format!(
+                "p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms over {} nodes",
+                percentile(&extra, 50.0).as_secs_f64() * 1000.0,
+                percentile(&extra, 90.0).as_secs_f64() * 1000.0,
+                extra.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+                extra.len()
+            )),
+        );
+    }
     let once = log.reboots.values().filter(|c| **c == 1).count();
     if once != case.nodes {
         report.note(format!(
