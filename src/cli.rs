@@ -130,7 +130,7 @@ pub struct ControllerArgs {
     pub no_leader_election: bool,
     /// Delay between a change in the cluster and the decision it triggers
     /// (coalesces bursts of watch events).
-    #[arg(long, default_value = "50ms")]
+    #[arg(long, default_value = "10ms")]
     pub debounce: String,
     /// Testing and demos only: the controller's clock starts at this instant (RFC 3339).
     #[arg(long, hide = true, env = "SOFORT_CLOCK_START")]
