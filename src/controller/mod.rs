@@ -415,7 +415,7 @@ where
 /// delivered yet, newest first by resourceVersion.
 #[derive(Default)]
 pub(crate) struct Overlay {
-    nodes: HashMap<String, Node>,
+    nodes: HashMap<String, Arc<Node>>,
 }
 
 fn rv_num(o: &Node) -> Option<u64> {
@@ -423,13 +423,13 @@ fn rv_num(o: &Node) -> Option<u64> {
 }
 
 impl Overlay {
-    pub(crate) fn put(&mut self, node: Node) {
+    pub(crate) fn put(&mut self, node: Arc<Node>) {
         let name = node.name_any();
         self.nodes.insert(name, node);
     }
 
     /// The freshest copy of a node: ours while the store still shows an older one.
-    pub(crate) fn freshest(&mut self, from_store: &Node) -> Node {
+    pub(crate) fn freshest(&mut self, from_store: &Arc<Node>) -> Arc<Node> {
         let name = from_store.name_any();
         match self.nodes.get(&name) {
             Some(ours) => match (rv_num(ours), rv_num(from_store)) {
