@@ -12,6 +12,8 @@
 
 #[path = "chart/apply.rs"]
 mod apply;
+#[path = "support/pods.rs"]
+mod pods;
 #[path = "chart/rbac.rs"]
 mod rbac;
 

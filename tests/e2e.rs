@@ -4,6 +4,9 @@
 //! every node and records any broken safety rule. Nothing here calls the
 //! controller's code directly.
 
+#[path = "support/pods.rs"]
+mod pods;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,7 +123,7 @@ impl Env {
             cluster.sandbox.host(n).unwrap().set_reboot_required(true);
         }
         cluster.spawn_agents(true).unwrap();
-        wait_pods_ready(&cluster.client, expect_pods).await;
+        pods::wait_pods_ready(&cluster.client, expect_pods).await;
         let mut env = Env {
             cluster: Some(cluster),
             controller: None,
@@ -233,33 +236,6 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.kill_controller();
-    }
-}
-
-/// Waits until the workloads' pods are all scheduled and Ready.
-async fn wait_pods_ready(client: &Client, expect: usize) {
-    use k8s_openapi::api::core::v1::Pod;
-    let api: Api<Pod> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pods = api.list(&ListParams::default()).await.unwrap().items;
-        let ready = pods
-            .iter()
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
-        if ready >= expect {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workload pods did not become Ready: {ready}/{expect}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -25,8 +25,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
 use sofort::api::{
     Advisory, NotifySpec, OnTimeout, PatchPolicy, PatchPolicySpec, Phase, SecretKeyRef, Webhook,
@@ -278,32 +278,6 @@ fn policy(secret_namespace: &str) -> PatchPolicy {
     PatchPolicy::new("kernel", spec)
 }
 
-async fn wait_pods_ready(client: &Client, expect: usize) {
-    use k8s_openapi::api::core::v1::Pod;
-    let api: Api<Pod> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pods = api.list(&ListParams::default()).await.unwrap().items;
-        let ready = pods
-            .iter()
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
-        if ready >= expect {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workload pods did not become Ready: {ready}/{expect}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 struct Controller(Child);
 
 impl Drop for Controller {
@@ -390,7 +364,7 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes() {
         .await
         .unwrap();
     cluster.spawn_agents(false).unwrap();
-    wait_pods_ready(&client, 3).await;
+    crate::pods::wait_pods_ready(&client, 3).await;
 
     let log = std::fs::File::create(dir.join("controller.log")).unwrap();
     let controller = Controller(
