@@ -191,12 +191,25 @@ fn kubeconfig_text(url: &str, token: &str) -> String {
     )
 }
 
+/// Ends the run with what failed: without the emulator, the controller
+/// binary or the scratch files the harness cannot measure anything.
+fn or_exit<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("fleet benchmark: {what}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 async fn client_from(path: &Path) -> Client {
-    let kc = Kubeconfig::read_from(path).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(cfg).unwrap()
+    let kc = or_exit(Kubeconfig::read_from(path), "read kubeconfig");
+    let cfg = or_exit(
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await,
+        "kubeconfig",
+    );
+    or_exit(Client::try_from(cfg), "client")
 }
 
 impl Env {
@@ -211,27 +224,31 @@ impl Env {
             request_log_limit: 3_000_000,
             ..SandboxConfig::with_scenario(scenario)
         })
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        .await;
+        let sandbox = or_exit(sandbox, "start the emulator");
+        let dir = or_exit(tempfile::tempdir(), "scratch directory");
         for (file, token) in [
             ("admin", ADMIN_TOKEN),
             ("controller", CONTROLLER_TOKEN),
             ("agents", AGENT_TOKEN),
             ("agent-process", AGENT_PROCESS_TOKEN),
         ] {
-            std::fs::write(
-                dir.path().join(file),
-                kubeconfig_text(&sandbox.url(), token),
-            )
-            .unwrap();
+            or_exit(
+                std::fs::write(
+                    dir.path().join(file),
+                    kubeconfig_text(&sandbox.url(), token),
+                ),
+                "write kubeconfig",
+            );
         }
         let admin = client_from(&dir.path().join("admin")).await;
         let agents_client = client_from(&dir.path().join("agents")).await;
         let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
-        crds.create(&PostParams::default(), &sofort::crd::patch_policy_crd())
-            .await
-            .unwrap();
+        or_exit(
+            crds.create(&PostParams::default(), &sofort::crd::patch_policy_crd())
+                .await,
+            "create the CRD",
+        );
         let pps: Api<PatchPolicy> = Api::all(admin.clone());
         let deadline = Instant::now() + Duration::from_secs(10);
         while pps.list(&ListParams::default().limit(1)).await.is_err() && Instant::now() < deadline
@@ -257,7 +274,9 @@ impl Env {
     /// the controller figures measure).
     fn spawn_agents(&mut self) {
         for node in self.sandbox.node_names() {
-            let sim = self.sandbox.host(&node).unwrap();
+            let Ok(sim) = self.sandbox.host(&node) else {
+                continue;
+            };
             let host: Arc<dyn sofort::agent::host::Host> =
                 Arc::new(sofort::sandbox::host::SandboxHost::new(sim));
             let config = sofort::agent::AgentConfig::new(&node, Duration::from_secs(300), false);
@@ -316,16 +335,19 @@ fn clock_ticks() -> f64 {
 
 impl Proc {
     fn spawn(args: &[&str], kubeconfig: &Path, log: &Path) -> Proc {
-        let log = std::fs::File::create(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sofort"))
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("SOFORT_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let log = or_exit(std::fs::File::create(log), "create the log file");
+        let out = or_exit(log.try_clone(), "log file");
+        let child = or_exit(
+            Command::new(env!("CARGO_BIN_EXE_sofort"))
+                .args(args)
+                .env("KUBECONFIG", kubeconfig)
+                .env("SOFORT_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(log)
+                .spawn(),
+            "start sofort",
+        );
         Proc { child }
     }
 
@@ -708,12 +730,14 @@ async fn makespan(args: &Args, case: &MakespanCase, report: &mut Report) {
     let cpu0 = ctl.cpu_secs();
     let start = Instant::now();
     let pps: Api<PatchPolicy> = Api::all(env.admin.clone());
-    pps.create(
-        &PostParams::default(),
-        &policy("bench", case.max_u as i32, case.by_zone, args.settle),
-    )
-    .await
-    .unwrap();
+    or_exit(
+        pps.create(
+            &PostParams::default(),
+            &policy("bench", case.max_u as i32, case.by_zone, args.settle),
+        )
+        .await,
+        "create the policy",
+    );
 
     // Zone sizes give the number of waves the group rule allows.
     let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
@@ -964,7 +988,10 @@ async fn idle_footprint(env: &Env, nodes: usize) -> (Proc, Option<Footprint>) {
     let pps: Api<PatchPolicy> = Api::all(env.admin.clone());
     let mut p = policy("bench", 100, false, Duration::from_secs(1));
     p.spec.paused = true;
-    pps.create(&PostParams::default(), &p).await.unwrap();
+    or_exit(
+        pps.create(&PostParams::default(), &p).await,
+        "create the policy",
+    );
     let ctl = Proc::controller(env);
     let t0 = Instant::now();
     let synced = wait_policy(
@@ -1042,13 +1069,14 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
     let cpu0 = ctl.cpu_secs();
     let t0 = Instant::now();
     let pps: Api<PatchPolicy> = Api::all(env.admin.clone());
-    pps.patch(
-        "bench",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"paused": false, "rollout": {"maxUnavailable": max_u}}})),
-    )
-    .await
-    .unwrap();
+    let resumed = pps
+        .patch(
+            "bench",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": false, "rollout": {"maxUnavailable": max_u}}})),
+        )
+        .await;
+    or_exit(resumed, "resume the policy");
     let mut max_rss = 0.0f64;
     let mut done = 0u32;
     let deadline = Instant::now() + Duration::from_secs(900);
@@ -1164,7 +1192,10 @@ async fn urgent(args: &Args, report: &mut Report) {
         };
         let seen = log.lock().unwrap().edges.len();
         let t0 = Instant::now();
-        pps.create(&PostParams::default(), &p).await.unwrap();
+        or_exit(
+            pps.create(&PostParams::default(), &p).await,
+            "create the policy",
+        );
         let deadline = t0 + Duration::from_secs(30);
         let at = loop {
             let found = log.lock().unwrap().edges[seen..]
@@ -1231,8 +1262,8 @@ fn main() {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-        .unwrap();
+        .build();
+    let rt = or_exit(rt, "tokio runtime");
     let started = Instant::now();
     let mut report = Report::default();
     rt.block_on(async {

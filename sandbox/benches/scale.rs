@@ -42,8 +42,16 @@ where
     (best, last.expect("at least one run"))
 }
 
+/// How many objects a list returns.
+async fn count<K>(api: &Api<K>, lp: &ListParams) -> Result<usize, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api.list(lp).await?.items.len())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let nodes = env_usize("SCALE_NODES", 5_000);
     let per_node = env_usize("SCALE_PODS_PER_NODE", 10);
     let mut scenario = Scenario::empty();
@@ -65,9 +73,7 @@ async fn main() {
         .collect();
     let rss0 = rss_mib();
     let t0 = Instant::now();
-    let sandbox = Sandbox::start(SandboxConfig::with_scenario(scenario))
-        .await
-        .expect("sandbox starts");
+    let sandbox = Sandbox::start(SandboxConfig::with_scenario(scenario)).await?;
     let want = nodes * per_node;
     while sandbox.object_count("pods") < want {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -84,59 +90,22 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let dir = std::env::temp_dir().join(format!("sofort-sandbox-bench-{}", std::process::id()));
     let kc_path = dir.join("kubeconfig");
-    sandbox.write_kubeconfig(&kc_path).expect("kubeconfig");
-    let kc = kube::config::Kubeconfig::read_from(&kc_path).expect("read kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    let client = kube::Client::try_from(cfg).expect("client");
+    sandbox.write_kubeconfig(&kc_path)?;
+    let kc = kube::config::Kubeconfig::read_from(&kc_path)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = kube::Client::try_from(cfg)?;
     let node_api: Api<Node> = Api::all(client.clone());
     let pod_api: Api<Pod> = Api::all(client.clone());
-    let (t_nodes, n) = time(3, || async {
-        node_api
-            .list(&ListParams::default())
-            .await
-            .expect("list nodes")
-            .items
-            .len()
-    })
-    .await;
-    let (t_pods, p) = time(3, || async {
-        pod_api
-            .list(&ListParams::default())
-            .await
-            .expect("list pods")
-            .items
-            .len()
-    })
-    .await;
-    let (t_page, _) = time(3, || async {
-        pod_api
-            .list(&ListParams::default().limit(500))
-            .await
-            .expect("page")
-            .items
-            .len()
-    })
-    .await;
-    let (t_field, fp) = time(5, || async {
-        pod_api
-            .list(&ListParams::default().fields("spec.nodeName=node-2500"))
-            .await
-            .expect("field list")
-            .items
-            .len()
-    })
-    .await;
-    let (t_label, lp) = time(3, || async {
-        node_api
-            .list(&ListParams::default().labels("topology.kubernetes.io/zone=zone-b"))
-            .await
-            .expect("label list")
-            .items
-            .len()
-    })
-    .await;
+    let all = ListParams::default();
+    let (t_nodes, n) = time(3, || count(&node_api, &all)).await;
+    let (t_pods, p) = time(3, || count(&pod_api, &all)).await;
+    let page = ListParams::default().limit(500);
+    let (t_page, _) = time(3, || count(&pod_api, &page)).await;
+    let by_node = ListParams::default().fields("spec.nodeName=node-2500");
+    let (t_field, fp) = time(5, || count(&pod_api, &by_node)).await;
+    let by_zone = ListParams::default().labels("topology.kubernetes.io/zone=zone-b");
+    let (t_label, lp) = time(3, || count(&node_api, &by_zone)).await;
+    let (n, p, fp, lp) = (n?, p?, fp?, lp?);
     println!("sandbox scale benchmark");
     println!("  nodes: {n}, pods: {p}");
     println!(
@@ -167,4 +136,5 @@ async fn main() {
     println!("  requests served: {}", sandbox.stats().total());
     sandbox.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
+    Ok(())
 }
