@@ -1025,19 +1025,25 @@ mod tests {
         assert!(!progress_only(None, &old));
     }
 
-    #[test]
-    fn batches_keep_moves_before_starts_and_a_claim_before_its_drain() {
-        let rec = NodeRecord {
+    /// A record of policy `p`, revision `r`, at step Draining.
+    fn draining_record() -> NodeRecord {
+        let at: jiff::Timestamp = "2026-11-27T00:00:00Z".parse().unwrap();
+        NodeRecord {
             policy: "p".into(),
             revision: "r".into(),
             step: Step::Draining,
-            since: "2026-11-27T00:00:00Z".parse().unwrap(),
-            started: "2026-11-27T00:00:00Z".parse().unwrap(),
+            since: at,
+            started: at,
             was_unschedulable: false,
             boot_id_before: None,
             patch: None,
             reason: None,
-        };
+        }
+    }
+
+    #[test]
+    fn batches_keep_moves_before_starts_and_a_claim_before_its_drain() {
+        let rec = draining_record();
         let release = |n: &str| Action::Release {
             node: n.into(),
             done: Default::default(),
@@ -1079,17 +1085,7 @@ mod tests {
 
     #[test]
     fn record_patch_sets_label_and_annotation() {
-        let r = NodeRecord {
-            policy: "p".into(),
-            revision: "r".into(),
-            step: Step::Draining,
-            since: "2026-11-27T00:00:00Z".parse().unwrap(),
-            started: "2026-11-27T00:00:00Z".parse().unwrap(),
-            was_unschedulable: false,
-            boot_id_before: None,
-            patch: None,
-            reason: None,
-        };
+        let r = draining_record();
         let p = record_patch(&r);
         assert_eq!(p["metadata"]["labels"][STEP_LABEL], "Draining");
         let back: NodeRecord = serde_json::from_str(
