@@ -20,13 +20,12 @@ fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
 }
 
 #[tokio::test]
-async fn create_get_conflicts_and_not_found() {
+async fn create_get_conflicts_and_not_found() -> Result<(), Box<dyn std::error::Error>> {
     let env = common::bare().await;
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
     let created = cms
         .create(&PostParams::default(), &cm("a", json!({})))
-        .await
-        .unwrap();
+        .await?;
     let md = &created.metadata;
     assert!(md.uid.is_some() && md.creation_timestamp.is_some() && md.resource_version.is_some());
     let err = cms
@@ -45,9 +44,7 @@ async fn create_get_conflicts_and_not_found() {
     let mut stale = created.clone();
     let mut fresh = created.clone();
     fresh.data = Some([("k".to_string(), "fresh".to_string())].into());
-    cms.replace("a", &PostParams::default(), &fresh)
-        .await
-        .unwrap();
+    cms.replace("a", &PostParams::default(), &fresh).await?;
     stale.data = Some([("k".to_string(), "w".to_string())].into());
     let err = cms
         .replace("a", &PostParams::default(), &stale)
@@ -64,24 +61,22 @@ async fn create_get_conflicts_and_not_found() {
             .is_err()
     );
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn label_and_field_selectors() {
+async fn label_and_field_selectors() -> Result<(), Box<dyn std::error::Error>> {
     let env = common::bare().await;
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
     cms.create(
         &PostParams::default(),
         &cm("web", json!({"app": "web", "tier": "front"})),
     )
-    .await
-    .unwrap();
+    .await?;
     cms.create(&PostParams::default(), &cm("db", json!({"app": "db"})))
-        .await
-        .unwrap();
+        .await?;
     cms.create(&PostParams::default(), &cm("plain", json!({})))
-        .await
-        .unwrap();
+        .await?;
     let names = |sel: &'static str| {
         let cms = cms.clone();
         async move {
@@ -106,8 +101,7 @@ async fn label_and_field_selectors() {
     assert_eq!(names("!app").await, ["plain"]);
     let by_name = cms
         .list(&ListParams::default().fields("metadata.name=db"))
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(by_name.items.len(), 1);
     let not_ns: Api<ConfigMap> = Api::all(env.client.clone());
     assert_eq!(
@@ -136,13 +130,11 @@ async fn label_and_field_selectors() {
                 )
                 .unwrap(),
             )
-            .await
-            .unwrap();
+            .await?;
     }
     let l = nodes
         .list(&ListParams::default().fields("spec.unschedulable=false"))
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(
         l.items
             .iter()
@@ -152,30 +144,29 @@ async fn label_and_field_selectors() {
     );
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
     for (p, node) in [("p1", "n1"), ("p2", "n2")] {
-        pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": p}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})).unwrap()).await.unwrap();
+        pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": p}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})).unwrap()).await?;
     }
     let l = pods
         .list(&ListParams::default().fields("spec.nodeName=n1,status.phase=Pending"))
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(l.items.len(), 1);
     assert_eq!(l.items[0].metadata.name.as_deref(), Some("p1"));
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn pagination_with_limit_and_continue() {
+async fn pagination_with_limit_and_continue() -> Result<(), Box<dyn std::error::Error>> {
     let env = common::bare().await;
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
     for i in 0..7 {
         cms.create(&PostParams::default(), &cm(&format!("c{i}"), json!({})))
-            .await
-            .unwrap();
+            .await?;
     }
     let mut seen = vec![];
     let mut lp = ListParams::default().limit(3);
     loop {
-        let page = cms.list(&lp).await.unwrap();
+        let page = cms.list(&lp).await?;
         seen.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
         match page.metadata.continue_ {
             Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
@@ -184,30 +175,33 @@ async fn pagination_with_limit_and_continue() {
     }
     assert_eq!(seen.len(), 7);
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn watch_resumes_from_a_resource_version_and_reports_410_when_compacted() {
+async fn watch_resumes_from_a_resource_version_and_reports_410_when_compacted()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = common::bare().await;
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
     let first = cms
         .create(&PostParams::default(), &cm("w1", json!({})))
-        .await
-        .unwrap();
-    let rv = first.metadata.resource_version.clone().unwrap();
+        .await?;
+    let rv = first
+        .metadata
+        .resource_version
+        .clone()
+        .ok_or("no resourceVersion")?;
     cms.create(&PostParams::default(), &cm("w2", json!({})))
-        .await
-        .unwrap();
-    cms.delete("w1", &DeleteParams::default()).await.unwrap();
+        .await?;
+    cms.delete("w1", &DeleteParams::default()).await?;
     // Resume after w1's creation: w2 ADDED then w1 DELETED.
     let mut stream = cms
         .watch(&WatchParams::default().timeout(5), &rv)
-        .await
-        .unwrap()
+        .await?
         .boxed();
     let mut got = vec![];
     while got.len() < 2 {
-        match stream.try_next().await.unwrap() {
+        match stream.try_next().await? {
             Some(WatchEvent::Added(c)) => got.push(format!("ADDED {}", c.metadata.name.unwrap())),
             Some(WatchEvent::Deleted(c)) => {
                 got.push(format!("DELETED {}", c.metadata.name.unwrap()))
@@ -222,10 +216,9 @@ async fn watch_resumes_from_a_resource_version_and_reports_410_when_compacted() 
     assert_eq!(got, ["ADDED w2", "DELETED w1"]);
     // Live events arrive too.
     cms.create(&PostParams::default(), &cm("w3", json!({})))
-        .await
-        .unwrap();
+        .await?;
     loop {
-        if let Some(WatchEvent::Added(c)) = stream.try_next().await.unwrap() {
+        if let Some(WatchEvent::Added(c)) = stream.try_next().await? {
             assert_eq!(c.metadata.name.as_deref(), Some("w3"));
             break;
         }
@@ -234,10 +227,9 @@ async fn watch_resumes_from_a_resource_version_and_reports_410_when_compacted() 
     env.sandbox.compact();
     let mut stream = cms
         .watch(&WatchParams::default().timeout(5), &rv)
-        .await
-        .unwrap()
+        .await?
         .boxed();
-    match stream.try_next().await.unwrap() {
+    match stream.try_next().await? {
         Some(WatchEvent::Error(e)) => {
             assert_eq!(e.code, 410);
             assert_eq!(e.reason, "Expired");
@@ -245,15 +237,15 @@ async fn watch_resumes_from_a_resource_version_and_reports_410_when_compacted() 
         other => panic!("expected a 410 error event, got {other:?}"),
     }
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn watcher_with_streaming_lists_and_bookmarks() {
+async fn watcher_with_streaming_lists_and_bookmarks() -> Result<(), Box<dyn std::error::Error>> {
     let env = common::bare().await;
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
     cms.create(&PostParams::default(), &cm("s1", json!({"app": "x"})))
-        .await
-        .unwrap();
+        .await?;
     let cfg = kube::runtime::watcher::Config::default()
         .labels("app=x")
         .streaming_lists();
@@ -265,14 +257,12 @@ async fn watcher_with_streaming_lists_and_bookmarks() {
         futures::pin_mut!(stream);
         while stream.next().await.is_some() {}
     });
-    reader.wait_until_ready().await.unwrap();
+    reader.wait_until_ready().await?;
     assert_eq!(reader.state().len(), 1);
     cms.create(&PostParams::default(), &cm("s2", json!({"app": "x"})))
-        .await
-        .unwrap();
+        .await?;
     cms.create(&PostParams::default(), &cm("s3", json!({"app": "other"})))
-        .await
-        .unwrap();
+        .await?;
     common::eventually(Duration::from_secs(5), "reflector sees s2", || {
         let r = reader.clone();
         async move { (r.state().len() == 2).then_some(()) }
@@ -281,8 +271,7 @@ async fn watcher_with_streaming_lists_and_bookmarks() {
     // A dropped watch is re-established by the watcher.
     env.sandbox.faults().drop_watches();
     cms.create(&PostParams::default(), &cm("s4", json!({"app": "x"})))
-        .await
-        .unwrap();
+        .await?;
     common::eventually(
         Duration::from_secs(10),
         "reflector sees s4 after the watch dropped",
@@ -294,13 +283,15 @@ async fn watcher_with_streaming_lists_and_bookmarks() {
     .await;
     handle.abort();
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn every_patch_type_and_server_side_apply_conflicts() {
+async fn every_patch_type_and_server_side_apply_conflicts() -> Result<(), Box<dyn std::error::Error>>
+{
     let env = common::bare().await;
     let nodes: Api<Node> = Api::all(env.client.clone());
-    nodes.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}})).unwrap()).await.unwrap();
+    nodes.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}})).unwrap()).await?;
     // Merge patch.
     let n = nodes
         .patch(
@@ -308,14 +299,12 @@ async fn every_patch_type_and_server_side_apply_conflicts() {
             &PatchParams::default(),
             &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
         )
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(n.metadata.labels.unwrap()["x"], "1");
     // Strategic merge patch: taints merge by key, null removes.
     let n = nodes
         .patch("n1", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"unschedulable": true, "taints": [{"key": "b", "effect": "NoSchedule"}]}})))
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(n.spec.as_ref().unwrap().taints.as_ref().unwrap().len(), 2);
     assert_eq!(n.spec.as_ref().unwrap().unschedulable, Some(true));
     let n = nodes
@@ -324,26 +313,22 @@ async fn every_patch_type_and_server_side_apply_conflicts() {
             &PatchParams::default(),
             &Patch::Strategic(json!({"spec": {"unschedulable": null}})),
         )
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(n.spec.unwrap().unschedulable, None);
     // JSON patch.
     let jp: json_patch::Patch = serde_json::from_value(
         json!([{"op": "add", "path": "/metadata/annotations", "value": {"y": "2"}}]),
-    )
-    .unwrap();
+    )?;
     let n = nodes
         .patch("n1", &PatchParams::default(), &Patch::<()>::Json(jp))
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(n.metadata.annotations.unwrap()["y"], "2");
     // Server-side apply: a second manager changing an owned field conflicts.
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
     let doc = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": v}});
     let created = cms
         .patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(doc("1")))
-        .await
-        .unwrap();
+        .await?;
     assert!(
         created
             .metadata
@@ -370,14 +355,15 @@ async fn every_patch_type_and_server_side_apply_conflicts() {
             &PatchParams::apply("bob").force(),
             &Patch::Apply(doc("2")),
         )
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(forced.data.unwrap()["k"], "2");
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn status_subresource_is_isolated_and_finalizers_hold_deletion() {
+async fn status_subresource_is_isolated_and_finalizers_hold_deletion()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = common::bare().await;
     let nodes: Api<Node> = Api::all(env.client.clone());
     let n = nodes
@@ -388,9 +374,8 @@ async fn status_subresource_is_isolated_and_finalizers_hold_deletion() {
             )
             .unwrap(),
         )
-        .await
-        .unwrap();
-    let g1 = n.metadata.generation.unwrap();
+        .await?;
+    let g1 = n.metadata.generation.ok_or("no generation")?;
     // Status change through the main resource is ignored.
     let n = nodes
         .patch(
@@ -398,8 +383,7 @@ async fn status_subresource_is_isolated_and_finalizers_hold_deletion() {
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"phase": "Running"}})),
         )
-        .await
-        .unwrap();
+        .await?;
     assert!(n.status.as_ref().and_then(|s| s.phase.clone()).is_none());
     // Through /status it sticks, and spec changes there are ignored.
     let n = nodes
@@ -408,8 +392,7 @@ async fn status_subresource_is_isolated_and_finalizers_hold_deletion() {
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"podCIDR": "x"}, "status": {"phase": "Running"}})),
         )
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(n.status.unwrap().phase.as_deref(), Some("Running"));
     assert_eq!(n.spec.unwrap().pod_cidr.as_deref(), Some("10.0.0.0/24"));
     assert_eq!(
@@ -423,8 +406,7 @@ async fn status_subresource_is_isolated_and_finalizers_hold_deletion() {
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"unschedulable": true}})),
         )
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(
         n.metadata.generation.unwrap(),
         g1 + 1,
@@ -436,8 +418,7 @@ async fn status_subresource_is_isolated_and_finalizers_hold_deletion() {
             &PatchParams::default(),
             &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
         )
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(
         n.metadata.generation.unwrap(),
         g1 + 1,
@@ -447,42 +428,44 @@ async fn status_subresource_is_isolated_and_finalizers_hold_deletion() {
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
     let mut c = cm("fin", json!({}));
     c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
-    cms.create(&PostParams::default(), &c).await.unwrap();
-    cms.delete("fin", &DeleteParams::default()).await.unwrap();
-    let held = cms.get("fin").await.unwrap();
+    cms.create(&PostParams::default(), &c).await?;
+    cms.delete("fin", &DeleteParams::default()).await?;
+    let held = cms.get("fin").await?;
     assert!(held.metadata.deletion_timestamp.is_some());
     cms.patch(
         "fin",
         &PatchParams::default(),
         &Patch::Merge(json!({"metadata": {"finalizers": null}})),
     )
-    .await
-    .unwrap();
-    assert!(cms.get_opt("fin").await.unwrap().is_none());
+    .await?;
+    assert!(cms.get_opt("fin").await?.is_none());
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn custom_resources_are_served_after_crd_registration() {
+async fn custom_resources_are_served_after_crd_registration()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = common::bare().await;
     let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
-    let crd: CustomResourceDefinition = serde_yaml::from_str(common::TEST_CRD).unwrap();
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    let got = crds.get("widgets.example.com").await.unwrap();
-    let conds = got.status.unwrap().conditions.unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(common::TEST_CRD)?;
+    crds.create(&PostParams::default(), &crd).await?;
+    let got = crds.get("widgets.example.com").await?;
+    let conds = got
+        .status
+        .ok_or("no status")?
+        .conditions
+        .ok_or("no conditions")?;
     assert!(
         conds
             .iter()
             .any(|c| c.type_ == "Established" && c.status == "True")
     );
     // Discovery now lists it.
-    let discovery = kube::Discovery::new(env.client.clone())
-        .run()
-        .await
-        .unwrap();
+    let discovery = kube::Discovery::new(env.client.clone()).run().await?;
     let (ar, caps) = discovery
         .resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"))
-        .unwrap();
+        .ok_or("Widget not discovered")?;
     assert!(
         caps.subresources
             .iter()
@@ -494,14 +477,18 @@ async fn custom_resources_are_served_after_crd_registration() {
         "widgets",
     );
     let widgets: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), "default", &ar);
-    let w: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}})).unwrap();
-    let created = widgets.create(&PostParams::default(), &w).await.unwrap();
+    let w: DynamicObject = serde_json::from_value(
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}}),
+    )?;
+    let created = widgets.create(&PostParams::default(), &w).await?;
     assert_eq!(
         created.data["spec"]["color"], "blue",
         "defaults from the schema"
     );
     // Schema validation: a required field is missing.
-    let bad: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w2"}, "spec": {"color": "red"}})).unwrap();
+    let bad: DynamicObject = serde_json::from_value(
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w2"}, "spec": {"color": "red"}}),
+    )?;
     let kube::Error::Api(s) = widgets
         .create(&PostParams::default(), &bad)
         .await
@@ -522,8 +509,7 @@ async fn custom_resources_are_served_after_crd_registration() {
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"phase": "Done"}})),
         )
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(st.data["status"]["phase"], "Done");
     let main = widgets
         .patch(
@@ -531,40 +517,36 @@ async fn custom_resources_are_served_after_crd_registration() {
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"phase": "Nope"}})),
         )
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(main.data["status"]["phase"], "Done");
     // Watch and list.
-    let l = widgets.list(&ListParams::default()).await.unwrap();
+    let l = widgets.list(&ListParams::default()).await?;
     assert_eq!(l.items.len(), 1);
-    let rv = l.metadata.resource_version.unwrap();
+    let rv = l.metadata.resource_version.ok_or("no resourceVersion")?;
     let mut stream = widgets
         .watch(&WatchParams::default().timeout(5), &rv)
-        .await
-        .unwrap()
+        .await?
         .boxed();
-    widgets
-        .delete("w1", &DeleteParams::default())
-        .await
-        .unwrap();
+    widgets.delete("w1", &DeleteParams::default()).await?;
     loop {
-        if let Some(WatchEvent::Deleted(o)) = stream.try_next().await.unwrap() {
+        if let Some(WatchEvent::Deleted(o)) = stream.try_next().await? {
             assert_eq!(o.metadata.name.as_deref(), Some("w1"));
             break;
         }
     }
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn bearer_tokens_and_request_log() {
+async fn bearer_tokens_and_request_log() -> Result<(), Box<dyn std::error::Error>> {
     let env = common::start(sofort_sandbox::SandboxConfig {
         token: Some("s3cret".into()),
         ..Default::default()
     })
     .await;
     let nodes: Api<Node> = Api::all(env.client.clone());
-    nodes.list(&ListParams::default()).await.unwrap();
+    nodes.list(&ListParams::default()).await?;
     assert_eq!(env.sandbox.stats().count("list", "nodes", ""), 1);
     let rec = env
         .sandbox
@@ -572,12 +554,13 @@ async fn bearer_tokens_and_request_log() {
         .requests()
         .into_iter()
         .find(|r| r.resource == "nodes")
-        .unwrap();
+        .ok_or("nodes not listed")?;
     assert_eq!(rec.user, "admin");
     // Without the token: 401.
     let resp = reqwest_like_get(&format!("{}/api/v1/nodes", env.sandbox.url())).await;
     assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 async fn reqwest_like_get(url: &str) -> String {
@@ -596,7 +579,7 @@ async fn reqwest_like_get(url: &str) -> String {
 }
 
 #[tokio::test]
-async fn injected_faults_by_verb_and_resource() {
+async fn injected_faults_by_verb_and_resource() -> Result<(), Box<dyn std::error::Error>> {
     let env = common::bare().await;
     env.sandbox.faults().add(
         sofort_sandbox::FaultRule::new(sofort_sandbox::FaultEffect::Error(500), 1.0)
@@ -609,12 +592,9 @@ async fn injected_faults_by_verb_and_resource() {
     };
     assert_eq!(s.code, 500);
     cms.create(&PostParams::default(), &cm("ok", json!({})))
-        .await
-        .unwrap();
+        .await?;
     env.sandbox.faults().clear();
-    assert_eq!(
-        cms.list(&ListParams::default()).await.unwrap().items.len(),
-        1
-    );
+    assert_eq!(cms.list(&ListParams::default()).await?.items.len(), 1);
     env.sandbox.shutdown().await;
+    Ok(())
 }
