@@ -298,7 +298,8 @@ fn assert_zone_by_zone(obs: &Observations, nodes: &[Node]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn nightly_rollout_waits_for_the_window_then_goes_zone_by_zone() {
+async fn nightly_rollout_waits_for_the_window_then_goes_zone_by_zone()
+-> Result<(), Box<dyn std::error::Error>> {
     // The controller's clock starts 3 s before a 22:00 Europe/Zurich window opens.
     let start = "2026-11-30T20:59:57Z"; // Monday 21:59:57 in Zurich
     let env = Env::start("nightly", scenario(6), &["--clock-start", start]).await;
@@ -346,7 +347,12 @@ async fn nightly_rollout_waits_for_the_window_then_goes_zone_by_zone() {
     );
     let o = obs.stop();
     assert_safe(&o);
-    let first = o.first_claim.values().min().copied().unwrap();
+    let first = o
+        .first_claim
+        .values()
+        .min()
+        .copied()
+        .ok_or("no node was claimed")?;
     assert!(t0.elapsed() > Duration::from_secs(3));
     assert!(
         first >= Duration::from_millis(2500),
@@ -358,10 +364,12 @@ async fn nightly_rollout_waits_for_the_window_then_goes_zone_by_zone() {
     assert_zone_by_zone(&o, &nodes);
     assert_none_left_cordoned(&nodes, &[]);
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn urgent_rollout_ignores_a_closed_window_but_keeps_the_budget() {
+async fn urgent_rollout_ignores_a_closed_window_but_keeps_the_budget()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start(
         "urgent",
         scenario(6),
@@ -393,6 +401,7 @@ async fn urgent_rollout_ignores_a_closed_window_but_keeps_the_budget() {
     assert_eq!(o.reboots.len(), 6);
     assert_none_left_cordoned(&env.nodes().await, &[]);
     env.finish().await;
+    Ok(())
 }
 
 fn blocking_scenario() -> Scenario {
@@ -412,7 +421,8 @@ fn blocking_scenario() -> Scenario {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pdb_that_never_allows_eviction_fails_the_node_and_halts() {
+async fn pdb_that_never_allows_eviction_fails_the_node_and_halts()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start("pdb-fail", blocking_scenario(), &[]).await;
     let mut p = policy("pdb", "r1");
     p.spec.drain.timeout = "3s".into();
@@ -422,7 +432,7 @@ async fn pdb_that_never_allows_eviction_fails_the_node_and_halts() {
     let halted = env
         .wait_phase("pdb", Phase::Halted, Duration::from_secs(60))
         .await;
-    let st = halted.status.unwrap();
+    let st = halted.status.ok_or("no status")?;
     assert_eq!(st.failed.len(), 1, "{st:#?}");
     let reason = &st.failed[0].reason;
     assert!(reason.contains("drain timeout"), "{reason}");
@@ -450,10 +460,12 @@ async fn pdb_that_never_allows_eviction_fails_the_node_and_halts() {
     );
     assert_none_left_cordoned(&env.nodes().await, &[]);
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pdb_that_never_allows_eviction_is_forced_with_on_timeout_force() {
+async fn pdb_that_never_allows_eviction_is_forced_with_on_timeout_force()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start("pdb-force", blocking_scenario(), &[]).await;
     let mut p = policy("pdbforce", "r1");
     p.spec.drain.timeout = "2s".into();
@@ -468,10 +480,12 @@ async fn pdb_that_never_allows_eviction_is_forced_with_on_timeout_force() {
     assert_eq!(o.reboots.len(), 3);
     assert_none_left_cordoned(&env.nodes().await, &[]);
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn node_cordoned_by_an_admin_stays_cordoned_after_its_reboot() {
+async fn node_cordoned_by_an_admin_stays_cordoned_after_its_reboot()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start("precordon", scenario(3), &[]).await;
     let out = env.kubectl(&["cordon", "w-02"]);
     assert!(
@@ -494,17 +508,22 @@ async fn node_cordoned_by_an_admin_stays_cordoned_after_its_reboot() {
         "the pre-cordoned node was patched too"
     );
     let nodes = env.nodes().await;
-    let w2 = nodes.iter().find(|n| n.name_any() == "w-02").unwrap();
+    let w2 = nodes
+        .iter()
+        .find(|n| n.name_any() == "w-02")
+        .ok_or("node w-02 missing")?;
     assert!(
         NodeView::from_node(w2).unschedulable,
         "w-02 must stay cordoned"
     );
     assert_none_left_cordoned(&nodes, &["w-02"]);
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn controller_killed_five_times_mid_rollout_still_finishes_exactly_once() {
+async fn controller_killed_five_times_mid_rollout_still_finishes_exactly_once()
+-> Result<(), Box<dyn std::error::Error>> {
     let mut env = Env::start("kill", scenario(30), &[]).await;
     let mut p = policy("kill", "r1");
     p.spec.rollout.max_unavailable = IntOrString::Int(3);
@@ -530,10 +549,12 @@ async fn controller_killed_five_times_mid_rollout_still_finishes_exactly_once() 
     );
     assert_none_left_cordoned(&env.nodes().await, &[]);
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn api_faults_and_dropped_watches_do_not_break_the_rules() {
+async fn api_faults_and_dropped_watches_do_not_break_the_rules()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start("faults", scenario(6), &[]).await;
     let p = policy("faults", "r1");
     let obs = Observer::start(env.client(), vec![watched(&p, 2)]).await;
@@ -578,10 +599,12 @@ async fn api_faults_and_dropped_watches_do_not_break_the_rules() {
     assert!(o.reboots.values().all(|c| *c == 1), "{:?}", o.reboots);
     assert_none_left_cordoned(&env.nodes().await, &[]);
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn overlapping_policies_never_share_a_node_and_urgent_goes_first() {
+async fn overlapping_policies_never_share_a_node_and_urgent_goes_first()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start("overlap", scenario(6), &[]).await;
     let routine = policy("routine", "r1");
     let mut urgent = policy("urgent", "u1");
@@ -662,15 +685,17 @@ async fn overlapping_policies_never_share_a_node_and_urgent_goes_first() {
     );
     assert_none_left_cordoned(&env.nodes().await, &[]);
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn if_required_reboots_only_nodes_whose_agent_reports_the_sentinel() {
+async fn if_required_reboots_only_nodes_whose_agent_reports_the_sentinel()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start_with("ifreq", scenario(6), &[], &["w-01", "w-04"]).await;
     let api: Api<Node> = Api::all(env.client());
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let nodes = api.list(&ListParams::default()).await.unwrap().items;
+        let nodes = api.list(&ListParams::default()).await?.items;
         let labelled = nodes
             .iter()
             .filter(|n| n.labels().contains_key("sofort.dev/reboot-required"))
@@ -709,10 +734,12 @@ async fn if_required_reboots_only_nodes_whose_agent_reports_the_sentinel() {
         );
     }
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn node_that_never_comes_back_fails_at_the_reboot_timeout() {
+async fn node_that_never_comes_back_fails_at_the_reboot_timeout()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start("noreturn", scenario(3), &[]).await;
     env.cluster()
         .sandbox
@@ -763,10 +790,12 @@ async fn node_that_never_comes_back_fails_at_the_reboot_timeout() {
         "the message explains the wait"
     );
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn invalid_spec_stalls_with_a_reason_instead_of_crashing() {
+async fn invalid_spec_stalls_with_a_reason_instead_of_crashing()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start("invalid", scenario(3), &[]).await;
     let mut p = policy("bad", "r1");
     p.spec.maintenance_windows[0].time_zone = "Europe/Zurch".into();
@@ -774,7 +803,7 @@ async fn invalid_spec_stalls_with_a_reason_instead_of_crashing() {
     let halted = env
         .wait_phase("bad", Phase::Halted, Duration::from_secs(30))
         .await;
-    let st = halted.status.unwrap();
+    let st = halted.status.ok_or("no status")?;
     assert!(
         st.message
             .as_deref()
@@ -794,15 +823,16 @@ async fn invalid_spec_stalls_with_a_reason_instead_of_crashing() {
         &PatchParams::default(),
         &Patch::Merge(serde_json::json!({"spec": {"maintenanceWindows": [{"start": "00:00", "end": "00:00", "timeZone": "Europe/Zurich"}]}})),
     )
-    .await
-    .unwrap();
+    .await?;
     env.wait_phase("bad", Phase::Completed, Duration::from_secs(90))
         .await;
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn plan_reads_the_policy_and_nodes_from_the_cluster() {
+async fn plan_reads_the_policy_and_nodes_from_the_cluster() -> Result<(), Box<dyn std::error::Error>>
+{
     let env = Env::start("plan", scenario(6), &[]).await;
     let mut p = policy("planned", "r1");
     // A window that is closed for the next hours: nothing starts meanwhile.
@@ -821,31 +851,31 @@ async fn plan_reads_the_policy_and_nodes_from_the_cluster() {
     let out = Command::new(env!("CARGO_BIN_EXE_sofort"))
         .args(["plan", "--policy", "planned", "-o", "json"])
         .env("KUBECONFIG", env.dir.join("kubeconfig"))
-        .output()
-        .unwrap();
+        .output()?;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(f["policy"], "planned");
     assert_eq!(f["nodes"].as_array().map(Vec::len), Some(6), "{f:#}");
     let start: jiff::Timestamp = f["scheduled_start"]
         .as_str()
         .or_else(|| f["scheduledStart"].as_str())
         .expect("a scheduled start")
-        .parse()
-        .unwrap();
+        .parse()?;
     assert!(
         start > jiff::Timestamp::now(),
         "starts when the window opens, not now"
     );
     env.finish().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kubectl_applies_the_crd_and_examples_and_shows_printer_columns() {
+async fn kubectl_applies_the_crd_and_examples_and_shows_printer_columns()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start("kubectl", scenario(3), &[]).await;
     let out = env.kubectl(&[
         "apply",
@@ -893,4 +923,5 @@ async fn kubectl_applies_the_crd_and_examples_and_shows_printer_columns() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("maxUnavailable"));
     env.finish().await;
+    Ok(())
 }

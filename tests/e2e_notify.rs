@@ -336,7 +336,8 @@ fn slack_titles(got: &[Received]) -> Vec<String> {
 // ---------------------------------------------------------------- tests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routine_rollout_announces_starts_and_completes_in_both_formats() {
+async fn routine_rollout_announces_starts_and_completes_in_both_formats()
+-> Result<(), Box<dyn std::error::Error>> {
     let mut c = cluster("routine").await;
     let (rx, base) = Receiver::start().await;
     secret(
@@ -361,15 +362,14 @@ async fn routine_rollout_announces_starts_and_completes_in_both_formats() {
     );
     let t0 = Instant::now();
     c.spawn_controller(sandbox_controller_config());
-    c.spawn_agents(true).unwrap();
+    c.spawn_agents(true)?;
     Api::<PatchPolicy>::all(c.client.clone())
         .create(&PostParams::default(), &p)
-        .await
-        .unwrap();
+        .await?;
 
     wait_completed(&c.client, "routine", Duration::from_secs(60)).await;
     let done = wait_results(&c.client, "routine", Duration::from_secs(20)).await;
-    let status = done.status.clone().unwrap();
+    let status = done.status.clone().ok_or("no status")?;
     assert_eq!(events_of(&done), ["Scheduled", "Started", "Completed"]);
     for r in &status.notifications {
         let mut results = r.results.clone();
@@ -420,7 +420,7 @@ async fn routine_rollout_announces_starts_and_completes_in_both_formats() {
         &ce[1].body["data"],
         &ce[2].body["data"],
     );
-    let text = sched["text"].as_str().unwrap();
+    let text = sched["text"].as_str().ok_or("no text")?;
     assert!(
         text.starts_with("Security maintenance: maintenance on 3 servers")
             && text.contains("expected done by"),
@@ -448,8 +448,8 @@ async fn routine_rollout_announces_starts_and_completes_in_both_formats() {
         assert!(!d.to_string().contains("CVE-2026-1111"));
     }
     // Nothing started before the lead time: Started is decided >= 2 s after Scheduled.
-    let t_sched: jiff::Timestamp = ce[0].body["time"].as_str().unwrap().parse().unwrap();
-    let t_start: jiff::Timestamp = ce[1].body["time"].as_str().unwrap().parse().unwrap();
+    let t_sched: jiff::Timestamp = ce[0].body["time"].as_str().unwrap().parse()?;
+    let t_start: jiff::Timestamp = ce[1].body["time"].as_str().unwrap().parse()?;
     assert!(
         t_start.duration_since(t_sched) >= jiff::SignedDuration::from_secs(1),
         "{t_sched} {t_start}"
@@ -494,10 +494,11 @@ async fn routine_rollout_announces_starts_and_completes_in_both_formats() {
         t0.elapsed().as_secs_f64()
     );
     c.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn urgent_rollout_says_it_could_not_be_announced() {
+async fn urgent_rollout_says_it_could_not_be_announced() -> Result<(), Box<dyn std::error::Error>> {
     let mut c = cluster("urgent").await;
     let (rx, base) = Receiver::start().await;
     secret(&c.client, "statuspage", &[("url", &format!("{base}/ce"))]).await;
@@ -513,11 +514,10 @@ async fn urgent_rollout_says_it_could_not_be_announced() {
         ],
     );
     c.spawn_controller(sandbox_controller_config());
-    c.spawn_agents(true).unwrap();
+    c.spawn_agents(true)?;
     Api::<PatchPolicy>::all(c.client.clone())
         .create(&PostParams::default(), &p)
-        .await
-        .unwrap();
+        .await?;
     wait_completed(&c.client, "urgent", Duration::from_secs(60)).await;
     let done = wait_results(&c.client, "urgent", Duration::from_secs(20)).await;
     assert_eq!(events_of(&done), ["UrgentStarted", "Completed"]);
@@ -533,7 +533,7 @@ async fn urgent_rollout_says_it_could_not_be_announced() {
     let first = &ce[0].body;
     assert_eq!(first["id"], "urgent/2026-11-27/urgentstarted");
     assert_eq!(first["data"]["urgent"], true);
-    let text = first["data"]["text"].as_str().unwrap();
+    let text = first["data"]["text"].as_str().ok_or("no text")?;
     assert!(
         text.starts_with(
             "Security maintenance: urgent maintenance on 3 servers has started now; it could not be announced ahead"
@@ -554,10 +554,11 @@ async fn urgent_rollout_says_it_could_not_be_announced() {
     );
     assert_eq!(slack[0].body["text"], first["data"]["text"]);
     c.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_receiver_is_retried_until_it_accepts() {
+async fn failing_receiver_is_retried_until_it_accepts() -> Result<(), Box<dyn std::error::Error>> {
     let mut c = cluster("retry").await;
     let (rx, base) = Receiver::start().await;
     rx.fail_first.lock().unwrap().insert("flaky".into(), 3);
@@ -569,15 +570,14 @@ async fn failing_receiver_is_retried_until_it_accepts() {
         vec![webhook("flaky", WebhookFormat::CloudEvents, false)],
     );
     c.spawn_controller(sandbox_controller_config());
-    c.spawn_agents(true).unwrap();
+    c.spawn_agents(true)?;
     Api::<PatchPolicy>::all(c.client.clone())
         .create(&PostParams::default(), &p)
-        .await
-        .unwrap();
+        .await?;
     // While the receiver fails, the rollout goes on.
     wait_completed(&c.client, "retry", Duration::from_secs(60)).await;
     let done = wait_results(&c.client, "retry", Duration::from_secs(30)).await;
-    let s = done.status.unwrap();
+    let s = done.status.ok_or("no status")?;
     assert_eq!(s.notifications[0].event, "UrgentStarted");
     assert_eq!(s.notifications[0].results, ["flaky=delivered"]);
 
@@ -599,10 +599,12 @@ async fn failing_receiver_is_retried_until_it_accepts() {
     // The same body every time.
     assert!(first.iter().all(|r| r.raw == first[0].raw));
     c.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_notification_is_decided_once_across_a_controller_kill() {
+async fn each_notification_is_decided_once_across_a_controller_kill()
+-> Result<(), Box<dyn std::error::Error>> {
     let mut c = cluster("restart").await;
     let (rx, base) = Receiver::start().await;
     // Slow answers keep deliveries in flight when the controller stops.
@@ -614,7 +616,7 @@ async fn each_notification_is_decided_once_across_a_controller_kill() {
         "CVE-2026-4444",
         vec![webhook("statuspage", WebhookFormat::CloudEvents, false)],
     );
-    c.spawn_agents(true).unwrap();
+    c.spawn_agents(true)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let kc = c.kube_config.clone();
     let mut cfg = sandbox_controller_config();
@@ -628,8 +630,7 @@ async fn each_notification_is_decided_once_across_a_controller_kill() {
     });
     Api::<PatchPolicy>::all(c.client.clone())
         .create(&PostParams::default(), &p)
-        .await
-        .unwrap();
+        .await?;
     // Stop it as soon as Started is decided, while its delivery is in flight.
     wait_for(
         "Started to be decided",
@@ -643,8 +644,7 @@ async fn each_notification_is_decided_once_across_a_controller_kill() {
     stop_tx.send_replace(true);
     tokio::time::timeout(Duration::from_secs(10), first)
         .await
-        .expect("the first controller stops")
-        .unwrap();
+        .expect("the first controller stops")?;
     let mid = get(&c.client, "restart").await;
     assert_ne!(mid.status.as_ref().unwrap().phase, Some(Phase::Completed));
 
@@ -683,10 +683,12 @@ async fn each_notification_is_decided_once_across_a_controller_kill() {
         ce.len()
     );
     c.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn advisory_details_stay_embargoed_until_completed() {
+async fn advisory_details_stay_embargoed_until_completed() -> Result<(), Box<dyn std::error::Error>>
+{
     let mut c = cluster("embargo").await;
     let (rx, base) = Receiver::start().await;
     secret(&c.client, "statuspage", &[("url", &format!("{base}/ce"))]).await;
@@ -704,11 +706,10 @@ async fn advisory_details_stay_embargoed_until_completed() {
     );
     let log_start = Instant::now();
     c.spawn_controller(sandbox_controller_config());
-    c.spawn_agents(true).unwrap();
+    c.spawn_agents(true)?;
     Api::<PatchPolicy>::all(c.client.clone())
         .create(&PostParams::default(), &p)
-        .await
-        .unwrap();
+        .await?;
 
     // Poll status while the rollout runs: words in status never carry the details.
     let mut polls = 0;
@@ -751,7 +752,7 @@ async fn advisory_details_stay_embargoed_until_completed() {
 
     // Events: only the mirror of the Completed notification carries them.
     let api: Api<K8sEvent> = Api::all(c.client.clone());
-    let evs = api.list(&ListParams::default()).await.unwrap().items;
+    let evs = api.list(&ListParams::default()).await?.items;
     assert!(!evs.is_empty());
     for e in &evs {
         let note = e.note.clone().unwrap_or_default().to_ascii_lowercase();
@@ -779,4 +780,5 @@ async fn advisory_details_stay_embargoed_until_completed() {
         evs.len()
     );
     c.shutdown().await;
+    Ok(())
 }

@@ -74,7 +74,7 @@ fn api_err(e: kube::Error) -> Box<kube::core::Status> {
 }
 
 #[tokio::test]
-async fn eviction_respects_the_budget() {
+async fn eviction_respects_the_budget() -> Result<(), Box<dyn std::error::Error>> {
     let mut sc = scenario(vec![deployment("web", 3)]);
     // Replacements take a while to become Ready, so the budget stays spent.
     sc.timing.pod_start = sofort_sandbox::DurationRange::fixed(Duration::from_millis(1500));
@@ -82,21 +82,29 @@ async fn eviction_respects_the_budget() {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(env.client.clone(), "default");
     ready_pods(&pods, "app=web", 3).await;
-    pdbs.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}})).unwrap()).await.unwrap();
+    pdbs.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}})).unwrap()).await?;
     pdb_settled(&pdbs, "web", 1).await;
-    let st = pdbs.get("web").await.unwrap().status.unwrap();
+    let st = pdbs.get("web").await?.status.ok_or("no PDB status")?;
     assert_eq!(
         (st.current_healthy, st.desired_healthy, st.expected_pods),
         (3, 2, 3)
     );
     let victims = ready_pods(&pods, "app=web", 3).await;
     // First eviction is allowed and recorded in disruptedPods.
-    let first = victims[0].metadata.name.clone().unwrap();
-    pods.evict(&first, &EvictParams::default()).await.unwrap();
-    let after = pdbs.get("web").await.unwrap().status.unwrap();
+    let first = victims[0]
+        .metadata
+        .name
+        .clone()
+        .ok_or("pod without a name")?;
+    pods.evict(&first, &EvictParams::default()).await?;
+    let after = pdbs.get("web").await?.status.ok_or("no PDB status")?;
     assert_eq!(after.disruptions_allowed, 0);
     // The second is refused with 429 naming the budget.
-    let second = victims[1].metadata.name.clone().unwrap();
+    let second = victims[1]
+        .metadata
+        .name
+        .clone()
+        .ok_or("pod without a name")?;
     let s = api_err(
         pods.evict(&second, &EvictParams::default())
             .await
@@ -119,12 +127,14 @@ async fn eviction_respects_the_budget() {
     // Once the replacement is Ready the budget allows one again.
     ready_pods(&pods, "app=web", 3).await;
     pdb_settled(&pdbs, "web", 1).await;
-    pods.evict(&second, &EvictParams::default()).await.unwrap();
+    pods.evict(&second, &EvictParams::default()).await?;
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn two_budgets_are_a_500_and_unhealthy_pods_follow_the_policy() {
+async fn two_budgets_are_a_500_and_unhealthy_pods_follow_the_policy()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = common::start(SandboxConfig::with_scenario(scenario(vec![deployment(
         "api", 2,
     )])))
@@ -133,9 +143,9 @@ async fn two_budgets_are_a_500_and_unhealthy_pods_follow_the_policy() {
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(env.client.clone(), "default");
     let ready = ready_pods(&pods, "app=api", 2).await;
     for n in ["a", "b"] {
-        pdbs.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": n}, "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "api"}}}})).unwrap()).await.unwrap();
+        pdbs.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": n}, "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "api"}}}})).unwrap()).await?;
     }
-    let name = ready[0].metadata.name.clone().unwrap();
+    let name = ready[0].metadata.name.clone().ok_or("pod without a name")?;
     let s = api_err(
         pods.evict(&name, &EvictParams::default())
             .await
@@ -148,22 +158,20 @@ async fn two_budgets_are_a_500_and_unhealthy_pods_follow_the_policy() {
     );
     // Unhealthy pod and a budget with no room: IfHealthyBudget refuses, AlwaysAllow deletes.
     use kube::api::{DeleteParams, Patch, PatchParams};
-    pdbs.delete("b", &DeleteParams::default()).await.unwrap();
+    pdbs.delete("b", &DeleteParams::default()).await?;
     pdbs.patch(
         "a",
         &PatchParams::default(),
         &Patch::Merge(json!({"spec": {"maxUnavailable": 0}})),
     )
-    .await
-    .unwrap();
+    .await?;
     pdb_settled(&pdbs, "a", 0).await;
     pods.patch_status(
         &name,
         &PatchParams::default(),
         &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})),
     )
-    .await
-    .unwrap();
+    .await?;
     common::eventually(
         Duration::from_secs(5),
         "budget sees the unhealthy pod",
@@ -184,19 +192,19 @@ async fn two_budgets_are_a_500_and_unhealthy_pods_follow_the_policy() {
         &PatchParams::default(),
         &Patch::Merge(json!({"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}})),
     )
-    .await
-    .unwrap();
-    pods.evict(&name, &EvictParams::default()).await.unwrap();
+    .await?;
+    pods.evict(&name, &EvictParams::default()).await?;
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn reboot_through_the_simulated_host() {
+async fn reboot_through_the_simulated_host() -> Result<(), Box<dyn std::error::Error>> {
     let env = common::start(SandboxConfig::with_scenario(scenario(vec![]))).await;
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.client.clone());
-    let host = env.sandbox.host("worker-01").unwrap();
+    let host = env.sandbox.host("worker-01")?;
     let before = host.boot_id();
-    let n = nodes.get("worker-01").await.unwrap();
+    let n = nodes.get("worker-01").await?;
     assert_eq!(n.status.unwrap().node_info.unwrap().boot_id, before);
     host.set_reboot_required(true);
     assert!(host.reboot_required().unwrap());
@@ -252,6 +260,7 @@ async fn reboot_through_the_simulated_host() {
     env.sandbox.faults().node_never_returns("worker-02", true);
     env.sandbox.host("worker-02").unwrap().reboot();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(!ready(&nodes.get("worker-02").await.unwrap()));
+    assert!(!ready(&nodes.get("worker-02").await?));
     env.sandbox.shutdown().await;
+    Ok(())
 }

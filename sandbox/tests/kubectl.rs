@@ -7,7 +7,8 @@ use std::time::Duration;
 use sofort_sandbox::{SandboxConfig, Scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_get_describe_cordon_label_annotate_patch_delete() {
+async fn kubectl_get_describe_cordon_label_annotate_patch_delete()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = common::start(SandboxConfig::with_scenario(common::fast(
         Scenario::with_nodes(3),
     )))
@@ -92,10 +93,12 @@ async fn kubectl_get_describe_cordon_label_annotate_patch_delete() {
     let (ok, _, err) = env.kubectl(&["get", "namespace", "scratch"]);
     assert!(!ok && err.contains("NotFound"), "{err}");
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_apply_crd_and_custom_resources_with_printer_columns_and_explain() {
+async fn kubectl_apply_crd_and_custom_resources_with_printer_columns_and_explain()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = common::bare().await;
     let crd = env.write("crd.yaml", common::TEST_CRD);
     env.kubectl_ok(&["apply", "-f", crd.to_str().unwrap()]);
@@ -138,10 +141,11 @@ async fn kubectl_apply_crd_and_custom_resources_with_printer_columns_and_explain
     let (ok, _, _) = env.kubectl(&["get", "widgets"]);
     assert!(!ok);
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_drain_waits_for_rescheduled_workloads() {
+async fn kubectl_drain_waits_for_rescheduled_workloads() -> Result<(), Box<dyn std::error::Error>> {
     let mut s = common::fast(Scenario::with_nodes(3));
     s.timing.pod_start = sofort_sandbox::DurationRange::fixed(Duration::from_millis(300));
     let env = common::start(SandboxConfig::with_scenario(s)).await;
@@ -190,10 +194,12 @@ async fn kubectl_drain_waits_for_rescheduled_workloads() {
     );
     assert!(env.sandbox.stats().count("create", "pods", "eviction") > 0);
     env.sandbox.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_server_side_applies_services_rbac_network_and_admission_policies() {
+async fn kubectl_server_side_applies_services_rbac_network_and_admission_policies()
+-> Result<(), Box<dyn std::error::Error>> {
     let env = common::bare().await;
     let objects = env.write(
         "objects.yaml",
@@ -252,7 +258,7 @@ metadata: {name: own-node}
 spec: {policyName: own-node, validationActions: [Deny]}
 "#,
     );
-    let path = objects.to_str().unwrap();
+    let path = objects.to_str().ok_or("path is not UTF-8")?;
     env.kubectl_ok(&["apply", "--server-side", "-f", path]);
     // Short names and kinds resolve through discovery.
     let names = env.kubectl_ok(&[
@@ -298,4 +304,5 @@ spec: {policyName: own-node, validationActions: [Deny]}
     let out = env.kubectl_ok(&["apply", "--server-side", "-f", path]);
     assert!(out.contains("serverside-applied"), "{out}");
     env.sandbox.shutdown().await;
+    Ok(())
 }

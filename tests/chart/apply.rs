@@ -189,9 +189,10 @@ async fn apply_case(case: &str, dir: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_rendered_case_applies_server_side_to_the_sandbox_and_reads_back() {
+async fn every_rendered_case_applies_server_side_to_the_sandbox_and_reads_back()
+-> Result<(), Box<dyn std::error::Error>> {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chart-apply");
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir)?;
     // A few cases at a time, each on its own sandbox.
     futures::stream::iter(cases())
         .map(|case| {
@@ -201,4 +202,5 @@ async fn every_rendered_case_applies_server_side_to_the_sandbox_and_reads_back()
         .buffer_unordered(3)
         .collect::<Vec<()>>()
         .await;
+    Ok(())
 }

@@ -300,28 +300,30 @@ fn finished(p: &PatchPolicy) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_rbac_grants_exactly_the_calls_the_controller_makes() {
+async fn controller_rbac_grants_exactly_the_calls_the_controller_makes()
+-> Result<(), Box<dyn std::error::Error>> {
     let (grants, deployment) = controller_grants(CASE);
-    let release_ns = deployment.metadata.namespace.clone().unwrap();
+    let release_ns = deployment
+        .metadata
+        .namespace
+        .clone()
+        .ok_or("rendered Deployment has no namespace")?;
     let sa = deployment
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|p| p.service_account_name.clone())
-        .unwrap();
+        .ok_or("rendered Deployment has no service account")?;
     // The controller as the chart runs it (Lease namespace, name and identity
     // from the rendered arguments), with a local metrics port and a short
     // Lease so that renewals happen within the test.
     let pod = deployment
         .spec
         .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+        .and_then(|s| s.template.spec.as_ref())
+        .ok_or("rendered Deployment has no pod spec")?;
     let args = argv("controller", &pod.containers[0], &release_ns);
-    let Sub::Controller(chart_args) = Cli::try_parse_from(&args).unwrap().command else {
+    let Sub::Controller(chart_args) = Cli::try_parse_from(&args)?.command else {
         panic!("not the controller: {args:?}")
     };
     assert!(
@@ -331,7 +333,7 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes() {
     let user = format!("system:serviceaccount:{release_ns}:{sa}");
 
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chart-rbac");
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir)?;
     let mut cluster = Cluster::start_with(
         SandboxConfig {
             token: Some(ADMIN_TOKEN.into()),
@@ -340,33 +342,29 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes() {
         },
         dir.join("admin.kubeconfig"),
     )
-    .await
-    .unwrap();
+    .await?;
     let client = cluster.client.clone();
     let controller_kubeconfig = dir.join("controller.kubeconfig");
     std::fs::write(
         &controller_kubeconfig,
         cluster.sandbox.kubeconfig_yaml_for(Some(CONTROLLER_TOKEN)),
-    )
-    .unwrap();
+    )?;
 
     let mut ns = Namespace::default();
     ns.metadata.name = Some(release_ns.clone());
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+        .await?;
     let mut secret = Secret::default();
     secret.metadata.name = Some(WEBHOOK_SECRET.into());
     secret.string_data = Some([("url".to_string(), receiver().await)].into());
     Api::<Secret>::namespaced(client.clone(), &release_ns)
         .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    cluster.spawn_agents(false).unwrap();
+        .await?;
+    cluster.spawn_agents(false)?;
     crate::pods::wait_pods_ready(&client, 3).await;
 
-    let log = std::fs::File::create(dir.join("controller.log")).unwrap();
+    let log = std::fs::File::create(dir.join("controller.log"))?;
     let controller = Controller(
         Command::new(env!("CARGO_BIN_EXE_sofort"))
             .args(["controller", "--namespace", &chart_args.namespace])
@@ -388,11 +386,10 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes() {
     let policies: Api<PatchPolicy> = Api::all(client.clone());
     policies
         .create(&PostParams::default(), &policy(&release_ns))
-        .await
-        .unwrap();
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
-        let p = policies.get("kernel").await.unwrap();
+        let p = policies.get("kernel").await?;
         if finished(&p) {
             break;
         }
@@ -405,12 +402,9 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Deleting the policy: the controller removes its finalizer.
-    policies
-        .delete("kernel", &DeleteParams::default())
-        .await
-        .unwrap();
+    policies.delete("kernel", &DeleteParams::default()).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while policies.get_opt("kernel").await.unwrap().is_some() {
+    while policies.get_opt("kernel").await?.is_some() {
         assert!(
             Instant::now() < deadline,
             "the controller did not release the deleted policy"
@@ -469,4 +463,5 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes() {
         list(refused.into_iter().collect()),
         list(sources)
     );
+    Ok(())
 }
