@@ -234,7 +234,7 @@ impl Contender {
 
     fn wants(&self, node: &NodeView) -> bool {
         self.active
-            && selector::matches(&self.selector, &node.labels)
+            && selector::selects_node(&self.selector, &node.labels)
             && node.done.get(&self.name) != Some(&self.revision)
             && !node.record.as_ref().is_some_and(|r| {
                 r.policy == self.name && r.revision == self.revision && r.step == Step::Failed
@@ -429,8 +429,7 @@ impl Config {
                 );
                 None
             }
-            Some(p) => Some(PatchRequest {
-                command: p.command.clone(),
+            Some(_) => Some(PatchRequest {
                 timeout_seconds: patch_timeout.as_secs(),
             }),
             None => None,
@@ -875,7 +874,7 @@ impl NodeIndex {
     pub fn build(spec: &PatchPolicySpec, nodes: &[NodeView], full_order: bool) -> NodeIndex {
         let selected = nodes
             .iter()
-            .map(|n| selector::matches(&spec.node_selector, &n.labels))
+            .map(|n| selector::selects_node(&spec.node_selector, &n.labels))
             .collect();
         let groups: Vec<Option<&str>> = nodes
             .iter()
