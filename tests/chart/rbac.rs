@@ -41,10 +41,10 @@ use sofort_sandbox::{
 
 use super::{POD_NAME, argv, documents};
 
-/// The values case whose RBAC is checked: the defaults turn on everything the
-/// scenario uses (leader election, pod deletion, webhook Secrets in the
-/// release namespace).
-const CASE: &str = "default";
+/// The values case whose RBAC is checked: the defaults plus pod deletion
+/// (opt-in) turn on everything the scenario uses (leader election, pod
+/// deletion, webhook Secrets in the release namespace).
+const CASE: &str = "pod-delete";
 const ADMIN_TOKEN: &str = "admin-token";
 const CONTROLLER_TOKEN: &str = "controller-token";
 const WEBHOOK_SECRET: &str = "statuspage";
