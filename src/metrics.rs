@@ -9,6 +9,8 @@
 //! | `sofort_window_open` | gauge | `policy` — 1 while a maintenance window is open |
 //! | `sofort_reconcile_errors_total` | counter | `policy` |
 //! | `sofort_leader` | gauge | — 1 on the replica holding the Lease |
+//! | `sofort_step_started_timestamp_seconds` | gauge | `policy`, `step` — when the node longest in the step entered it (Unix time; no series while no node is in it) |
+//! | `sofort_step_timeout_seconds` | gauge | `policy`, `step` — the policy's timeout of the step (steps that have one) |
 //! | `sofort_notifications_total` | counter | `webhook`, `event`, `result` (`delivered`, `failed`, `dropped`) — customer notifications |
 
 use std::net::SocketAddr;
@@ -51,6 +53,8 @@ pub struct Metrics {
     window_open: Family<Labels, Gauge>,
     reconcile_errors: Family<Labels, Counter>,
     leader: Gauge,
+    step_started: Family<Labels, Gauge>,
+    step_timeout: Family<Labels, Gauge>,
     registry: Arc<Registry>,
 }
 
@@ -78,6 +82,8 @@ impl Metrics {
         let window_open = Family::<Labels, Gauge>::default();
         let reconcile_errors = Family::<Labels, Counter>::default();
         let leader = Gauge::default();
+        let step_started = Family::<Labels, Gauge>::default();
+        let step_timeout = Family::<Labels, Gauge>::default();
         registry.register("nodes", "Selected nodes by policy and step", nodes.clone());
         registry.register(
             "step_duration_seconds",
@@ -105,6 +111,16 @@ impl Metrics {
             "1 on the replica holding the leader Lease",
             leader.clone(),
         );
+        registry.register(
+            "step_started_timestamp_seconds",
+            "When the node longest in the step entered it (Unix time); no series while no node is in the step",
+            step_started.clone(),
+        );
+        registry.register(
+            "step_timeout_seconds",
+            "Timeout of the step in the policy's spec",
+            step_timeout.clone(),
+        );
         extra(&mut registry);
         Metrics {
             nodes,
@@ -114,6 +130,8 @@ impl Metrics {
             window_open,
             reconcile_errors,
             leader,
+            step_started,
+            step_timeout,
             registry: Arc::new(registry),
         }
     }
@@ -167,6 +185,27 @@ impl Metrics {
         self.reconcile_errors
             .get_or_create(&labels(&[("policy", policy)]))
             .inc();
+    }
+
+    /// Sets when the node of a policy longest in a step entered it (Unix
+    /// seconds); None removes the series (no node in the step).
+    pub fn set_step_started(&self, policy: &str, step: &str, unix_seconds: Option<i64>) {
+        let key = labels(&[("policy", policy), ("step", step)]);
+        match unix_seconds {
+            Some(t) => {
+                self.step_started.get_or_create(&key).set(t);
+            }
+            None => {
+                self.step_started.remove(&key);
+            }
+        }
+    }
+
+    /// Sets a policy's timeout of a step.
+    pub fn set_step_timeout(&self, policy: &str, step: &str, seconds: i64) {
+        self.step_timeout
+            .get_or_create(&labels(&[("policy", policy), ("step", step)]))
+            .set(seconds);
     }
 
     /// Whether this replica leads.
@@ -292,6 +331,10 @@ mod tests {
         m.set_window_open("workers", true);
         m.reconcile_error("workers");
         m.set_leader(true);
+        m.set_step_started("workers", "Draining", Some(1_796_000_000));
+        m.set_step_started("workers", "Rebooting", Some(1_796_000_100));
+        m.set_step_started("workers", "Rebooting", None);
+        m.set_step_timeout("workers", "Draining", 900);
         let text = m.render();
         for want in [
             "sofort_nodes{policy=\"workers\",step=\"Draining\"} 2",
@@ -302,9 +345,15 @@ mod tests {
             "sofort_window_open{policy=\"workers\"} 1",
             "sofort_reconcile_errors_total{policy=\"workers\"} 1",
             "sofort_leader 1",
+            "sofort_step_started_timestamp_seconds{policy=\"workers\",step=\"Draining\"} 1796000000",
+            "sofort_step_timeout_seconds{policy=\"workers\",step=\"Draining\"} 900",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
+        assert!(
+            !text.contains("step=\"Rebooting\""),
+            "removed series: {text}"
+        );
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::drains::{DrainJob, Drains};
 use super::notifications::Notifications;
 use super::{ControllerConfig, Overlay, policy_ref};
-use crate::api::{PatchPolicy, PatchPolicyStatus, Phase, Step};
+use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus, Phase, Step};
 use crate::drain::{DrainMode, DrainSettings};
 use crate::metrics::Metrics;
 use crate::node_record::{DONE_ANNOTATION, NodeRecord, RECORD_ANNOTATION, STEP_LABEL};
@@ -54,6 +54,9 @@ pub(crate) struct Shell {
     /// Each node's view with the resourceVersion it was parsed from.
     view_cache: HashMap<String, (Option<String>, NodeView)>,
 }
+
+/// A node's step and when it began.
+type StepSince = (Step, jiff::Timestamp);
 
 fn step_name(step: Step) -> &'static str {
     match step {
@@ -479,7 +482,7 @@ impl Shell {
             .notifications
             .prepare(policy, &mut status, &views, valid, now)
             .await;
-        self.observe(&name, &status);
+        self.observe(&name, &status, &policy.spec);
         let phase = status.phase;
         let same_rev = prev_rev.as_deref() == Some(policy.spec.revision.as_str());
         if phase != prev_phase || !same_rev {
@@ -559,7 +562,7 @@ impl Shell {
         Ok(requeue)
     }
 
-    fn observe(&self, policy: &str, status: &PatchPolicyStatus) {
+    fn observe(&self, policy: &str, status: &PatchPolicyStatus, spec: &PatchPolicySpec) {
         if let Some(p) = status.phase {
             self.metrics.set_phase(policy, phase_name(p));
         }
@@ -586,6 +589,35 @@ impl Shell {
         for (step, count) in by_step {
             self.metrics.set_nodes(policy, step, count);
         }
+        // When the node longest in each step entered it, and the step's
+        // timeout (the stuck-node alert compares the two).
+        let cfg = rollout::Config::from_spec(spec);
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        for (step, timeout) in [
+            (Step::Cordoning, None),
+            (Step::Draining, Some(cfg.drain_timeout)),
+            (
+                Step::Patching,
+                spec.patch.as_ref().map(|_| cfg.patch_timeout),
+            ),
+            (Step::Rebooting, Some(cfg.reboot_timeout)),
+            (Step::WaitingReady, Some(cfg.reboot_timeout)),
+            (Step::Settling, None),
+            (Step::Uncordoning, None),
+        ] {
+            let oldest = status
+                .active
+                .iter()
+                .filter(|a| a.step == step)
+                .map(|a| a.since.0.as_second())
+                .min();
+            self.metrics
+                .set_step_started(policy, step_name(step), oldest);
+            if let Some(t) = timeout {
+                self.metrics
+                    .set_step_timeout(policy, step_name(step), secs(t));
+            }
+        }
         let open = status
             .next_window
             .as_ref()
@@ -604,7 +636,8 @@ impl Shell {
         objects: &mut BTreeMap<String, Arc<Node>>,
     ) -> bool {
         let name = policy.name_any();
-        let mut prepared: Vec<(&Action, Option<Step>, Option<Value>)> = Vec::new();
+        // (action, the node's step and its start before the write, node patch)
+        let mut prepared: Vec<(&Action, Option<StepSince>, Option<Value>)> = Vec::new();
         for &i in batch {
             let Some(action) = actions.get(i) else {
                 continue;
@@ -616,7 +649,7 @@ impl Shell {
             let was = objects
                 .get(action.node())
                 .and_then(|n| NodeView::from_node(n).record)
-                .map(|r| r.step);
+                .map(|r| (r.step, r.since));
             prepared.push((action, was, node_patch(action, objects)));
         }
         let api: Api<Node> = Api::all(self.client.clone());
@@ -666,7 +699,18 @@ impl Shell {
                 }
                 None => {}
             }
-            self.after_write(policy, action, was, objects);
+            let now_step = objects
+                .get(action.node())
+                .and_then(|n| NodeView::from_node(n).record)
+                .map(|r| r.step);
+            if let Some((step, since)) = was
+                && now_step != Some(step)
+            {
+                // The node left `step`: how long it took.
+                let took = self.cfg.clock.now().duration_since(since).as_secs_f64();
+                self.metrics.observe_step(step_name(step), took.max(0.0));
+            }
+            self.after_write(policy, action, was.map(|w| w.0), objects);
         }
         ok
     }
