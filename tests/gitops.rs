@@ -72,8 +72,12 @@ fn lua_string(s: &str) -> String {
 fn argocd_health(obj: &Value) -> Result<(String, String), Error> {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gitops");
     std::fs::create_dir_all(&dir)?;
+    // One driver file per call: tests run in parallel threads and may
+    // evaluate objects of the same name.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = obj["metadata"]["name"].as_str().unwrap_or("obj");
-    let driver = dir.join(format!("{name}-{}.lua", std::process::id()));
+    let driver = dir.join(format!("{name}-{}-{call}.lua", std::process::id()));
     std::fs::write(
         &driver,
         format!(
