@@ -115,6 +115,12 @@ pub enum DrainState {
     },
     /// Every pod that must leave has left.
     Drained,
+    /// The drain cannot succeed (a forced drain may not delete pods, or deleted
+    /// pods did not terminate): the node fails at once with this reason.
+    Failed {
+        /// Why, for the failure reason.
+        reason: String,
+    },
 }
 
 /// What decide sees of one Node.
@@ -586,6 +592,7 @@ fn advance(
             }
             let blocker = match &n.drain {
                 DrainState::Drained => return after_drain(),
+                DrainState::Failed { reason } => return fail(reason.clone()),
                 DrainState::Running { blocker, .. } => blocker.clone(),
                 DrainState::Idle => None,
             };
@@ -1833,6 +1840,25 @@ mod tests {
         );
         assert!(
             matches!(&plan.actions[..], [Action::MarkFailed { uncordon: true, record, .. }] if record.reason.as_deref().unwrap().contains("boot ID"))
+        );
+    }
+
+    #[test]
+    fn a_failed_drain_fails_the_node_at_once_and_uncordons_it() {
+        let p = policy("p");
+        let t = ts(NOW);
+        let mut n = node("w-a1", "a");
+        n.unschedulable = true;
+        n.drain = DrainState::Failed {
+            reason: "forced drain failed: pod deletion is not allowed".into(),
+        };
+        n.record = Some(rec("p", Step::Draining, t));
+        let plan = decide(&p, std::slice::from_ref(&n), &[], t);
+        assert!(
+            matches!(&plan.actions[..], [Action::MarkFailed { uncordon: true, record, .. }]
+                if record.reason.as_deref() == Some("forced drain failed: pod deletion is not allowed")),
+            "{:?}",
+            plan.actions
         );
     }
 

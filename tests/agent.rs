@@ -16,7 +16,7 @@ use sofort::agent::metrics::Metrics;
 use sofort::agent::shell::{
     AgentConfig, AgentEvent, MetaPatch, NodeWriter, PolicyReader, WriteError, run_loop,
 };
-use sofort::api::{PatchPolicy, PatchPolicySpec, PatchSpec, Step};
+use sofort::api::{ActiveNode, PatchPolicy, PatchPolicySpec, PatchPolicyStatus, PatchSpec, Step};
 use sofort::node_record::{
     AGENT_ERROR_ANNOTATION, NodeRecord, PATCH_RESULT_ANNOTATION, PatchRequest, PatchResult,
     REBOOT_ACK_ANNOTATION, REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION, RebootAck,
@@ -740,6 +740,93 @@ async fn agent_refuses_a_reboot_once_the_policy_is_gone_or_moved_on() {
         .unwrap_or_default();
     assert!(err.contains("does not exist"), "{err}");
     run_for(Duration::from_secs(600)).await;
+    assert_eq!(host.reboots(), 0);
+    assert_eq!(ack_on(&cluster), None);
+    agent.stop().await;
+}
+
+/// Policy `workers` bumped to `r2` while node `n1` is still in progress under
+/// `r1`, as the controller's status then shows it.
+fn bumped_with_n1_in_progress(step: Step) -> PatchPolicy {
+    let mut p = PatchPolicy::new("workers", PatchPolicySpec::new("r2"));
+    p.spec.patch = Some(PatchSpec {
+        command: vec!["unattended-upgrade".into()],
+        timeout: "15m".into(),
+    });
+    p.status = Some(PatchPolicyStatus {
+        revision: Some("r2".into()),
+        active: vec![ActiveNode {
+            node: "n1".into(),
+            step,
+            since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(T0)),
+        }],
+        ..Default::default()
+    });
+    p
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revision_bump_while_the_node_is_in_progress_lets_it_patch_and_reboot() {
+    // Patching under r1 after the bump to r2: the policy's command runs, the
+    // result names r1 (the revision the controller is finishing).
+    let rec = record(
+        Step::Patching,
+        Some(PatchRequest {
+            timeout_seconds: 60,
+        }),
+    );
+    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    cluster.set_policy(bumped_with_n1_in_progress(Step::Patching));
+    let host = Arc::new(FakeHost::new("boot-a"));
+    let agent = Agent::start(&cluster, host.clone(), true);
+    until("the patch result", || patch_result(&cluster).is_some()).await;
+    let result = patch_result(&cluster).unwrap();
+    assert!(result.success, "{result:?}");
+    assert_eq!(result.revision, "r1");
+    assert!(
+        host.calls()
+            .iter()
+            .any(|c| matches!(c, HostCall::RunPatch(cmd, _) if cmd == &["unattended-upgrade"])),
+        "{:?}",
+        host.calls()
+    );
+    assert_eq!(cluster.annotation(AGENT_ERROR_ANNOTATION), None);
+    agent.stop().await;
+
+    // Rebooting under r1: acknowledged and rebooted once.
+    let rec = record(Step::Rebooting, None);
+    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    cluster.set_policy(bumped_with_n1_in_progress(Step::Rebooting));
+    let host = Arc::new(FakeHost::new("boot-a"));
+    let agent = Agent::start(&cluster, host.clone(), false);
+    until("the reboot", || host.reboots() == 1).await;
+    assert_eq!(ack_on(&cluster).map(|a| a.revision), Some("r1".into()));
+    assert_eq!(cluster.annotation(AGENT_ERROR_ANNOTATION), None);
+    assert_eq!(cluster.event_reasons(), ["Rebooting"]);
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_old_revision_on_a_node_the_status_does_not_list_is_still_refused() {
+    // The status lists another node: a record at r1 on n1 is not backed.
+    let rec = record(Step::Rebooting, None);
+    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    let mut p = bumped_with_n1_in_progress(Step::Rebooting);
+    if let Some(st) = &mut p.status {
+        st.active[0].node = "n2".into();
+    }
+    cluster.set_policy(p);
+    let host = Arc::new(FakeHost::new("boot-a"));
+    let agent = Agent::start(&cluster, host.clone(), false);
+    until("the refusal", || !cluster.events().is_empty()).await;
+    run_for(Duration::from_secs(600)).await;
+    let err = cluster
+        .annotation(AGENT_ERROR_ANNOTATION)
+        .unwrap_or_default();
+    assert!(
+        err.contains("is at revision r2 and its status does not list this node"),
+        "{err}"
+    );
     assert_eq!(host.reboots(), 0);
     assert_eq!(ack_on(&cluster), None);
     agent.stop().await;

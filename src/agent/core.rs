@@ -36,9 +36,18 @@
 //! - the policy exists,
 //! - its `nodeSelector` selects this node (control-plane nodes only when the
 //!   selector asks for them, as the controller selects),
-//! - its `spec.revision` equals the record's revision, and
+//! - its `spec.revision` equals the record's revision, or the policy's own
+//!   status lists this node in `status.active` (the controller is still
+//!   finishing it under the revision it started with: a started node always
+//!   finishes, even when `spec.revision` was bumped meanwhile), and
 //! - for a patch: it has `spec.patch`; the command and timeout run are the
 //!   policy's, never anything from the Node.
+//!
+//! `status.active` has no revision of its own, so the second rule accepts any
+//! revision on a node the controller lists as in progress. That gives a forger
+//! who can write Nodes but not the policy status nothing: on such a node they
+//! could write the policy's current `spec.revision` (public in the spec) just as
+//! well, and the command run is still the policy's.
 //!
 //! Otherwise it refuses ([`NodeAction::RefuseRequest`]): `sofort.dev/agent-error`
 //! and a Warning Event, once, with the names from the record scrubbed.
@@ -199,13 +208,20 @@ pub struct PolicyFacts {
     pub revision: String,
     /// Whether `spec.nodeSelector` selects this node (see [`crate::selector::selects_node`]).
     pub selects_node: bool,
+    /// Whether `status.active` lists this node: the controller is finishing it
+    /// (possibly under a revision older than `spec.revision`).
+    pub in_progress_here: bool,
     /// `spec.patch`, parsed: `None` without one, `Err` when its timeout is unusable.
     pub patch: Option<Result<PatchCommand, String>>,
 }
 
 impl PolicyFacts {
-    /// Reads what matters from `policy` for a node with `node_labels`.
-    pub fn from_policy(policy: &PatchPolicy, node_labels: &BTreeMap<String, String>) -> Self {
+    /// Reads what matters from `policy` for the node `node_name` with `node_labels`.
+    pub fn from_policy(
+        policy: &PatchPolicy,
+        node_name: &str,
+        node_labels: &BTreeMap<String, String>,
+    ) -> Self {
         let spec = &policy.spec;
         let patch = spec.patch.as_ref().map(|p| {
             let timeout = crate::duration::parse(&p.timeout)
@@ -220,6 +236,11 @@ impl PolicyFacts {
             revision: spec.revision.clone(),
             selects_node: crate::selector::check(&spec.node_selector).is_ok()
                 && crate::selector::selects_node(&spec.node_selector, node_labels),
+            in_progress_here: !node_name.is_empty()
+                && policy
+                    .status
+                    .as_ref()
+                    .is_some_and(|st| st.active.iter().any(|a| a.node == node_name)),
             patch,
         }
     }
@@ -433,9 +454,9 @@ fn verify<'a>(
                     "is not backed by its policy: PatchPolicy {} does not select this node",
                     shown(&p.name)
                 ))
-            } else if p.revision != record.revision {
+            } else if p.revision != record.revision && !p.in_progress_here {
                 refuse(format!(
-                    "is not backed by its policy: PatchPolicy {} is at revision {}",
+                    "is not backed by its policy: PatchPolicy {} is at revision {} and its status does not list this node as in progress",
                     shown(&p.name),
                     shown(&p.revision)
                 ))
@@ -669,6 +690,7 @@ mod tests {
             name: "workers".into(),
             revision: "r1".into(),
             selects_node: true,
+            in_progress_here: false,
             patch: Some(Ok(command())),
         }
     }
@@ -759,6 +781,70 @@ mod tests {
     }
 
     #[test]
+    fn a_revision_bump_does_not_refuse_a_node_the_policy_status_lists_in_progress() {
+        for step in [Step::Patching, Step::Rebooting] {
+            // spec.revision moved on to r2 while the node runs r1; the status
+            // still lists the node as in progress: the request is backed.
+            let mut bumped = workers();
+            bumped.revision = "r2".into();
+            bumped.in_progress_here = true;
+            let action = decide(
+                &node(step),
+                &with_policy(PolicyLookup::Found(bumped.clone())),
+            );
+            match step {
+                Step::Patching => assert!(
+                    matches!(&action, NodeAction::RunPatch { revision, .. } if revision == "r1"),
+                    "{action:?}"
+                ),
+                _ => assert!(
+                    matches!(&action, NodeAction::AckThenReboot { ack } if ack.revision == "r1"),
+                    "{action:?}"
+                ),
+            }
+            // The status does not list the node: refused, saying why.
+            bumped.in_progress_here = false;
+            let reason = refusal(decide(
+                &node(step),
+                &with_policy(PolicyLookup::Found(bumped.clone())),
+            ));
+            assert!(
+                reason.contains("is at revision r2 and its status does not list this node"),
+                "{reason}"
+            );
+            // Being in progress never stands in for the selector.
+            bumped.in_progress_here = true;
+            bumped.selects_node = false;
+            let reason = refusal(decide(
+                &node(step),
+                &with_policy(PolicyLookup::Found(bumped)),
+            ));
+            assert!(reason.contains("does not select this node"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn only_the_policy_status_marks_a_node_in_progress() {
+        let mut p = PatchPolicy::new("workers", crate::api::PatchPolicySpec::new("r2"));
+        let labels = BTreeMap::new();
+        assert!(!PolicyFacts::from_policy(&p, "n1", &labels).in_progress_here);
+        p.status = Some(crate::api::PatchPolicyStatus {
+            revision: Some("r2".into()),
+            active: vec![crate::api::ActiveNode {
+                node: "n1".into(),
+                step: Step::Rebooting,
+                since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(
+                    "2026-01-01T10:00:00Z",
+                )),
+            }],
+            ..Default::default()
+        });
+        assert!(PolicyFacts::from_policy(&p, "n1", &labels).in_progress_here);
+        assert!(!PolicyFacts::from_policy(&p, "n2", &labels).in_progress_here);
+        assert!(!PolicyFacts::from_policy(&p, "", &labels).in_progress_here);
+    }
+
+    #[test]
     fn forged_record_text_is_scrubbed_in_the_refusal() {
         let mut n = node(Step::Rebooting);
         if let Ok(Some(r)) = &mut n.record {
@@ -811,7 +897,7 @@ mod tests {
         });
         p.spec.node_selector.match_labels = Some(BTreeMap::from([("pool".into(), "a".into())]));
         let a = BTreeMap::from([("pool".to_string(), "a".to_string())]);
-        let f = PolicyFacts::from_policy(&p, &a);
+        let f = PolicyFacts::from_policy(&p, "n1", &a);
         assert_eq!(f.name, "workers");
         assert_eq!(f.revision, "r9");
         assert!(f.selects_node);
@@ -822,16 +908,16 @@ mod tests {
                 timeout: Duration::from_secs(600),
             }))
         );
-        assert!(!PolicyFacts::from_policy(&p, &BTreeMap::new()).selects_node);
+        assert!(!PolicyFacts::from_policy(&p, "n1", &BTreeMap::new()).selects_node);
         // A control-plane node only when the selector asks for it.
         let mut cp = a.clone();
         cp.insert(crate::selector::CONTROL_PLANE_LABEL.into(), String::new());
-        assert!(!PolicyFacts::from_policy(&p, &cp).selects_node);
+        assert!(!PolicyFacts::from_policy(&p, "n1", &cp).selects_node);
         if let Some(patch) = &mut p.spec.patch {
             patch.timeout = "soon".into();
         }
         assert!(matches!(
-            PolicyFacts::from_policy(&p, &a).patch,
+            PolicyFacts::from_policy(&p, "n1", &a).patch,
             Some(Err(_))
         ));
     }

@@ -17,7 +17,7 @@
 //! sandbox) call [`run_agent`] with their own `Host`.
 //!
 //! ## Privileges per method
-//! - always: RBAC `get`, `list`, `watch`, `patch` on `nodes`; `get` on
+//! - always: RBAC `list`, `watch`, `patch` on `nodes`; `get` on
 //!   `patchpolicies` (one read per request, to verify it); `create`, `patch`
 //!   on `events.k8s.io` events in namespace `default` (where Events about
 //!   cluster-scoped Nodes live); read access to the sentinel file (sofort's own

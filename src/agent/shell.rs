@@ -431,11 +431,16 @@ impl Shell {
         }
     }
 
-    /// Reads the PatchPolicy a request names, for a node with `labels`.
-    async fn read_policy(&self, name: &str, labels: &BTreeMap<String, String>) -> PolicyLookup {
+    /// Reads the PatchPolicy a request names, for the node `node` with `labels`.
+    async fn read_policy(
+        &self,
+        name: &str,
+        node: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> PolicyLookup {
         match self.policies.get(name).await {
             Ok(None) => PolicyLookup::Missing,
-            Ok(Some(p)) => PolicyLookup::Found(PolicyFacts::from_policy(&p, labels)),
+            Ok(Some(p)) => PolicyLookup::Found(PolicyFacts::from_policy(&p, node, labels)),
             Err(e) => PolicyLookup::Failed(e),
         }
     }
@@ -509,7 +514,7 @@ impl Shell {
         let mut action = decide(&view, &facts);
         // At most one read per decision: the second decision has the policy.
         if let NodeAction::ReadPolicy { name } = &action {
-            facts.policy = self.read_policy(name, &view.labels).await;
+            facts.policy = self.read_policy(name, &view.name, &view.labels).await;
             if let PolicyLookup::Failed(e) = &facts.policy {
                 warn!(policy = %shown(name), error = %e, "cannot read the PatchPolicy of the request; doing nothing and reading it again later");
                 self.retry_later();

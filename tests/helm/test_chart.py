@@ -283,7 +283,7 @@ def test_webhook_secrets_by_namespace_and_name(chart):
 def test_agent_rbac_and_admission_policy(chart):
     objs = objects(render(chart))
     assert rules(find(objs, "ClusterRole", "sofort-agent")) == [
-        (("",), ("nodes",), ("get", "list", "watch", "patch"), ()),
+        (("",), ("nodes",), ("list", "watch", "patch"), ()),
         (("sofort.dev",), ("patchpolicies",), ("get",), ()),
     ]
     # Events about cluster-scoped Nodes live in `default`: only there.
