@@ -219,6 +219,11 @@ pub fn validate_spec(spec: &PatchPolicySpec) -> Vec<Problem> {
                     "must not be empty: it is the public text of every notification",
                 ));
             }
+            if let Some(d) = &a.details
+                && let Err(m) = crate::notify::embargo::check_details(d)
+            {
+                out.push(problem("spec.notify.advisory.details", m));
+            }
             // Public fields must not give the embargoed details away.
             let embargo = crate::notify::Embargo::new(a.details.as_deref());
             for (path, value) in [
