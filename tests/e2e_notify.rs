@@ -241,6 +241,7 @@ fn policy(urgent: bool, name: &str, details: &str, webhooks: Vec<Webhook>) -> Pa
         advisory: Some(Advisory {
             summary: "Security maintenance".into(),
             details: Some(details.into()),
+            release: Default::default(),
         }),
     });
     p

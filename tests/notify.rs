@@ -15,8 +15,8 @@ use jiff::Timestamp;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use sofort::api::{
-    Advisory, FailedNode, MaintenanceWindow, NotificationRecord, NotifySpec, PatchPolicySpec,
-    Phase, SecretKeyRef, Webhook, WebhookFormat,
+    Advisory, AdvisoryRelease, FailedNode, MaintenanceWindow, NotificationRecord, NotifySpec,
+    PatchPolicySpec, Phase, SecretKeyRef, Webhook, WebhookFormat,
 };
 use sofort::notify::{
     Counts, Delivery, DeliveryConfig, DeliveryReport, Due, Message, Metrics, Notifier, Outcome,
@@ -138,6 +138,7 @@ fn spec(urgent: bool) -> PatchPolicySpec {
         advisory: Some(Advisory {
             summary: "Security maintenance".into(),
             details: Some(DETAILS.into()),
+            release: Default::default(),
         }),
     });
     s
@@ -326,7 +327,8 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
             11,
             vec![failed("w-7")],
             ts("2024-11-27T01:35:00Z"),
-            vec!["Completed"],
+            // w-7 failed (tolerated) and is still vulnerable: no details yet.
+            vec!["CompletedWithFailures"],
         ),
     ];
     for (prev, phase, updated, failed, now, want) in steps {
@@ -339,6 +341,18 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
         };
         assert_eq!(d.reconcile(&m).await, want, "at {now}");
     }
+    // The admins decide to publish anyway: `release: Now`.
+    if let Some(a) = d.spec.notify.as_mut().and_then(|n| n.advisory.as_mut()) {
+        a.release = AdvisoryRelease::Now;
+    }
+    let released = Moment {
+        prev: Some(Completed),
+        phase: Completed,
+        updated: 11,
+        failed: vec![failed("w-7")],
+        now: ts("2024-11-27T09:00:00Z"),
+    };
+    assert_eq!(d.reconcile(&released).await, ["Completed"]);
 
     // Status: every record delivered to both webhooks.
     let summary: Vec<(String, Vec<String>)> = d
@@ -363,6 +377,7 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
             ("Scheduled".to_string(), both()),
             ("Started".to_string(), both()),
             ("NodeFailed".to_string(), both()),
+            ("CompletedWithFailures".to_string(), both()),
             ("Completed".to_string(), both()),
         ]
     );
@@ -379,6 +394,7 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
             "dev.sofort.rollout.scheduled",
             "dev.sofort.rollout.started",
             "dev.sofort.rollout.nodefailed",
+            "dev.sofort.rollout.completedwithfailures",
             "dev.sofort.rollout.completed"
         ]
     );
@@ -401,6 +417,7 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
             "workers-nightly/2024-11-26/scheduled",
             "workers-nightly/2024-11-26/started",
             "workers-nightly/2024-11-26/nodefailed/w-7",
+            "workers-nightly/2024-11-26/completedwithfailures",
             "workers-nightly/2024-11-26/completed"
         ]
     );
@@ -415,9 +432,14 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
         got[2].body["data"]["text"],
         "Security maintenance: server w-7 could not be updated; 3 of 12 servers done."
     );
-    assert_eq!(got[3].body["data"]["details"], DETAILS);
+    assert!(got[3].body["data"].get("details").is_none());
     assert_eq!(
         got[3].body["data"]["text"],
+        "Security maintenance: maintenance ended, 11 of 12 servers updated, 1 not updated; they will be updated later. Our team is looking into it."
+    );
+    assert_eq!(got[4].body["data"]["details"], DETAILS);
+    assert_eq!(
+        got[4].body["data"]["text"],
         format!(
             "Security maintenance: maintenance completed, 11 of 12 servers updated, 1 server failed. Details: {DETAILS}"
         )
@@ -432,11 +454,12 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
         .iter()
         .map(|r| r.body["text"].as_str().unwrap())
         .collect();
-    assert_eq!(texts.len(), 4);
+    assert_eq!(texts.len(), 5);
     assert!(texts[0].starts_with("Security maintenance: maintenance on 12 servers, Tue 26 Nov"));
     assert!(texts[1].contains("has started"), "{}", texts[1]);
     assert!(texts[2].contains("server w-7 could not be updated"));
-    assert!(texts[3].contains("maintenance completed") && texts[3].contains(DETAILS));
+    assert!(texts[3].contains("maintenance ended") && !texts[3].contains("CVE"));
+    assert!(texts[4].contains("maintenance completed") && texts[4].contains(DETAILS));
     let headers: Vec<&str> = got
         .iter()
         .map(|r| r.body["blocks"][0]["text"]["text"].as_str().unwrap())
@@ -447,6 +470,7 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
             "Maintenance scheduled",
             "Maintenance started",
             "Server update failed",
+            "Maintenance ended with failures",
             "Maintenance completed"
         ]
     );

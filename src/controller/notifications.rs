@@ -120,9 +120,10 @@ impl Notifications {
         self.written.clear();
     }
 
-    /// Sets the embargo of a policy as of `phase` (lifted once Completed).
-    pub(crate) fn set_embargo(&mut self, policy: &PatchPolicy, phase: Option<Phase>) {
-        let e = Embargo::for_policy(&policy.spec, phase.unwrap_or_default());
+    /// Sets the embargo of a policy as of `status` (lifted once every selected
+    /// node is updated, or by `advisory.release: Now`).
+    pub(crate) fn set_embargo(&mut self, policy: &PatchPolicy, status: Option<&PatchPolicyStatus>) {
+        let e = Embargo::for_status(&policy.spec, status);
         if e.is_lifted() {
             self.embargoes.remove(&policy.name_any());
         } else {
@@ -287,7 +288,9 @@ impl Notifications {
             for d in &due {
                 let m = Message::new(&rollout, d);
                 let event_type = match d.kind {
-                    EventKind::NodeFailed | EventKind::Halted => EventType::Warning,
+                    EventKind::NodeFailed
+                    | EventKind::Halted
+                    | EventKind::CompletedWithFailures => EventType::Warning,
                     _ => EventType::Normal,
                 };
                 prepared.events.push((
@@ -306,6 +309,20 @@ impl Notifications {
             let (Some(d), Some(r)) = (Due::from_record(&records, i), resolved.get(&webhook)) else {
                 continue;
             };
+            // A pending record is only memory, never proof: a completion is
+            // delivered again only when the rollout as decided now has ended
+            // (and the details only go with it when every node is updated).
+            let ended = rollout.phase == Phase::Completed;
+            let completion = matches!(
+                d.kind,
+                EventKind::Completed | EventKind::CompletedWithFailures
+            );
+            if completion
+                && (!ended || (d.kind == EventKind::Completed && !rollout.details_released()))
+            {
+                tracing::warn!(policy = %name, event = %d.kind, webhook = %webhook, "a pending completion record does not match the rollout; not delivered");
+                continue;
+            }
             let m = Message::new(&rollout, &d);
             tracing::info!(policy = %name, event = %d.kind, id = %m.id(), webhook = %webhook, "delivering a pending notification again");
             prepared.deliveries.push(Delivery::new(&m, r.clone()));
@@ -598,7 +615,7 @@ fn set_condition(status: &mut PatchPolicyStatus, prev: Option<&PatchPolicyStatus
 /// Replaces the advisory details in what the status says in words while the
 /// rollout has not completed.
 pub(crate) fn scrub_status(policy: &PatchPolicy, status: &mut PatchPolicyStatus) {
-    let embargo = Embargo::for_policy(&policy.spec, status.phase.unwrap_or_default());
+    let embargo = Embargo::for_status(&policy.spec, Some(status));
     if embargo.is_lifted() {
         return;
     }
@@ -627,6 +644,7 @@ mod tests {
             advisory: Some(Advisory {
                 summary: "Security maintenance".into(),
                 details: Some(DETAILS.into()),
+                release: Default::default(),
             }),
         });
         PatchPolicy::new("p", spec)
@@ -669,13 +687,31 @@ mod tests {
             "patch command failed: fix [embargoed]"
         );
 
+        let nodes = |updated, failed| {
+            Some(crate::api::NodeCounts {
+                total: 3,
+                updated,
+                failed,
+                ..crate::api::NodeCounts::default()
+            })
+        };
         let mut done = PatchPolicyStatus {
             phase: Some(Phase::Completed),
             message: Some(format!("completed; {DETAILS}")),
+            nodes: nodes(3, 0),
             ..PatchPolicyStatus::default()
         };
         scrub_status(&p, &mut done);
         assert!(done.message.unwrap().contains(DETAILS));
+        // Completed (tolerated) with a failed node: still embargoed.
+        let mut tolerated = PatchPolicyStatus {
+            phase: Some(Phase::Completed),
+            message: Some(format!("completed with 1 failed (tolerated); {DETAILS}")),
+            nodes: nodes(2, 1),
+            ..PatchPolicyStatus::default()
+        };
+        scrub_status(&p, &mut tolerated);
+        assert!(!tolerated.message.unwrap().contains("CVE-2026-1234"));
     }
 
     #[test]

@@ -431,7 +431,7 @@ impl Shell {
         let same =
             stored.and_then(|s| s.revision.as_deref()) == Some(policy.spec.revision.as_str());
         self.notifications
-            .set_embargo(policy, stored.and_then(|s| s.phase).filter(|_| same));
+            .set_embargo(policy, stored.filter(|_| same));
         let views = self.views(objects);
         // decide() validates the spec itself: an invalid one halts (Stalled,
         // reason InvalidSpec) with every problem in the message.
@@ -552,7 +552,7 @@ impl Shell {
             }
         }
         // Sent only now that the records are stored.
-        self.notifications.set_embargo(policy, status.phase);
+        self.notifications.set_embargo(policy, Some(&status));
         for (type_, reason, note) in self.notifications.send(prepared) {
             self.publish(policy_ref(policy), type_, &reason, note, "Notify");
         }

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use crate::api::{PatchPolicySpec, Phase};
+use crate::api::{PatchPolicySpec, PatchPolicyStatus, Phase};
 
 /// What replaces embargoed text.
 pub const REDACTED: &str = "[embargoed]";
@@ -80,11 +80,26 @@ pub fn check_details(details: &str) -> Result<(), String> {
 }
 
 impl Embargo {
-    /// The embargo of a policy in `phase`: lifted once the phase is `Completed`.
-    pub fn for_policy(spec: &PatchPolicySpec, phase: Phase) -> Embargo {
-        if phase == Phase::Completed {
+    /// The embargo of a policy whose rollout is in `status` (as stored, or as
+    /// decided now): lifted only once the phase is `Completed` with every
+    /// selected node updated and none failed, or when an admin set
+    /// `advisory.release: Now`. A missing status or node count keeps it.
+    pub fn for_status(spec: &PatchPolicySpec, status: Option<&PatchPolicyStatus>) -> Embargo {
+        let all_patched = status.is_some_and(|s| {
+            s.phase == Some(Phase::Completed)
+                && s.failed.is_empty()
+                && s.nodes
+                    .as_ref()
+                    .is_some_and(|n| n.failed == 0 && n.updated >= n.total)
+        });
+        if all_patched || super::event::release_now(spec) {
             return Embargo::default();
         }
+        Embargo::of_spec(spec)
+    }
+
+    /// The embargo on the advisory details of `spec`, whatever the rollout.
+    pub fn of_spec(spec: &PatchPolicySpec) -> Embargo {
         Embargo::new(
             spec.notify
                 .as_ref()
@@ -199,14 +214,60 @@ mod tests {
             advisory: Some(crate::api::Advisory {
                 summary: "s".into(),
                 details: Some("CVE-2026-1234".into()),
+                release: Default::default(),
             }),
         });
-        assert!(!Embargo::for_policy(&spec, Phase::Progressing).is_lifted());
-        assert!(Embargo::for_policy(&spec, Phase::Completed).is_lifted());
+        let status = |phase, updated, failed| PatchPolicyStatus {
+            phase: Some(phase),
+            nodes: Some(crate::api::NodeCounts {
+                total: 3,
+                updated,
+                failed,
+                ..crate::api::NodeCounts::default()
+            }),
+            ..PatchPolicyStatus::default()
+        };
+        let embargoed = |s: &PatchPolicyStatus| !Embargo::for_status(&spec, Some(s)).is_lifted();
+        assert!(embargoed(&status(Phase::Progressing, 2, 0)));
+        assert!(!embargoed(&status(Phase::Completed, 3, 0)));
+        assert!(!Embargo::for_status(&spec, None).is_lifted());
         assert!(Embargo::new(None).is_lifted());
         assert!(Embargo::new(Some("  ")).is_lifted());
         assert!(Embargo::new(Some("xss")).is_lifted());
         assert_eq!(Embargo::new(None).scrub("CVE-2026-1234"), "CVE-2026-1234");
+    }
+
+    #[test]
+    fn embargo_holds_while_a_node_failed() {
+        let mut spec = PatchPolicySpec::new("r1");
+        spec.notify = Some(crate::api::NotifySpec {
+            webhooks: vec![],
+            advisory: Some(crate::api::Advisory {
+                summary: "s".into(),
+                details: Some("CVE-2026-1234".into()),
+                release: Default::default(),
+            }),
+        });
+        // Completed (tolerated) with one failed node, or with a node left behind.
+        for (updated, failed) in [(2, 1), (2, 0)] {
+            let s = PatchPolicyStatus {
+                phase: Some(Phase::Completed),
+                nodes: Some(crate::api::NodeCounts {
+                    total: 3,
+                    updated,
+                    failed,
+                    ..crate::api::NodeCounts::default()
+                }),
+                ..PatchPolicyStatus::default()
+            };
+            assert!(!Embargo::for_status(&spec, Some(&s)).is_lifted());
+            // An admin lifts it explicitly.
+            let mut now = spec.clone();
+            if let Some(a) = now.notify.as_mut().and_then(|n| n.advisory.as_mut()) {
+                a.release = crate::api::AdvisoryRelease::Now;
+            }
+            assert!(Embargo::for_status(&now, Some(&s)).is_lifted());
+        }
     }
 
     /// Runs `scrub` on another thread and fails (rather than hangs) if it does

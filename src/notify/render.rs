@@ -86,8 +86,10 @@ impl Message {
             expected: rollout.expected_completion,
             tz_name,
             tz,
-            // The embargo: details exist only in the Completed message.
-            details: if due.kind == EventKind::Completed {
+            // The embargo: details exist only in the Completed message, and only
+            // when the rollout as decided now releases them (every selected node
+            // updated, or `release: Now`); a status record alone never does.
+            details: if due.kind == EventKind::Completed && rollout.details_released() {
                 advisory
                     .and_then(|a| a.details.as_deref())
                     .map(str::trim)
@@ -214,6 +216,11 @@ impl Message {
                 "{summary}: maintenance resumed; {progress}{}.",
                 expected_tz(&[self.at])
             ),
+            EventKind::CompletedWithFailures => format!(
+                "{summary}: maintenance ended, {} of {servers} updated, {} not updated; they will be updated later. Our team is looking into it.",
+                c.updated,
+                c.total.saturating_sub(c.updated)
+            ),
             EventKind::Completed => {
                 let failed = if c.failed > 0 {
                     format!(", {} failed", Message::servers(c.failed))
@@ -317,6 +324,7 @@ impl Message {
             EventKind::NodeFailed => "Server update failed",
             EventKind::Halted => "Maintenance halted",
             EventKind::Resumed => "Maintenance resumed",
+            EventKind::CompletedWithFailures => "Maintenance ended with failures",
             EventKind::Completed => "Maintenance completed",
         };
         json!({
@@ -385,6 +393,7 @@ mod tests {
             advisory: Some(Advisory {
                 summary: "Security maintenance".into(),
                 details: Some(DETAILS.into()),
+                release: Default::default(),
             }),
         });
         s
@@ -394,20 +403,31 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The message of `kind`; a `Completed` one is of a rollout that updated
+    /// every node, the others have 4 of 12 updated and w-7 failed.
     fn message(spec: &PatchPolicySpec, kind: EventKind, expected: &str) -> Message {
-        let failed = vec![FailedNode {
-            node: "w-7".into(),
-            reason: "drain timeout".into(),
-        }];
+        let done = kind == EventKind::Completed;
+        let failed = if done {
+            vec![]
+        } else {
+            vec![FailedNode {
+                node: "w-7".into(),
+                reason: "drain timeout".into(),
+            }]
+        };
         let rollout = Rollout {
             policy: "workers-nightly",
             spec,
             previous_phase: None,
-            phase: Phase::Progressing,
+            phase: if done {
+                Phase::Completed
+            } else {
+                Phase::Progressing
+            },
             counts: Counts {
                 total: 12,
-                updated: 4,
-                failed: 1,
+                updated: if done { 12 } else { 4 },
+                failed: if done { 0 } else { 1 },
             },
             failed: &failed,
             first_window: Some(Window {
@@ -455,9 +475,13 @@ mod tests {
             "Security maintenance: maintenance resumed; 4 of 12 servers done, expected done by Wed 27 Nov 02:40 Europe/Zurich."
         );
         assert_eq!(
+            text(EventKind::CompletedWithFailures),
+            "Security maintenance: maintenance ended, 4 of 12 servers updated, 8 not updated; they will be updated later. Our team is looking into it."
+        );
+        assert_eq!(
             text(EventKind::Completed),
             format!(
-                "Security maintenance: maintenance completed, 4 of 12 servers updated, 1 server failed. Details: {DETAILS}"
+                "Security maintenance: maintenance completed, 12 of 12 servers updated. Details: {DETAILS}"
             )
         );
         // Same day as the decision: the time alone.

@@ -273,6 +273,7 @@ fn policy(secret_namespace: &str) -> PatchPolicy {
         advisory: Some(Advisory {
             summary: "Kernel maintenance".into(),
             details: None,
+            release: Default::default(),
         }),
     });
     PatchPolicy::new("kernel", spec)
