@@ -372,63 +372,42 @@ impl Notifications {
 
     /// Fetches the Secrets of the policy's webhooks and resolves them. Returns
     /// the usable webhooks by name and the problems of the others (never a URL
-    /// or header value).
+    /// or header value). A Secret that cannot be read (missing, forbidden, API
+    /// error) is treated like one that did not opt in: the Event says the same
+    /// in every case, so it does not tell which Secrets exist.
     async fn resolve(
         &self,
         policy: &PatchPolicy,
     ) -> (HashMap<String, Arc<ResolvedWebhook>>, Vec<String>) {
+        let name = policy.name_any();
         let webhooks = webhooks_of(policy);
-        let mut refs: Vec<&SecretKeyRef> = Vec::new();
+        // One Secret per webhook (see notify::resolve); at most 16 webhooks.
+        let mut secrets: BTreeMap<(String, String), Option<Secret>> = BTreeMap::new();
         for w in webhooks {
-            refs.push(&w.url_secret_ref);
-            refs.extend(w.headers_secret_ref.iter());
-            refs.extend(w.ca_bundle_secret_ref.iter());
-        }
-        let mut secrets: BTreeMap<(String, String), Result<Option<Secret>, String>> =
-            BTreeMap::new();
-        for r in refs {
+            let r: &SecretKeyRef = &w.url_secret_ref;
             let key = (r.namespace.clone(), r.name.clone());
             if secrets.contains_key(&key) {
                 continue;
             }
             let api: Api<Secret> = Api::namespaced(self.client.clone(), &r.namespace);
-            let got = api.get_opt(&r.name).await.map_err(|e| {
-                format!(
-                    "cannot read Secret {}/{}: {}",
-                    r.namespace,
-                    r.name,
-                    api_reason(&e)
-                )
-            });
+            let got = match api.get_opt(&r.name).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(policy = %name, webhook = %w.name, reason = %api_reason(&e), "cannot read a webhook Secret");
+                    None
+                }
+            };
             secrets.insert(key, got);
         }
         let mut resolved = HashMap::new();
         let mut errors = Vec::new();
         for w in webhooks {
-            let unreadable = [
-                Some(&w.url_secret_ref),
-                w.headers_secret_ref.as_ref(),
-                w.ca_bundle_secret_ref.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .find_map(
-                |r| match secrets.get(&(r.namespace.clone(), r.name.clone())) {
-                    Some(Err(e)) => Some(e.clone()),
-                    _ => None,
-                },
-            );
-            if let Some(e) = unreadable {
-                errors.push(format!("webhook {}: {e}", w.name));
-                continue;
-            }
             let lookup = |r: &SecretKeyRef| {
                 secrets
                     .get(&(r.namespace.clone(), r.name.clone()))
-                    .and_then(|s| s.as_ref().ok())
                     .and_then(Option::as_ref)
             };
-            match notify::resolve(w, lookup) {
+            match notify::resolve(&name, w, lookup) {
                 Ok(r) => {
                     resolved.insert(w.name.clone(), Arc::new(r));
                 }

@@ -358,6 +358,7 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes()
         .await?;
     let mut secret = Secret::default();
     secret.metadata.name = Some(WEBHOOK_SECRET.into());
+    secret.metadata.labels = Some([("sofort.dev/webhook".to_string(), "true".to_string())].into());
     secret.string_data = Some([("url".to_string(), receiver().await)].into());
     Api::<Secret>::namespaced(client.clone(), &release_ns)
         .create(&PostParams::default(), &secret)
