@@ -748,3 +748,141 @@ fn docs_show_the_real_payloads() {
         );
     }
 }
+
+/// Every public string of the spec is checked against the details by
+/// validation: template literal text, webhook names, the policy name, the
+/// revision, the summary, blackout reasons and the patch command.
+#[test]
+fn every_public_field_is_checked_for_the_details() {
+    use sofort::api::{Blackout, PatchPolicy, PatchSpec};
+    use sofort::validate::validate_policy;
+    const LEAK: &str = "cve-2026-1234";
+    type Change = Box<dyn Fn(&mut PatchPolicy)>;
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "spec.notify.webhooks[0].template",
+            Box::new(move |p| {
+                p.spec.notify.as_mut().unwrap().webhooks[0].template =
+                    Some(format!("fix for {} is {{event}}", "CVE-2026-1234"))
+            }),
+        ),
+        (
+            "spec.notify.webhooks[0].name",
+            Box::new(move |p| p.spec.notify.as_mut().unwrap().webhooks[0].name = LEAK.into()),
+        ),
+        (
+            "metadata.name",
+            Box::new(move |p| p.metadata.name = Some(LEAK.into())),
+        ),
+        (
+            "spec.revision",
+            Box::new(move |p| p.spec.revision = LEAK.into()),
+        ),
+        (
+            "spec.notify.advisory.summary",
+            Box::new(move |p| {
+                p.spec
+                    .notify
+                    .as_mut()
+                    .unwrap()
+                    .advisory
+                    .as_mut()
+                    .unwrap()
+                    .summary = format!("fixing {LEAK}")
+            }),
+        ),
+        (
+            "spec.blackouts[0].reason",
+            Box::new(move |p| {
+                p.spec.blackouts = vec![Blackout {
+                    start: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(
+                        "2024-12-24T00:00:00Z",
+                    )),
+                    end: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(
+                        "2024-12-27T00:00:00Z",
+                    )),
+                    reason: Some(format!("waiting for the {LEAK} patch")),
+                }]
+            }),
+        ),
+        (
+            "spec.patch.command[1]",
+            Box::new(move |p| {
+                p.spec.patch = Some(PatchSpec {
+                    command: vec!["/usr/local/bin/fix".into(), LEAK.into()],
+                    timeout: "10m".into(),
+                })
+            }),
+        ),
+    ];
+    let base = PatchPolicy::new("workers-nightly", spec(false));
+    assert!(
+        validate_policy(&base).is_empty(),
+        "{:?}",
+        validate_policy(&base)
+    );
+    for (path, change) in cases {
+        let mut p = base.clone();
+        change(&mut p);
+        let problems = validate_policy(&p);
+        assert!(
+            problems
+                .iter()
+                .any(|x| x.path == path && x.message.contains("embargoed")),
+            "{path}: {problems:?}"
+        );
+    }
+}
+
+/// A payload that would carry the details before they are released is not
+/// sent: whatever put them there, `Delivery::leaks` says so before queueing.
+#[test]
+fn a_payload_that_contains_the_details_is_not_sent() {
+    use sofort::notify::Embargo;
+    let s = spec(false);
+    let embargo = Embargo::of_spec(&s);
+    let failed: Vec<FailedNode> = Vec::new();
+    let rollout = |policy, phase, updated| Rollout {
+        policy,
+        spec: &s,
+        previous_phase: None,
+        phase,
+        counts: Counts {
+            total: 12,
+            updated,
+            failed: 0,
+        },
+        failed: &failed,
+        first_window: None,
+        expected_completion: None,
+        now: ts("2024-11-26T21:00:00Z"),
+    };
+    let hook = |template: Option<&str>| {
+        Arc::new(
+            ResolvedWebhook::new(
+                &webhook("statuspage", WebhookFormat::CloudEvents, template),
+                "http://127.0.0.1:9/x",
+                None,
+                None,
+            )
+            .unwrap(),
+        )
+    };
+    let started = rollout("workers-nightly", Phase::Progressing, 0);
+    let d = &due(&started, &[])[0];
+    let m = Message::new(&started, d);
+    assert!(!Delivery::new(&m, hook(None)).leaks(&embargo));
+    // Template literal text quoting the CVE.
+    let leaky = Delivery::new(&m, hook(Some("CVE-2026-1234: {text}")));
+    assert!(leaky.leaks(&embargo));
+    // A policy named after the hole (source and id of every event).
+    let named = rollout("cve-2026-1234-fix", Phase::Progressing, 0);
+    let m = Message::new(&named, &due(&named, &[])[0]);
+    assert!(Delivery::new(&m, hook(None)).leaks(&embargo));
+    // The released Completed message carries them by design.
+    let done = rollout("workers-nightly", Phase::Completed, 12);
+    let d = due(&done, &[]).pop().unwrap();
+    let m = Message::new(&done, &d);
+    assert!(m.carries_details());
+    assert!(!Delivery::new(&m, hook(None)).leaks(&embargo));
+}

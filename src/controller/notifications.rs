@@ -259,6 +259,9 @@ impl Notifications {
         }
 
         let (resolved, errors) = self.resolve(policy).await;
+        // Every payload without the details is checked for them before it is
+        // queued, whatever field or template put them there.
+        let embargo = Embargo::for_status(&policy.spec, Some(&*status));
         for e in &errors {
             prepared.events.push((
                 EventType::Warning,
@@ -300,7 +303,20 @@ impl Notifications {
                 ));
                 for w in webhooks {
                     if let Some(r) = resolved.get(&w.name) {
-                        prepared.deliveries.push(Delivery::new(&m, r.clone()));
+                        let delivery = Delivery::new(&m, r.clone());
+                        if delivery.leaks(&embargo) {
+                            notify::event::set_result(
+                                &mut records,
+                                d.kind,
+                                d.node.as_deref(),
+                                d.at,
+                                &w.name,
+                                notify::event::FAILED,
+                            );
+                            prepared.events.push(withheld_event(&delivery));
+                            continue;
+                        }
+                        prepared.deliveries.push(delivery);
                     }
                 }
             }
@@ -324,8 +340,21 @@ impl Notifications {
                 continue;
             }
             let m = Message::new(&rollout, &d);
-            tracing::info!(policy = %name, event = %d.kind, id = %m.id(), webhook = %webhook, "delivering a pending notification again");
-            prepared.deliveries.push(Delivery::new(&m, r.clone()));
+            let delivery = Delivery::new(&m, r.clone());
+            if delivery.leaks(&embargo) {
+                notify::event::set_result(
+                    &mut records,
+                    d.kind,
+                    d.node.as_deref(),
+                    d.at,
+                    &webhook,
+                    notify::event::FAILED,
+                );
+                prepared.events.push(withheld_event(&delivery));
+                continue;
+            }
+            tracing::info!(policy = %name, event = %d.kind, id = %embargo.scrub(m.id()), webhook = %webhook, "delivering a pending notification again");
+            prepared.deliveries.push(delivery);
         }
         status.notifications = records;
         set_condition(status, prev, now);
@@ -532,6 +561,20 @@ impl Notifications {
         }
         None
     }
+}
+
+/// The admins' Event for a request withheld because it contained embargoed
+/// text (the note is scrubbed again when published).
+fn withheld_event(d: &Delivery) -> PolicyEvent {
+    (
+        EventType::Warning,
+        "NotificationWithheld".into(),
+        format!(
+            "webhook {}: {} notification not sent: its payload contains the embargoed advisory details (from the policy name, revision, summary, webhook name or template text); make those fields neutral",
+            d.webhook(),
+            d.kind
+        ),
+    )
 }
 
 fn api_reason(e: &kube::Error) -> String {

@@ -296,6 +296,7 @@ pub struct Delivery {
     pub id: String,
     webhook: Arc<ResolvedWebhook>,
     payload: Payload,
+    carries_details: bool,
 }
 
 impl fmt::Debug for Delivery {
@@ -318,7 +319,15 @@ impl Delivery {
             id: message.id().to_string(),
             webhook,
             payload,
+            carries_details: message.carries_details(),
         }
+    }
+
+    /// True when the rendered request contains embargoed text although its
+    /// message does not carry the details (a public field, the policy name or
+    /// a template's own text quotes them): such a request must not be sent.
+    pub fn leaks(&self, embargo: &super::Embargo) -> bool {
+        !self.carries_details && embargo.leaks(&String::from_utf8_lossy(&self.payload.body))
     }
 
     /// Name of the webhook.

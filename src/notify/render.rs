@@ -101,6 +101,12 @@ impl Message {
         }
     }
 
+    /// True when this message carries the advisory details (a `Completed`
+    /// message whose rollout released them).
+    pub fn carries_details(&self) -> bool {
+        self.details.is_some()
+    }
+
     /// Which notification.
     pub fn kind(&self) -> EventKind {
         self.kind
