@@ -334,7 +334,8 @@ impl Message {
             EventKind::Completed => "Maintenance completed",
         };
         json!({
-            "text": text,
+            // The fallback text is parsed for mentions and links too.
+            "text": slack_escape(&text),
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": title}},
                 {"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(&text)}},
@@ -367,6 +368,23 @@ fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// The API server rejects Event notes over this many bytes.
+pub const MAX_EVENT_NOTE: usize = 1024;
+
+/// `note` cut to fit an Event ([`MAX_EVENT_NOTE`] bytes) on a char boundary,
+/// saying that it was cut.
+pub fn event_note(note: &str) -> String {
+    const CUT: &str = " … (cut)";
+    if note.len() <= MAX_EVENT_NOTE {
+        return note.to_string();
+    }
+    let mut end = MAX_EVENT_NOTE - CUT.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT}", &note[..end])
 }
 
 /// A rendered request body.
@@ -551,7 +569,12 @@ mod tests {
             .unwrap()
             .summary = "R&D <urgent>".into();
         let sl = message(&s2, EventKind::Halted, "2024-11-27T01:40:00Z").slack(None);
-        assert!(sl["text"].as_str().unwrap().starts_with("R&D <urgent>"));
+        assert!(
+            sl["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("R&amp;D &lt;urgent&gt;")
+        );
         assert!(
             sl["blocks"][1]["text"]["text"]
                 .as_str()
@@ -562,6 +585,35 @@ mod tests {
             m.payload(WebhookFormat::Slack, None).content_type,
             "application/json"
         );
+    }
+
+    #[test]
+    fn slack_text_is_escaped() {
+        let mut s = spec();
+        if let Some(a) = s.notify.as_mut().and_then(|n| n.advisory.as_mut()) {
+            a.summary = "<!channel> <https://evil.example|status page> & more".into();
+        }
+        let sl = message(&s, EventKind::Started, "2024-11-27T01:40:00Z").slack(None);
+        let body = sl.to_string();
+        assert!(
+            !body.contains("<!channel>") && !body.contains("<https://"),
+            "{body}"
+        );
+        assert!(sl["text"].as_str().is_some_and(|t| {
+            t.starts_with("&lt;!channel&gt; &lt;https://evil.example|status page&gt; &amp; more")
+        }));
+    }
+
+    #[test]
+    fn event_notes_over_1kb_are_cut_on_a_char_boundary() {
+        assert_eq!(event_note("short"), "short");
+        for fill in ["a", "ü", "€", "😀"] {
+            let long = fill.repeat(2000);
+            let cut = event_note(&long);
+            assert!(cut.len() <= MAX_EVENT_NOTE, "{}", cut.len());
+            assert!(cut.ends_with(" … (cut)"));
+            assert!(long.starts_with(cut.trim_end_matches(" … (cut)")));
+        }
     }
 
     /// Every event, both formats, with and without templates (including ones that
