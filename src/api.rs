@@ -497,6 +497,23 @@ pub struct Advisory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub details: Option<String>,
+    /// When the details leave the embargo. `WhenAllPatched` (default): with the
+    /// `Completed` notification, only once every selected node is updated; a
+    /// failed or skipped node keeps them embargoed. `Now`: an admin lifts the
+    /// embargo; the details go out with the `Completed` notification even if
+    /// nodes failed (at once, if the rollout has already ended).
+    #[serde(default)]
+    pub release: AdvisoryRelease,
+}
+
+/// When the advisory details may be published.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AdvisoryRelease {
+    /// Once every selected node of the revision is updated.
+    #[default]
+    WhenAllPatched,
+    /// Now: the embargo is lifted by an admin.
+    Now,
 }
 
 /// Phase of the rollout of the current revision.

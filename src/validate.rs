@@ -68,6 +68,20 @@ pub fn validate_policy(policy: &PatchPolicy) -> Vec<Problem> {
             "PatchPolicy is cluster-scoped; remove the namespace",
         ));
     }
+    let details = policy
+        .spec
+        .notify
+        .as_ref()
+        .and_then(|n| n.advisory.as_ref())
+        .and_then(|a| a.details.as_deref());
+    if let Some(name) = policy.metadata.name.as_deref()
+        && crate::notify::Embargo::new(details).leaks(name)
+    {
+        out.push(problem(
+            "metadata.name",
+            "contains text of spec.notify.advisory.details, which is embargoed, but the policy name is public in every notification; name the policy after what it patches, not the hole",
+        ));
+    }
     out.extend(validate_spec(&policy.spec));
     out
 }
@@ -219,12 +233,34 @@ pub fn validate_spec(spec: &PatchPolicySpec) -> Vec<Problem> {
                     "must not be empty: it is the public text of every notification",
                 ));
             }
+            if let Some(d) = &a.details
+                && let Err(m) = crate::notify::embargo::check_details(d)
+            {
+                out.push(problem("spec.notify.advisory.details", m));
+            }
             // Public fields must not give the embargoed details away.
+            // Every reader- or customer-visible string of the spec counts.
             let embargo = crate::notify::Embargo::new(a.details.as_deref());
-            for (path, value) in [
-                ("spec.notify.advisory.summary", a.summary.as_str()),
-                ("spec.revision", spec.revision.as_str()),
-            ] {
+            let mut public: Vec<(String, &str)> = vec![
+                ("spec.notify.advisory.summary".into(), a.summary.as_str()),
+                ("spec.revision".into(), spec.revision.as_str()),
+            ];
+            for (i, w) in n.webhooks.iter().enumerate() {
+                let base = format!("spec.notify.webhooks[{i}]");
+                public.push((format!("{base}.name"), w.name.as_str()));
+                if let Some(t) = &w.template {
+                    public.push((format!("{base}.template"), t.as_str()));
+                }
+            }
+            for (i, b) in spec.blackouts.iter().enumerate() {
+                if let Some(r) = &b.reason {
+                    public.push((format!("spec.blackouts[{i}].reason"), r.as_str()));
+                }
+            }
+            for (i, c) in spec.patch.iter().flat_map(|p| p.command.iter()).enumerate() {
+                public.push((format!("spec.patch.command[{i}]"), c.as_str()));
+            }
+            for (path, value) in public {
                 if embargo.leaks(value) {
                     out.push(problem(
                         path,

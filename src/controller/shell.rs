@@ -297,12 +297,20 @@ impl Shell {
         action: &str,
     ) {
         let recorder = self.recorder.clone();
+        // The advisory embargo holds for every Event before completion; the
+        // API server rejects notes over 1 KB.
+        let note = crate::notify::render::event_note(&self.notifications.scrub(&note));
+        // The Recorder folds Events with the same type, reason, action and
+        // object into one series and keeps the first note: a discriminator
+        // from the note keeps different texts apart.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&note, &mut hasher);
+        let action = format!("{action}-{:08x}", std::hash::Hasher::finish(&hasher) as u32);
         let ev = Event {
             type_,
             reason: reason.to_string(),
-            // The advisory embargo holds for every Event before completion.
-            note: Some(self.notifications.scrub(&note)),
-            action: action.to_string(),
+            note: Some(note),
+            action,
             secondary: None,
         };
         tokio::spawn(async move {
@@ -434,7 +442,7 @@ impl Shell {
         let same =
             stored.and_then(|s| s.revision.as_deref()) == Some(policy.spec.revision.as_str());
         self.notifications
-            .set_embargo(policy, stored.and_then(|s| s.phase).filter(|_| same));
+            .set_embargo(policy, stored.filter(|_| same));
         let views = self.views(objects);
         // decide() validates the spec itself: an invalid one halts (Stalled,
         // reason InvalidSpec) with every problem in the message.
@@ -555,7 +563,7 @@ impl Shell {
             }
         }
         // Sent only now that the records are stored.
-        self.notifications.set_embargo(policy, status.phase);
+        self.notifications.set_embargo(policy, Some(&status));
         for (type_, reason, note) in self.notifications.send(prepared) {
             self.publish(policy_ref(policy), type_, &reason, note, "Notify");
         }

@@ -279,6 +279,7 @@ fn policy(secret_namespace: &str) -> PatchPolicy {
         advisory: Some(Advisory {
             summary: "Kernel maintenance".into(),
             details: None,
+            release: Default::default(),
         }),
     });
     PatchPolicy::new("kernel", spec)
@@ -363,6 +364,7 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes()
         .await?;
     let mut secret = Secret::default();
     secret.metadata.name = Some(WEBHOOK_SECRET.into());
+    secret.metadata.labels = Some([("sofort.dev/webhook".to_string(), "true".to_string())].into());
     secret.string_data = Some([("url".to_string(), receiver().await)].into());
     Api::<Secret>::namespaced(client.clone(), &release_ns)
         .create(&PostParams::default(), &secret)
