@@ -23,15 +23,15 @@ pub const TIME_OF_DAY_PATTERN: &str = r"^([01][0-9]|2[0-3]):[0-5][0-9]$";
 /// CEL rule of `spec.rollout.maxUnavailable`: an integer that fits the API's
 /// int32, or a percentage; a string holding a plain number (`"3"`) is refused,
 /// as Kubernetes itself refuses it for a PodDisruptionBudget.
-pub const MAX_UNAVAILABLE_RULE: &str =
-    "string(self).endsWith('%') ? string(self).matches('^([1-9][0-9]?|100)%$') : (string(self).matches('^[1-9][0-9]{0,9}$') && self == int(string(self)) && int(string(self)) <= 2147483647)";
+pub const MAX_UNAVAILABLE_RULE: &str = "string(self).endsWith('%') ? string(self).matches('^([1-9][0-9]?|100)%$') : (string(self).matches('^[1-9][0-9]{0,9}$') && self == int(string(self)) && int(string(self)) <= 2147483647)";
 /// The latest instant a timestamp of the spec may hold. The controller's time
 /// type ends on 9999-12-30 (UTC, with room for any offset), so the CRD refuses
 /// what it could not hold.
 pub const LATEST_INSTANT: &str = "9999-12-30T00:00:00Z";
 /// CEL rule bounding every timestamp of the spec by [`LATEST_INSTANT`].
 pub const LATEST_INSTANT_RULE: &str = "self < timestamp('9999-12-30T00:00:00Z')";
-const LATEST_INSTANT_MESSAGE: &str = "must be before 9999-12-30T00:00:00Z; for a blackout without end use 9999-01-01T00:00:00Z";
+const LATEST_INSTANT_MESSAGE: &str =
+    "must be before 9999-12-30T00:00:00Z; for a blackout without end use 9999-01-01T00:00:00Z";
 
 /// Looks like an IANA time-zone name (`UTC`, `Europe/Zurich`, `America/Argentina/Buenos_Aires`).
 pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$";

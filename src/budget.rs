@@ -90,7 +90,9 @@ mod tests {
             max_unavailable(&IntOrString::String("10%".into()), 0),
             Ok(1)
         );
-        for bad in ["0%", "101%", "x%", "-1", "", "0", "3", " 25%", "+5%", "05%", "100.0%"] {
+        for bad in [
+            "0%", "101%", "x%", "-1", "", "0", "3", " 25%", "+5%", "05%", "100.0%",
+        ] {
             assert!(
                 max_unavailable(&IntOrString::String(bad.into()), 10).is_err(),
                 "{bad}"

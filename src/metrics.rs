@@ -13,7 +13,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -40,6 +41,15 @@ fn new_histogram() -> Histogram {
     // 1 s … ~4.5 h
     Histogram::new(exponential_buckets(1.0, 2.0, 15))
 }
+
+const PHASES: [&str; 6] = [
+    "Scheduled",
+    "Waiting",
+    "Progressing",
+    "Paused",
+    "Completed",
+    "Halted",
+];
 
 /// All controller metrics.
 #[derive(Clone)]
@@ -141,14 +151,7 @@ impl Metrics {
 
     /// Marks the current phase of a policy (1) and clears the others (0).
     pub fn set_phase(&self, policy: &str, phase: &str) {
-        for p in [
-            "Scheduled",
-            "Waiting",
-            "Progressing",
-            "Paused",
-            "Completed",
-            "Halted",
-        ] {
+        for p in PHASES {
             self.phase
                 .get_or_create(&labels(&[("policy", policy), ("phase", p)]))
                 .set(i64::from(p == phase));
@@ -169,6 +172,32 @@ impl Metrics {
             .inc();
     }
 
+    /// Removes every series of a policy (after it was deleted), so deleted
+    /// policies do not stay in the exposition for the life of the process.
+    pub fn forget_policy(&self, policy: &str) {
+        for step in [
+            "Pending",
+            "Cordoning",
+            "Draining",
+            "Patching",
+            "Rebooting",
+            "WaitingReady",
+            "Settling",
+            "Uncordoning",
+            "Done",
+            "Failed",
+        ] {
+            self.nodes
+                .remove(&labels(&[("policy", policy), ("step", step)]));
+        }
+        for phase in PHASES {
+            self.phase
+                .remove(&labels(&[("policy", policy), ("phase", phase)]));
+        }
+        self.window_open.remove(&labels(&[("policy", policy)]));
+        self.reconcile_errors.remove(&labels(&[("policy", policy)]));
+    }
+
     /// Whether this replica leads.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
@@ -184,13 +213,67 @@ impl Metrics {
     }
 }
 
-/// Shared state of the health endpoints.
-#[derive(Clone, Default)]
+/// Default bound of the `/healthz` watchdog (`--watchdog-timeout`).
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(300);
+
+/// Shared state of the health endpoints: readiness, and the watchdog of the
+/// decision loop behind `/healthz`.
+#[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    /// Milliseconds after `epoch` of the loop's last beat.
+    last_beat: Arc<AtomicU64>,
+    epoch: Instant,
+    watchdog: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::with_watchdog(DEFAULT_WATCHDOG)
+    }
 }
 
 impl Health {
+    /// Health whose `/healthz` fails once no beat came for `watchdog`.
+    pub fn with_watchdog(watchdog: Duration) -> Self {
+        Health {
+            ready: Arc::new(AtomicBool::new(false)),
+            last_beat: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+            watchdog,
+        }
+    }
+
+    /// The watchdog bound.
+    pub fn watchdog(&self) -> Duration {
+        self.watchdog
+    }
+
+    /// The decision loop came round.
+    pub fn beat(&self) {
+        self.beat_at(Instant::now());
+    }
+
+    /// The decision loop came round at `at`.
+    pub fn beat_at(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.epoch).as_millis();
+        self.last_beat
+            .fetch_max(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// How long the loop has been silent at `now`, or `None` while it is
+    /// within the bound.
+    pub fn stalled_at(&self, now: Instant) -> Option<Duration> {
+        let last = self.epoch + Duration::from_millis(self.last_beat.load(Ordering::Relaxed));
+        let silent = now.saturating_duration_since(last);
+        (silent > self.watchdog).then_some(silent)
+    }
+
+    /// Whether the decision loop is live now.
+    pub fn is_live(&self) -> bool {
+        self.stalled_at(Instant::now()).is_none()
+    }
+
     /// Marks the process ready (caches synced) or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
@@ -218,6 +301,20 @@ async fn metrics_handler(State(s): State<ServerState>) -> impl IntoResponse {
     )
 }
 
+async fn healthz(State(s): State<ServerState>) -> impl IntoResponse {
+    match s.health.stalled_at(Instant::now()) {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(silent) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the decision loop has not come round for {}s (bound {}s, --watchdog-timeout)",
+                silent.as_secs(),
+                s.health.watchdog().as_secs()
+            ),
+        ),
+    }
+}
+
 async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
     if s.health.is_ready() {
         (StatusCode::OK, "ready")
@@ -230,7 +327,7 @@ async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
 pub fn router(metrics: Metrics, health: Health) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(ServerState { metrics, health })
 }

@@ -416,7 +416,9 @@ fn check_max_unavailable(out: &mut Vec<Problem>, v: &IntOrString) {
             }
             None if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => out.push(problem(
                 PATH,
-                format!("\"{s}\" is a number in quotes; write it without quotes: maxUnavailable: {s}"),
+                format!(
+                    "\"{s}\" is a number in quotes; write it without quotes: maxUnavailable: {s}"
+                ),
             )),
             None => out.push(problem(
                 PATH,
@@ -845,7 +847,10 @@ impl SchemaChecker {
             let len = s.chars().count() as u64;
             if let Some(max) = max.filter(|m| len > *m) {
                 self.oversize = true;
-                self.report(out, format!("is {len} characters long; at most {max} are allowed"));
+                self.report(
+                    out,
+                    format!("is {len} characters long; at most {max} are allowed"),
+                );
                 return;
             }
             if let Some(min) = min.filter(|m| len < *m) {
@@ -883,7 +888,9 @@ impl SchemaChecker {
             _ => (i64::MIN, i64::MAX),
         };
         let Some(v) = n.as_i64() else {
-            if n.is_u64() || n.is_f64() && schema.get("type").and_then(Value::as_str) == Some("integer") {
+            if n.is_u64()
+                || n.is_f64() && schema.get("type").and_then(Value::as_str) == Some("integer")
+            {
                 self.report(out, format!("is too large; at most {hi}"));
             }
             return;
