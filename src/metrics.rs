@@ -443,9 +443,9 @@ pub async fn serve_router(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(limits.connection_lifetime, conn).await {
-                Ok(Err(e)) => tracing::debug!(error = %e, "metrics server: connection ended"),
-                Ok(Ok(())) | Err(_) => {}
+            // A timeout (lifetime spent) ends the connection like an error.
+            if let Ok(Err(e)) = tokio::time::timeout(limits.connection_lifetime, conn).await {
+                tracing::debug!(error = %e, "metrics server: connection ended");
             }
         });
     }
