@@ -73,7 +73,41 @@ pub fn validate_policy(policy: &PatchPolicy) -> Vec<Problem> {
 }
 
 /// Validates a spec and returns every problem found (empty when valid).
+///
+/// Besides the checks only code can do, the spec is held to the CRD schema's
+/// own bounds (lengths, list sizes, number ranges, patterns), so the
+/// controller refuses exactly what the API server would have refused, also
+/// for an object stored before a bound was added.
 pub fn validate_spec(spec: &PatchPolicySpec) -> Vec<Problem> {
+    let mut out = semantic_problems(spec);
+    let mut seen: BTreeSet<String> = out.iter().map(|p| p.path.clone()).collect();
+    for p in spec_schema_problems(spec) {
+        if seen.insert(p.path.clone()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The spec's schema within the CRD, built once.
+fn spec_schema() -> Option<&'static Value> {
+    static SCHEMA: std::sync::OnceLock<Option<Value>> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| crd_schema().and_then(|s| s.pointer("/properties/spec").cloned()))
+        .as_ref()
+}
+
+fn spec_schema_problems(spec: &PatchPolicySpec) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let (Some(schema), Ok(value)) = (spec_schema(), serde_json::to_value(spec)) else {
+        return out;
+    };
+    let mut checker = SchemaChecker::default();
+    checker.check_under("spec", &value, schema, &mut out);
+    out
+}
+
+fn semantic_problems(spec: &PatchPolicySpec) -> Vec<Problem> {
     let mut out = Vec::new();
     let rev = spec.revision.as_str();
     if rev.trim().is_empty() {
@@ -742,6 +776,22 @@ impl SchemaChecker {
                 ),
             ));
         }
+    }
+
+    /// Checks `value`, the field `key` of a whole object, against its schema.
+    pub fn check_under(
+        &mut self,
+        key: &str,
+        value: &Value,
+        schema: &Value,
+        out: &mut Vec<Problem>,
+    ) {
+        self.budget_left = MAX_VALUES_PER_DOCUMENT;
+        self.oversize = false;
+        self.path.clear();
+        self.path.push(Segment::Key(key.to_string()));
+        self.walk(value, schema, out, false);
+        self.path.clear();
     }
 
     fn path_string(&self) -> String {
