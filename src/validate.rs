@@ -89,12 +89,15 @@ pub fn validate_spec(spec: &PatchPolicySpec) -> Vec<Problem> {
     out
 }
 
-/// The spec's schema within the CRD, built once.
-fn spec_schema() -> Option<&'static Value> {
+/// The CRD's schema, built once.
+fn whole_schema() -> Option<&'static Value> {
     static SCHEMA: std::sync::OnceLock<Option<Value>> = std::sync::OnceLock::new();
-    SCHEMA
-        .get_or_init(|| crd_schema().and_then(|s| s.pointer("/properties/spec").cloned()))
-        .as_ref()
+    SCHEMA.get_or_init(crd_schema).as_ref()
+}
+
+/// The spec's schema within the CRD.
+fn spec_schema() -> Option<&'static Value> {
+    whole_schema()?.pointer("/properties/spec")
 }
 
 fn spec_schema_problems(spec: &PatchPolicySpec) -> Vec<Problem> {
@@ -602,7 +605,7 @@ pub const MAX_DOCUMENTS: usize = 10_000;
 /// controller would report as `InvalidSpec`), and by [`validate_policy`].
 pub fn validate_yaml_text(text: &str) -> TextReport {
     let mut report = TextReport::default();
-    let Some(schema) = crd_schema() else {
+    let Some(schema) = whole_schema() else {
         report.problems.push(DocProblem {
             doc: 0,
             name: None,
@@ -610,6 +613,17 @@ pub fn validate_yaml_text(text: &str) -> TextReport {
         });
         return report;
     };
+    if flow_depth(text) > MAX_FLOW_DEPTH {
+        report.problems.push(DocProblem {
+            doc: 1,
+            name: None,
+            problem: problem(
+                "(document)",
+                format!("nested more than {MAX_FLOW_DEPTH} levels deep in [ ] or {{ }}; no PatchPolicy is"),
+            ),
+        });
+        return report;
+    }
     let mut checker = SchemaChecker::default();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let doc = i + 1;
@@ -656,7 +670,7 @@ pub fn validate_yaml_text(text: &str) -> TextReport {
                 format!("{:?} is not served; use {want}", api_version.unwrap_or("")),
             )]
         } else {
-            check_document(&value, &schema, &mut checker)
+            check_document(&value, schema, &mut checker)
         };
         let total = problems.len();
         for p in problems.into_iter().take(MAX_PROBLEMS_PER_DOCUMENT) {
@@ -682,6 +696,29 @@ pub fn validate_yaml_text(text: &str) -> TextReport {
     }
     report.work = checker.work;
     report
+}
+
+/// Deepest `[ ]`/`{ }` nesting read. The YAML parser's work grows with the
+/// square of this depth, and its own limit for decoding is 128 levels anyway.
+pub const MAX_FLOW_DEPTH: usize = 128;
+
+/// The deepest flow-collection nesting of a YAML text, in one linear scan.
+/// Brackets inside strings count too: skipping quotes would let a stray
+/// apostrophe hide the nesting from this guard, and no policy has 128
+/// unclosed brackets in a string.
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for c in text.bytes() {
+        match c {
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Every problem of one PatchPolicy document: the checks of
