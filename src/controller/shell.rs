@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::drains::{DrainJob, Drains};
 use super::notifications::Notifications;
-use super::{ControllerConfig, Overlay, policy_ref};
+use super::{ControllerConfig, Overlay, Undecodable, policy_ref};
 use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus, Phase, Step};
 use crate::drain::{DrainMode, DrainSettings};
 use crate::metrics::Metrics;
@@ -384,7 +384,9 @@ impl Shell {
                 }
                 Err(e) => {
                     self.metrics.reconcile_error(&name);
-                    let error = self.notifications.scrub(&e.to_string());
+                    let error = self
+                        .notifications
+                        .scrub(&crate::api::redact_decode_message(&e.to_string()));
                     tracing::warn!(policy = %name, %error, "reconcile failed; retrying soon");
                     let r = Duration::from_secs(2);
                     requeue = Some(requeue.map_or(r, |q| q.min(r)));
@@ -417,8 +419,104 @@ impl Shell {
             .collect()
     }
 
+    /// PatchPolicies as raw objects: for writes whose answer need not decode.
+    fn raw_policies(&self) -> Api<kube::api::DynamicObject> {
+        Api::all_with(
+            self.client.clone(),
+            &kube::api::ApiResource::erase::<PatchPolicy>(&()),
+        )
+    }
+
+    /// A policy the types cannot hold: status `Halted`, `Stalled` with reason
+    /// `InvalidSpec` naming the field, one Warning Event per generation. A
+    /// deleted one lets its nodes go like any deleted policy. Nothing of the
+    /// spec is written or logged: the decode error names the field only.
+    pub(crate) async fn report_undecodable(
+        &mut self,
+        bad: &Undecodable,
+        nodes: &[Arc<Node>],
+    ) -> Option<Duration> {
+        let now = self.cfg.clock.now();
+        let policy = &bad.policy;
+        let name = policy.name_any();
+        if policy.meta().deletion_timestamp.is_some() {
+            if !policy.finalizers().iter().any(|f| f == FINALIZER) {
+                return None;
+            }
+            let mut objects: BTreeMap<String, Arc<Node>> = nodes
+                .iter()
+                .map(|n| (n.name_any(), self.overlay.freshest(n)))
+                .collect();
+            return match self.finalize(policy, &mut objects, now).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.metrics.reconcile_error(&name);
+                    let error = crate::api::redact_decode_message(&e.to_string());
+                    tracing::warn!(policy = %name, %error, "cannot finalize; retrying soon");
+                    Some(Duration::from_secs(2))
+                }
+            };
+        }
+        let generation = policy.meta().generation;
+        let message = format!(
+            "halted: invalid spec: {}; the controller cannot read this field (run sofort validate on the policy for every problem)",
+            bad.error
+        );
+        self.metrics.set_phase(&name, phase_name(Phase::Halted));
+        if self.invalid_seen.get(&name) != Some(&generation) {
+            self.invalid_seen.insert(name.clone(), generation);
+            self.publish(
+                policy_ref(policy),
+                EventType::Warning,
+                "InvalidSpec",
+                message.clone(),
+                "Decode",
+            );
+        }
+        let stored = bad.status.as_ref();
+        let field = |k: &str| stored.and_then(|s| s.get(k)).cloned();
+        if field("phase") == Some(json!("Halted"))
+            && field("message") == Some(json!(message))
+            && field("observedGeneration") == generation.map(|g| json!(g))
+        {
+            return None;
+        }
+        let at = jiff::Timestamp::from_second(now.as_second())
+            .unwrap_or(now)
+            .to_string();
+        let condition = |type_: &str, status: &str| {
+            json!({
+                "type": type_, "status": status, "reason": "InvalidSpec",
+                "message": message, "observedGeneration": generation,
+                "lastTransitionTime": at,
+            })
+        };
+        let patch = json!({"status": {
+            "observedGeneration": generation,
+            "revision": policy.spec.revision,
+            "phase": "Halted",
+            "message": message,
+            "active": null,
+            "conditions": [
+                condition("Ready", "False"),
+                condition("Reconciling", "False"),
+                condition("Stalled", "True"),
+            ],
+        }});
+        if let Err(e) = self
+            .raw_policies()
+            .patch_status(&name, &params(), &Patch::Merge(patch))
+            .await
+        {
+            let error = crate::api::redact_decode_message(&e.to_string());
+            tracing::warn!(policy = %name, %error, "cannot write the status of an invalid policy; retrying soon");
+            return Some(Duration::from_secs(2));
+        }
+        None
+    }
+
     async fn add_finalizer(&self, policy: &PatchPolicy) {
-        let api: Api<PatchPolicy> = Api::all(self.client.clone());
+        let api = self.raw_policies();
         let mut finalizers = policy.finalizers().to_vec();
         finalizers.push(FINALIZER.to_string());
         let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": policy.resource_version()}});
@@ -991,7 +1089,8 @@ impl Shell {
             ));
         }
         // Forget this policy in the done maps? No: they record history and are harmless.
-        let api: Api<PatchPolicy> = Api::all(self.client.clone());
+        // Through the raw API: the answer may be an object the types cannot hold.
+        let api = self.raw_policies();
         let finalizers: Vec<String> = policy
             .finalizers()
             .iter()
