@@ -654,7 +654,10 @@ pub fn finish_write(
         m.retain(|_, v| !v.is_null());
     }
     if let Some(schema_doc) = &info.schema {
-        let (unknown, causes) = schema::process(&mut new, schema_doc);
+        let (unknown, mut causes) = schema::process(&mut new, schema_doc);
+        if causes.is_empty() {
+            causes = crate::cel::validate(info, schema_doc, &new, old)?;
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(&info.group, &info.kind, &name, causes));
         }

@@ -13,6 +13,7 @@
 //! crate's README ("Differences from a real API server").
 
 mod api;
+mod cel;
 mod crd;
 mod defaults;
 mod error;
