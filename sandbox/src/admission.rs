@@ -281,8 +281,26 @@ enum Outcome {
     Fail(String, String),
 }
 
+/// Compiled expressions, so that a policy is parsed once, not on every write
+/// (bounded: cleared when full).
+fn compiled(src: &str) -> Result<Arc<Program>, String> {
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, Arc<Program>>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(p) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(src) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(Program::compile(src).map_err(|e| format!("compilation failed: {e}"))?);
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= 4096 {
+        c.clear();
+    }
+    c.insert(src.to_string(), p.clone());
+    Ok(p)
+}
+
 fn eval(ctx: &Context, src: &str) -> Result<Cel, String> {
-    let p = Program::compile(src).map_err(|e| format!("compilation failed: {e}"))?;
+    let p = compiled(src)?;
     p.execute(ctx)
         .map_err(|e| format!("expression '{src}' resulted in error: {e}"))
 }
