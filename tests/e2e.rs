@@ -142,6 +142,14 @@ impl Env {
         self.cluster().client.clone()
     }
 
+    /// A kubeconfig with the controller's ServiceAccount token: the
+    /// controller runs with the chart's RBAC.
+    fn controller_kubeconfig(&self) -> PathBuf {
+        let path = self.dir.join("controller.kubeconfig");
+        std::fs::write(&path, self.cluster().controller_kubeconfig_yaml()).unwrap();
+        path
+    }
+
     fn start_controller(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -160,7 +168,7 @@ impl Env {
                 "20ms",
             ])
             .args(&self.extra_args)
-            .env("KUBECONFIG", self.dir.join("kubeconfig"))
+            .env("KUBECONFIG", self.controller_kubeconfig())
             .env("SOFORT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -28,8 +28,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub faults: Faults,
     pub stats: Stats,
-    /// Bearer token -> user name. Empty: no authentication.
-    pub tokens: HashMap<String, String>,
+    /// Accepted bearer tokens and the users they stand for.
+    pub tokens: crate::auth::Tokens,
     pub bookmark_interval: Duration,
     pub addr: String,
 }
@@ -49,11 +49,11 @@ fn json_bytes(code: u16, body: Vec<u8>) -> Response {
     r
 }
 
-fn json_response(code: u16, v: &Value) -> Response {
+pub(crate) fn json_response(code: u16, v: &Value) -> Response {
     json_bytes(code, serde_json::to_vec(v).unwrap_or_default())
 }
 
-fn error_response(e: &ApiError) -> Response {
+pub(crate) fn error_response(e: &ApiError) -> Response {
     let mut r = json_response(e.code, &e.status());
     if let Some(s) = e.retry_after
         && let Ok(h) = HeaderValue::from_str(&s.to_string())
@@ -176,30 +176,50 @@ pub async fn handle(State(sh): State<SharedRef>, req: Request) -> Response {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let mut user = String::new();
-    if !sh.tokens.is_empty() {
-        let tok = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .unwrap_or("");
-        match sh.tokens.get(tok.trim()) {
-            Some(u) => user = u.clone(),
-            None => return error_response(&ApiError::unauthorized()),
-        }
-    }
+    let user_info = match crate::auth::authenticate(&sh, &parts.headers) {
+        Ok(u) => u,
+        Err(e) => return error_response(&e),
+    };
+    let user = user_info.username.clone();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if let Some(r) =
+        crate::rbac::reviews(&sh, &user_info, &parts.method, &segs, &parts.headers, &body)
+    {
+        return r;
+    }
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (g, v, rest),
-        _ => return non_resource(&sh, &parts.method, &segs, &parts.headers),
+        _ => {
+            let a = crate::rbac::Attributes::of_path(&parts.method, &path);
+            if !crate::rbac::authorize(&sh, &user_info, &a) {
+                return error_response(&crate::rbac::forbidden(&user_info, &a));
+            }
+            return non_resource(&sh, &parts.method, &segs, &parts.headers);
+        }
     };
     let target = match parse_target(&sh.registry, group, version, rest) {
         Ok(t) => t,
         Err(e) => return error_response(&e),
     };
     let verb = verb_of(&parts.method, &target, &query);
+    let authz = crate::rbac::Attributes::of_request(verb, &target, &query);
+    if !crate::rbac::authorize(&sh, &user_info, &authz) {
+        let e = crate::rbac::forbidden(&user_info, &authz);
+        sh.stats.record(RequestRecord {
+            verb: verb.to_string(),
+            group: target.info.group.clone(),
+            resource: target.info.resource.clone(),
+            subresource: target.sub.clone(),
+            namespace: target.ns.clone(),
+            name: target.name.clone().unwrap_or_default(),
+            user_agent: ua,
+            user,
+            code: 403,
+            at: std::time::Instant::now(),
+        });
+        return error_response(&e);
+    }
     let (delay, fault) = sh.faults.draw(verb, &target.info.resource, &target.sub);
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
@@ -229,7 +249,19 @@ pub async fn handle(State(sh): State<SharedRef>, req: Request) -> Response {
         headers: parts.headers.clone(),
         ua,
     };
-    let resp = match dispatch(&ctx, &parts.method, verb, &target, &body).await {
+    let admission = crate::admission::prepare(&sh, &user_info, verb, &target, ctx.dry_run());
+    let run = async {
+        if verb == "create" && target.sub == "token" && target.info.resource == "serviceaccounts" {
+            let v = crate::wire::decode_body(&ctx.headers, &body)?;
+            let name = target.name.as_deref().unwrap_or("");
+            return Ok(json_response(
+                201,
+                &crate::auth::token_request(&sh, &target.ns, name, &v)?,
+            ));
+        }
+        dispatch(&ctx, &parts.method, verb, &target, &body).await
+    };
+    let resp = match crate::admission::admitted(&sh, admission, run).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -724,6 +756,7 @@ pub fn finish_write(
             info.status,
         );
     }
+    crate::admission::validate(info, old, &new)?;
     if let Some(old) = old
         && old["metadata"]
             .get("deletionTimestamp")
@@ -1151,7 +1184,10 @@ pub fn create_object(
         name = format!("{prefix}{}", random_suffix(5));
         obj["metadata"]["name"] = json!(name);
     }
-    if !valid_name(&name) && info.resource != "events" {
+    if !valid_name(&name)
+        && info.resource != "events"
+        && !crate::rbac::path_segment_name(info, &name)
+    {
         return Err(ApiError::invalid(
             &info.group,
             &info.kind,

@@ -12,7 +12,9 @@
 //! Where it deliberately differs from the real API server is listed in the
 //! crate's README ("Differences from a real API server").
 
+mod admission;
 mod api;
+mod auth;
 mod cel;
 mod crd;
 mod defaults;
@@ -24,6 +26,7 @@ mod host;
 mod openapi;
 mod patch;
 mod protobuf;
+mod rbac;
 mod registry;
 mod scale;
 mod scenario;
@@ -31,6 +34,7 @@ mod schema;
 mod selector;
 mod store;
 mod table;
+mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -120,10 +124,7 @@ impl Sandbox {
                 source,
             })?;
         let addr = listener.local_addr()?;
-        let mut tokens: HashMap<String, String> = config.extra_tokens.iter().cloned().collect();
-        if let Some(t) = &config.token {
-            tokens.insert(t.clone(), "admin".into());
-        }
+        let tokens = auth::Tokens::new(config.token.as_deref(), &config.extra_tokens);
         let shared = Arc::new(api::Shared {
             store: Arc::new(store::Store::new(config.watch_history)),
             registry: Arc::new(registry::Registry::new()),
@@ -148,6 +149,10 @@ impl Sandbox {
                 &api::WriteOpts::default(),
                 false,
             )?;
+        }
+        // The default RBAC roles and bindings of every cluster.
+        for obj in rbac::bootstrap_objects() {
+            create_stored(&shared, obj)?;
         }
         let hosts: fleet::Hosts = Arc::new(Mutex::new(HashMap::new()));
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -217,6 +222,26 @@ impl Sandbox {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: sofort-sandbox\n  cluster:\n    server: {}\ncontexts:\n- name: sofort-sandbox\n  context:\n    cluster: sofort-sandbox\n    user: sofort-sandbox\n    namespace: default\ncurrent-context: sofort-sandbox\nusers:\n- name: sofort-sandbox\n  user:\n{user}",
             self.url()
         )
+    }
+
+    /// A bearer token for the ServiceAccount `namespace/name` (the object need
+    /// not exist): requests with it are `system:serviceaccount:NS:NAME` in the
+    /// groups `system:serviceaccounts`, `system:serviceaccounts:NS` and
+    /// `system:authenticated`, subject to RBAC and admission policies. With
+    /// `node`, the token carries the node as a kubelet-issued pod token does
+    /// (`authentication.kubernetes.io/node-name` in the user's extra).
+    pub fn mint_token(&self, namespace: &str, name: &str, node: Option<&str>) -> String {
+        self.shared.tokens.mint(namespace, name, node)
+    }
+
+    /// Store objects (any served kind, as `kubectl create` would, but without
+    /// authorization or admission): RBAC roles, admission policies, fixtures.
+    /// An object that exists already is replaced.
+    pub fn create_objects(&self, objects: &[serde_json::Value]) -> Result<(), SandboxError> {
+        for obj in objects {
+            create_stored(&self.shared, obj.clone())?;
+        }
+        Ok(())
     }
 
     /// Write a kubeconfig that kubectl and kube-rs use unchanged.
@@ -293,6 +318,50 @@ impl Sandbox {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     }
+}
+
+/// Create (or replace) one object through the API's write path.
+fn create_stored(shared: &api::Shared, obj: serde_json::Value) -> Result<(), SandboxError> {
+    let kind = obj["kind"].as_str().unwrap_or("");
+    let info = shared
+        .registry
+        .by_kind(obj["apiVersion"].as_str().unwrap_or(""), kind)
+        .ok_or_else(|| {
+            SandboxError::Scenario(format!(
+                "the sandbox does not serve {kind} ({})",
+                obj["apiVersion"].as_str().unwrap_or("")
+            ))
+        })?;
+    let ns = if info.namespaced {
+        obj["metadata"]["namespace"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default")
+            .to_string()
+    } else {
+        String::new()
+    };
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if shared.store.get(&info.gr(), &ns, &name).is_none() {
+        api::create_object(shared, &info, &ns, obj, &api::WriteOpts::default(), false)?;
+        return Ok(());
+    }
+    let mut obj = obj;
+    if info.namespaced {
+        obj["metadata"]["namespace"] = serde_json::json!(ns);
+    }
+    shared.store.mutate(&info.gr(), &ns, &name, |cur| {
+        let mut warnings = Vec::new();
+        let change = api::finish_write(
+            &info,
+            cur.map(|c| &**c),
+            obj,
+            &api::WriteOpts::default(),
+            &mut warnings,
+        )?;
+        Ok((change, ()))
+    })?;
+    Ok(())
 }
 
 /// Options of [`run_forever`], as the `sofort sandbox` subcommand takes them.

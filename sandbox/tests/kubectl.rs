@@ -471,3 +471,91 @@ async fn kubectl_create_run_and_scale_speak_protobuf() -> Result<(), Box<dyn std
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_auth_can_i_as_and_create_token_under_rbac()
+-> Result<(), Box<dyn std::error::Error>> {
+    let env = common::start(SandboxConfig {
+        controllers: false,
+        ..SandboxConfig::with_scenario(Scenario::with_nodes(1))
+    })
+    .await;
+    let objects = env.write(
+        "rbac.yaml",
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {name: ops}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ctl, namespace: ops}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: node-reader}
+rules: [{apiGroups: [""], resources: [nodes], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: node-reader}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: node-reader}
+subjects: [{kind: ServiceAccount, name: ctl, namespace: ops}]
+"#,
+    );
+    env.kubectl_ok(&["apply", "-f", objects.to_str().ok_or("path is not UTF-8")?]);
+    let sa = "--as=system:serviceaccount:ops:ctl";
+    assert_eq!(
+        env.kubectl_ok(&["auth", "can-i", "list", "nodes", sa])
+            .trim(),
+        "yes"
+    );
+    let (ok, out, _) = env.kubectl(&["auth", "can-i", "patch", "nodes", sa]);
+    assert!(!ok && out.trim() == "no", "{out}");
+    assert_eq!(
+        env.kubectl_ok(&["auth", "can-i", "patch", "nodes"]).trim(),
+        "yes"
+    );
+    let list = env.kubectl_ok(&["auth", "can-i", "--list", sa]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("nodes ") && l.contains("[get list]")),
+        "{list}"
+    );
+    assert!(env.kubectl_ok(&["get", "nodes", sa]).contains("worker-01"));
+    // kubectl cordon reports the refusal but exits 0: check the message and the node.
+    let (_, _, err) = env.kubectl(&["cordon", "worker-01", sa]);
+    assert!(
+        err.contains("nodes \"worker-01\" is forbidden: User \"system:serviceaccount:ops:ctl\" cannot patch resource \"nodes\" in API group \"\" at the cluster scope"),
+        "{err}"
+    );
+    assert!(
+        !env.kubectl_ok(&["get", "node", "worker-01"])
+            .contains("SchedulingDisabled")
+    );
+    let (ok, _, err) = env.kubectl(&["get", "nodes", "--as=alice", "--as-group=team"]);
+    assert!(
+        !ok && err.contains("User \"alice\" cannot list resource \"nodes\""),
+        "{err}"
+    );
+    // A token from `kubectl create token` authenticates as the ServiceAccount.
+    let token = env.kubectl_ok(&["create", "token", "ctl", "-n", "ops"]);
+    let kc =
+        kube::config::Kubeconfig::from_yaml(&env.sandbox.kubeconfig_yaml_for(Some(token.trim())))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+        kube::Api::all(kube::Client::try_from(cfg)?);
+    assert_eq!(nodes.list(&Default::default()).await?.items.len(), 1);
+    let refused = nodes
+        .patch(
+            "worker-01",
+            &Default::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.message.contains("User \"system:serviceaccount:ops:ctl\" cannot patch")),
+        "{refused:?}"
+    );
+    env.sandbox.shutdown().await;
+    Ok(())
+}

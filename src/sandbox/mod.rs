@@ -52,6 +52,61 @@ pub enum SandboxRunError {
     /// Ctrl-C could not be awaited.
     #[error("cannot wait for Ctrl-C: {0}")]
     Signal(#[source] std::io::Error),
+    /// The chart's access objects shipped with the binary are broken.
+    #[error(
+        "the chart's RBAC and admission objects (src/sandbox/chart-access.yaml) are not valid: {0}"
+    )]
+    ChartAccess(String),
+}
+
+/// The chart's ServiceAccounts, RBAC and admission policies as it renders
+/// them with default values; the controller and the agents of the sandbox run
+/// with exactly these rights (a chart test fails when they drift).
+pub const CHART_ACCESS_YAML: &str = include_str!("chart-access.yaml");
+
+/// [`CHART_ACCESS_YAML`] as objects.
+pub fn chart_access_objects() -> Result<Vec<serde_json::Value>, SandboxRunError> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(CHART_ACCESS_YAML) {
+        let v = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| SandboxRunError::ChartAccess(e.to_string()))?;
+        let v = serde_json::to_value(v).map_err(|e| SandboxRunError::ChartAccess(e.to_string()))?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// (namespace, name) of the chart's ServiceAccount of one component.
+fn service_account_of(
+    objects: &[serde_json::Value],
+    component: &str,
+) -> Result<(String, String), SandboxRunError> {
+    objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ServiceAccount"
+                && o["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        })
+        .and_then(|o| {
+            Some((
+                o["metadata"]["namespace"].as_str()?.to_string(),
+                o["metadata"]["name"].as_str()?.to_string(),
+            ))
+        })
+        .ok_or_else(|| {
+            SandboxRunError::ChartAccess(format!("no ServiceAccount of the {component}"))
+        })
+}
+
+/// A client configuration from kubeconfig YAML.
+async fn config_from_yaml(yaml: &str) -> Result<kube::Config, SandboxRunError> {
+    let kc = Kubeconfig::from_yaml(yaml).map_err(|e| SandboxRunError::Kubeconfig(e.to_string()))?;
+    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| SandboxRunError::Kubeconfig(e.to_string()))
 }
 
 /// Entry point of `sofort sandbox`.
@@ -126,8 +181,12 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// Client configuration for it.
     pub kube_config: kube::Config,
-    /// A client.
+    /// A client (the admin).
     pub client: Client,
+    /// The controller's ServiceAccount token (the chart's RBAC applies to it).
+    pub controller_token: String,
+    /// The agents' ServiceAccount (namespace, name).
+    agent_account: (String, String),
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -179,12 +238,23 @@ impl Cluster {
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The controller and the agents run with the chart's rights.
+        let access = chart_access_objects()?;
+        let (ns, controller) = service_account_of(&access, "controller")?;
+        let agent_account = service_account_of(&access, "agent")?;
+        sandbox.create_objects(&[serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+        })])?;
+        sandbox.create_objects(&access)?;
+        let controller_token = sandbox.mint_token(&ns, &controller, None);
         let (stop, _) = watch::channel(false);
         Ok(Cluster {
             sandbox,
             kubeconfig,
             kube_config,
             client,
+            controller_token,
+            agent_account,
             stop,
             tasks: Vec::new(),
         })
@@ -197,28 +267,55 @@ impl Cluster {
         }
     }
 
-    /// Runs the controller in-process (over HTTP to the emulator).
+    /// A kubeconfig for the controller's ServiceAccount, as YAML.
+    pub fn controller_kubeconfig_yaml(&self) -> String {
+        self.sandbox
+            .kubeconfig_yaml_for(Some(&self.controller_token))
+    }
+
+    /// Runs the controller in-process (over HTTP to the emulator) with its
+    /// ServiceAccount token.
     pub fn spawn_controller(&mut self, cfg: ControllerConfig) {
-        let kc = self.kube_config.clone();
+        let yaml = self.controller_kubeconfig_yaml();
         let stop = self.stopper();
         self.tasks.push(tokio::spawn(async move {
+            let kc = match config_from_yaml(&yaml).await {
+                Ok(kc) => kc,
+                Err(e) => {
+                    tracing::error!(error = %e, "controller not started");
+                    return;
+                }
+            };
             if let Err(e) = controller::run(kc, cfg, stop).await {
                 tracing::error!(error = %e, "controller stopped");
             }
         }));
     }
 
-    /// Runs one real agent per simulated node, each against its simulated host.
+    /// Runs one real agent per simulated node, each against its simulated
+    /// host, with a ServiceAccount token bound to its node.
     pub fn spawn_agents(&mut self, allow_host_commands: bool) -> Result<(), SandboxRunError> {
         for node in self.sandbox.node_names() {
+            let (ns, name) = &self.agent_account;
+            let token = self.sandbox.mint_token(ns, name, Some(&node));
+            let yaml = self.sandbox.kubeconfig_yaml_for(Some(&token));
             let sim = self.sandbox.host(&node)?;
             let host: Arc<dyn crate::agent::host::Host> = Arc::new(host::SandboxHost::new(sim));
             let config =
                 crate::agent::AgentConfig::new(&node, Duration::from_secs(30), allow_host_commands);
-            let client = self.client.clone();
             let stop = self.stopper();
             let metrics = Arc::new(crate::agent::metrics::Metrics::new());
             self.tasks.push(tokio::spawn(async move {
+                let client = match config_from_yaml(&yaml)
+                    .await
+                    .and_then(|c| Ok(Client::try_from(c)?))
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(node = %node, error = %e, "agent not started");
+                        return;
+                    }
+                };
                 if let Err(e) = crate::agent::run_agent(client, config, host, metrics, stop).await {
                     tracing::error!(node = %node, error = %e, "agent stopped");
                 }
