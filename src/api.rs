@@ -523,8 +523,6 @@ pub enum Step {
     /// Not started for this revision.
     #[default]
     Pending,
-    /// Being cordoned.
-    Cordoning,
     /// Pods are being evicted.
     Draining,
     /// The host patch command runs.
@@ -535,8 +533,6 @@ pub enum Step {
     WaitingReady,
     /// Back; waiting for `settle`.
     Settling,
-    /// Being uncordoned.
-    Uncordoning,
     /// At this revision.
     Done,
     /// Failed for this revision.

@@ -58,13 +58,11 @@ pub(crate) struct Shell {
 fn step_name(step: Step) -> &'static str {
     match step {
         Step::Pending => "Pending",
-        Step::Cordoning => "Cordoning",
         Step::Draining => "Draining",
         Step::Patching => "Patching",
         Step::Rebooting => "Rebooting",
         Step::WaitingReady => "WaitingReady",
         Step::Settling => "Settling",
-        Step::Uncordoning => "Uncordoning",
         Step::Done => "Done",
         Step::Failed => "Failed",
     }
@@ -100,8 +98,8 @@ const WRITE_CONCURRENCY: usize = 16;
 fn node_patch(action: &Action, objects: &BTreeMap<String, Arc<Node>>) -> Option<Value> {
     let unschedulable_null = json!({"spec": {"unschedulable": null}});
     match action {
-        Action::Cordon { node, record } => {
-            // The claim and the cordon in one patch, conditional on the node
+        Action::Claim { node, record } | Action::CordonAgain { node, record } => {
+            // The record and the cordon in one patch, conditional on the node
             // not having changed since we looked at it.
             let rv = objects.get(node).and_then(|n| n.resource_version());
             let mut patch = record_patch(record);
@@ -115,11 +113,6 @@ fn node_patch(action: &Action, objects: &BTreeMap<String, Arc<Node>>) -> Option<
         Action::RequestPatch { record, .. }
         | Action::RequestReboot { record, .. }
         | Action::SetStep { record, .. } => Some(record_patch(record)),
-        Action::Uncordon { record, .. } => {
-            let mut patch = record_patch(record);
-            merge(&mut patch, unschedulable_null);
-            Some(patch)
-        }
         Action::MarkFailed {
             uncordon, record, ..
         } => {
@@ -565,13 +558,11 @@ impl Shell {
         }
         let mut by_step: BTreeMap<&str, i64> = BTreeMap::new();
         for s in [
-            Step::Cordoning,
             Step::Draining,
             Step::Patching,
             Step::Rebooting,
             Step::WaitingReady,
             Step::Settling,
-            Step::Uncordoning,
         ] {
             by_step.insert(step_name(s), 0);
         }
@@ -683,7 +674,7 @@ impl Shell {
     ) {
         let pname = policy.name_any();
         match action {
-            Action::Cordon { node, record } => {
+            Action::Claim { node, record } | Action::CordonAgain { node, record } => {
                 self.metrics.observe_step("Pending", 0.0);
                 // One Event per node-level outcome (cordoned, reboot asked,
                 // rebooted, done); the policy's status lists the nodes in flight.
@@ -814,17 +805,6 @@ impl Shell {
                     );
                 }
             }
-            Action::Uncordon { node, record } => {
-                self.node_event(
-                    node,
-                    EventType::Normal,
-                    "Uncordoned",
-                    format!(
-                        "uncordoned after revision {} of PatchPolicy {pname}",
-                        record.revision
-                    ),
-                );
-            }
             Action::MarkFailed { node, record, .. } => {
                 let reason = record.reason.clone().unwrap_or_else(|| "failed".into());
                 self.node_event(node, EventType::Warning, "NodeFailed", reason.clone());
@@ -897,7 +877,7 @@ impl Shell {
         let mut waiting = false;
         for (node, record) in mine {
             match record.step {
-                Step::Cordoning | Step::Draining | Step::Patching => {
+                Step::Draining | Step::Patching => {
                     self.drains.stop(&node);
                     let mut patch = json!({"metadata": {"labels": {STEP_LABEL: null}, "annotations": {RECORD_ANNOTATION: null}}});
                     if !record.was_unschedulable {
@@ -1049,7 +1029,7 @@ mod tests {
             done: Default::default(),
             uncordon: true,
         };
-        let cordon = |n: &str| Action::Cordon {
+        let cordon = |n: &str| Action::Claim {
             node: n.into(),
             record: rec.clone(),
         };
