@@ -75,24 +75,24 @@
 //!   revision it started with (its done map records that one) and is then
 //!   pending for the new revision.
 //! * To retry a failed node, remove its record (`kubectl annotate node NAME
-//!   sofort.dev/record-`) or bump `spec.revision`.//!
+//!   sofort.dev/record-`) or bump `spec.revision`.
+//!
 //! # The pipeline
 //!
-//! [`decide_indexed`] runs five phases, each a function of its own with a
-//! named input and output, so a rule lives in one place:
+//! [`decide_indexed`] runs five phases, each a function of its own (in its
+//! own file, with its unit tests) with a named input and output, so a rule
+//! lives in one place:
 //!
-//! 1. [`classify`](classify::classify): where each node stands for this policy
-//!    ([`Classified`](classify::Classified)).
-//! 2. [`advance`](advance::advance_all): the per-node state machine moves the
-//!    nodes in progress ([`Advanced`](advance::Advanced), one
-//!    [`Advance`](advance::Advance) per node).
-//! 3. [`gates`](gate::gates): whether any node may start now: spec validity,
-//!    failures, pause, lead time, windows and blackouts, and the budget
-//!    ([`Gates`](gate::Gates)). A new gate is one more check there.
-//! 4. [`pick_starts`](start::pick_starts): which nodes start, in rollout order,
-//!    and what holds the others ([`Starts`](start::Starts)).
-//! 5. [`status`](status::status): the policy status and when to look again
-//!    ([`Outcome`](status::Outcome)).
+//! 1. `classify::classify`: where each node stands for this policy
+//!    (`Classified`).
+//! 2. `advance::advance_all`: the per-node state machine moves the nodes in
+//!    progress (`Advanced`; one `Advance { action, record, wake }` per node).
+//! 3. `gate::gates`: whether any node may start now: spec validity, failures,
+//!    pause, lead time, windows and blackouts, and the budget (`Gates`). A new
+//!    gate is one more check function there and one more `Closed` reason.
+//! 4. `start::pick_starts`: which nodes start, in rollout order
+//!    ([`crate::order::OrderKey`]), and what holds the others (`Starts`).
+//! 5. `status::status`: the policy status and when to look again (`Outcome`).
 
 mod action;
 mod advance;
