@@ -20,6 +20,19 @@ pub const VERSION: &str = "v1alpha1";
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$";
 /// Wall-clock time of day, 24-hour `HH:MM`.
 pub const TIME_OF_DAY_PATTERN: &str = r"^([01][0-9]|2[0-3]):[0-5][0-9]$";
+/// CEL rule of `spec.rollout.maxUnavailable`: an integer that fits the API's
+/// int32, or a percentage; a string holding a plain number (`"3"`) is refused,
+/// as Kubernetes itself refuses it for a PodDisruptionBudget.
+pub const MAX_UNAVAILABLE_RULE: &str = "string(self).endsWith('%') ? string(self).matches('^([1-9][0-9]?|100)%$') : (string(self).matches('^[1-9][0-9]{0,9}$') && self == int(string(self)) && int(string(self)) <= 2147483647)";
+/// The latest instant a timestamp of the spec may hold. The controller's time
+/// type ends on 9999-12-30 (UTC, with room for any offset), so the CRD refuses
+/// what it could not hold.
+pub const LATEST_INSTANT: &str = "9999-12-30T00:00:00Z";
+/// CEL rule bounding every timestamp of the spec by [`LATEST_INSTANT`].
+pub const LATEST_INSTANT_RULE: &str = "self < timestamp('9999-12-30T00:00:00Z')";
+const LATEST_INSTANT_MESSAGE: &str =
+    "must be before 9999-12-30T00:00:00Z; for a blackout without end use 9999-01-01T00:00:00Z";
+
 /// Looks like an IANA time-zone name (`UTC`, `Europe/Zurich`, `America/Argentina/Buenos_Aires`).
 pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$";
 
@@ -221,8 +234,12 @@ fn default_time_zone() -> String {
 #[x_kube(validation = Rule::new("self.end > self.start").message("blackout end must be after its start"))]
 pub struct Blackout {
     /// First instant of the blackout (RFC 3339, for example `2026-12-24T00:00:00+01:00`).
+    /// Before 9999-12-30T00:00:00Z.
+    #[x_kube(validation = Rule::new(LATEST_INSTANT_RULE).message(LATEST_INSTANT_MESSAGE))]
     pub start: Time,
-    /// End of the blackout, exclusive (RFC 3339).
+    /// End of the blackout, exclusive (RFC 3339). Before 9999-12-30T00:00:00Z:
+    /// for a blackout without end use a date such as `9999-01-01T00:00:00Z`.
+    #[x_kube(validation = Rule::new(LATEST_INSTANT_RULE).message(LATEST_INSTANT_MESSAGE))]
     pub end: Time,
     /// Why, shown in status while the blackout holds work back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,7 +253,7 @@ pub struct Blackout {
 pub struct Announce {
     /// Minimum time between the announcement (when the revision is first seen) and
     /// the first node starting, for example `48h`.
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
     pub lead_time: String,
 }
 
@@ -249,7 +266,7 @@ pub struct RolloutSpec {
     /// Nodes count as unavailable when NotReady, unschedulable (cordoned by anyone)
     /// or in progress.
     #[serde(default = "default_max_unavailable")]
-    #[x_kube(validation = Rule::new("string(self).matches('^([1-9][0-9]*|([1-9][0-9]?|100)%)$')").message("maxUnavailable must be an integer of at least 1 or a percentage from 1% to 100%"))]
+    #[x_kube(validation = Rule::new(MAX_UNAVAILABLE_RULE).message("maxUnavailable must be an integer from 1 to 2147483647 or a percentage from 1% to 100%; a number in quotes such as \"3\" is not accepted, write 3"))]
     pub max_unavailable: IntOrString,
     /// Order in which nodes are processed.
     #[serde(default)]
@@ -257,17 +274,17 @@ pub struct RolloutSpec {
     /// After a node is back (Ready with a new boot ID), wait this long before it
     /// counts as done and the next node may use its slot. Default `2m`.
     #[serde(default = "default_settle")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
     pub settle: String,
     /// Failed nodes tolerated; one more halts the rollout (phase Halted, condition
     /// Stalled) until the revision changes. Default 0.
     #[serde(default)]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub max_failed_nodes: u32,
     /// A node starts only when the open window has at least this much time left.
     /// Default: drain timeout + reboot timeout + settle (+ patch timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
     pub min_window_remaining: Option<String>,
 }
 
@@ -304,7 +321,7 @@ pub struct OrderSpec {
     /// Node label keys sorting nodes inside a group, compared numerically when
     /// both values are numbers (`2` before `10`); ties by node name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
+    #[schemars(length(max = 8), inner(length(max = 317)))]
     pub sort_by: Vec<String>,
 }
 
@@ -325,11 +342,11 @@ pub enum OnTimeout {
 pub struct DrainSpec {
     /// Deadline for evicting every pod from one node. Default `15m`.
     #[serde(default = "default_drain_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
     pub timeout: String,
     /// Grace period given to each evicted pod; unset uses the pod's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub grace_period_seconds: Option<i64>,
     /// Also evict pods using emptyDir volumes (their data is lost). Default true.
     #[serde(default = "default_true")]
@@ -387,7 +404,7 @@ pub struct RebootSpec {
     /// A node must be Ready with a new boot ID within this time after the reboot
     /// was requested, or it is marked failed. Default `20m`.
     #[serde(default = "default_reboot_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
     pub timeout: String,
 }
 
@@ -409,11 +426,11 @@ impl Default for RebootSpec {
 #[serde(rename_all = "camelCase")]
 pub struct PatchSpec {
     /// Program and arguments, run in the host's namespaces (no shell).
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), inner(length(max = 4096)))]
     pub command: Vec<String>,
     /// The command is killed and the node marked failed after this. Default `30m`.
     #[serde(default = "default_patch_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
     pub timeout: String,
 }
 
@@ -497,6 +514,23 @@ pub struct Advisory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub details: Option<String>,
+    /// When the details leave the embargo. `WhenAllPatched` (default): with the
+    /// `Completed` notification, only once every selected node is updated; a
+    /// failed or skipped node keeps them embargoed. `Now`: an admin lifts the
+    /// embargo; the details go out with the `Completed` notification even if
+    /// nodes failed (at once, if the rollout has already ended).
+    #[serde(default)]
+    pub release: AdvisoryRelease,
+}
+
+/// When the advisory details may be published.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AdvisoryRelease {
+    /// Once every selected node of the revision is updated.
+    #[default]
+    WhenAllPatched,
+    /// Now: the embargo is lifted by an admin.
+    Now,
 }
 
 /// Phase of the rollout of the current revision.
@@ -682,6 +716,85 @@ impl PatchPolicySpec {
     }
 }
 
+/// Why a PatchPolicy object could not be decoded into the Rust types.
+///
+/// The message never repeats text of the object: serde's messages quote the
+/// offending value (which may be an embargoed advisory), so the quoted parts
+/// are cut and only the field path and what was expected remain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DecodeError {
+    /// Field path such as `spec.blackouts[0].end`.
+    pub path: String,
+    /// What was wrong, without the value itself.
+    pub message: String,
+}
+
+/// Longest decode message kept; serde's own messages are short.
+const DECODE_MESSAGE_MAX: usize = 300;
+
+/// Decodes one PatchPolicy from its JSON form, naming the field that does not
+/// fit when it fails. One object's failure concerns only that object.
+pub fn decode_policy(value: &serde_json::Value) -> Result<PatchPolicy, DecodeError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            "(object)".to_string()
+        } else {
+            path
+        };
+        DecodeError {
+            path,
+            message: redact_decode_message(&e.into_inner().to_string()),
+        }
+    })
+}
+
+/// Cuts quoted values (`"…"` and `` `…` ``) out of a serde message, keeping
+/// what follows "expected" (that text comes from the types, not the input).
+pub fn redact_decode_message(message: &str) -> String {
+    // The field name of "missing field `x`" comes from the types.
+    if message.starts_with("missing field") {
+        return message.chars().take(DECODE_MESSAGE_MAX).collect();
+    }
+    let (given, expected) = match message.find("expected") {
+        Some(i) => message.split_at(i),
+        None => (message, ""),
+    };
+    let mut out = String::with_capacity(given.len().min(DECODE_MESSAGE_MAX));
+    let mut quote: Option<char> = None;
+    for c in given.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push_str("(value)");
+                quote = None;
+            }
+            Some(_) => {}
+            None if c == '"' || c == '`' => quote = Some(c),
+            None => out.push(c),
+        }
+    }
+    if quote.is_some() {
+        out.push_str("(value)");
+    }
+    out.push_str(expected);
+    if out.len() > DECODE_MESSAGE_MAX {
+        let mut end = DECODE_MESSAGE_MAX;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    // A parse error of a timestamp says why, but not always in quotes.
+    if out.contains("parse") && out.contains("timestamp") || out.contains("datetime") {
+        return format!(
+            "not a timestamp the controller can hold; use RFC 3339 before {LATEST_INSTANT}"
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod cel_tests {
     //! The CEL rules of the CRD, evaluated locally the way the API server does.
@@ -707,6 +820,7 @@ mod cel_tests {
             IntOrString::Int(40),
             IntOrString::String("25%".into()),
             IntOrString::String("100%".into()),
+            IntOrString::Int(i32::MAX),
         ] {
             let mut p = policy();
             p.spec.rollout.max_unavailable = ok.clone();
@@ -718,6 +832,7 @@ mod cel_tests {
             IntOrString::String("0%".into()),
             IntOrString::String("150%".into()),
             IntOrString::String("half".into()),
+            IntOrString::String("3".into()),
         ] {
             let mut p = policy();
             p.spec.rollout.max_unavailable = bad.clone();
@@ -751,6 +866,20 @@ mod cel_tests {
         }];
         assert!(p.validate_cel().is_ok(), "{:?}", p.validate_cel());
         p.spec.blackouts[0].end = t("2026-12-23T00:00:00Z");
+        assert!(p.validate_cel().is_err());
+    }
+
+    #[test]
+    fn blackout_instants_stay_within_what_the_controller_can_hold() {
+        let t = |s: &str| Time(s.parse().unwrap());
+        let mut p = policy();
+        p.spec.blackouts = vec![Blackout {
+            start: t("2026-12-24T00:00:00Z"),
+            end: t("9999-01-01T00:00:00Z"),
+            reason: None,
+        }];
+        assert!(p.validate_cel().is_ok(), "{:?}", p.validate_cel());
+        p.spec.blackouts[0].end = t("9999-12-30T12:00:00Z");
         assert!(p.validate_cel().is_err());
     }
 }

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 /// A `maxUnavailable` value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "rollout.maxUnavailable {value:?} is not usable: give an integer of at least 1 or a percentage such as 25%"
+    "rollout.maxUnavailable {value:?} is not usable: give an integer of at least 1 (without quotes) or a percentage such as 25%"
 )]
 pub struct BudgetError {
     /// The value given.
@@ -25,22 +25,24 @@ pub fn max_unavailable(value: &IntOrString, total: usize) -> Result<usize, Budge
         IntOrString::Int(n) if *n >= 1 => Ok(*n as usize),
         IntOrString::Int(n) => Err(err(n.to_string())),
         IntOrString::String(s) => {
-            let t = s.trim();
-            if let Some(p) = t.strip_suffix('%') {
-                let p: u64 = p.trim().parse().map_err(|_| err(s.clone()))?;
-                if p == 0 || p > 100 {
-                    return Err(err(s.clone()));
-                }
-                Ok(((total as u64 * p) / 100).max(1) as usize)
-            } else {
-                // A bare number in a string is accepted like an integer.
-                match t.parse::<u64>() {
-                    Ok(n) if n >= 1 => Ok(n as usize),
-                    _ => Err(err(s.clone())),
-                }
-            }
+            // Only a percentage is a string; a number in quotes ("3") is
+            // refused here as by the CRD and `sofort validate`.
+            let p = parse_percent(s).ok_or_else(|| err(s.clone()))?;
+            Ok(((total as u64 * u64::from(p)) / 100).max(1) as usize)
         }
     }
+}
+
+/// A percentage from `1%` to `100%` written as the CRD allows it
+/// (`^([1-9][0-9]?|100)%$`: no sign, no spaces, no leading zero).
+pub fn parse_percent(s: &str) -> Option<u32> {
+    let digits = s.strip_suffix('%')?;
+    let ok = !digits.is_empty()
+        && digits.len() <= 3
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    let p: u32 = digits.parse().ok().filter(|_| ok)?;
+    (1..=100).contains(&p).then_some(p)
 }
 
 /// Budget bookkeeping within one decision.
@@ -88,8 +90,9 @@ mod tests {
             max_unavailable(&IntOrString::String("10%".into()), 0),
             Ok(1)
         );
-        assert_eq!(max_unavailable(&IntOrString::String("3".into()), 10), Ok(3));
-        for bad in ["0%", "101%", "x%", "-1", "", "0"] {
+        for bad in [
+            "0%", "101%", "x%", "-1", "", "0", "3", " 25%", "+5%", "05%", "100.0%",
+        ] {
             assert!(
                 max_unavailable(&IntOrString::String(bad.into()), 10).is_err(),
                 "{bad}"

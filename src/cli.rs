@@ -132,6 +132,10 @@ pub struct ControllerArgs {
     /// (coalesces bursts of watch events).
     #[arg(long, default_value = "10ms")]
     pub debounce: String,
+    /// `/healthz` fails (so the liveness probe restarts the controller) when
+    /// the decision loop has not come round for this long: a pass that hangs.
+    #[arg(long, env = "SOFORT_WATCHDOG_TIMEOUT", default_value = "5m")]
+    pub watchdog_timeout: String,
     /// Testing and demos only: the controller's clock starts at this instant (RFC 3339).
     #[arg(long, hide = true, env = "SOFORT_CLOCK_START")]
     pub clock_start: Option<String>,

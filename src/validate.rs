@@ -68,12 +68,63 @@ pub fn validate_policy(policy: &PatchPolicy) -> Vec<Problem> {
             "PatchPolicy is cluster-scoped; remove the namespace",
         ));
     }
+    let details = policy
+        .spec
+        .notify
+        .as_ref()
+        .and_then(|n| n.advisory.as_ref())
+        .and_then(|a| a.details.as_deref());
+    if let Some(name) = policy.metadata.name.as_deref()
+        && crate::notify::Embargo::new(details).leaks(name)
+    {
+        out.push(problem(
+            "metadata.name",
+            "contains text of spec.notify.advisory.details, which is embargoed, but the policy name is public in every notification; name the policy after what it patches, not the hole",
+        ));
+    }
     out.extend(validate_spec(&policy.spec));
     out
 }
 
 /// Validates a spec and returns every problem found (empty when valid).
+///
+/// Besides the checks only code can do, the spec is held to the CRD schema's
+/// own bounds (lengths, list sizes, number ranges, patterns), so the
+/// controller refuses exactly what the API server would have refused, also
+/// for an object stored before a bound was added.
 pub fn validate_spec(spec: &PatchPolicySpec) -> Vec<Problem> {
+    let mut out = semantic_problems(spec);
+    let mut seen: BTreeSet<String> = out.iter().map(|p| p.path.clone()).collect();
+    for p in spec_schema_problems(spec) {
+        if seen.insert(p.path.clone()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The CRD's schema, built once.
+fn whole_schema() -> Option<&'static Value> {
+    static SCHEMA: std::sync::OnceLock<Option<Value>> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(crd_schema).as_ref()
+}
+
+/// The spec's schema within the CRD.
+fn spec_schema() -> Option<&'static Value> {
+    whole_schema()?.pointer("/properties/spec")
+}
+
+fn spec_schema_problems(spec: &PatchPolicySpec) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let (Some(schema), Ok(value)) = (spec_schema(), serde_json::to_value(spec)) else {
+        return out;
+    };
+    let mut checker = SchemaChecker::default();
+    checker.check_under("spec", &value, schema, &mut out);
+    out
+}
+
+fn semantic_problems(spec: &PatchPolicySpec) -> Vec<Problem> {
     let mut out = Vec::new();
     let rev = spec.revision.as_str();
     if rev.trim().is_empty() {
@@ -219,12 +270,34 @@ pub fn validate_spec(spec: &PatchPolicySpec) -> Vec<Problem> {
                     "must not be empty: it is the public text of every notification",
                 ));
             }
+            if let Some(d) = &a.details
+                && let Err(m) = crate::notify::embargo::check_details(d)
+            {
+                out.push(problem("spec.notify.advisory.details", m));
+            }
             // Public fields must not give the embargoed details away.
+            // Every reader- or customer-visible string of the spec counts.
             let embargo = crate::notify::Embargo::new(a.details.as_deref());
-            for (path, value) in [
-                ("spec.notify.advisory.summary", a.summary.as_str()),
-                ("spec.revision", spec.revision.as_str()),
-            ] {
+            let mut public: Vec<(String, &str)> = vec![
+                ("spec.notify.advisory.summary".into(), a.summary.as_str()),
+                ("spec.revision".into(), spec.revision.as_str()),
+            ];
+            for (i, w) in n.webhooks.iter().enumerate() {
+                let base = format!("spec.notify.webhooks[{i}]");
+                public.push((format!("{base}.name"), w.name.as_str()));
+                if let Some(t) = &w.template {
+                    public.push((format!("{base}.template"), t.as_str()));
+                }
+            }
+            for (i, b) in spec.blackouts.iter().enumerate() {
+                if let Some(r) = &b.reason {
+                    public.push((format!("spec.blackouts[{i}].reason"), r.as_str()));
+                }
+            }
+            for (i, c) in spec.patch.iter().flat_map(|p| p.command.iter()).enumerate() {
+                public.push((format!("spec.patch.command[{i}]"), c.as_str()));
+            }
+            for (path, value) in public {
                 if embargo.leaks(value) {
                     out.push(problem(
                         path,
@@ -351,6 +424,10 @@ fn check_window(out: &mut Vec<Problem>, base: &str, w: &MaintenanceWindow) -> bo
 
 /// The closest known IANA zone name, when one is close enough to be a typo.
 pub fn suggest_time_zone(input: &str) -> Option<String> {
+    // No zone name is longer; a longer input is no typo of one.
+    if input.len() > 64 {
+        return None;
+    }
     let lower = input.to_ascii_lowercase();
     let mut best: Option<(usize, String)> = None;
     for name in jiff::tz::db().available() {
@@ -394,14 +471,29 @@ fn check_max_unavailable(out: &mut Vec<Problem>, v: &IntOrString) {
             format!("{n} would never let a node start; use 1 or more, or a percentage such as 25%"),
         )),
         IntOrString::Int(_) => {}
-        IntOrString::String(s) => match s.strip_suffix('%').map(str::parse::<u32>) {
-            Some(Ok(0)) => out.push(problem(
+        IntOrString::String(s) => match crate::budget::parse_percent(s) {
+            Some(_) => {}
+            None if s
+                .strip_suffix('%')
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                let digits = s.trim_end_matches('%').trim_start_matches('0');
+                let msg = if digits.is_empty() {
+                    "0% would never let a node start; use at least 1%".to_string()
+                } else if digits.len() > 3 || digits.parse::<u32>().is_ok_and(|p| p > 100) {
+                    format!("{s} is more than 100%")
+                } else {
+                    format!("{s}: write the percentage without leading zeros")
+                };
+                out.push(problem(PATH, msg))
+            }
+            None if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => out.push(problem(
                 PATH,
-                "0% would never let a node start; use at least 1%",
+                format!(
+                    "\"{s}\" is a number in quotes; write it without quotes: maxUnavailable: {s}"
+                ),
             )),
-            Some(Ok(p)) if p > 100 => out.push(problem(PATH, format!("{s} is more than 100%"))),
-            Some(Ok(_)) => {}
-            _ => out.push(problem(
+            None => out.push(problem(
                 PATH,
                 format!("{s:?} is neither an integer nor a percentage; write 2 or \"25%\""),
             )),
@@ -528,15 +620,60 @@ pub struct TextReport {
     pub policies: usize,
     /// Problems found.
     pub problems: Vec<DocProblem>,
+    /// Schema nodes visited: a measure of the work done, linear in the input.
+    pub work: usize,
 }
+
+/// Most problems reported for one document; the rest are counted.
+pub const MAX_PROBLEMS_PER_DOCUMENT: usize = 100;
+/// Most values of one document that are checked against the schema. A policy
+/// within the CRD's own limits has far fewer; a larger document is refused.
+pub const MAX_VALUES_PER_DOCUMENT: usize = 200_000;
+/// Most documents read from one text.
+pub const MAX_DOCUMENTS: usize = 10_000;
 
 /// Checks every PatchPolicy document of a (multi-document) YAML text. Documents
 /// of other kinds are skipped, so a whole GitOps directory can be passed.
+///
+/// Each document is checked three ways, and every problem of all three is
+/// reported: against the CRD's schema (types, unknown fields, the length, list
+/// and number bounds), by decoding into the controller's types (what the
+/// controller would report as `InvalidSpec`), and by [`validate_policy`].
 pub fn validate_yaml_text(text: &str) -> TextReport {
     let mut report = TextReport::default();
-    let schema = crd_schema();
+    let Some(schema) = whole_schema() else {
+        report.problems.push(DocProblem {
+            doc: 0,
+            name: None,
+            problem: problem("(document)", "the built-in CRD schema cannot be read"),
+        });
+        return report;
+    };
+    if flow_depth(text) > MAX_FLOW_DEPTH {
+        report.problems.push(DocProblem {
+            doc: 1,
+            name: None,
+            problem: problem(
+                "(document)",
+                format!("nested more than {MAX_FLOW_DEPTH} levels deep in [ ] or {{ }}; no PatchPolicy is"),
+            ),
+        });
+        return report;
+    }
+    let mut checker = SchemaChecker::default();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let doc = i + 1;
+        if doc > MAX_DOCUMENTS {
+            report.problems.push(DocProblem {
+                doc,
+                name: None,
+                problem: problem(
+                    "(document)",
+                    format!("more than {MAX_DOCUMENTS} documents; split the file"),
+                ),
+            });
+            break;
+        }
         let value: Value = match serde::Deserialize::deserialize(de) {
             Ok(v) => v,
             Err(e) => {
@@ -562,50 +699,100 @@ pub fn validate_yaml_text(text: &str) -> TextReport {
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let mut push = |p: Problem| {
+        let want = format!("{}/{}", crate::api::GROUP, crate::api::VERSION);
+        let problems = if api_version != Some(want.as_str()) {
+            vec![problem(
+                "apiVersion",
+                format!("{:?} is not served; use {want}", api_version.unwrap_or("")),
+            )]
+        } else {
+            check_document(&value, schema, &mut checker)
+        };
+        let total = problems.len();
+        for p in problems.into_iter().take(MAX_PROBLEMS_PER_DOCUMENT) {
             report.problems.push(DocProblem {
                 doc,
                 name: name.clone(),
                 problem: p,
-            })
-        };
-        let want = format!("{}/{}", crate::api::GROUP, crate::api::VERSION);
-        if api_version != Some(want.as_str()) {
-            push(problem(
-                "apiVersion",
-                format!("{:?} is not served; use {want}", api_version.unwrap_or("")),
-            ));
-            continue;
+            });
         }
-        let mut unknown = Vec::new();
-        if let Some(schema) = &schema {
-            unknown_fields(&value, schema, "", &mut unknown);
-        }
-        for path in &unknown {
-            push(problem(
-                path.clone(),
-                "unknown field; check the spelling (`kubectl explain patchpolicy.spec` lists the fields)",
-            ));
-        }
-        let parsed: Result<PatchPolicy, _> = serde_path_to_error::deserialize(&value);
-        match parsed {
-            Ok(policy) => {
-                for p in validate_policy(&policy) {
-                    push(p);
-                }
-            }
-            Err(e) => {
-                let path = e.path().to_string();
-                let path = if path == "." {
-                    "(document)".to_string()
-                } else {
-                    path
-                };
-                push(problem(path, e.into_inner().to_string()));
-            }
+        if total > MAX_PROBLEMS_PER_DOCUMENT {
+            report.problems.push(DocProblem {
+                doc,
+                name: name.clone(),
+                problem: problem(
+                    "(document)",
+                    format!(
+                        "{} more problems not shown; fix the ones above first",
+                        total - MAX_PROBLEMS_PER_DOCUMENT
+                    ),
+                ),
+            });
         }
     }
+    report.work = checker.work;
     report
+}
+
+/// Deepest `[ ]`/`{ }` nesting read. The YAML parser's work grows with the
+/// square of this depth, and its own limit for decoding is 128 levels anyway.
+pub const MAX_FLOW_DEPTH: usize = 128;
+
+/// The deepest flow-collection nesting of a YAML text, in one linear scan.
+/// Brackets inside strings count too: skipping quotes would let a stray
+/// apostrophe hide the nesting from this guard, and no policy has 128
+/// unclosed brackets in a string.
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for c in text.bytes() {
+        match c {
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Every problem of one PatchPolicy document: the checks of
+/// [`validate_policy`] first (their messages say most about the fix), then the
+/// schema's, then the decoding error; a path already reported by an earlier
+/// stage is not reported again. The semantic checks run only on a document
+/// within the schema's size limits, so their cost stays bounded.
+fn check_document(value: &Value, schema: &Value, checker: &mut SchemaChecker) -> Vec<Problem> {
+    let mut schema_problems = Vec::new();
+    checker.check(value, schema, &mut schema_problems);
+    let decoded = crate::api::decode_policy(value);
+    let mut out = Vec::new();
+    if let Ok(policy) = &decoded
+        && !checker.oversize
+    {
+        out = validate_policy(policy);
+    }
+    let mut seen: BTreeSet<String> = out.iter().map(|p| p.path.clone()).collect();
+    for p in schema_problems {
+        if seen.insert(p.path.clone()) {
+            out.push(p);
+        }
+    }
+    if let Err(e) = decoded {
+        let path = if e.path == "(object)" {
+            "(document)".to_string()
+        } else {
+            e.path
+        };
+        // A missing field is reported at the object that lacks it.
+        let covered = seen.contains(&path)
+            || (e.message.starts_with("missing field")
+                && seen.iter().any(|p| p.starts_with(&path)));
+        if !covered {
+            out.push(problem(path, e.message));
+        }
+    }
+    out
 }
 
 fn crd_schema() -> Option<Value> {
@@ -621,47 +808,303 @@ fn crd_schema() -> Option<Value> {
     serde_json::to_value(schema).ok()
 }
 
-/// Collects paths of object keys the schema does not know.
-fn unknown_fields(value: &Value, schema: &Value, path: &str, out: &mut Vec<String>) {
-    if schema
-        .get("x-kubernetes-preserve-unknown-fields")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
-        return;
+/// Checks a value against the CRD's OpenAPI schema the way the API server's
+/// structural validation does: types, unknown fields, required fields, enums,
+/// patterns, `maxLength`/`minLength`, `maxItems`/`minItems`, `maximum`/`minimum`
+/// and the int32/int64 ranges. CEL rules are not evaluated here (see
+/// [`crate::validate::validate_policy`] for the same rules in code).
+///
+/// The work is linear in the size of the value: the field path is kept as a
+/// stack and written out only for a problem, and at most
+/// [`MAX_VALUES_PER_DOCUMENT`] values are visited.
+#[derive(Default)]
+pub struct SchemaChecker {
+    /// Values visited so far.
+    pub work: usize,
+    /// The last document broke a length, list-size or value-count limit.
+    pub oversize: bool,
+    budget_left: usize,
+    path: Vec<Segment>,
+    patterns: BTreeMap<String, Option<regex::Regex>>,
+}
+
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl SchemaChecker {
+    /// Checks `value` (a whole object) against `schema`; problems go to `out`.
+    pub fn check(&mut self, value: &Value, schema: &Value, out: &mut Vec<Problem>) {
+        self.budget_left = MAX_VALUES_PER_DOCUMENT;
+        self.oversize = false;
+        self.path.clear();
+        self.walk(value, schema, out, true);
+        if self.budget_left == 0 {
+            self.oversize = true;
+            out.push(problem(
+                "(document)",
+                format!(
+                    "more than {MAX_VALUES_PER_DOCUMENT} values; a PatchPolicy within the CRD's limits is far smaller"
+                ),
+            ));
+        }
     }
-    match value {
-        Value::Object(map) => {
-            let props = schema.get("properties").and_then(Value::as_object);
-            let additional = schema.get("additionalProperties");
-            for (k, v) in map {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                if path.is_empty()
-                    && matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")
-                {
-                    continue;
+
+    /// Checks `value`, the field `key` of a whole object, against its schema.
+    pub fn check_under(
+        &mut self,
+        key: &str,
+        value: &Value,
+        schema: &Value,
+        out: &mut Vec<Problem>,
+    ) {
+        self.budget_left = MAX_VALUES_PER_DOCUMENT;
+        self.oversize = false;
+        self.path.clear();
+        self.path.push(Segment::Key(key.to_string()));
+        self.walk(value, schema, out, false);
+        self.path.clear();
+    }
+
+    fn path_string(&self) -> String {
+        let mut s = String::new();
+        for seg in &self.path {
+            match seg {
+                Segment::Key(k) => {
+                    if !s.is_empty() {
+                        s.push('.');
+                    }
+                    s.push_str(k);
                 }
-                if let Some(s) = props.and_then(|p| p.get(k)) {
-                    unknown_fields(v, s, &child, out);
-                } else if let Some(s) = additional.filter(|a| a.is_object()) {
-                    unknown_fields(v, s, &child, out);
-                } else if props.is_some() && additional.is_none() {
-                    out.push(child);
+                Segment::Index(i) => {
+                    s.push('[');
+                    s.push_str(&i.to_string());
+                    s.push(']');
                 }
             }
         }
-        Value::Array(items) => {
-            if let Some(s) = schema.get("items") {
-                for (i, v) in items.iter().enumerate() {
-                    unknown_fields(v, s, &format!("{path}[{i}]"), out);
+        if s.is_empty() {
+            "(document)".to_string()
+        } else {
+            s
+        }
+    }
+
+    fn report(&self, out: &mut Vec<Problem>, message: String) {
+        if out.len() <= MAX_PROBLEMS_PER_DOCUMENT {
+            out.push(problem(self.path_string(), message));
+        }
+    }
+
+    fn walk(&mut self, value: &Value, schema: &Value, out: &mut Vec<Problem>, root: bool) {
+        if self.budget_left == 0 {
+            return;
+        }
+        self.budget_left -= 1;
+        self.work += 1;
+        if value.is_null() {
+            // Kubernetes drops nulls of nullable fields; others are type errors.
+            if schema.get("nullable").and_then(Value::as_bool) != Some(true) && !root {
+                self.report(out, "must not be null; remove the field instead".into());
+            }
+            return;
+        }
+        let int_or_string = schema
+            .get("x-kubernetes-int-or-string")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let ty = schema.get("type").and_then(Value::as_str);
+        let fits = match (ty, value) {
+            _ if int_or_string => value.is_string() || value.is_i64() || value.is_u64(),
+            (None, _) => true,
+            (Some("object"), Value::Object(_)) => true,
+            (Some("array"), Value::Array(_)) => true,
+            (Some("string"), Value::String(_)) => true,
+            (Some("boolean"), Value::Bool(_)) => true,
+            (Some("integer"), Value::Number(n)) => n.is_i64() || n.is_u64(),
+            (Some("number"), Value::Number(_)) => true,
+            _ => false,
+        };
+        if !fits {
+            let want = if int_or_string {
+                "an integer or a string"
+            } else {
+                match ty {
+                    Some("object") => "an object (key: value lines)",
+                    Some("array") => "a list",
+                    Some("string") => "a string",
+                    Some("boolean") => "true or false",
+                    Some("integer") => "a whole number",
+                    Some("number") => "a number",
+                    _ => "another type",
+                }
+            };
+            self.report(out, format!("must be {want}"));
+            return;
+        }
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+            && !allowed.contains(value)
+        {
+            let names: Vec<String> = allowed
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+            self.report(out, format!("must be one of {}", names.join(", ")));
+        }
+        match value {
+            Value::String(s) => self.check_string(s, schema, out),
+            Value::Number(n) => self.check_number(n, schema, int_or_string, out),
+            Value::Array(items) => self.check_array(items, schema, out),
+            Value::Object(map) => self.check_object(map, schema, out, root),
+            _ => {}
+        }
+    }
+
+    fn check_string(&mut self, s: &str, schema: &Value, out: &mut Vec<Problem>) {
+        let max = schema.get("maxLength").and_then(Value::as_u64);
+        let min = schema.get("minLength").and_then(Value::as_u64);
+        if max.is_some() || min.is_some() {
+            // Characters, as the API server counts them.
+            let len = s.chars().count() as u64;
+            if let Some(max) = max.filter(|m| len > *m) {
+                self.oversize = true;
+                self.report(
+                    out,
+                    format!("is {len} characters long; at most {max} are allowed"),
+                );
+                return;
+            }
+            if let Some(min) = min.filter(|m| len < *m) {
+                self.report(out, format!("must be at least {min} characters long"));
+                return;
+            }
+        }
+        if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+            let re = self
+                .patterns
+                .entry(pattern.to_string())
+                .or_insert_with(|| regex::Regex::new(pattern).ok());
+            if let Some(re) = re
+                && !re.is_match(s)
+            {
+                let message = format!("does not match the pattern {pattern}");
+                self.report(out, message);
+            }
+        }
+    }
+
+    fn check_number(
+        &mut self,
+        n: &serde_json::Number,
+        schema: &Value,
+        int_or_string: bool,
+        out: &mut Vec<Problem>,
+    ) {
+        let format = schema.get("format").and_then(Value::as_str);
+        let (lo, hi) = match format {
+            // The API server stores int-or-string integers as int32.
+            _ if int_or_string => (i64::from(i32::MIN), i64::from(i32::MAX)),
+            Some("int32") => (i64::from(i32::MIN), i64::from(i32::MAX)),
+            Some("uint32") => (0, i64::from(u32::MAX)),
+            _ => (i64::MIN, i64::MAX),
+        };
+        let Some(v) = n.as_i64() else {
+            if n.is_u64()
+                || n.is_f64() && schema.get("type").and_then(Value::as_str) == Some("integer")
+            {
+                self.report(out, format!("is too large; at most {hi}"));
+            }
+            return;
+        };
+        if v < lo || v > hi {
+            self.report(out, format!("is out of range; use {lo} to {hi}"));
+            return;
+        }
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+            && (v as f64) > max
+        {
+            self.report(out, format!("{v} is more than the maximum {max}"));
+        }
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+            && (v as f64) < min
+        {
+            self.report(out, format!("{v} is less than the minimum {min}"));
+        }
+    }
+
+    fn check_array(&mut self, items: &[Value], schema: &Value, out: &mut Vec<Problem>) {
+        let len = items.len() as u64;
+        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+            && len > max
+        {
+            self.oversize = true;
+            self.report(out, format!("has {len} items; at most {max} are allowed"));
+            return;
+        }
+        if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+            && len < min
+        {
+            self.report(out, format!("must have at least {min} items"));
+        }
+        if let Some(item_schema) = schema.get("items") {
+            for (i, v) in items.iter().enumerate() {
+                self.path.push(Segment::Index(i));
+                self.walk(v, item_schema, out, false);
+                self.path.pop();
+                if self.budget_left == 0 {
+                    return;
                 }
             }
         }
-        _ => {}
+    }
+
+    fn check_object(
+        &mut self,
+        map: &serde_json::Map<String, Value>,
+        schema: &Value,
+        out: &mut Vec<Problem>,
+        root: bool,
+    ) {
+        if schema
+            .get("x-kubernetes-preserve-unknown-fields")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
+            return;
+        }
+        if let Some(required) = schema.get("required").and_then(Value::as_array) {
+            for r in required.iter().filter_map(Value::as_str) {
+                if !map.contains_key(r) {
+                    self.path.push(Segment::Key(r.to_string()));
+                    self.report(out, "is required".into());
+                    self.path.pop();
+                }
+            }
+        }
+        let props = schema.get("properties").and_then(Value::as_object);
+        let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+        for (k, v) in map {
+            if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
+                continue;
+            }
+            self.path.push(Segment::Key(k.clone()));
+            if let Some(s) = props.and_then(|p| p.get(k)) {
+                self.walk(v, s, out, false);
+            } else if let Some(s) = additional {
+                self.walk(v, s, out, false);
+            } else if props.is_some() {
+                self.report(
+                    out,
+                    "unknown field; check the spelling (`kubectl explain patchpolicy.spec` lists the fields)".into(),
+                );
+            }
+            self.path.pop();
+            if self.budget_left == 0 {
+                return;
+            }
+        }
     }
 }
 

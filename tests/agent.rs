@@ -13,8 +13,10 @@ use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, NodeSystemInfo, Obj
 use sofort::agent::core::HOST_COMMANDS_REFUSED;
 use sofort::agent::host::{FakeHost, Host, HostCall, LinuxHost, RebootVia, Sentinel};
 use sofort::agent::metrics::Metrics;
-use sofort::agent::shell::{AgentConfig, AgentEvent, MetaPatch, NodeWriter, WriteError, run_loop};
-use sofort::api::Step;
+use sofort::agent::shell::{
+    AgentConfig, AgentEvent, MetaPatch, NodeWriter, PolicyReader, WriteError, run_loop,
+};
+use sofort::api::{ActiveNode, PatchPolicy, PatchPolicySpec, PatchPolicyStatus, PatchSpec, Step};
 use sofort::node_record::{
     AGENT_ERROR_ANNOTATION, NodeRecord, PATCH_RESULT_ANNOTATION, PatchRequest, PatchResult,
     REBOOT_ACK_ANNOTATION, REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION, RebootAck,
@@ -31,17 +33,47 @@ struct ClusterState {
     patches: Vec<MetaPatch>,
     events: Vec<AgentEvent>,
     watchers: Vec<mpsc::UnboundedSender<Result<Node, Infallible>>>,
+    /// PatchPolicies the agent can read, by name.
+    policies: BTreeMap<String, PatchPolicy>,
+    /// How many times the agent read a policy.
+    policy_reads: usize,
 }
 
 #[derive(Clone, Default)]
 struct FakeCluster(Arc<Mutex<ClusterState>>);
 
 impl FakeCluster {
+    /// A cluster with `node` and PatchPolicy `workers` at revision `r1`
+    /// selecting every node, without a patch command.
     fn new(node: Node) -> Self {
         let c = FakeCluster::default();
         c.0.lock().unwrap().node = node;
+        c.set_policy(PatchPolicy::new("workers", PatchPolicySpec::new("r1")));
         c.bump();
         c
+    }
+
+    fn set_policy(&self, policy: PatchPolicy) {
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        self.0.lock().unwrap().policies.insert(name, policy);
+    }
+
+    fn remove_policy(&self, name: &str) {
+        self.0.lock().unwrap().policies.remove(name);
+    }
+
+    /// Gives policy `workers` a host patch command.
+    fn set_patch(&self, timeout: &str, command: &[&str]) {
+        let mut p = PatchPolicy::new("workers", PatchPolicySpec::new("r1"));
+        p.spec.patch = Some(PatchSpec {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            timeout: timeout.into(),
+        });
+        self.set_policy(p);
+    }
+
+    fn policy_reads(&self) -> usize {
+        self.0.lock().unwrap().policy_reads
     }
 
     /// Changes the Node as someone else would (controller, kubelet).
@@ -129,6 +161,15 @@ impl NodeWriter for FakeCluster {
     }
 }
 
+impl PolicyReader for FakeCluster {
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<PatchPolicy>, String>> {
+        let mut s = self.0.lock().unwrap();
+        s.policy_reads += 1;
+        let found = s.policies.get(name).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+}
+
 fn ts(s: &str) -> jiff::Timestamp {
     s.parse().unwrap()
 }
@@ -190,10 +231,12 @@ impl Agent {
         let metrics = Arc::new(Metrics::new());
         let (stop, rx) = oneshot::channel::<()>();
         let writer: Arc<dyn NodeWriter> = Arc::new(cluster.clone());
+        let policies: Arc<dyn PolicyReader> = Arc::new(cluster.clone());
         let task = tokio::spawn(run_loop(
             cfg,
             host,
             writer,
+            policies,
             metrics.clone(),
             cluster.watch(),
             async {
@@ -490,20 +533,17 @@ fn patch_result(cluster: &FakeCluster) -> Option<PatchResult> {
         .map(|a| serde_json::from_str(&a).unwrap())
 }
 
-fn patching(timeout_seconds: u64, command: &[&str]) -> NodeRecord {
-    record(
-        Step::Patching,
-        Some(PatchRequest {
-            command: command.iter().map(|s| s.to_string()).collect(),
-            timeout_seconds,
-        }),
-    )
+/// A `Patching` record and policy `workers` with this patch command.
+fn patching(timeout: &str, command: &[&str]) -> (NodeRecord, FakeCluster) {
+    let rec = record(Step::Patching, Some(PatchRequest { timeout_seconds: 1 }));
+    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    cluster.set_patch(timeout, command);
+    (rec, cluster)
 }
 
 #[tokio::test(start_paused = true)]
 async fn host_commands_refused_unless_allowed() {
-    let rec = patching(60, &["apt-get", "-y", "upgrade"]);
-    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    let (_, cluster) = patching("60s", &["apt-get", "-y", "upgrade"]);
     let host = Arc::new(FakeHost::new("boot-a"));
     let agent = Agent::start(&cluster, host.clone(), false);
     until("the refusal", || patch_result(&cluster).is_some()).await;
@@ -524,8 +564,7 @@ async fn host_commands_refused_unless_allowed() {
 
 #[tokio::test(start_paused = true)]
 async fn patch_runs_once_per_revision_across_restarts() {
-    let rec = patching(60, &["apt-get", "-y", "upgrade"]);
-    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    let (_, cluster) = patching("60s", &["apt-get", "-y", "upgrade"]);
     let host = Arc::new(FakeHost::new("boot-a"));
     host.set_patch(
         Ok(sofort::agent::host::CommandOutcome {
@@ -563,8 +602,7 @@ async fn patch_runs_once_per_revision_across_restarts() {
 #[tokio::test]
 async fn patch_command_timeout_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let rec = patching(1, &["sh", "-c", "echo upgrading; sleep 30"]);
-    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    let (_, cluster) = patching("1s", &["sh", "-c", "echo upgrading; sleep 30"]);
     let agent = Agent::start(&cluster, Arc::new(file_host(dir.path())), true);
     tokio::time::timeout(Duration::from_secs(20), async {
         while patch_result(&cluster).is_none() {
@@ -597,5 +635,199 @@ async fn patch_command_timeout_is_reported() {
             .encode()
             .contains("sofort_agent_patch_seconds_count 1")
     );
+    agent.stop().await;
+}
+
+/// A Node whose record was written by someone else, as raw JSON.
+fn forged(unschedulable: bool, record_json: &str) -> Node {
+    let mut n = node(unschedulable, "boot-a", None);
+    n.metadata.annotations = Some(BTreeMap::from([(
+        RECORD_ANNOTATION.to_string(),
+        record_json.to_string(),
+    )]));
+    n
+}
+
+#[tokio::test(start_paused = true)]
+async fn agent_refuses_a_record_for_a_policy_that_does_not_exist() {
+    for step in ["Rebooting", "Patching"] {
+        let json = format!(
+            r#"{{"policy":"ghost","revision":"r1","step":"{step}","since":"{T0}","started":"{T0}","wasUnschedulable":false,"bootIdBefore":"boot-a","patch":{{"command":["sh","-c","touch /pwned"],"timeoutSeconds":60}}}}"#
+        );
+        let cluster = FakeCluster::new(forged(true, &json));
+        let host = Arc::new(FakeHost::new("boot-a"));
+        let agent = Agent::start(&cluster, host.clone(), true);
+        until("the refusal", || {
+            cluster.event_reasons() == ["RequestRefused"]
+        })
+        .await;
+        // More Node updates: still refused once, and nothing run or rebooted.
+        for _ in 0..3 {
+            cluster.update(|n| n.metadata.generation = Some(2));
+            run_for(Duration::from_secs(30)).await;
+        }
+        run_for(Duration::from_secs(600)).await;
+        assert_eq!(host.reboots(), 0, "{step}");
+        assert!(
+            !host
+                .calls()
+                .iter()
+                .any(|c| matches!(c, HostCall::RunPatch(..))),
+            "{step}: {:?}",
+            host.calls()
+        );
+        assert_eq!(ack_on(&cluster), None, "{step}");
+        assert_eq!(patch_result(&cluster), None, "{step}");
+        let err = cluster
+            .annotation(AGENT_ERROR_ANNOTATION)
+            .unwrap_or_default();
+        assert!(err.contains("PatchPolicy that does not exist"), "{err}");
+        assert!(!err.contains("pwned"), "{err}");
+        assert_eq!(cluster.event_reasons(), ["RequestRefused"], "{step}");
+        assert!(cluster.policy_reads() >= 1);
+        agent.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn agent_runs_the_command_from_the_policy_not_the_node() {
+    // The record carries a command (an older controller's, or a forger's): it is ignored.
+    let json = format!(
+        r#"{{"policy":"workers","revision":"r1","step":"Patching","since":"{T0}","started":"{T0}","wasUnschedulable":false,"patch":{{"command":["sh","-c","touch /pwned"],"timeoutSeconds":5}}}}"#
+    );
+    let cluster = FakeCluster::new(forged(true, &json));
+    cluster.set_patch("15m", &["unattended-upgrade", "-v"]);
+    let host = Arc::new(FakeHost::new("boot-a"));
+    let agent = Agent::start(&cluster, host.clone(), true);
+    until("the result", || patch_result(&cluster).is_some()).await;
+    let runs: Vec<_> = host
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            HostCall::RunPatch(cmd, timeout) => Some((cmd, timeout)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        [(
+            vec!["unattended-upgrade".to_string(), "-v".to_string()],
+            Duration::from_secs(900)
+        )]
+    );
+    // The Event names the policy, not the command.
+    assert!(cluster.events().iter().all(|e| !e.note.contains("pwned")));
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn agent_refuses_a_reboot_once_the_policy_is_gone_or_moved_on() {
+    let rec = record(Step::Rebooting, None);
+    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    cluster.set_policy(PatchPolicy::new("workers", PatchPolicySpec::new("r2")));
+    let host = Arc::new(FakeHost::new("boot-a"));
+    let agent = Agent::start(&cluster, host.clone(), false);
+    until("the refusal", || !cluster.events().is_empty()).await;
+    let err = cluster
+        .annotation(AGENT_ERROR_ANNOTATION)
+        .unwrap_or_default();
+    assert!(err.contains("is at revision r2"), "{err}");
+    cluster.remove_policy("workers");
+    cluster.update(|n| n.metadata.generation = Some(2));
+    until("the second refusal", || cluster.events().len() == 2).await;
+    let err = cluster
+        .annotation(AGENT_ERROR_ANNOTATION)
+        .unwrap_or_default();
+    assert!(err.contains("does not exist"), "{err}");
+    run_for(Duration::from_secs(600)).await;
+    assert_eq!(host.reboots(), 0);
+    assert_eq!(ack_on(&cluster), None);
+    agent.stop().await;
+}
+
+/// Policy `workers` bumped to `r2` while node `n1` is still in progress under
+/// `r1`, as the controller's status then shows it.
+fn bumped_with_n1_in_progress(step: Step) -> PatchPolicy {
+    let mut p = PatchPolicy::new("workers", PatchPolicySpec::new("r2"));
+    p.spec.patch = Some(PatchSpec {
+        command: vec!["unattended-upgrade".into()],
+        timeout: "15m".into(),
+    });
+    p.status = Some(PatchPolicyStatus {
+        revision: Some("r2".into()),
+        active: vec![ActiveNode {
+            node: "n1".into(),
+            step,
+            since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(T0)),
+        }],
+        ..Default::default()
+    });
+    p
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revision_bump_while_the_node_is_in_progress_lets_it_patch_and_reboot() {
+    // Patching under r1 after the bump to r2: the policy's command runs, the
+    // result names r1 (the revision the controller is finishing).
+    let rec = record(
+        Step::Patching,
+        Some(PatchRequest {
+            timeout_seconds: 60,
+        }),
+    );
+    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    cluster.set_policy(bumped_with_n1_in_progress(Step::Patching));
+    let host = Arc::new(FakeHost::new("boot-a"));
+    let agent = Agent::start(&cluster, host.clone(), true);
+    until("the patch result", || patch_result(&cluster).is_some()).await;
+    let result = patch_result(&cluster).unwrap();
+    assert!(result.success, "{result:?}");
+    assert_eq!(result.revision, "r1");
+    assert!(
+        host.calls()
+            .iter()
+            .any(|c| matches!(c, HostCall::RunPatch(cmd, _) if cmd == &["unattended-upgrade"])),
+        "{:?}",
+        host.calls()
+    );
+    assert_eq!(cluster.annotation(AGENT_ERROR_ANNOTATION), None);
+    agent.stop().await;
+
+    // Rebooting under r1: acknowledged and rebooted once.
+    let rec = record(Step::Rebooting, None);
+    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    cluster.set_policy(bumped_with_n1_in_progress(Step::Rebooting));
+    let host = Arc::new(FakeHost::new("boot-a"));
+    let agent = Agent::start(&cluster, host.clone(), false);
+    until("the reboot", || host.reboots() == 1).await;
+    assert_eq!(ack_on(&cluster).map(|a| a.revision), Some("r1".into()));
+    assert_eq!(cluster.annotation(AGENT_ERROR_ANNOTATION), None);
+    assert_eq!(cluster.event_reasons(), ["Rebooting"]);
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_old_revision_on_a_node_the_status_does_not_list_is_still_refused() {
+    // The status lists another node: a record at r1 on n1 is not backed.
+    let rec = record(Step::Rebooting, None);
+    let cluster = FakeCluster::new(node(true, "boot-a", Some(&rec)));
+    let mut p = bumped_with_n1_in_progress(Step::Rebooting);
+    if let Some(st) = &mut p.status {
+        st.active[0].node = "n2".into();
+    }
+    cluster.set_policy(p);
+    let host = Arc::new(FakeHost::new("boot-a"));
+    let agent = Agent::start(&cluster, host.clone(), false);
+    until("the refusal", || !cluster.events().is_empty()).await;
+    run_for(Duration::from_secs(600)).await;
+    let err = cluster
+        .annotation(AGENT_ERROR_ANNOTATION)
+        .unwrap_or_default();
+    assert!(
+        err.contains("is at revision r2 and its status does not list this node"),
+        "{err}"
+    );
+    assert_eq!(host.reboots(), 0);
+    assert_eq!(ack_on(&cluster), None);
     agent.stop().await;
 }

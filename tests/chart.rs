@@ -8,8 +8,11 @@
 //! `sofort controller` and `sofort agent` is one our own CLI definitions accept.
 //! `apply` applies every case to the sandbox API server with `kubectl apply
 //! --server-side`; `rbac` checks the controller's RBAC against the calls the
-//! real controller makes.
+//! real controller makes; `admission` evaluates the CEL of the chart's
+//! ValidatingAdmissionPolicies against sample admission requests.
 
+#[path = "chart/admission.rs"]
+mod admission;
 #[path = "chart/apply.rs"]
 mod apply;
 #[path = "support/pods.rs"]
@@ -49,6 +52,7 @@ const CASES: &[&str] = &[
     "digest",
     "single-replica",
     "everything-overridden",
+    "pod-delete",
 ];
 
 /// What the downward API would put into the fields the chart reads.

@@ -201,6 +201,8 @@ async fn secret(client: &Client, name: &str, data: &[(&str, &str)]) {
     let api: Api<Secret> = Api::namespaced(client.clone(), NS);
     let mut s = Secret::default();
     s.metadata.name = Some(name.into());
+    // Opted in to webhook use (the controller uses no other Secret).
+    s.metadata.labels = Some([("sofort.dev/webhook".to_string(), "true".to_string())].into());
     s.string_data = Some(
         data.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -241,6 +243,7 @@ fn policy(urgent: bool, name: &str, details: &str, webhooks: Vec<Webhook>) -> Pa
         advisory: Some(Advisory {
             summary: "Security maintenance".into(),
             details: Some(details.into()),
+            release: Default::default(),
         }),
     });
     p

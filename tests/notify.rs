@@ -15,8 +15,8 @@ use jiff::Timestamp;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use sofort::api::{
-    Advisory, FailedNode, MaintenanceWindow, NotificationRecord, NotifySpec, PatchPolicySpec,
-    Phase, SecretKeyRef, Webhook, WebhookFormat,
+    Advisory, AdvisoryRelease, FailedNode, MaintenanceWindow, NotificationRecord, NotifySpec,
+    PatchPolicySpec, Phase, SecretKeyRef, Webhook, WebhookFormat,
 };
 use sofort::notify::{
     Counts, Delivery, DeliveryConfig, DeliveryReport, Due, Message, Metrics, Notifier, Outcome,
@@ -138,6 +138,7 @@ fn spec(urgent: bool) -> PatchPolicySpec {
         advisory: Some(Advisory {
             summary: "Security maintenance".into(),
             details: Some(DETAILS.into()),
+            release: Default::default(),
         }),
     });
     s
@@ -326,7 +327,8 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
             11,
             vec![failed("w-7")],
             ts("2024-11-27T01:35:00Z"),
-            vec!["Completed"],
+            // w-7 failed (tolerated) and is still vulnerable: no details yet.
+            vec!["CompletedWithFailures"],
         ),
     ];
     for (prev, phase, updated, failed, now, want) in steps {
@@ -339,6 +341,18 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
         };
         assert_eq!(d.reconcile(&m).await, want, "at {now}");
     }
+    // The admins decide to publish anyway: `release: Now`.
+    if let Some(a) = d.spec.notify.as_mut().and_then(|n| n.advisory.as_mut()) {
+        a.release = AdvisoryRelease::Now;
+    }
+    let released = Moment {
+        prev: Some(Completed),
+        phase: Completed,
+        updated: 11,
+        failed: vec![failed("w-7")],
+        now: ts("2024-11-27T09:00:00Z"),
+    };
+    assert_eq!(d.reconcile(&released).await, ["Completed"]);
 
     // Status: every record delivered to both webhooks.
     let summary: Vec<(String, Vec<String>)> = d
@@ -363,6 +377,7 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
             ("Scheduled".to_string(), both()),
             ("Started".to_string(), both()),
             ("NodeFailed".to_string(), both()),
+            ("CompletedWithFailures".to_string(), both()),
             ("Completed".to_string(), both()),
         ]
     );
@@ -379,6 +394,7 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
             "dev.sofort.rollout.scheduled",
             "dev.sofort.rollout.started",
             "dev.sofort.rollout.nodefailed",
+            "dev.sofort.rollout.completedwithfailures",
             "dev.sofort.rollout.completed"
         ]
     );
@@ -401,6 +417,7 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
             "workers-nightly/2024-11-26/scheduled",
             "workers-nightly/2024-11-26/started",
             "workers-nightly/2024-11-26/nodefailed/w-7",
+            "workers-nightly/2024-11-26/completedwithfailures",
             "workers-nightly/2024-11-26/completed"
         ]
     );
@@ -415,9 +432,14 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
         got[2].body["data"]["text"],
         "Security maintenance: server w-7 could not be updated; 3 of 12 servers done."
     );
-    assert_eq!(got[3].body["data"]["details"], DETAILS);
+    assert!(got[3].body["data"].get("details").is_none());
     assert_eq!(
         got[3].body["data"]["text"],
+        "Security maintenance: maintenance ended, 11 of 12 servers updated, 1 not updated; they will be updated later. Our team is looking into it."
+    );
+    assert_eq!(got[4].body["data"]["details"], DETAILS);
+    assert_eq!(
+        got[4].body["data"]["text"],
         format!(
             "Security maintenance: maintenance completed, 11 of 12 servers updated, 1 server failed. Details: {DETAILS}"
         )
@@ -432,11 +454,12 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
         .iter()
         .map(|r| r.body["text"].as_str().unwrap())
         .collect();
-    assert_eq!(texts.len(), 4);
+    assert_eq!(texts.len(), 5);
     assert!(texts[0].starts_with("Security maintenance: maintenance on 12 servers, Tue 26 Nov"));
     assert!(texts[1].contains("has started"), "{}", texts[1]);
     assert!(texts[2].contains("server w-7 could not be updated"));
-    assert!(texts[3].contains("maintenance completed") && texts[3].contains(DETAILS));
+    assert!(texts[3].contains("maintenance ended") && !texts[3].contains("CVE"));
+    assert!(texts[4].contains("maintenance completed") && texts[4].contains(DETAILS));
     let headers: Vec<&str> = got
         .iter()
         .map(|r| r.body["blocks"][0]["text"]["text"].as_str().unwrap())
@@ -447,6 +470,7 @@ async fn routine_rollout_sequence_and_content_in_both_formats() {
             "Maintenance scheduled",
             "Maintenance started",
             "Server update failed",
+            "Maintenance ended with failures",
             "Maintenance completed"
         ]
     );
@@ -723,4 +747,142 @@ fn docs_show_the_real_payloads() {
             "docs/notifications.md lacks the current {what} example; paste:\n{pretty}"
         );
     }
+}
+
+/// Every public string of the spec is checked against the details by
+/// validation: template literal text, webhook names, the policy name, the
+/// revision, the summary, blackout reasons and the patch command.
+#[test]
+fn every_public_field_is_checked_for_the_details() {
+    use sofort::api::{Blackout, PatchPolicy, PatchSpec};
+    use sofort::validate::validate_policy;
+    const LEAK: &str = "cve-2026-1234";
+    type Change = Box<dyn Fn(&mut PatchPolicy)>;
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "spec.notify.webhooks[0].template",
+            Box::new(move |p| {
+                p.spec.notify.as_mut().unwrap().webhooks[0].template =
+                    Some(format!("fix for {} is {{event}}", "CVE-2026-1234"))
+            }),
+        ),
+        (
+            "spec.notify.webhooks[0].name",
+            Box::new(move |p| p.spec.notify.as_mut().unwrap().webhooks[0].name = LEAK.into()),
+        ),
+        (
+            "metadata.name",
+            Box::new(move |p| p.metadata.name = Some(LEAK.into())),
+        ),
+        (
+            "spec.revision",
+            Box::new(move |p| p.spec.revision = LEAK.into()),
+        ),
+        (
+            "spec.notify.advisory.summary",
+            Box::new(move |p| {
+                p.spec
+                    .notify
+                    .as_mut()
+                    .unwrap()
+                    .advisory
+                    .as_mut()
+                    .unwrap()
+                    .summary = format!("fixing {LEAK}")
+            }),
+        ),
+        (
+            "spec.blackouts[0].reason",
+            Box::new(move |p| {
+                p.spec.blackouts = vec![Blackout {
+                    start: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(
+                        "2024-12-24T00:00:00Z",
+                    )),
+                    end: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(
+                        "2024-12-27T00:00:00Z",
+                    )),
+                    reason: Some(format!("waiting for the {LEAK} patch")),
+                }]
+            }),
+        ),
+        (
+            "spec.patch.command[1]",
+            Box::new(move |p| {
+                p.spec.patch = Some(PatchSpec {
+                    command: vec!["/usr/local/bin/fix".into(), LEAK.into()],
+                    timeout: "10m".into(),
+                })
+            }),
+        ),
+    ];
+    let base = PatchPolicy::new("workers-nightly", spec(false));
+    assert!(
+        validate_policy(&base).is_empty(),
+        "{:?}",
+        validate_policy(&base)
+    );
+    for (path, change) in cases {
+        let mut p = base.clone();
+        change(&mut p);
+        let problems = validate_policy(&p);
+        assert!(
+            problems
+                .iter()
+                .any(|x| x.path == path && x.message.contains("embargoed")),
+            "{path}: {problems:?}"
+        );
+    }
+}
+
+/// A payload that would carry the details before they are released is not
+/// sent: whatever put them there, `Delivery::leaks` says so before queueing.
+#[test]
+fn a_payload_that_contains_the_details_is_not_sent() {
+    use sofort::notify::Embargo;
+    let s = spec(false);
+    let embargo = Embargo::of_spec(&s);
+    let failed: Vec<FailedNode> = Vec::new();
+    let rollout = |policy, phase, updated| Rollout {
+        policy,
+        spec: &s,
+        previous_phase: None,
+        phase,
+        counts: Counts {
+            total: 12,
+            updated,
+            failed: 0,
+        },
+        failed: &failed,
+        first_window: None,
+        expected_completion: None,
+        now: ts("2024-11-26T21:00:00Z"),
+    };
+    let hook = |template: Option<&str>| {
+        Arc::new(
+            ResolvedWebhook::new(
+                &webhook("statuspage", WebhookFormat::CloudEvents, template),
+                "http://127.0.0.1:9/x",
+                None,
+                None,
+            )
+            .unwrap(),
+        )
+    };
+    let started = rollout("workers-nightly", Phase::Progressing, 0);
+    let d = &due(&started, &[])[0];
+    let m = Message::new(&started, d);
+    assert!(!Delivery::new(&m, hook(None)).leaks(&embargo));
+    // Template literal text quoting the CVE.
+    let leaky = Delivery::new(&m, hook(Some("CVE-2026-1234: {text}")));
+    assert!(leaky.leaks(&embargo));
+    // A policy named after the hole (source and id of every event).
+    let named = rollout("cve-2026-1234-fix", Phase::Progressing, 0);
+    let m = Message::new(&named, &due(&named, &[])[0]);
+    assert!(Delivery::new(&m, hook(None)).leaks(&embargo));
+    // The released Completed message carries them by design.
+    let done = rollout("workers-nightly", Phase::Completed, 12);
+    let d = due(&done, &[]).pop().unwrap();
+    let m = Message::new(&done, &d);
+    assert!(m.carries_details());
+    assert!(!Delivery::new(&m, hook(None)).leaks(&embargo));
 }

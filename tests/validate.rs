@@ -104,8 +104,8 @@ fn broken_policies_are_rejected_at_their_field() {
         (
             "missing revision",
             with("/spec/revision", None),
-            "spec",
-            "revision",
+            "spec.revision",
+            "is required",
         ),
         (
             "unknown time zone",
@@ -147,7 +147,7 @@ fn broken_policies_are_rejected_at_their_field() {
             "bad day",
             with("/spec/maintenanceWindows/0/days", Some(json!(["Monday"]))),
             "spec.maintenanceWindows[0].days[0]",
-            "unknown variant",
+            "must be one of Mon, Tue",
         ),
         (
             "duplicate day",
@@ -240,7 +240,7 @@ fn broken_policies_are_rejected_at_their_field() {
             "bad onTimeout",
             with("/spec/drain/onTimeout", Some(json!("Retry"))),
             "spec.drain.onTimeout",
-            "unknown variant",
+            "must be one of Fail, Force",
         ),
         (
             "reboot timeout 0",
@@ -252,7 +252,7 @@ fn broken_policies_are_rejected_at_their_field() {
             "bad reboot when",
             with("/spec/reboot/when", Some(json!("Sometimes"))),
             "spec.reboot.when",
-            "unknown variant",
+            "must be one of Always, IfRequired",
         ),
         (
             "empty patch command",
@@ -263,8 +263,8 @@ fn broken_policies_are_rejected_at_their_field() {
         (
             "webhook without secret ref",
             with("/spec/notify/webhooks/0", Some(json!({"name": "status"}))),
-            "spec.notify.webhooks[0]",
-            "urlSecretRef",
+            "spec.notify.webhooks[0].urlSecretRef",
+            "is required",
         ),
         (
             "webhook secret ref empty key",
@@ -392,7 +392,7 @@ fn broken_policies_are_rejected_at_their_field() {
             "urgent not a bool",
             with("/spec/urgent", Some(json!("yes"))),
             "spec.urgent",
-            "invalid type",
+            "must be true or false",
         ),
     ];
     assert!(cases.len() >= 25);

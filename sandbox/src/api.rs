@@ -133,7 +133,7 @@ fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> &'static
     }
 }
 
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
@@ -148,9 +148,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
     }
     if ct.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(
-            "the sandbox API server only accepts JSON and YAML bodies; send Content-Type: application/json",
-        ));
+        return crate::protobuf::decode(body);
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml: {e}")))
 }
@@ -235,6 +233,7 @@ pub async fn handle(State(sh): State<SharedRef>, req: Request) -> Response {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    let resp = crate::protobuf::respond(ctx.accept(), verb, resp).await;
     record.code = resp.status().as_u16();
     tracing::debug!(verb, resource = %target.info.resource, ns = %target.ns, name = ?target.name, code = record.code, "request");
     sh.stats.record(record);
@@ -277,11 +276,11 @@ impl Ctx {
             .map(String::as_str)
             .filter(|s| !s.is_empty())
     }
-    fn dry_run(&self) -> bool {
+    pub(crate) fn dry_run(&self) -> bool {
         self.q("dryRun") == Some("All")
     }
     /// The field manager: the query parameter, else the User-Agent's program name.
-    fn manager(&self) -> String {
+    pub(crate) fn manager(&self) -> String {
         if let Some(m) = self.q("fieldManager") {
             return m.to_string();
         }
@@ -319,6 +318,10 @@ async fn dispatch(
         let ok = match t.sub.as_str() {
             "status" => info.status && matches!(verb, "get" | "update" | "patch"),
             "eviction" => info.resource == "pods" && info.group.is_empty() && verb == "create",
+            "scale" => {
+                crate::scale::serves(&info.group, &info.resource)
+                    && matches!(verb, "get" | "update" | "patch")
+            }
             _ => false,
         };
         if !ok {
@@ -328,6 +331,12 @@ async fn dispatch(
                 "the server could not find the requested resource",
             ));
         }
+    }
+    if t.sub == "scale" {
+        return Ok(json_response(
+            200,
+            &crate::scale::handle(ctx, t, verb, body)?,
+        ));
     }
     match verb {
         "get" => get(ctx, t),
@@ -416,6 +425,17 @@ fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
                 "singularName": "",
                 "namespaced": r.namespaced,
                 "kind": r.kind,
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if crate::scale::serves(&r.group, &r.resource) {
+            out.push(json!({
+                "name": format!("{}/scale", r.resource),
+                "singularName": "",
+                "namespaced": true,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
                 "verbs": ["get", "patch", "update"],
             }));
         }
@@ -654,7 +674,10 @@ pub fn finish_write(
         m.retain(|_, v| !v.is_null());
     }
     if let Some(schema_doc) = &info.schema {
-        let (unknown, causes) = schema::process(&mut new, schema_doc);
+        let (unknown, mut causes) = schema::process(&mut new, schema_doc);
+        if causes.is_empty() {
+            causes = crate::cel::validate(info, schema_doc, &new, old)?;
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(&info.group, &info.kind, &name, causes));
         }

@@ -74,6 +74,14 @@ pub fn validate(crd: &Value) -> Result<(), ApiError> {
             "Invalid value: must have exactly one version marked as storage version".into(),
         ));
     }
+    for (i, v) in versions.iter().enumerate() {
+        if let Some(schema) = v.pointer("/schema/openAPIV3Schema") {
+            causes.extend(crate::cel::compile_errors(
+                schema,
+                &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+            ));
+        }
+    }
     if causes.is_empty() {
         Ok(())
     } else {

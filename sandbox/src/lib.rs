@@ -13,6 +13,7 @@
 //! crate's README ("Differences from a real API server").
 
 mod api;
+mod cel;
 mod crd;
 mod defaults;
 mod error;
@@ -22,7 +23,9 @@ mod fleet;
 mod host;
 mod openapi;
 mod patch;
+mod protobuf;
 mod registry;
+mod scale;
 mod scenario;
 mod schema;
 mod selector;

@@ -118,6 +118,31 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// RFC 3339 date-time, as the real server's `date-time` format accepts
+/// (`2026-12-24T00:00:00+01:00`, `…Z`, fractional seconds, `t`/`z` in lower case).
+fn is_date_time(s: &str) -> bool {
+    s.len() >= 20
+        && s.as_bytes()
+            .get(10)
+            .is_some_and(|c| matches!(c, b'T' | b't'))
+        && s.parse::<jiff::Timestamp>().is_ok()
+}
+
+/// Whether an integer fits the integer `format` (int32, uint32, int64, uint64);
+/// other formats (float, double, unknown) are not range-checked.
+fn in_format_range(n: &serde_json::Number, format: &str) -> bool {
+    let Some(i) = n.as_i64().map(i128::from).or(n.as_u64().map(i128::from)) else {
+        return !matches!(format, "int32" | "uint32" | "int64" | "uint64");
+    };
+    match format {
+        "int32" => i32::try_from(i).is_ok(),
+        "uint32" => u32::try_from(i).is_ok(),
+        "int64" => i64::try_from(i).is_ok(),
+        "uint64" => u64::try_from(i).is_ok(),
+        _ => true,
+    }
+}
+
 /// Validate `v` against `schema`; causes are appended to `out`.
 pub fn validate(v: &Value, schema: &Value, path: &str, out: &mut Vec<Cause>) {
     if v.is_null() {
@@ -191,6 +216,16 @@ pub fn validate(v: &Value, schema: &Value, path: &str, out: &mut Vec<Cause>) {
                     format!("Invalid value: {s:?}: {path} in body should match '{p}'"),
                 ));
             }
+            if schema.get("format").and_then(Value::as_str) == Some("date-time") && !is_date_time(s)
+            {
+                out.push((
+                    path.into(),
+                    "FieldValueInvalid".into(),
+                    format!(
+                        "Invalid value: {s:?}: {path} in body must be of type date-time: {s:?}"
+                    ),
+                ));
+            }
             let len = s.chars().count() as u64;
             if let Some(m) = schema.get("maxLength").and_then(Value::as_u64)
                 && len > m
@@ -214,6 +249,15 @@ pub fn validate(v: &Value, schema: &Value, path: &str, out: &mut Vec<Cause>) {
             }
         }
         Value::Number(n) => {
+            if let Some(f) = schema.get("format").and_then(Value::as_str)
+                && !in_format_range(n, f)
+            {
+                out.push((
+                    path.into(),
+                    "FieldValueInvalid".into(),
+                    format!("Invalid value: {n}: {path} in body must be of type {f}: \"{n}\""),
+                ));
+            }
             let x = n.as_f64().unwrap_or(0.0);
             if let Some(m) = schema.get("minimum").and_then(Value::as_f64)
                 && x < m
@@ -379,5 +423,39 @@ mod tests {
         assert!(fields.contains(&"spec.revision"));
         assert!(fields.contains(&"spec.urgent"));
         assert!(fields.contains(&"spec.mode"));
+    }
+
+    #[test]
+    fn formats_are_checked() {
+        let schema = json!({"type": "object", "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "small": {"type": "integer", "format": "int32"},
+            "count": {"type": "integer", "format": "uint32"},
+            "big": {"type": "integer", "format": "int64"}
+        }});
+        let mut out = Vec::new();
+        validate(
+            &json!({"at": "2026-12-24T00:00:00+01:00", "small": -5, "count": 4294967295u64, "big": i64::MAX}),
+            &schema,
+            "spec",
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        validate(
+            &json!({"at": "2026-12-24", "small": 2147483648i64, "count": -1, "big": u64::MAX}),
+            &schema,
+            "spec",
+            &mut out,
+        );
+        let fields: Vec<&str> = out.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(fields, ["spec.at", "spec.big", "spec.count", "spec.small"]);
+        assert_eq!(
+            out[0].2,
+            "Invalid value: \"2026-12-24\": spec.at in body must be of type date-time: \"2026-12-24\""
+        );
+        assert_eq!(
+            out[3].2,
+            "Invalid value: 2147483648: spec.small in body must be of type int32: \"2147483648\""
+        );
     }
 }

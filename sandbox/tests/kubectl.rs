@@ -306,3 +306,168 @@ spec: {policyName: own-node, validationActions: [Deny]}
     env.sandbox.shutdown().await;
     Ok(())
 }
+
+/// The imperative kubectl commands that send protobuf bodies (and ask for
+/// protobuf answers) work, and the stored objects hold what kubectl sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_run_and_scale_speak_protobuf() -> Result<(), Box<dyn std::error::Error>> {
+    let env = common::start(SandboxConfig::with_scenario(common::fast(
+        Scenario::with_nodes(2),
+    )))
+    .await;
+    let (ok, out, err) = env.kubectl(&["create", "namespace", "demo", "-v=8"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("namespace/demo created"), "{out}");
+    // Sent as protobuf, and answered in protobuf (request and response headers).
+    assert!(
+        err.matches("Content-Type: application/vnd.kubernetes.protobuf")
+            .count()
+            >= 2,
+        "kubectl did not send or get protobuf: {err}"
+    );
+    assert_eq!(
+        env.kubectl_ok(&["get", "ns", "demo", "-o", "jsonpath={.status.phase}"]),
+        "Active"
+    );
+    env.kubectl_ok(&[
+        "-n",
+        "demo",
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=1",
+        "--from-literal=b=two",
+    ]);
+    assert_eq!(
+        env.kubectl_ok(&[
+            "-n",
+            "demo",
+            "get",
+            "cm",
+            "cfg",
+            "-o",
+            "jsonpath={.data.a}/{.data.b}"
+        ]),
+        "1/two"
+    );
+    env.kubectl_ok(&[
+        "-n",
+        "demo",
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cr\u{e9}t",
+    ]);
+    let b64 = env.kubectl_ok(&[
+        "-n",
+        "demo",
+        "get",
+        "secret",
+        "creds",
+        "-o",
+        "jsonpath={.data.password} {.type}",
+    ]);
+    assert_eq!(b64, "czNjcsOpdA== Opaque");
+    env.kubectl_ok(&["-n", "demo", "create", "serviceaccount", "robot"]);
+    env.kubectl_ok(&[
+        "-n",
+        "demo",
+        "create",
+        "role",
+        "reader",
+        "--verb=get,list",
+        "--resource=pods",
+    ]);
+    assert_eq!(
+        env.kubectl_ok(&[
+            "-n",
+            "demo",
+            "get",
+            "role",
+            "reader",
+            "-o",
+            "jsonpath={.rules[0].verbs}"
+        ]),
+        r#"["get","list"]"#
+    );
+    env.kubectl_ok(&[
+        "-n",
+        "demo",
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.27",
+        "--replicas=2",
+        "--port=80",
+    ]);
+    let d = env.kubectl_ok(&["-n", "demo", "get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.selector.matchLabels.app}"]);
+    assert_eq!(d, "2 nginx:1.27 80 web");
+    env.kubectl_ok(&[
+        "-n",
+        "demo",
+        "run",
+        "debug",
+        "--image=busybox",
+        "--labels=role=debug",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    assert_eq!(
+        env.kubectl_ok(&[
+            "-n",
+            "demo",
+            "get",
+            "pod",
+            "debug",
+            "-o",
+            "jsonpath={.spec.containers[0].args} {.metadata.labels.role}"
+        ]),
+        r#"["sleep","3600"] debug"#
+    );
+    let out = env.kubectl_ok(&["-n", "demo", "scale", "deployment", "web", "--replicas=4"]);
+    assert!(out.contains("deployment.apps/web scaled"), "{out}");
+    assert_eq!(
+        env.kubectl_ok(&[
+            "-n",
+            "demo",
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "4"
+    );
+    common::eventually(Duration::from_secs(20), "4 web pods", || async {
+        let out = env.kubectl_ok(&["-n", "demo", "get", "pods", "-l", "app=web", "-o", "name"]);
+        (out.lines().count() == 4).then_some(())
+    })
+    .await;
+    // With a precondition that does not hold, nothing changes.
+    let (ok, _, err) = env.kubectl(&[
+        "-n",
+        "demo",
+        "scale",
+        "deployment",
+        "web",
+        "--current-replicas=3",
+        "--replicas=1",
+    ]);
+    assert!(!ok, "scaled despite the precondition");
+    assert!(err.contains("3"), "{err}");
+    assert_eq!(
+        env.kubectl_ok(&[
+            "-n",
+            "demo",
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "4"
+    );
+    Ok(())
+}

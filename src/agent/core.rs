@@ -25,13 +25,39 @@
 //! instead, because the reboot method evidently does not work on this host.
 //! Once the boot ID differs from the acknowledged one, the request is done and
 //! the agent never acts on it again.
+//!
+//! ## Verifying a request
+//!
+//! Anyone who may patch Nodes can write a `sofort.dev/record` (the chart's
+//! admission policy forbids it to everyone but the controller, but the agent
+//! does not rely on that). Before it acknowledges a reboot or runs a patch
+//! command, the agent therefore reads the PatchPolicy the record names
+//! ([`NodeAction::ReadPolicy`]) and acts only when
+//! - the policy exists,
+//! - its `nodeSelector` selects this node (control-plane nodes only when the
+//!   selector asks for them, as the controller selects),
+//! - its `spec.revision` equals the record's revision, or the policy's own
+//!   status lists this node in `status.active` (the controller is still
+//!   finishing it under the revision it started with: a started node always
+//!   finishes, even when `spec.revision` was bumped meanwhile), and
+//! - for a patch: it has `spec.patch`; the command and timeout run are the
+//!   policy's, never anything from the Node.
+//!
+//! `status.active` has no revision of its own, so the second rule accepts any
+//! revision on a node the controller lists as in progress. That gives a forger
+//! who can write Nodes but not the policy status nothing: on such a node they
+//! could write the policy's current `spec.revision` (public in the spec) just as
+//! well, and the command run is still the policy's.
+//!
+//! Otherwise it refuses ([`NodeAction::RefuseRequest`]): `sofort.dev/agent-error`
+//! and a Warning Event, once, with the names from the record scrubbed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::api::Step;
+use crate::api::{PatchPolicy, Step};
 use crate::node_record::{
-    AGENT_ERROR_ANNOTATION, NodeRecord, PATCH_RESULT_ANNOTATION, PatchRequest, PatchResult,
+    AGENT_ERROR_ANNOTATION, NodeRecord, PATCH_RESULT_ANNOTATION, PatchResult,
     REBOOT_ACK_ANNOTATION, REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION, RebootAck, read_json,
 };
 
@@ -66,6 +92,8 @@ pub struct NodeView {
     pub agent_error: Option<String>,
     /// Current `sofort.dev/reboot-required` label.
     pub reboot_required_label: Option<String>,
+    /// All labels of the Node (to check that the policy selects it).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for NodeView {
@@ -80,6 +108,7 @@ impl Default for NodeView {
             patch_result: None,
             agent_error: None,
             reboot_required_label: None,
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -136,6 +165,7 @@ impl NodeView {
             patch_result,
             agent_error,
             reboot_required_label: labels.and_then(|l| l.get(REBOOT_REQUIRED_LABEL)).cloned(),
+            labels: labels.cloned().unwrap_or_default(),
         }
     }
 }
@@ -151,6 +181,106 @@ pub struct HostFacts {
     pub patch_in_flight: Option<(String, String)>,
     /// Now.
     pub now: jiff::Timestamp,
+    /// The PatchPolicy named by the record, as read for this decision.
+    pub policy: PolicyLookup,
+}
+
+/// The PatchPolicy a request names, as the agent read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyLookup {
+    /// Not read yet: a decision that would act returns [`NodeAction::ReadPolicy`].
+    NotRead,
+    /// The API answered that no such PatchPolicy exists.
+    Missing,
+    /// It could not be read (the API failed or timed out); nothing is done, the
+    /// shell reads again later.
+    Failed(String),
+    /// What the policy says about this node.
+    Found(PolicyFacts),
+}
+
+/// The parts of a PatchPolicy that authorise a request on one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyFacts {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.revision`.
+    pub revision: String,
+    /// Whether `spec.nodeSelector` selects this node (see [`crate::selector::selects_node`]).
+    pub selects_node: bool,
+    /// Whether `status.active` lists this node: the controller is finishing it
+    /// (possibly under a revision older than `spec.revision`).
+    pub in_progress_here: bool,
+    /// `spec.patch`, parsed: `None` without one, `Err` when its timeout is unusable.
+    pub patch: Option<Result<PatchCommand, String>>,
+}
+
+impl PolicyFacts {
+    /// Reads what matters from `policy` for the node `node_name` with `node_labels`.
+    pub fn from_policy(
+        policy: &PatchPolicy,
+        node_name: &str,
+        node_labels: &BTreeMap<String, String>,
+    ) -> Self {
+        let spec = &policy.spec;
+        let patch = spec.patch.as_ref().map(|p| {
+            let timeout = crate::duration::parse(&p.timeout)
+                .map_err(|e| format!("spec.patch.timeout of the policy is unusable ({e})"))?;
+            Ok(PatchCommand {
+                command: p.command.clone(),
+                timeout,
+            })
+        });
+        PolicyFacts {
+            name: policy.metadata.name.clone().unwrap_or_default(),
+            revision: spec.revision.clone(),
+            selects_node: crate::selector::check(&spec.node_selector).is_ok()
+                && crate::selector::selects_node(&spec.node_selector, node_labels),
+            in_progress_here: !node_name.is_empty()
+                && policy
+                    .status
+                    .as_ref()
+                    .is_some_and(|st| st.active.iter().any(|a| a.node == node_name)),
+            patch,
+        }
+    }
+}
+
+/// The host patch command to run, taken from the PatchPolicy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchCommand {
+    /// Program and arguments (`spec.patch.command`).
+    pub command: Vec<String>,
+    /// `spec.patch.timeout`.
+    pub timeout: Duration,
+}
+
+/// Longest name or revision from a record shown in a message.
+const SHOWN_MAX: usize = 63;
+
+/// A name or revision read from the Node, safe to put into an annotation, Event
+/// or log: anything but ASCII letters, digits, `.`, `_`, `-` and `:` becomes `_`,
+/// and it is cut at 63 characters. The record can be forged, so its text is
+/// never echoed as it is.
+pub fn shown(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(SHOWN_MAX)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if text.chars().count() > SHOWN_MAX {
+        out.push('…');
+    }
+    if out.is_empty() {
+        out.push_str("(empty)");
+    }
+    out
 }
 
 /// The one thing to do after looking at the Node.
@@ -158,6 +288,17 @@ pub struct HostFacts {
 pub enum NodeAction {
     /// Nothing to do until the Node changes.
     Nothing,
+    /// Read this PatchPolicy (once, bounded in time) and decide again with it.
+    ReadPolicy {
+        /// Name from the record.
+        name: String,
+    },
+    /// The request is not backed by its PatchPolicy: write `agent-error`,
+    /// publish a warning Event, run nothing and do not reboot.
+    RefuseRequest {
+        /// Why, as written to the annotation and the Event (record text scrubbed).
+        reason: String,
+    },
     /// Write `agent-error`, publish a warning Event and do not reboot.
     RefuseReboot {
         /// Why, as written to the annotation and the Event.
@@ -181,8 +322,8 @@ pub enum NodeAction {
         policy: String,
         /// Revision of the request.
         revision: String,
-        /// The command and its timeout.
-        request: PatchRequest,
+        /// The policy's command and timeout.
+        request: PatchCommand,
     },
     /// Write this failed patch result and a warning Event without running anything.
     RefusePatch {
@@ -207,9 +348,9 @@ pub fn decide(node: &NodeView, host: &HostFacts) -> NodeAction {
 }
 
 fn decide_patch(node: &NodeView, record: &NodeRecord, host: &HostFacts) -> NodeAction {
-    let Some(request) = &record.patch else {
+    if record.patch.is_none() {
         return NodeAction::Nothing;
-    };
+    }
     if let Some(done) = &node.patch_result
         && done.policy == record.policy
         && done.revision == record.revision
@@ -223,6 +364,11 @@ fn decide_patch(node: &NodeView, record: &NodeRecord, host: &HostFacts) -> NodeA
     {
         return NodeAction::Nothing;
     }
+    // From here on the policy and revision are the policy's own, not forged text.
+    let policy = match verify(node, record, host) {
+        Ok(p) => p,
+        Err(action) => return *action,
+    };
     let refuse = |message: String| NodeAction::RefusePatch {
         result: PatchResult {
             policy: record.policy.clone(),
@@ -240,42 +386,136 @@ fn decide_patch(node: &NodeView, record: &NodeRecord, host: &HostFacts) -> NodeA
     if !node.unschedulable {
         return refuse(format!(
             "refused: node {} is not cordoned; the patch command runs only on a cordoned, drained node (policy {}, revision {})",
-            node.name, record.policy, record.revision
+            shown(&node.name),
+            shown(&record.policy),
+            shown(&record.revision)
         ));
     }
-    if request.command.is_empty() {
+    let command = match &policy.patch {
+        None => {
+            return refuse(format!(
+                "refused: PatchPolicy {} has no spec.patch, so there is no command to run",
+                shown(&policy.name)
+            ));
+        }
+        Some(Err(e)) => return refuse(format!("refused: {e}")),
+        Some(Ok(c)) => c,
+    };
+    if command.command.is_empty() {
         return refuse("refused: the patch command is empty; set spec.patch.command".to_string());
     }
     NodeAction::RunPatch {
         policy: record.policy.clone(),
         revision: record.revision.clone(),
-        request: request.clone(),
+        request: command.clone(),
+    }
+}
+
+/// Whether `name` can be the name of a PatchPolicy (a DNS subdomain).
+fn valid_object_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 253
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Checks the request against the PatchPolicy it names: `Ok` with the policy
+/// when it backs the request, otherwise the action to take instead.
+fn verify<'a>(
+    node: &NodeView,
+    record: &NodeRecord,
+    host: &'a HostFacts,
+) -> Result<&'a PolicyFacts, Box<NodeAction>> {
+    let request = format!(
+        "the request on node {} for policy {} revision {}",
+        shown(&node.name),
+        shown(&record.policy),
+        shown(&record.revision)
+    );
+    let refuse = |why: String| {
+        Err(Box::new(refuse_request(
+            node,
+            format!(
+                "refused: {request} {why}; nothing was run and the node was not rebooted. Only the sofort controller writes sofort.dev/record: find who wrote it, then remove it with `kubectl annotate node {} sofort.dev/record-`",
+                shown(&node.name)
+            ),
+        )))
+    };
+    if !valid_object_name(&record.policy) {
+        return refuse("does not name a valid PatchPolicy".to_string());
+    }
+    match &host.policy {
+        PolicyLookup::Found(p) if p.name == record.policy => {
+            if !p.selects_node {
+                refuse(format!(
+                    "is not backed by its policy: PatchPolicy {} does not select this node",
+                    shown(&p.name)
+                ))
+            } else if p.revision != record.revision && !p.in_progress_here {
+                refuse(format!(
+                    "is not backed by its policy: PatchPolicy {} is at revision {} and its status does not list this node as in progress",
+                    shown(&p.name),
+                    shown(&p.revision)
+                ))
+            } else {
+                Ok(p)
+            }
+        }
+        // Not read yet, or read for another request.
+        PolicyLookup::NotRead | PolicyLookup::Found(_) => Err(Box::new(NodeAction::ReadPolicy {
+            name: record.policy.clone(),
+        })),
+        PolicyLookup::Missing => refuse("names a PatchPolicy that does not exist".to_string()),
+        // Unknown is not a refusal: the shell reports it and reads again later.
+        PolicyLookup::Failed(_) => Err(Box::new(NodeAction::Nothing)),
+    }
+}
+
+/// Like [`refuse_once`], for a request its policy does not back.
+fn refuse_request(node: &NodeView, reason: String) -> NodeAction {
+    if node.agent_error.as_deref() == Some(reason.as_str()) {
+        NodeAction::Nothing
+    } else {
+        NodeAction::RefuseRequest { reason }
     }
 }
 
 fn decide_reboot(node: &NodeView, record: &NodeRecord, host: &HostFacts) -> NodeAction {
-    let Some(before) = record.boot_id_before.as_deref().filter(|b| !b.is_empty()) else {
+    let before = record.boot_id_before.as_deref().filter(|b| !b.is_empty());
+    let ack = node.reboot_ack.as_ref().filter(|a| {
+        a.policy == record.policy
+            && a.revision == record.revision
+            && Some(a.boot_id.as_str()) == before
+    });
+    if ack.is_some() && before != Some(host.boot_id.as_str()) {
+        // The host restarted after our ack: this request is done.
+        return NodeAction::Nothing;
+    }
+    if let Err(action) = verify(node, record, host) {
+        return *action;
+    }
+    let Some(before) = before else {
         return refuse_once(
             node,
             format!(
                 "refused reboot: the record of policy {} revision {} has no bootIdBefore, so the agent cannot tell whether the host already rebooted",
-                record.policy, record.revision
+                shown(&record.policy),
+                shown(&record.revision)
             ),
         );
     };
-    let ack = node.reboot_ack.as_ref().filter(|a| {
-        a.policy == record.policy && a.revision == record.revision && a.boot_id == before
-    });
     if before != host.boot_id {
-        if ack.is_some() {
-            // The host restarted after our ack: this request is done.
-            return NodeAction::Nothing;
-        }
         return refuse_once(
             node,
             format!(
-                "refused reboot: the host's boot ID is {} but the request of policy {} revision {} was made for boot ID {before}; the node already restarted since the request",
-                host.boot_id, record.policy, record.revision
+                "refused reboot: the host's boot ID is {} but the request of policy {} revision {} was made for boot ID {}; the node already restarted since the request",
+                host.boot_id,
+                shown(&record.policy),
+                shown(&record.revision),
+                shown(before)
             ),
         );
     }
@@ -285,7 +525,8 @@ fn decide_reboot(node: &NodeView, record: &NodeRecord, host: &HostFacts) -> Node
         return refuse_once(
             node,
             format!(
-                "refused reboot: the kubelet reports boot ID {reported} but the host's is {}; check that the agent reads the host's /proc/sys/kernel/random/boot_id",
+                "refused reboot: the kubelet reports boot ID {} but the host's is {}; check that the agent reads the host's /proc/sys/kernel/random/boot_id",
+                shown(reported),
                 host.boot_id
             ),
         );
@@ -295,7 +536,7 @@ fn decide_reboot(node: &NodeView, record: &NodeRecord, host: &HostFacts) -> Node
             node,
             format!(
                 "refused reboot: node {} is not cordoned (spec.unschedulable is false); the agent reboots only a cordoned, drained node",
-                node.name
+                shown(&node.name)
             ),
         );
     }
@@ -404,6 +645,7 @@ pub fn output_tail(output: &[u8], max_bytes: usize, max_lines: usize) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node_record::PatchRequest;
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
@@ -419,7 +661,6 @@ mod tests {
             was_unschedulable: false,
             boot_id_before: Some("boot-a".into()),
             patch: Some(PatchRequest {
-                command: vec!["apt-get".into(), "upgrade".into()],
                 timeout_seconds: 60,
             }),
             reason: None,
@@ -437,13 +678,248 @@ mod tests {
         }
     }
 
+    fn command() -> PatchCommand {
+        PatchCommand {
+            command: vec!["apt-get".into(), "upgrade".into()],
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn workers() -> PolicyFacts {
+        PolicyFacts {
+            name: "workers".into(),
+            revision: "r1".into(),
+            selects_node: true,
+            in_progress_here: false,
+            patch: Some(Ok(command())),
+        }
+    }
+
     fn facts() -> HostFacts {
         HostFacts {
             boot_id: "boot-a".into(),
             allow_host_commands: true,
             patch_in_flight: None,
             now: ts("2026-01-01T10:01:00Z"),
+            policy: PolicyLookup::Found(workers()),
         }
+    }
+
+    fn with_policy(policy: PolicyLookup) -> HostFacts {
+        HostFacts { policy, ..facts() }
+    }
+
+    fn refusal(action: NodeAction) -> String {
+        match action {
+            NodeAction::RefuseRequest { reason } => reason,
+            other => panic!("expected a refusal of the request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn agent_reads_the_named_policy_before_it_acts() {
+        for step in [Step::Patching, Step::Rebooting] {
+            assert_eq!(
+                decide(&node(step), &with_policy(PolicyLookup::NotRead)),
+                NodeAction::ReadPolicy {
+                    name: "workers".into()
+                },
+                "{step:?}"
+            );
+            // A lookup of another policy does not count.
+            let mut other = workers();
+            other.name = "other".into();
+            assert!(matches!(
+                decide(&node(step), &with_policy(PolicyLookup::Found(other))),
+                NodeAction::ReadPolicy { .. }
+            ));
+            // An unreadable policy is no permission (and no refusal: read again later).
+            assert_eq!(
+                decide(
+                    &node(step),
+                    &with_policy(PolicyLookup::Failed("timed out".into()))
+                ),
+                NodeAction::Nothing
+            );
+        }
+    }
+
+    #[test]
+    fn agent_refuses_a_record_for_a_policy_that_does_not_exist() {
+        for step in [Step::Patching, Step::Rebooting] {
+            let reason = refusal(decide(&node(step), &with_policy(PolicyLookup::Missing)));
+            assert!(reason.contains("does not exist"), "{reason}");
+            assert!(reason.contains("policy workers revision r1"), "{reason}");
+            // Reported once.
+            let mut n = node(step);
+            n.agent_error = Some(reason);
+            assert_eq!(
+                decide(&n, &with_policy(PolicyLookup::Missing)),
+                NodeAction::Nothing
+            );
+        }
+    }
+
+    #[test]
+    fn agent_refuses_a_record_its_policy_does_not_back() {
+        for step in [Step::Patching, Step::Rebooting] {
+            let mut other_node = workers();
+            other_node.selects_node = false;
+            let reason = refusal(decide(
+                &node(step),
+                &with_policy(PolicyLookup::Found(other_node)),
+            ));
+            assert!(reason.contains("does not select this node"), "{reason}");
+            let mut newer = workers();
+            newer.revision = "r2".into();
+            let reason = refusal(decide(
+                &node(step),
+                &with_policy(PolicyLookup::Found(newer)),
+            ));
+            assert!(reason.contains("is at revision r2"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_revision_bump_does_not_refuse_a_node_the_policy_status_lists_in_progress() {
+        for step in [Step::Patching, Step::Rebooting] {
+            // spec.revision moved on to r2 while the node runs r1; the status
+            // still lists the node as in progress: the request is backed.
+            let mut bumped = workers();
+            bumped.revision = "r2".into();
+            bumped.in_progress_here = true;
+            let action = decide(
+                &node(step),
+                &with_policy(PolicyLookup::Found(bumped.clone())),
+            );
+            match step {
+                Step::Patching => assert!(
+                    matches!(&action, NodeAction::RunPatch { revision, .. } if revision == "r1"),
+                    "{action:?}"
+                ),
+                _ => assert!(
+                    matches!(&action, NodeAction::AckThenReboot { ack } if ack.revision == "r1"),
+                    "{action:?}"
+                ),
+            }
+            // The status does not list the node: refused, saying why.
+            bumped.in_progress_here = false;
+            let reason = refusal(decide(
+                &node(step),
+                &with_policy(PolicyLookup::Found(bumped.clone())),
+            ));
+            assert!(
+                reason.contains("is at revision r2 and its status does not list this node"),
+                "{reason}"
+            );
+            // Being in progress never stands in for the selector.
+            bumped.in_progress_here = true;
+            bumped.selects_node = false;
+            let reason = refusal(decide(
+                &node(step),
+                &with_policy(PolicyLookup::Found(bumped)),
+            ));
+            assert!(reason.contains("does not select this node"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn only_the_policy_status_marks_a_node_in_progress() {
+        let mut p = PatchPolicy::new("workers", crate::api::PatchPolicySpec::new("r2"));
+        let labels = BTreeMap::new();
+        assert!(!PolicyFacts::from_policy(&p, "n1", &labels).in_progress_here);
+        p.status = Some(crate::api::PatchPolicyStatus {
+            revision: Some("r2".into()),
+            active: vec![crate::api::ActiveNode {
+                node: "n1".into(),
+                step: Step::Rebooting,
+                since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(
+                    "2026-01-01T10:00:00Z",
+                )),
+            }],
+            ..Default::default()
+        });
+        assert!(PolicyFacts::from_policy(&p, "n1", &labels).in_progress_here);
+        assert!(!PolicyFacts::from_policy(&p, "n2", &labels).in_progress_here);
+        assert!(!PolicyFacts::from_policy(&p, "", &labels).in_progress_here);
+    }
+
+    #[test]
+    fn forged_record_text_is_scrubbed_in_the_refusal() {
+        let mut n = node(Step::Rebooting);
+        if let Ok(Some(r)) = &mut n.record {
+            r.policy = "Evil\n<script>$(reboot)".into();
+            r.revision = "r1\u{1b}[31m".repeat(40);
+        }
+        // An impossible name is refused without asking the API.
+        let reason = refusal(decide(&n, &with_policy(PolicyLookup::NotRead)));
+        assert!(
+            reason.contains("does not name a valid PatchPolicy"),
+            "{reason}"
+        );
+        assert!(!reason.contains('<') && !reason.contains('$') && !reason.contains('\u{1b}'));
+        assert!(reason.len() < 600, "{}", reason.len());
+        assert_eq!(shown(""), "(empty)");
+        assert_eq!(shown("a b/c"), "a_b_c");
+    }
+
+    #[test]
+    fn agent_runs_the_command_from_the_policy_not_the_node() {
+        let mut policy = workers();
+        policy.patch = Some(Ok(PatchCommand {
+            command: vec!["unattended-upgrade".into()],
+            timeout: Duration::from_secs(900),
+        }));
+        let NodeAction::RunPatch { request, .. } = decide(
+            &node(Step::Patching),
+            &with_policy(PolicyLookup::Found(policy)),
+        ) else {
+            panic!("expected the patch to run");
+        };
+        assert_eq!(request.command, ["unattended-upgrade"]);
+        assert_eq!(request.timeout, Duration::from_secs(900));
+        // A policy without spec.patch runs nothing.
+        let mut bare = workers();
+        bare.patch = None;
+        assert!(matches!(
+            decide(&node(Step::Patching), &with_policy(PolicyLookup::Found(bare))),
+            NodeAction::RefusePatch { result } if result.message.contains("no spec.patch")
+        ));
+    }
+
+    #[test]
+    fn policy_facts_come_from_the_policy_and_the_node_labels() {
+        let mut p = PatchPolicy::new("workers", crate::api::PatchPolicySpec::new("r1"));
+        p.spec.revision = "r9".into();
+        p.spec.patch = Some(crate::api::PatchSpec {
+            command: vec!["apt-get".into(), "-y".into(), "upgrade".into()],
+            timeout: "10m".into(),
+        });
+        p.spec.node_selector.match_labels = Some(BTreeMap::from([("pool".into(), "a".into())]));
+        let a = BTreeMap::from([("pool".to_string(), "a".to_string())]);
+        let f = PolicyFacts::from_policy(&p, "n1", &a);
+        assert_eq!(f.name, "workers");
+        assert_eq!(f.revision, "r9");
+        assert!(f.selects_node);
+        assert_eq!(
+            f.patch,
+            Some(Ok(PatchCommand {
+                command: vec!["apt-get".into(), "-y".into(), "upgrade".into()],
+                timeout: Duration::from_secs(600),
+            }))
+        );
+        assert!(!PolicyFacts::from_policy(&p, "n1", &BTreeMap::new()).selects_node);
+        // A control-plane node only when the selector asks for it.
+        let mut cp = a.clone();
+        cp.insert(crate::selector::CONTROL_PLANE_LABEL.into(), String::new());
+        assert!(!PolicyFacts::from_policy(&p, "n1", &cp).selects_node);
+        if let Some(patch) = &mut p.spec.patch {
+            patch.timeout = "soon".into();
+        }
+        assert!(matches!(
+            PolicyFacts::from_policy(&p, "n1", &a).patch,
+            Some(Err(_))
+        ));
     }
 
     fn ack(at: &str, attempt: u32) -> RebootAck {
@@ -620,7 +1096,7 @@ mod tests {
             NodeAction::RunPatch {
                 policy: "workers".into(),
                 revision: "r1".into(),
-                request: record(Step::Patching).patch.unwrap(),
+                request: command(),
             }
         );
     }
@@ -648,15 +1124,14 @@ mod tests {
             decide(&n, &facts()),
             NodeAction::RefusePatch { result } if result.message.contains("not cordoned")
         ));
-        let mut n = node(Step::Patching);
-        if let Ok(Some(r)) = &mut n.record {
-            r.patch = Some(PatchRequest {
-                command: vec![],
-                timeout_seconds: 1,
-            });
-        }
+        let n = node(Step::Patching);
+        let mut empty = workers();
+        empty.patch = Some(Ok(PatchCommand {
+            command: vec![],
+            timeout: Duration::from_secs(1),
+        }));
         assert!(matches!(
-            decide(&n, &facts()),
+            decide(&n, &with_policy(PolicyLookup::Found(empty))),
             NodeAction::RefusePatch { result } if result.message.contains("empty")
         ));
     }

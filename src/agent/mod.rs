@@ -5,7 +5,10 @@
 //! - reports whether the host needs a reboot as the label
 //!   `sofort.dev/reboot-required`, written only when it changes;
 //! - runs the policy's host patch command once per (policy, revision) when the
-//!   controller sets step `Patching`, if host commands are allowed;
+//!   controller sets step `Patching`, if host commands are allowed — the
+//!   command read from the PatchPolicy, never from the Node;
+//! - acts on a request only after checking it against the PatchPolicy it
+//!   names (see [`core`]);
 //! - reboots the host exactly once per request when the controller sets step
 //!   `Rebooting` on a cordoned node whose boot ID still matches the request.
 //!
@@ -14,9 +17,12 @@
 //! sandbox) call [`run_agent`] with their own `Host`.
 //!
 //! ## Privileges per method
-//! - always: RBAC `get`, `list`, `watch`, `patch` on `nodes`; `create`, `patch`
-//!   on `events.k8s.io` events; read access to the sentinel file (host
-//!   directory mounted read-only) and to `/proc/sys/kernel/random/boot_id`.
+//! - always: RBAC `list`, `watch`, `patch` on `nodes`; `get` on
+//!   `patchpolicies` (one read per request, to verify it); `create`, `patch`
+//!   on `events.k8s.io` events in namespace `default` (where Events about
+//!   cluster-scoped Nodes live); read access to the sentinel file (sofort's own
+//!   host directory mounted read-only, never the host's `/run`) and to
+//!   `/proc/sys/kernel/random/boot_id`.
 //! - reboot method `signal` (default): `hostPID: true` and capability `CAP_KILL`
 //!   (signals PID 1 of the host); no privileged container.
 //! - reboot method `command`, a sentinel command, or `--allow-host-commands`:
@@ -43,7 +49,9 @@ use tracing::{error, info};
 use crate::cli::{AgentArgs, RebootMethod};
 use host::{Host, LinuxHost, RebootVia, Sentinel};
 use metrics::Metrics;
-pub use shell::{AgentConfig, KubeNodeWriter, NodeWriter, run_loop};
+pub use shell::{
+    AgentConfig, KubeNodeWriter, KubePolicyReader, NodeWriter, PolicyReader, run_loop,
+};
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -153,8 +161,10 @@ pub async fn run_agent(
         .default_backoff()
         .applied_objects()
         .boxed();
-    let writer: Arc<dyn NodeWriter> = Arc::new(KubeNodeWriter::new(client, &config.node_name));
-    run_loop(config, host, writer, metrics, stream, shutdown).await?;
+    let writer: Arc<dyn NodeWriter> =
+        Arc::new(KubeNodeWriter::new(client.clone(), &config.node_name));
+    let policies: Arc<dyn PolicyReader> = Arc::new(KubePolicyReader::new(client));
+    run_loop(config, host, writer, policies, metrics, stream, shutdown).await?;
     Ok(())
 }
 

@@ -15,17 +15,21 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::core::{
-    HostFacts, NodeAction, NodeView, SentinelAction, SentinelCheck, decide, decide_sentinel,
+    HostFacts, NodeAction, NodeView, PolicyFacts, PolicyLookup, SentinelAction, SentinelCheck,
+    decide, decide_sentinel, shown,
 };
 use super::host::{CommandOutcome, Host, HostError};
 use super::metrics::Metrics;
+use crate::api::PatchPolicy;
 use crate::node_record::{
     AGENT_ERROR_ANNOTATION, PATCH_RESULT_ANNOTATION, PatchResult, REBOOT_ACK_ANNOTATION,
     REBOOT_REQUIRED_LABEL,
 };
 
-/// Retry delay after a failed write to the API.
+/// Retry delay after a failed write to the API (or a failed read of a policy).
 pub const WRITE_RETRY: Duration = Duration::from_secs(10);
+/// Longest wait for the PatchPolicy a request names.
+pub const POLICY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest Event note the API accepts.
 const NOTE_LIMIT: usize = 1024;
 
@@ -183,6 +187,46 @@ impl NodeWriter for KubeNodeWriter {
     }
 }
 
+/// Where the agent reads the PatchPolicy a request names: one GET per request,
+/// no watch (the agent needs one object, rarely).
+pub trait PolicyReader: Send + Sync {
+    /// Reads PatchPolicy `name`: `Ok(None)` when it does not exist, `Err` with
+    /// a message when it could not be read.
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<PatchPolicy>, String>>;
+}
+
+/// [`PolicyReader`] over the Kubernetes API (RBAC `get` on patchpolicies).
+pub struct KubePolicyReader {
+    api: Api<PatchPolicy>,
+}
+
+impl KubePolicyReader {
+    /// A reader using `client`.
+    pub fn new(client: kube::Client) -> Self {
+        KubePolicyReader {
+            api: Api::all(client),
+        }
+    }
+}
+
+impl PolicyReader for KubePolicyReader {
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<PatchPolicy>, String>> {
+        Box::pin(async move {
+            match tokio::time::timeout(POLICY_READ_TIMEOUT, self.api.get_opt(name)).await {
+                Err(_) => Err(format!(
+                    "no answer within {}",
+                    crate::duration::format(POLICY_READ_TIMEOUT)
+                )),
+                Ok(Ok(p)) => Ok(p),
+                Ok(Err(kube::Error::Api(s))) if s.is_forbidden() => Err(
+                    "forbidden; the agent needs RBAC `get` on patchpolicies.sofort.dev".to_string(),
+                ),
+                Ok(Err(e)) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
 /// Settings of the shell.
 #[derive(Clone)]
 pub struct AgentConfig {
@@ -241,6 +285,7 @@ struct Shell {
     cfg: AgentConfig,
     host: Arc<dyn Host>,
     writer: Arc<dyn NodeWriter>,
+    policies: Arc<dyn PolicyReader>,
     metrics: Arc<Metrics>,
     boot_id: String,
     node: Option<(NodeView, ObjectReference)>,
@@ -251,17 +296,23 @@ struct Shell {
     in_flight: Option<(String, String)>,
     /// A patch result not yet confirmed by the API (blocks running the patch again).
     unwritten: Option<PatchResult>,
+    /// The (policy, revision) whose patch command this process ran last: a watch
+    /// event from before its result was written must not start it again.
+    ran: Option<(String, String)>,
     recheck: Option<Instant>,
 }
 
 /// Runs the agent on a stream of its own Node until `shutdown` completes.
 ///
 /// `nodes` yields the Node each time it changes (one watch); errors are logged
-/// and the stream is expected to recover by itself (watcher backoff).
+/// and the stream is expected to recover by itself (watcher backoff). Before
+/// acting on a request the agent reads its PatchPolicy from `policies`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_loop<S, E>(
     cfg: AgentConfig,
     host: Arc<dyn Host>,
     writer: Arc<dyn NodeWriter>,
+    policies: Arc<dyn PolicyReader>,
     metrics: Arc<Metrics>,
     nodes: S,
     shutdown: impl Future<Output = ()>,
@@ -276,6 +327,7 @@ where
         cfg,
         host,
         writer,
+        policies,
         metrics,
         boot_id,
         node: None,
@@ -283,6 +335,7 @@ where
         last_sentinel_error: None,
         in_flight: None,
         unwritten: None,
+        ran: None,
         recheck: None,
     };
     let mut nodes = std::pin::pin!(nodes);
@@ -364,12 +417,31 @@ impl Shell {
         HostFacts {
             boot_id: self.boot_id.clone(),
             allow_host_commands: self.cfg.allow_host_commands,
-            patch_in_flight: self.in_flight.clone().or_else(|| {
-                self.unwritten
-                    .as_ref()
-                    .map(|r| (r.policy.clone(), r.revision.clone()))
-            }),
+            patch_in_flight: self
+                .in_flight
+                .clone()
+                .or_else(|| {
+                    self.unwritten
+                        .as_ref()
+                        .map(|r| (r.policy.clone(), r.revision.clone()))
+                })
+                .or_else(|| self.ran.clone()),
             now: (self.cfg.clock)(),
+            policy: PolicyLookup::NotRead,
+        }
+    }
+
+    /// Reads the PatchPolicy a request names, for the node `node` with `labels`.
+    async fn read_policy(
+        &self,
+        name: &str,
+        node: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> PolicyLookup {
+        match self.policies.get(name).await {
+            Ok(None) => PolicyLookup::Missing,
+            Ok(Some(p)) => PolicyLookup::Found(PolicyFacts::from_policy(&p, node, labels)),
+            Err(e) => PolicyLookup::Failed(e),
         }
     }
 
@@ -437,12 +509,33 @@ impl Shell {
         let Some((view, _)) = &self.node else {
             return None;
         };
-        let facts = self.facts();
-        let action = decide(view, &facts);
+        let view = view.clone();
+        let mut facts = self.facts();
+        let mut action = decide(&view, &facts);
+        // At most one read per decision: the second decision has the policy.
+        if let NodeAction::ReadPolicy { name } = &action {
+            facts.policy = self.read_policy(name, &view.name, &view.labels).await;
+            if let PolicyLookup::Failed(e) = &facts.policy {
+                warn!(policy = %shown(name), error = %e, "cannot read the PatchPolicy of the request; doing nothing and reading it again later");
+                self.retry_later();
+            }
+            action = match decide(&view, &facts) {
+                NodeAction::ReadPolicy { .. } => NodeAction::Nothing,
+                other => other,
+            };
+        }
         let rv = view.resource_version.clone();
         let node_name = view.name.clone();
         match action {
-            NodeAction::Nothing => {}
+            NodeAction::Nothing | NodeAction::ReadPolicy { .. } => {}
+            NodeAction::RefuseRequest { reason } => {
+                warn!(node = %node_name, %reason, "request refused");
+                let patch = MetaPatch::default().annotate(AGENT_ERROR_ANNOTATION, &reason);
+                if self.write(patch).await {
+                    self.remember(|v| v.agent_error = Some(reason.clone()));
+                    self.event(true, "RequestRefused", "Verify", reason).await;
+                }
+            }
             NodeAction::AwaitReboot { recheck_at } => {
                 let wait = (recheck_at - facts.now)
                     .try_into()
@@ -516,15 +609,14 @@ impl Shell {
                 revision,
                 request,
             } => {
-                let timeout = Duration::from_secs(request.timeout_seconds);
-                info!(node = %node_name, %policy, %revision, command = ?request.command, ?timeout, "running the patch command");
+                let timeout = request.timeout;
+                info!(node = %node_name, %policy, %revision, ?timeout, "running the patch command of the policy");
                 self.event(
                     false,
                     "PatchStarted",
                     "Patch",
                     format!(
-                        "running `{}` for policy {policy} revision {revision} (timeout {})",
-                        request.command.join(" "),
+                        "running the patch command of policy {policy} revision {revision} (timeout {})",
                         crate::duration::format(timeout)
                     ),
                 )
@@ -570,6 +662,7 @@ impl Shell {
         outcome: Result<CommandOutcome, HostError>,
     ) {
         self.in_flight = None;
+        self.ran = Some((done.policy.clone(), done.revision.clone()));
         let elapsed = done.started.elapsed();
         self.metrics.patch_seconds.observe(elapsed.as_secs_f64());
         let now = (self.cfg.clock)();

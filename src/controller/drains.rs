@@ -14,10 +14,14 @@ use crate::drain::{self, DrainMode, DrainOutcome, DrainSettings};
 use crate::metrics::Metrics;
 use crate::rollout::DrainState;
 
+/// How a worker ended: `Ok` drained, `Err` failed with a reason (the node
+/// fails at once), `None` while it runs or when the deadline decides.
+type Finished = Option<Result<(), String>>;
+
 struct Worker {
     forcing: bool,
     revision: String,
-    done: Arc<Mutex<Option<bool>>>,
+    done: Arc<Mutex<Finished>>,
     progress: watch::Receiver<Option<String>>,
     task: JoinHandle<()>,
 }
@@ -46,9 +50,10 @@ impl Drains {
     pub(crate) fn state(&self, node: &str) -> DrainState {
         match self.workers.get(node) {
             None => DrainState::Idle,
-            Some(w) => match w.done.lock().ok().and_then(|d| *d) {
-                Some(true) => DrainState::Drained,
-                _ => DrainState::Running {
+            Some(w) => match w.done.lock().ok().and_then(|d| d.clone()) {
+                Some(Ok(())) => DrainState::Drained,
+                Some(Err(reason)) => DrainState::Failed { reason },
+                None => DrainState::Running {
                     forcing: w.forcing,
                     blocker: w.progress.borrow().clone(),
                 },
@@ -98,16 +103,32 @@ impl Drains {
                         tracing::info!(node = %job.node, evicted, forced, "node drained");
                         tx.send_replace(None);
                         if let Ok(mut d) = done_w.lock() {
-                            *d = Some(true);
+                            *d = Some(Ok(()));
                         }
                         let _ = job.kick.send(());
                         return;
                     }
                     Ok(DrainOutcome::TimedOut(pods)) => {
                         job.metrics.count_evictions("blocked", pods.len() as u64);
-                        tracing::warn!(node = %job.node, reason = %DrainOutcome::TimedOut(pods).reason(), "drain deadline passed");
+                        let reason = DrainOutcome::TimedOut(pods).reason();
+                        tracing::warn!(node = %job.node, %reason, "drain deadline passed");
+                        // Evicting: decide fails the node at its own deadline
+                        // with the blocker. Forcing: the deleted pods did not
+                        // go within their grace period; nothing more will help.
+                        if job.mode == DrainMode::Force
+                            && let Ok(mut d) = done_w.lock()
+                        {
+                            *d = Some(Err(reason));
+                        }
+                        let _ = job.kick.send(());
+                        return;
+                    }
+                    Ok(outcome @ DrainOutcome::DeleteForbidden(_)) => {
+                        job.metrics.count_evictions("forbidden", 1);
+                        let reason = outcome.reason();
+                        tracing::warn!(node = %job.node, %reason, "forced drain failed");
                         if let Ok(mut d) = done_w.lock() {
-                            *d = Some(false);
+                            *d = Some(Err(reason));
                         }
                         let _ = job.kick.send(());
                         return;
@@ -163,5 +184,53 @@ impl Drains {
         for (_, w) in self.workers.drain() {
             w.task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{DrainSpec, OnTimeout};
+    use http::{Request, Response};
+    use kube::client::Body;
+
+    #[tokio::test]
+    async fn a_forced_drain_the_api_refuses_fails_the_node_with_what_to_do()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(mock, "default");
+        let server = tokio::spawn(drain::fake_api::refuse_pod_deletion(handle, "w-1"));
+        let spec = DrainSpec {
+            on_timeout: OnTimeout::Force,
+            ..DrainSpec::default()
+        };
+        let (kick, mut kicked) = mpsc::unbounded_channel();
+        let mut drains = Drains::default();
+        drains.ensure(DrainJob {
+            client: client.clone(),
+            evict_client: client,
+            node: "w-1".into(),
+            revision: "r1".into(),
+            settings: DrainSettings::from_spec(&spec, 5, Duration::from_secs(5)),
+            mode: DrainMode::Force,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
+            kick,
+            metrics: Metrics::new(),
+        });
+        tokio::time::timeout(Duration::from_secs(5), kicked.recv())
+            .await
+            .map_err(|_| "the worker did not report")?;
+        match drains.state("w-1") {
+            DrainState::Failed { reason } => assert!(
+                reason.contains(
+                    "set the chart value controller.podDelete=true or use onTimeout: Fail"
+                ),
+                "{reason}"
+            ),
+            other => return Err(format!("expected a failed drain, got {other:?}").into()),
+        }
+        server.await??;
+        drains.stop_all();
+        Ok(())
     }
 }

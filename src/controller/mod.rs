@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -62,6 +63,8 @@ pub struct ControllerConfig {
     pub leader_election: bool,
     /// Coalescing delay after a change.
     pub debounce: Duration,
+    /// `/healthz` fails when the decision loop has not come round for this long.
+    pub watchdog: Duration,
     /// The clock.
     pub clock: Clock,
 }
@@ -125,6 +128,19 @@ impl ControllerConfig {
             eviction_retry: dur("eviction-retry", &args.eviction_retry)?,
             leader_election: !args.no_leader_election,
             debounce: dur("debounce", &args.debounce)?,
+            watchdog: {
+                let w = dur("watchdog-timeout", &args.watchdog_timeout)?;
+                if w < Duration::from_secs(1) {
+                    return Err(ControllerError::Flag {
+                        flag: "watchdog-timeout",
+                        message: format!(
+                            "{} is too short; use 1s or more (default 5m)",
+                            args.watchdog_timeout
+                        ),
+                    });
+                }
+                w
+            },
             clock,
         })
     }
@@ -193,7 +209,7 @@ pub async fn run(
 
     let notify_metrics = crate::notify::Metrics::new();
     let metrics = Metrics::new_with(|r| notify_metrics.register_prefixed(r));
-    let health = Health::default();
+    let health = Health::with_watchdog(cfg.watchdog);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop_metrics = stop_rx.clone();
     let (addr, metrics_task) = crate::metrics::serve(
@@ -227,10 +243,14 @@ pub async fn run(
         (rx, None)
     };
 
-    // Caches.
-    let policies: Api<PatchPolicy> = Api::all(client.clone());
+    // Caches. Policies are cached as raw objects and decoded one by one, so
+    // one object the types cannot hold (the API server may accept what they
+    // cannot) never fails the whole list: it is reported on its own status.
+    let resource = ApiResource::erase::<PatchPolicy>(&());
+    let policies: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let nodes: Api<Node> = Api::all(client.clone());
-    let (policy_store, policy_writer) = reflector::store::<PatchPolicy>();
+    let policy_writer = reflector::store::Writer::<DynamicObject>::new(resource);
+    let policy_store = policy_writer.as_reader();
     let (node_store, node_writer) = reflector::store::<Node>();
     let policy_events = watcher(policies, watcher::Config::default())
         .default_backoff()
@@ -277,7 +297,7 @@ pub async fn run(
 }
 
 struct LoopInputs<P, N> {
-    policy_store: Store<PatchPolicy>,
+    policy_store: Store<DynamicObject>,
     node_store: Store<Node>,
     policy_events: P,
     node_events: N,
@@ -294,17 +314,24 @@ async fn main_loop<P, N>(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError>
 where
-    P: futures::Stream<Item = Result<watcher::Event<PatchPolicy>, watcher::Error>> + Unpin,
+    P: futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Unpin,
     N: futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Unpin,
 {
     let mut shutdown = Box::pin(shutdown);
+    let mut decoder = PolicyDecoder::default();
+    let mut known_policies: std::collections::BTreeSet<String> = Default::default();
+    // Idle rounds come at least this often, so a live loop keeps the watchdog fed.
+    let idle = (inp.health.watchdog() / 4).max(Duration::from_millis(250));
     let mut policies_ready = false;
     let mut nodes_ready = false;
     let mut next_wake: Option<tokio::time::Instant> = None;
     let mut was_leader = false;
     loop {
-        let sleep_until =
-            next_wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        // Every round of this loop ends (a decision pass, or an idle wake-up):
+        // a pass that hangs stops the beats and `/healthz` fails.
+        inp.health.beat();
+        let idle_until = tokio::time::Instant::now() + idle;
+        let sleep_until = next_wake.map_or(idle_until, |w| w.min(idle_until));
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("shutting down; nodes in progress resume from their records on the next leader");
@@ -314,7 +341,7 @@ where
             ev = inp.policy_events.next() => {
                 match ev {
                     Some(Ok(watcher::Event::InitDone)) => policies_ready = true,
-                    Some(Err(e)) => tracing::warn!(error = %e, "PatchPolicy watch error; retrying"),
+                    Some(Err(e)) => tracing::warn!(error = %safe_error(&e), "PatchPolicy watch error; retrying"),
                     None => return Ok(()),
                     _ => {}
                 }
@@ -322,7 +349,7 @@ where
             ev = inp.node_events.next() => {
                 match ev {
                     Some(Ok(watcher::Event::InitDone)) => nodes_ready = true,
-                    Some(Err(e)) => tracing::warn!(error = %e, "Node watch error; retrying"),
+                    Some(Err(e)) => tracing::warn!(error = %safe_error(&e), "Node watch error; retrying"),
                     None => return Ok(()),
                     _ => {}
                 }
@@ -340,7 +367,12 @@ where
                 }
             }
             _ = tokio::time::sleep_until(sleep_until) => {
-                next_wake = None;
+                if next_wake.is_some_and(|w| w <= tokio::time::Instant::now()) {
+                    next_wake = None;
+                } else {
+                    // An idle wake-up only feeds the watchdog.
+                    continue;
+                }
             }
             // Customer notifications: store each delivery result (leader only).
             Some(report) = shell.next_report() => {
@@ -380,14 +412,115 @@ where
         {
             return Ok(());
         }
-        let policies: Vec<Arc<PatchPolicy>> = inp.policy_store.state();
+        let raw: Vec<Arc<DynamicObject>> = inp.policy_store.state();
+        let (policies, broken) = decoder.decode_all(&raw);
         let nodes: Vec<Arc<Node>> = inp.node_store.state();
-        let requeue = shell.tick(&policies, &nodes).await;
+        let mut requeue = shell.tick(&policies, &nodes).await;
+        for bad in &broken {
+            if let Some(r) = shell.report_undecodable(bad, &nodes).await {
+                requeue = Some(requeue.map_or(r, |q| q.min(r)));
+            }
+        }
+        // The metric series of deleted policies go with them.
+        let names: std::collections::BTreeSet<String> = raw.iter().map(|o| o.name_any()).collect();
+        for gone in known_policies.difference(&names) {
+            inp.metrics.forget_policy(gone);
+        }
+        known_policies = names;
         next_wake = requeue.map(|d| tokio::time::Instant::now() + d);
         // Nodes the stores have not caught up with yet are re-read next round.
         if shell.has_pending_overlay() {
             let soon = tokio::time::Instant::now() + Duration::from_millis(500);
             next_wake = Some(next_wake.map_or(soon, |w| w.min(soon)));
+        }
+    }
+}
+
+/// A watch error as text fit for a log: values quoted by a decoding error
+/// (which may be spec text) are cut.
+fn safe_error(e: &watcher::Error) -> String {
+    crate::api::redact_decode_message(&e.to_string())
+}
+
+/// A PatchPolicy object that could not be decoded: the controller writes its
+/// status (`Stalled`, reason `InvalidSpec`, naming the field) and goes on with
+/// the others.
+pub(crate) struct Undecodable {
+    /// Metadata of the object, and a default spec (used only to let a
+    /// deleted object's nodes go).
+    pub(crate) policy: PatchPolicy,
+    /// Which field does not fit, and why.
+    pub(crate) error: crate::api::DecodeError,
+    /// The stored status, as raw JSON.
+    pub(crate) status: Option<serde_json::Value>,
+}
+
+/// A decoded policy, or why it could not be decoded.
+type Decoded = Result<Arc<PatchPolicy>, Arc<Undecodable>>;
+
+/// Decodes raw policy objects one by one; each object is decoded again only
+/// when its resourceVersion changed.
+#[derive(Default)]
+struct PolicyDecoder {
+    cache: HashMap<String, (Option<String>, Decoded)>,
+}
+
+impl PolicyDecoder {
+    fn decode_all(
+        &mut self,
+        raw: &[Arc<DynamicObject>],
+    ) -> (Vec<Arc<PatchPolicy>>, Vec<Arc<Undecodable>>) {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for obj in raw {
+            let name = obj.name_any();
+            let rv = obj.metadata.resource_version.clone();
+            let entry = match self.cache.get(&name) {
+                Some((cached, decoded)) if rv.is_some() && *cached == rv => decoded.clone(),
+                _ => {
+                    let decoded = decode_object(obj);
+                    self.cache.insert(name.clone(), (rv, decoded.clone()));
+                    decoded
+                }
+            };
+            seen.insert(name);
+            match entry {
+                Ok(p) => good.push(p),
+                Err(u) => bad.push(u),
+            }
+        }
+        self.cache.retain(|k, _| seen.contains(k));
+        (good, bad)
+    }
+}
+
+/// Decodes one raw object.
+pub(crate) fn decode_object(obj: &DynamicObject) -> Decoded {
+    let mut value = serde_json::to_value(obj).unwrap_or_default();
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert(
+            "apiVersion".into(),
+            format!("{}/{}", crate::api::GROUP, crate::api::VERSION).into(),
+        );
+        map.insert("kind".into(), "PatchPolicy".into());
+    }
+    match crate::api::decode_policy(&value) {
+        Ok(p) => Ok(Arc::new(p)),
+        Err(error) => {
+            let revision = value
+                .pointer("/spec/revision")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let mut policy =
+                PatchPolicy::new(&obj.name_any(), crate::api::PatchPolicySpec::new(revision));
+            policy.metadata = obj.metadata.clone();
+            Err(Arc::new(Undecodable {
+                policy,
+                error,
+                status: value.get("status").cloned(),
+            }))
         }
     }
 }
@@ -404,7 +537,9 @@ where
         match stream.next().now_or_never() {
             None => return true,
             Some(None) => return false,
-            Some(Some(Err(e))) => tracing::warn!(error = %e, "{what} watch error; retrying"),
+            Some(Some(Err(e))) => {
+                tracing::warn!(error = %safe_error(&e), "{what} watch error; retrying")
+            }
             Some(Some(Ok(_))) => {}
         }
     }

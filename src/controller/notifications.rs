@@ -120,9 +120,10 @@ impl Notifications {
         self.written.clear();
     }
 
-    /// Sets the embargo of a policy as of `phase` (lifted once Completed).
-    pub(crate) fn set_embargo(&mut self, policy: &PatchPolicy, phase: Option<Phase>) {
-        let e = Embargo::for_policy(&policy.spec, phase.unwrap_or_default());
+    /// Sets the embargo of a policy as of `status` (lifted once every selected
+    /// node is updated, or by `advisory.release: Now`).
+    pub(crate) fn set_embargo(&mut self, policy: &PatchPolicy, status: Option<&PatchPolicyStatus>) {
+        let e = Embargo::for_status(&policy.spec, status);
         if e.is_lifted() {
             self.embargoes.remove(&policy.name_any());
         } else {
@@ -258,6 +259,9 @@ impl Notifications {
         }
 
         let (resolved, errors) = self.resolve(policy).await;
+        // Every payload without the details is checked for them before it is
+        // queued, whatever field or template put them there.
+        let embargo = Embargo::for_status(&policy.spec, Some(&*status));
         for e in &errors {
             prepared.events.push((
                 EventType::Warning,
@@ -287,7 +291,9 @@ impl Notifications {
             for d in &due {
                 let m = Message::new(&rollout, d);
                 let event_type = match d.kind {
-                    EventKind::NodeFailed | EventKind::Halted => EventType::Warning,
+                    EventKind::NodeFailed
+                    | EventKind::Halted
+                    | EventKind::CompletedWithFailures => EventType::Warning,
                     _ => EventType::Normal,
                 };
                 prepared.events.push((
@@ -297,7 +303,20 @@ impl Notifications {
                 ));
                 for w in webhooks {
                     if let Some(r) = resolved.get(&w.name) {
-                        prepared.deliveries.push(Delivery::new(&m, r.clone()));
+                        let delivery = Delivery::new(&m, r.clone());
+                        if delivery.leaks(&embargo) {
+                            notify::event::set_result(
+                                &mut records,
+                                d.kind,
+                                d.node.as_deref(),
+                                d.at,
+                                &w.name,
+                                notify::event::FAILED,
+                            );
+                            prepared.events.push(withheld_event(&delivery));
+                            continue;
+                        }
+                        prepared.deliveries.push(delivery);
                     }
                 }
             }
@@ -306,9 +325,36 @@ impl Notifications {
             let (Some(d), Some(r)) = (Due::from_record(&records, i), resolved.get(&webhook)) else {
                 continue;
             };
+            // A pending record is only memory, never proof: a completion is
+            // delivered again only when the rollout as decided now has ended
+            // (and the details only go with it when every node is updated).
+            let ended = rollout.phase == Phase::Completed;
+            let completion = matches!(
+                d.kind,
+                EventKind::Completed | EventKind::CompletedWithFailures
+            );
+            if completion
+                && (!ended || (d.kind == EventKind::Completed && !rollout.details_released()))
+            {
+                tracing::warn!(policy = %name, event = %d.kind, webhook = %webhook, "a pending completion record does not match the rollout; not delivered");
+                continue;
+            }
             let m = Message::new(&rollout, &d);
-            tracing::info!(policy = %name, event = %d.kind, id = %m.id(), webhook = %webhook, "delivering a pending notification again");
-            prepared.deliveries.push(Delivery::new(&m, r.clone()));
+            let delivery = Delivery::new(&m, r.clone());
+            if delivery.leaks(&embargo) {
+                notify::event::set_result(
+                    &mut records,
+                    d.kind,
+                    d.node.as_deref(),
+                    d.at,
+                    &webhook,
+                    notify::event::FAILED,
+                );
+                prepared.events.push(withheld_event(&delivery));
+                continue;
+            }
+            tracing::info!(policy = %name, event = %d.kind, id = %embargo.scrub(m.id()), webhook = %webhook, "delivering a pending notification again");
+            prepared.deliveries.push(delivery);
         }
         status.notifications = records;
         set_condition(status, prev, now);
@@ -355,63 +401,42 @@ impl Notifications {
 
     /// Fetches the Secrets of the policy's webhooks and resolves them. Returns
     /// the usable webhooks by name and the problems of the others (never a URL
-    /// or header value).
+    /// or header value). A Secret that cannot be read (missing, forbidden, API
+    /// error) is treated like one that did not opt in: the Event says the same
+    /// in every case, so it does not tell which Secrets exist.
     async fn resolve(
         &self,
         policy: &PatchPolicy,
     ) -> (HashMap<String, Arc<ResolvedWebhook>>, Vec<String>) {
+        let name = policy.name_any();
         let webhooks = webhooks_of(policy);
-        let mut refs: Vec<&SecretKeyRef> = Vec::new();
+        // One Secret per webhook (see notify::resolve); at most 16 webhooks.
+        let mut secrets: BTreeMap<(String, String), Option<Secret>> = BTreeMap::new();
         for w in webhooks {
-            refs.push(&w.url_secret_ref);
-            refs.extend(w.headers_secret_ref.iter());
-            refs.extend(w.ca_bundle_secret_ref.iter());
-        }
-        let mut secrets: BTreeMap<(String, String), Result<Option<Secret>, String>> =
-            BTreeMap::new();
-        for r in refs {
+            let r: &SecretKeyRef = &w.url_secret_ref;
             let key = (r.namespace.clone(), r.name.clone());
             if secrets.contains_key(&key) {
                 continue;
             }
             let api: Api<Secret> = Api::namespaced(self.client.clone(), &r.namespace);
-            let got = api.get_opt(&r.name).await.map_err(|e| {
-                format!(
-                    "cannot read Secret {}/{}: {}",
-                    r.namespace,
-                    r.name,
-                    api_reason(&e)
-                )
-            });
+            let got = match api.get_opt(&r.name).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(policy = %name, webhook = %w.name, reason = %api_reason(&e), "cannot read a webhook Secret");
+                    None
+                }
+            };
             secrets.insert(key, got);
         }
         let mut resolved = HashMap::new();
         let mut errors = Vec::new();
         for w in webhooks {
-            let unreadable = [
-                Some(&w.url_secret_ref),
-                w.headers_secret_ref.as_ref(),
-                w.ca_bundle_secret_ref.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .find_map(
-                |r| match secrets.get(&(r.namespace.clone(), r.name.clone())) {
-                    Some(Err(e)) => Some(e.clone()),
-                    _ => None,
-                },
-            );
-            if let Some(e) = unreadable {
-                errors.push(format!("webhook {}: {e}", w.name));
-                continue;
-            }
             let lookup = |r: &SecretKeyRef| {
                 secrets
                     .get(&(r.namespace.clone(), r.name.clone()))
-                    .and_then(|s| s.as_ref().ok())
                     .and_then(Option::as_ref)
             };
-            match notify::resolve(w, lookup) {
+            match notify::resolve(&name, w, lookup) {
                 Ok(r) => {
                     resolved.insert(w.name.clone(), Arc::new(r));
                 }
@@ -538,6 +563,20 @@ impl Notifications {
     }
 }
 
+/// The admins' Event for a request withheld because it contained embargoed
+/// text (the note is scrubbed again when published).
+fn withheld_event(d: &Delivery) -> PolicyEvent {
+    (
+        EventType::Warning,
+        "NotificationWithheld".into(),
+        format!(
+            "webhook {}: {} notification not sent: its payload contains the embargoed advisory details (from the policy name, revision, summary, webhook name or template text); make those fields neutral",
+            d.webhook(),
+            d.kind
+        ),
+    )
+}
+
 fn api_reason(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
@@ -598,7 +637,7 @@ fn set_condition(status: &mut PatchPolicyStatus, prev: Option<&PatchPolicyStatus
 /// Replaces the advisory details in what the status says in words while the
 /// rollout has not completed.
 pub(crate) fn scrub_status(policy: &PatchPolicy, status: &mut PatchPolicyStatus) {
-    let embargo = Embargo::for_policy(&policy.spec, status.phase.unwrap_or_default());
+    let embargo = Embargo::for_status(&policy.spec, Some(status));
     if embargo.is_lifted() {
         return;
     }
@@ -627,6 +666,7 @@ mod tests {
             advisory: Some(Advisory {
                 summary: "Security maintenance".into(),
                 details: Some(DETAILS.into()),
+                release: Default::default(),
             }),
         });
         PatchPolicy::new("p", spec)
@@ -669,13 +709,31 @@ mod tests {
             "patch command failed: fix [embargoed]"
         );
 
+        let nodes = |updated, failed| {
+            Some(crate::api::NodeCounts {
+                total: 3,
+                updated,
+                failed,
+                ..crate::api::NodeCounts::default()
+            })
+        };
         let mut done = PatchPolicyStatus {
             phase: Some(Phase::Completed),
             message: Some(format!("completed; {DETAILS}")),
+            nodes: nodes(3, 0),
             ..PatchPolicyStatus::default()
         };
         scrub_status(&p, &mut done);
         assert!(done.message.unwrap().contains(DETAILS));
+        // Completed (tolerated) with a failed node: still embargoed.
+        let mut tolerated = PatchPolicyStatus {
+            phase: Some(Phase::Completed),
+            message: Some(format!("completed with 1 failed (tolerated); {DETAILS}")),
+            nodes: nodes(2, 1),
+            ..PatchPolicyStatus::default()
+        };
+        scrub_status(&p, &mut tolerated);
+        assert!(!tolerated.message.unwrap().contains("CVE-2026-1234"));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 
 use super::drains::{DrainJob, Drains};
 use super::notifications::Notifications;
-use super::{ControllerConfig, Overlay, policy_ref};
-use crate::api::{PatchPolicy, PatchPolicyStatus, Phase, Step};
+use super::{ControllerConfig, Overlay, Undecodable, policy_ref};
+use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus, Phase, Step};
 use crate::drain::{DrainMode, DrainSettings};
 use crate::metrics::Metrics;
 use crate::node_record::{DONE_ANNOTATION, NodeRecord, RECORD_ANNOTATION, STEP_LABEL};
@@ -54,6 +54,9 @@ pub(crate) struct Shell {
     /// Each node's view with the resourceVersion it was parsed from.
     view_cache: HashMap<String, (Option<String>, NodeView)>,
 }
+
+/// A node's step and when it began.
+type StepSince = (Step, jiff::Timestamp);
 
 fn step_name(step: Step) -> &'static str {
     match step {
@@ -287,12 +290,20 @@ impl Shell {
         action: &str,
     ) {
         let recorder = self.recorder.clone();
+        // The advisory embargo holds for every Event before completion; the
+        // API server rejects notes over 1 KB.
+        let note = crate::notify::render::event_note(&self.notifications.scrub(&note));
+        // The Recorder folds Events with the same type, reason, action and
+        // object into one series and keeps the first note: a discriminator
+        // from the note keeps different texts apart.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&note, &mut hasher);
+        let action = format!("{action}-{:08x}", std::hash::Hasher::finish(&hasher) as u32);
         let ev = Event {
             type_,
             reason: reason.to_string(),
-            // The advisory embargo holds for every Event before completion.
-            note: Some(self.notifications.scrub(&note)),
-            action: action.to_string(),
+            note: Some(note),
+            action,
             secondary: None,
         };
         tokio::spawn(async move {
@@ -366,7 +377,9 @@ impl Shell {
                 }
                 Err(e) => {
                     self.metrics.reconcile_error(&name);
-                    let error = self.notifications.scrub(&e.to_string());
+                    let error = self
+                        .notifications
+                        .scrub(&crate::api::redact_decode_message(&e.to_string()));
                     tracing::warn!(policy = %name, %error, "reconcile failed; retrying soon");
                     let r = Duration::from_secs(2);
                     requeue = Some(requeue.map_or(r, |q| q.min(r)));
@@ -399,8 +412,104 @@ impl Shell {
             .collect()
     }
 
+    /// PatchPolicies as raw objects: for writes whose answer need not decode.
+    fn raw_policies(&self) -> Api<kube::api::DynamicObject> {
+        Api::all_with(
+            self.client.clone(),
+            &kube::api::ApiResource::erase::<PatchPolicy>(&()),
+        )
+    }
+
+    /// A policy the types cannot hold: status `Halted`, `Stalled` with reason
+    /// `InvalidSpec` naming the field, one Warning Event per generation. A
+    /// deleted one lets its nodes go like any deleted policy. Nothing of the
+    /// spec is written or logged: the decode error names the field only.
+    pub(crate) async fn report_undecodable(
+        &mut self,
+        bad: &Undecodable,
+        nodes: &[Arc<Node>],
+    ) -> Option<Duration> {
+        let now = self.cfg.clock.now();
+        let policy = &bad.policy;
+        let name = policy.name_any();
+        if policy.meta().deletion_timestamp.is_some() {
+            if !policy.finalizers().iter().any(|f| f == FINALIZER) {
+                return None;
+            }
+            let mut objects: BTreeMap<String, Arc<Node>> = nodes
+                .iter()
+                .map(|n| (n.name_any(), self.overlay.freshest(n)))
+                .collect();
+            return match self.finalize(policy, &mut objects, now).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.metrics.reconcile_error(&name);
+                    let error = crate::api::redact_decode_message(&e.to_string());
+                    tracing::warn!(policy = %name, %error, "cannot finalize; retrying soon");
+                    Some(Duration::from_secs(2))
+                }
+            };
+        }
+        let generation = policy.meta().generation;
+        let message = format!(
+            "halted: invalid spec: {}; the controller cannot read this field (run sofort validate on the policy for every problem)",
+            bad.error
+        );
+        self.metrics.set_phase(&name, phase_name(Phase::Halted));
+        if self.invalid_seen.get(&name) != Some(&generation) {
+            self.invalid_seen.insert(name.clone(), generation);
+            self.publish(
+                policy_ref(policy),
+                EventType::Warning,
+                "InvalidSpec",
+                message.clone(),
+                "Decode",
+            );
+        }
+        let stored = bad.status.as_ref();
+        let field = |k: &str| stored.and_then(|s| s.get(k)).cloned();
+        if field("phase") == Some(json!("Halted"))
+            && field("message") == Some(json!(message))
+            && field("observedGeneration") == generation.map(|g| json!(g))
+        {
+            return None;
+        }
+        let at = jiff::Timestamp::from_second(now.as_second())
+            .unwrap_or(now)
+            .to_string();
+        let condition = |type_: &str, status: &str| {
+            json!({
+                "type": type_, "status": status, "reason": "InvalidSpec",
+                "message": message, "observedGeneration": generation,
+                "lastTransitionTime": at,
+            })
+        };
+        let patch = json!({"status": {
+            "observedGeneration": generation,
+            "revision": policy.spec.revision,
+            "phase": "Halted",
+            "message": message,
+            "active": null,
+            "conditions": [
+                condition("Ready", "False"),
+                condition("Reconciling", "False"),
+                condition("Stalled", "True"),
+            ],
+        }});
+        if let Err(e) = self
+            .raw_policies()
+            .patch_status(&name, &params(), &Patch::Merge(patch))
+            .await
+        {
+            let error = crate::api::redact_decode_message(&e.to_string());
+            tracing::warn!(policy = %name, %error, "cannot write the status of an invalid policy; retrying soon");
+            return Some(Duration::from_secs(2));
+        }
+        None
+    }
+
     async fn add_finalizer(&self, policy: &PatchPolicy) {
-        let api: Api<PatchPolicy> = Api::all(self.client.clone());
+        let api = self.raw_policies();
         let mut finalizers = policy.finalizers().to_vec();
         finalizers.push(FINALIZER.to_string());
         let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": policy.resource_version()}});
@@ -424,7 +533,7 @@ impl Shell {
         let same =
             stored.and_then(|s| s.revision.as_deref()) == Some(policy.spec.revision.as_str());
         self.notifications
-            .set_embargo(policy, stored.and_then(|s| s.phase).filter(|_| same));
+            .set_embargo(policy, stored.filter(|_| same));
         let views = self.views(objects);
         // decide() validates the spec itself: an invalid one halts (Stalled,
         // reason InvalidSpec) with every problem in the message.
@@ -472,7 +581,7 @@ impl Shell {
             .notifications
             .prepare(policy, &mut status, &views, valid, now)
             .await;
-        self.observe(&name, &status);
+        self.observe(&name, &status, &policy.spec);
         let phase = status.phase;
         let same_rev = prev_rev.as_deref() == Some(policy.spec.revision.as_str());
         if phase != prev_phase || !same_rev {
@@ -545,14 +654,14 @@ impl Shell {
             }
         }
         // Sent only now that the records are stored.
-        self.notifications.set_embargo(policy, status.phase);
+        self.notifications.set_embargo(policy, Some(&status));
         for (type_, reason, note) in self.notifications.send(prepared) {
             self.publish(policy_ref(policy), type_, &reason, note, "Notify");
         }
         Ok(requeue)
     }
 
-    fn observe(&self, policy: &str, status: &PatchPolicyStatus) {
+    fn observe(&self, policy: &str, status: &PatchPolicyStatus, spec: &PatchPolicySpec) {
         if let Some(p) = status.phase {
             self.metrics.set_phase(policy, phase_name(p));
         }
@@ -577,6 +686,33 @@ impl Shell {
         for (step, count) in by_step {
             self.metrics.set_nodes(policy, step, count);
         }
+        // When the node longest in each step entered it, and the step's
+        // timeout (the stuck-node alert compares the two).
+        let cfg = rollout::Config::from_spec(spec);
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        for (step, timeout) in [
+            (Step::Draining, Some(cfg.drain_timeout)),
+            (
+                Step::Patching,
+                spec.patch.as_ref().map(|_| cfg.patch_timeout),
+            ),
+            (Step::Rebooting, Some(cfg.reboot_timeout)),
+            (Step::WaitingReady, Some(cfg.reboot_timeout)),
+            (Step::Settling, None),
+        ] {
+            let oldest = status
+                .active
+                .iter()
+                .filter(|a| a.step == step)
+                .map(|a| a.since.0.as_second())
+                .min();
+            self.metrics
+                .set_step_started(policy, step_name(step), oldest);
+            if let Some(t) = timeout {
+                self.metrics
+                    .set_step_timeout(policy, step_name(step), secs(t));
+            }
+        }
         let open = status
             .next_window
             .as_ref()
@@ -595,7 +731,8 @@ impl Shell {
         objects: &mut BTreeMap<String, Arc<Node>>,
     ) -> bool {
         let name = policy.name_any();
-        let mut prepared: Vec<(&Action, Option<Step>, Option<Value>)> = Vec::new();
+        // (action, the node's step and its start before the write, node patch)
+        let mut prepared: Vec<(&Action, Option<StepSince>, Option<Value>)> = Vec::new();
         for &i in batch {
             let Some(action) = actions.get(i) else {
                 continue;
@@ -607,7 +744,7 @@ impl Shell {
             let was = objects
                 .get(action.node())
                 .and_then(|n| NodeView::from_node(n).record)
-                .map(|r| r.step);
+                .map(|r| (r.step, r.since));
             prepared.push((action, was, node_patch(action, objects)));
         }
         let api: Api<Node> = Api::all(self.client.clone());
@@ -657,7 +794,18 @@ impl Shell {
                 }
                 None => {}
             }
-            self.after_write(policy, action, was, objects);
+            let now_step = objects
+                .get(action.node())
+                .and_then(|n| NodeView::from_node(n).record)
+                .map(|r| r.step);
+            if let Some((step, since)) = was
+                && now_step != Some(step)
+            {
+                // The node left `step`: how long it took.
+                let took = self.cfg.clock.now().duration_since(since).as_secs_f64();
+                self.metrics.observe_step(step_name(step), took.max(0.0));
+            }
+            self.after_write(policy, action, was.map(|w| w.0), objects);
         }
         ok
     }
@@ -919,7 +1067,8 @@ impl Shell {
             ));
         }
         // Forget this policy in the done maps? No: they record history and are harmless.
-        let api: Api<PatchPolicy> = Api::all(self.client.clone());
+        // Through the raw API: the answer may be an object the types cannot hold.
+        let api = self.raw_policies();
         let finalizers: Vec<String> = policy
             .finalizers()
             .iter()

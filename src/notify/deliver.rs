@@ -165,15 +165,30 @@ pub enum ResolveError {
         #[source]
         source: super::secret::SecretError,
     },
+    /// The headers or CA bundle reference another Secret than the URL.
+    #[error(
+        "webhook {webhook}: the URL, headers and CA bundle must come from one Secret; point headersSecretRef and caBundleSecretRef at the Secret of urlSecretRef ({namespace}/{name})"
+    )]
+    MixedSecrets {
+        /// Webhook name.
+        webhook: String,
+        /// Namespace of the URL's Secret.
+        namespace: String,
+        /// Name of the URL's Secret.
+        name: String,
+    },
     /// The values are unusable.
     #[error(transparent)]
     Webhook(#[from] WebhookError),
 }
 
-/// Resolves a webhook of the spec with `lookup`, which returns the Secret a
-/// reference points to (`None` when it does not exist), for example from a
-/// reflector store or after `Api::<Secret>::namespaced(..).get_opt(..)`.
+/// Resolves a webhook of policy `policy` with `lookup`, which returns the
+/// Secret a reference points to (`None` when it does not exist or cannot be
+/// read), for example from a reflector store or after
+/// `Api::<Secret>::namespaced(..).get_opt(..)`. The URL, headers and CA bundle
+/// come from one Secret, which must have opted in (see [`super::secret`]).
 pub fn resolve<'s>(
+    policy: &str,
     webhook: &Webhook,
     lookup: impl Fn(&crate::api::SecretKeyRef) -> Option<&'s k8s_openapi::api::core::v1::Secret>,
 ) -> Result<ResolvedWebhook, ResolveError> {
@@ -183,13 +198,25 @@ pub fn resolve<'s>(
         source,
     };
     let r = &webhook.url_secret_ref;
-    let url = secret_text(lookup(r), r).map_err(err)?;
+    let same = |o: &crate::api::SecretKeyRef| o.namespace == r.namespace && o.name == r.name;
+    if ![&webhook.headers_secret_ref, &webhook.ca_bundle_secret_ref]
+        .into_iter()
+        .flatten()
+        .all(same)
+    {
+        return Err(ResolveError::MixedSecrets {
+            webhook: webhook.name.clone(),
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+        });
+    }
+    let url = secret_text(lookup(r), r, policy).map_err(err)?;
     let headers = match &webhook.headers_secret_ref {
-        Some(r) => Some(secret_text(lookup(r), r).map_err(err)?),
+        Some(r) => Some(secret_text(lookup(r), r, policy).map_err(err)?),
         None => None,
     };
     let ca = match &webhook.ca_bundle_secret_ref {
-        Some(r) => Some(secret_bytes(lookup(r), r).map_err(err)?),
+        Some(r) => Some(secret_bytes(lookup(r), r, policy).map_err(err)?),
         None => None,
     };
     Ok(ResolvedWebhook::new(
@@ -199,6 +226,25 @@ pub fn resolve<'s>(
         ca.as_deref(),
     )?)
 }
+
+/// Headers a webhook Secret may not set: framing, routing and hop-by-hop
+/// headers (RFC 9110 section 7.6.1), which would let a Secret smuggle or
+/// redirect requests. Lower-case, as `HeaderName` stores them.
+pub const FORBIDDEN_HEADERS: [&str; 13] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "user-agent",
+];
 
 fn parse_headers(webhook: &str, text: &str) -> Result<HeaderMap, WebhookError> {
     let mut map = HeaderMap::new();
@@ -217,6 +263,11 @@ fn parse_headers(webhook: &str, text: &str) -> Result<HeaderMap, WebhookError> {
             .map_err(|_| err("invalid header name"))?;
         if name == CONTENT_TYPE {
             return Err(err("Content-Type is set by the format"));
+        }
+        if FORBIDDEN_HEADERS.contains(&name.as_str()) {
+            return Err(err(
+                "this header is set by the HTTP client (framing, routing or hop-by-hop) and may not be overridden",
+            ));
         }
         let mut value =
             HeaderValue::from_str(value.trim()).map_err(|_| err("invalid header value"))?;
@@ -245,6 +296,7 @@ pub struct Delivery {
     pub id: String,
     webhook: Arc<ResolvedWebhook>,
     payload: Payload,
+    carries_details: bool,
 }
 
 impl fmt::Debug for Delivery {
@@ -267,7 +319,15 @@ impl Delivery {
             id: message.id().to_string(),
             webhook,
             payload,
+            carries_details: message.carries_details(),
         }
+    }
+
+    /// True when the rendered request contains embargoed text although its
+    /// message does not carry the details (a public field, the policy name or
+    /// a template's own text quotes them): such a request must not be sent.
+    pub fn leaks(&self, embargo: &super::Embargo) -> bool {
+        !self.carries_details && embargo.leaks(&String::from_utf8_lossy(&self.payload.body))
     }
 
     /// Name of the webhook.
@@ -723,12 +783,17 @@ mod tests {
             ])),
             ..Secret::default()
         };
-        let ok = resolve(&w, |r| (r.name == "s").then_some(&secret)).unwrap();
+        let mut secret = secret;
+        secret.metadata.labels = Some(BTreeMap::from([(
+            crate::notify::secret::OPT_IN_LABEL.to_string(),
+            "true".to_string(),
+        )]));
+        let ok = resolve("p", &w, |r| (r.name == "s").then_some(&secret)).unwrap();
         assert_eq!(ok.headers.len(), 1);
-        let e = resolve(&w, |_| None).unwrap_err();
+        let e = resolve("p", &w, |_| None).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("webhook statuspage: Secret ns/s not found"),
+                .starts_with("webhook statuspage: Secret ns/s key \"url\" cannot be used"),
             "{e}"
         );
         w.ca_bundle_secret_ref = Some(crate::api::SecretKeyRef {
@@ -736,8 +801,52 @@ mod tests {
             name: "s".into(),
             key: "ca.crt".into(),
         });
-        let e = resolve(&w, |_| Some(&secret)).unwrap_err();
-        assert!(e.to_string().contains("has no key \"ca.crt\""), "{e}");
+        let e = resolve("p", &w, |_| Some(&secret)).unwrap_err();
+        assert!(
+            e.to_string().contains("key \"ca.crt\" cannot be used"),
+            "{e}"
+        );
+        // Headers of another Secret than the URL's: refused before any lookup.
+        w.ca_bundle_secret_ref = None;
+        w.headers_secret_ref = Some(crate::api::SecretKeyRef {
+            namespace: "other-team".into(),
+            name: "slack".into(),
+            key: "url".into(),
+        });
+        let e = resolve("p", &w, |_| Some(&secret)).unwrap_err();
+        assert!(matches!(e, ResolveError::MixedSecrets { .. }), "{e}");
+    }
+
+    #[test]
+    fn headers_may_not_override_framing_or_routing() {
+        for h in [
+            "Host: evil.example",
+            "content-length: 0",
+            "Transfer-Encoding: chunked",
+            "Connection: close",
+            "Keep-Alive: 1",
+            "Upgrade: h2c",
+            "TE: trailers",
+            "Proxy-Authorization: Basic x",
+        ] {
+            let e = ResolvedWebhook::new(&webhook(None), "https://h/x", Some(h), None)
+                .err()
+                .unwrap_or_else(|| panic!("{h} was accepted"));
+            assert!(
+                matches!(e, WebhookError::InvalidHeader { line: 1, .. }),
+                "{e}"
+            );
+            assert!(e.to_string().contains("may not be overridden"), "{e}");
+        }
+        assert!(
+            ResolvedWebhook::new(
+                &webhook(None),
+                "https://h/x",
+                Some("Authorization: Bearer t\nX-Team: ops"),
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{FailedNode, NotificationRecord, PatchPolicySpec, Phase};
+use crate::api::{AdvisoryRelease, FailedNode, NotificationRecord, PatchPolicySpec, Phase};
 
 /// At most this many `NodeFailed` notifications per revision; later failures are
 /// still counted in every following notification.
@@ -22,10 +22,10 @@ pub const MAX_NODE_FAILED: usize = 10;
 /// At most this many `Resumed` notifications per revision (pause/unpause cycles).
 pub const MAX_RESUMED: usize = 3;
 /// `status.notifications` keeps at most this many records. With the caps above a
-/// revision needs at most 20: `Scheduled`, the start, 10 `NodeFailed`,
-/// 3 `Resumed`, 4 `Halted` (one more than `Resumed`) and `Completed`. So the
-/// dedupe memory of the current revision is never cut.
-pub const MAX_RECORDS: usize = 20;
+/// revision needs at most 21: `Scheduled`, the start, 10 `NodeFailed`,
+/// 3 `Resumed`, 4 `Halted` (one more than `Resumed`), `CompletedWithFailures`
+/// and `Completed`. So the dedupe memory of the current revision is never cut.
+pub const MAX_RECORDS: usize = 21;
 
 /// A customer notification.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,19 +42,24 @@ pub enum EventKind {
     Halted,
     /// Work goes on after a halt or a pause.
     Resumed,
-    /// Every node is done. The only notification that carries the advisory details.
+    /// The rollout ended but not every selected node is updated (failed or
+    /// skipped nodes): says so without the advisory details, which stay embargoed.
+    CompletedWithFailures,
+    /// Every selected node is updated (or an admin released the details). The
+    /// only notification that carries the advisory details.
     Completed,
 }
 
 impl EventKind {
     /// Every kind, in the order they are emitted within one decision.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Scheduled,
         EventKind::UrgentStarted,
         EventKind::Started,
         EventKind::NodeFailed,
         EventKind::Halted,
         EventKind::Resumed,
+        EventKind::CompletedWithFailures,
         EventKind::Completed,
     ];
 
@@ -67,6 +72,7 @@ impl EventKind {
             EventKind::NodeFailed => "NodeFailed",
             EventKind::Halted => "Halted",
             EventKind::Resumed => "Resumed",
+            EventKind::CompletedWithFailures => "CompletedWithFailures",
             EventKind::Completed => "Completed",
         }
     }
@@ -130,6 +136,32 @@ pub struct Rollout<'a> {
     pub expected_completion: Option<Timestamp>,
     /// The decision's clock.
     pub now: Timestamp,
+}
+
+impl Rollout<'_> {
+    /// True when the rollout has ended with every selected node updated: no
+    /// failed node, none left behind.
+    pub fn all_patched(&self) -> bool {
+        self.phase == Phase::Completed
+            && self.counts.failed == 0
+            && self.failed.is_empty()
+            && self.counts.updated >= self.counts.total
+    }
+
+    /// True when the advisory details may be published now: every selected
+    /// node is updated, or an admin set `advisory.release: Now`. Decided from
+    /// the rollout as computed now, never from a status record.
+    pub fn details_released(&self) -> bool {
+        release_now(self.spec) || self.all_patched()
+    }
+}
+
+/// True when an admin lifted the embargo (`spec.notify.advisory.release: Now`).
+pub fn release_now(spec: &PatchPolicySpec) -> bool {
+    spec.notify
+        .as_ref()
+        .and_then(|n| n.advisory.as_ref())
+        .is_some_and(|a| a.release == AdvisoryRelease::Now)
 }
 
 /// One notification that is due: what to record in status and then deliver.
@@ -229,8 +261,11 @@ fn has(records: &[NotificationRecord], kind: EventKind) -> bool {
 /// - `Halted`: when the phase is `Halted` after the start, once per halt.
 /// - `Resumed`: back to `Progressing` after a `Halted` notification, or after
 ///   `Paused` (transition from the stored phase), at most [`MAX_RESUMED`].
-/// - `Completed`: when the phase is `Completed`, once; not for a revision that
-///   selected no node and told nobody anything.
+/// - `CompletedWithFailures`: when the phase is `Completed` but a selected node
+///   failed or was left behind, once; the details stay embargoed.
+/// - `Completed`: when the phase is `Completed` and every selected node is
+///   updated, or later when an admin sets `advisory.release: Now`, once; not for
+///   a revision that selected no node and told nobody anything.
 pub fn due(rollout: &Rollout<'_>, records: &[NotificationRecord]) -> Vec<Due> {
     let now = rollout.now;
     let mut out = Vec::new();
@@ -314,7 +349,11 @@ pub fn due(rollout: &Rollout<'_>, records: &[NotificationRecord]) -> Vec<Due> {
         push(EventKind::Resumed, None, resumed + 1);
     }
     if phase == Phase::Completed && !has(records, EventKind::Completed) {
-        push(EventKind::Completed, None, 1);
+        if rollout.details_released() {
+            push(EventKind::Completed, None, 1);
+        } else if !has(records, EventKind::CompletedWithFailures) {
+            push(EventKind::CompletedWithFailures, None, 1);
+        }
     }
     out
 }
@@ -392,6 +431,7 @@ mod tests {
             advisory: Some(Advisory {
                 summary: "Security maintenance".into(),
                 details: Some("CVE-2026-1234".into()),
+                release: Default::default(),
             }),
         });
         s
@@ -423,7 +463,12 @@ mod tests {
             phase,
             counts: Counts {
                 total: 5,
-                updated: 1,
+                // A completion without failures updated every node.
+                updated: if phase == Phase::Completed && f.is_empty() {
+                    5
+                } else {
+                    1
+                },
                 failed: u32::try_from(f.len()).unwrap(),
             },
             failed: &f,
@@ -460,18 +505,125 @@ mod tests {
             ["NodeFailed:w-2"]
         );
         assert!(step(&s, &mut rec, Some(Progressing), Progressing, &["w-2"]).is_empty());
+        // w-2 failed (tolerated): the rollout ended, the details stay embargoed.
         assert_eq!(
             step(&s, &mut rec, Some(Progressing), Completed, &["w-2"]),
-            ["Completed"]
+            ["CompletedWithFailures"]
         );
         // A restarted controller reads the same records: nothing again.
         for prev in [None, Some(Progressing), Some(Completed)] {
             assert!(step(&s, &mut rec, prev, Completed, &["w-2"]).is_empty());
         }
         let events: Vec<_> = rec.iter().map(|r| r.event.as_str()).collect();
-        assert_eq!(events, ["Scheduled", "Started", "NodeFailed", "Completed"]);
+        assert_eq!(
+            events,
+            [
+                "Scheduled",
+                "Started",
+                "NodeFailed",
+                "CompletedWithFailures"
+            ]
+        );
         assert_eq!(rec[2].node.as_deref(), Some("w-2"));
         assert_eq!(rec[0].results, ["hook=pending"]);
+    }
+
+    #[test]
+    fn embargo_holds_while_a_node_failed() {
+        let s = spec(false);
+        let completed = |spec: &PatchPolicySpec, updated: u32, failed: &[FailedNode]| {
+            let r = Rollout {
+                policy: "p",
+                spec,
+                previous_phase: Some(Phase::Progressing),
+                phase: Phase::Completed,
+                counts: Counts {
+                    total: 3,
+                    updated,
+                    failed: u32::try_from(failed.len()).unwrap_or(u32::MAX),
+                },
+                failed,
+                first_window: None,
+                expected_completion: None,
+                now: Timestamp::UNIX_EPOCH,
+            };
+            let started = Due {
+                kind: EventKind::Started,
+                node: None,
+                seq: 1,
+                at: Timestamp::UNIX_EPOCH,
+            }
+            .record(["hook"]);
+            let d = due(&r, std::slice::from_ref(&started));
+            let kinds: Vec<EventKind> = d.iter().map(|d| d.kind).collect();
+            let details = d
+                .iter()
+                .map(|d| crate::notify::Message::new(&r, d).variable("details"))
+                .collect::<String>();
+            (kinds, r.details_released(), details)
+        };
+        let one_failed = failed(&["w-2"]);
+        // maxFailedNodes tolerated w-2: the rollout ended, w-2 is still vulnerable.
+        let (kinds, released, details) = completed(&s, 2, &one_failed);
+        assert!(
+            kinds.contains(&EventKind::CompletedWithFailures),
+            "{kinds:?}"
+        );
+        assert!(!kinds.contains(&EventKind::Completed), "{kinds:?}");
+        assert!(!released && details.is_empty());
+        // A skipped node (not updated, not failed) keeps it too.
+        let (kinds, released, _) = completed(&s, 2, &[]);
+        assert_eq!(kinds, [EventKind::CompletedWithFailures]);
+        assert!(!released);
+        // Every node updated: Completed with the details.
+        let (kinds, released, details) = completed(&s, 3, &[]);
+        assert_eq!(kinds, [EventKind::Completed]);
+        assert!(released);
+        assert_eq!(details, "CVE-2026-1234");
+        // An admin lifts the embargo explicitly.
+        let mut now = s.clone();
+        if let Some(a) = now.notify.as_mut().and_then(|n| n.advisory.as_mut()) {
+            a.release = AdvisoryRelease::Now;
+        }
+        let (kinds, released, details) = completed(&now, 2, &one_failed);
+        assert!(kinds.contains(&EventKind::Completed), "{kinds:?}");
+        assert!(released);
+        assert_eq!(details, "CVE-2026-1234");
+    }
+
+    #[test]
+    fn a_forged_completed_record_sends_no_details() {
+        let s = spec(false);
+        // A status record `Completed=pending` while the rollout is still going.
+        let forged = Due {
+            kind: EventKind::Completed,
+            node: None,
+            seq: 1,
+            at: Timestamp::UNIX_EPOCH,
+        }
+        .record(["hook"]);
+        let records = [forged];
+        let d = Due::from_record(&records, 0).unwrap();
+        for (phase, updated) in [(Phase::Progressing, 1), (Phase::Completed, 2)] {
+            let r = Rollout {
+                policy: "p",
+                spec: &s,
+                previous_phase: Some(Phase::Completed),
+                phase,
+                counts: Counts {
+                    total: 3,
+                    updated,
+                    failed: 0,
+                },
+                failed: &[],
+                first_window: None,
+                expected_completion: None,
+                now: Timestamp::UNIX_EPOCH,
+            };
+            let m = crate::notify::Message::new(&r, &d);
+            assert_eq!(m.variable("details"), "", "{phase:?}");
+            assert!(!m.text().contains("CVE-2026-1234"));
+        }
     }
 
     #[test]
@@ -631,6 +783,19 @@ mod tests {
         assert_eq!(count(&rec, EventKind::Resumed), MAX_RESUMED);
         assert_eq!(count(&rec, EventKind::Halted), MAX_RESUMED + 1);
         step(&s, &mut rec, Some(Phase::Halted), Phase::Completed, &many);
+        assert_eq!(rec.last().unwrap().event, "CompletedWithFailures");
+        // An admin releases the details afterwards: Completed follows.
+        let mut released = s.clone();
+        if let Some(a) = released.notify.as_mut().and_then(|n| n.advisory.as_mut()) {
+            a.release = AdvisoryRelease::Now;
+        }
+        step(
+            &released,
+            &mut rec,
+            Some(Phase::Completed),
+            Phase::Completed,
+            &many,
+        );
         // Scheduled is not in this rollout, so one slot is left.
         assert_eq!(rec.len(), MAX_RECORDS - 1);
         // The whole memory of the revision survived the bound.

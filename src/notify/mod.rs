@@ -13,14 +13,15 @@
 //!   [`Embargo::scrub`] for Events, status and logs before completion;
 //! - [`deliver`]: background delivery with timeouts, retries, backoff and
 //!   jitter, reporting each outcome back; [`metrics`]: the counter;
-//! - [`secret`]: reading the URL, headers and CA bundle from Secrets.
+//! - [`secret`]: reading the URL, headers and CA bundle from one Secret that
+//!   opted in to webhook use.
 //!
 //! # How the controller uses it
 //!
 //! ```text
 //! at start:   let metrics = Metrics::new(); metrics.register(&mut registry);
 //!             let (notifier, mut reports) = start(DeliveryConfig::default(), metrics);
-//! per policy: let hooks = spec.notify.webhooks.iter().map(|w| resolve(w, |r| secrets.get(r)));
+//! per policy: let hooks = spec.notify.webhooks.iter().map(|w| resolve(policy, w, |r| secrets.get(r)));
 //!             (an Err is an Event on the policy; its records get `webhook=failed`)
 //! let records = records_for_revision(status.revision, &status.notifications, &spec.revision);
 //! let due = due(&rollout, records);                       // pure

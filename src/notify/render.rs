@@ -86,8 +86,10 @@ impl Message {
             expected: rollout.expected_completion,
             tz_name,
             tz,
-            // The embargo: details exist only in the Completed message.
-            details: if due.kind == EventKind::Completed {
+            // The embargo: details exist only in the Completed message, and only
+            // when the rollout as decided now releases them (every selected node
+            // updated, or `release: Now`); a status record alone never does.
+            details: if due.kind == EventKind::Completed && rollout.details_released() {
                 advisory
                     .and_then(|a| a.details.as_deref())
                     .map(str::trim)
@@ -97,6 +99,12 @@ impl Message {
                 None
             },
         }
+    }
+
+    /// True when this message carries the advisory details (a `Completed`
+    /// message whose rollout released them).
+    pub fn carries_details(&self) -> bool {
+        self.details.is_some()
     }
 
     /// Which notification.
@@ -214,6 +222,11 @@ impl Message {
                 "{summary}: maintenance resumed; {progress}{}.",
                 expected_tz(&[self.at])
             ),
+            EventKind::CompletedWithFailures => format!(
+                "{summary}: maintenance ended, {} of {servers} updated, {} not updated; they will be updated later. Our team is looking into it.",
+                c.updated,
+                c.total.saturating_sub(c.updated)
+            ),
             EventKind::Completed => {
                 let failed = if c.failed > 0 {
                     format!(", {} failed", Message::servers(c.failed))
@@ -317,10 +330,12 @@ impl Message {
             EventKind::NodeFailed => "Server update failed",
             EventKind::Halted => "Maintenance halted",
             EventKind::Resumed => "Maintenance resumed",
+            EventKind::CompletedWithFailures => "Maintenance ended with failures",
             EventKind::Completed => "Maintenance completed",
         };
         json!({
-            "text": text,
+            // The fallback text is parsed for mentions and links too.
+            "text": slack_escape(&text),
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": title}},
                 {"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(&text)}},
@@ -355,6 +370,23 @@ fn slack_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The API server rejects Event notes over this many bytes.
+pub const MAX_EVENT_NOTE: usize = 1024;
+
+/// `note` cut to fit an Event ([`MAX_EVENT_NOTE`] bytes) on a char boundary,
+/// saying that it was cut.
+pub fn event_note(note: &str) -> String {
+    const CUT: &str = " … (cut)";
+    if note.len() <= MAX_EVENT_NOTE {
+        return note.to_string();
+    }
+    let mut end = MAX_EVENT_NOTE - CUT.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT}", &note[..end])
+}
+
 /// A rendered request body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payload {
@@ -385,6 +417,7 @@ mod tests {
             advisory: Some(Advisory {
                 summary: "Security maintenance".into(),
                 details: Some(DETAILS.into()),
+                release: Default::default(),
             }),
         });
         s
@@ -394,20 +427,31 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The message of `kind`; a `Completed` one is of a rollout that updated
+    /// every node, the others have 4 of 12 updated and w-7 failed.
     fn message(spec: &PatchPolicySpec, kind: EventKind, expected: &str) -> Message {
-        let failed = vec![FailedNode {
-            node: "w-7".into(),
-            reason: "drain timeout".into(),
-        }];
+        let done = kind == EventKind::Completed;
+        let failed = if done {
+            vec![]
+        } else {
+            vec![FailedNode {
+                node: "w-7".into(),
+                reason: "drain timeout".into(),
+            }]
+        };
         let rollout = Rollout {
             policy: "workers-nightly",
             spec,
             previous_phase: None,
-            phase: Phase::Progressing,
+            phase: if done {
+                Phase::Completed
+            } else {
+                Phase::Progressing
+            },
             counts: Counts {
                 total: 12,
-                updated: 4,
-                failed: 1,
+                updated: if done { 12 } else { 4 },
+                failed: if done { 0 } else { 1 },
             },
             failed: &failed,
             first_window: Some(Window {
@@ -455,9 +499,13 @@ mod tests {
             "Security maintenance: maintenance resumed; 4 of 12 servers done, expected done by Wed 27 Nov 02:40 Europe/Zurich."
         );
         assert_eq!(
+            text(EventKind::CompletedWithFailures),
+            "Security maintenance: maintenance ended, 4 of 12 servers updated, 8 not updated; they will be updated later. Our team is looking into it."
+        );
+        assert_eq!(
             text(EventKind::Completed),
             format!(
-                "Security maintenance: maintenance completed, 4 of 12 servers updated, 1 server failed. Details: {DETAILS}"
+                "Security maintenance: maintenance completed, 12 of 12 servers updated. Details: {DETAILS}"
             )
         );
         // Same day as the decision: the time alone.
@@ -521,7 +569,12 @@ mod tests {
             .unwrap()
             .summary = "R&D <urgent>".into();
         let sl = message(&s2, EventKind::Halted, "2024-11-27T01:40:00Z").slack(None);
-        assert!(sl["text"].as_str().unwrap().starts_with("R&D <urgent>"));
+        assert!(
+            sl["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("R&amp;D &lt;urgent&gt;")
+        );
         assert!(
             sl["blocks"][1]["text"]["text"]
                 .as_str()
@@ -532,6 +585,35 @@ mod tests {
             m.payload(WebhookFormat::Slack, None).content_type,
             "application/json"
         );
+    }
+
+    #[test]
+    fn slack_text_is_escaped() {
+        let mut s = spec();
+        if let Some(a) = s.notify.as_mut().and_then(|n| n.advisory.as_mut()) {
+            a.summary = "<!channel> <https://evil.example|status page> & more".into();
+        }
+        let sl = message(&s, EventKind::Started, "2024-11-27T01:40:00Z").slack(None);
+        let body = sl.to_string();
+        assert!(
+            !body.contains("<!channel>") && !body.contains("<https://"),
+            "{body}"
+        );
+        assert!(sl["text"].as_str().is_some_and(|t| {
+            t.starts_with("&lt;!channel&gt; &lt;https://evil.example|status page&gt; &amp; more")
+        }));
+    }
+
+    #[test]
+    fn event_notes_over_1kb_are_cut_on_a_char_boundary() {
+        assert_eq!(event_note("short"), "short");
+        for fill in ["a", "ü", "€", "😀"] {
+            let long = fill.repeat(2000);
+            let cut = event_note(&long);
+            assert!(cut.len() <= MAX_EVENT_NOTE, "{}", cut.len());
+            assert!(cut.ends_with(" … (cut)"));
+            assert!(long.starts_with(cut.trim_end_matches(" … (cut)")));
+        }
     }
 
     /// Every event, both formats, with and without templates (including ones that

@@ -152,6 +152,7 @@ fn draining(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> Advance {
     }
     let blocker = match &n.drain {
         DrainState::Drained => return after_drain(ctx, n, rec),
+        DrainState::Failed { reason } => return fail(ctx, n, rec, reason.clone()),
         DrainState::Running { blocker, .. } => blocker.as_deref(),
         DrainState::Idle => None,
     };

@@ -87,8 +87,7 @@ impl Config {
                 );
                 None
             }
-            Some(p) => Some(PatchRequest {
-                command: p.command.clone(),
+            Some(_) => Some(PatchRequest {
                 timeout_seconds: patch_timeout.as_secs(),
             }),
             None => None,

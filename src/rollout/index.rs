@@ -29,7 +29,7 @@ impl NodeIndex {
     pub fn build(spec: &PatchPolicySpec, nodes: &[NodeView], full_order: bool) -> NodeIndex {
         let selected = nodes
             .iter()
-            .map(|n| selector::matches(&spec.node_selector, &n.labels))
+            .map(|n| selector::selects_node(&spec.node_selector, &n.labels))
             .collect();
         let groups: Vec<Option<&str>> = nodes
             .iter()

@@ -218,6 +218,25 @@ fn reboot_is_confirmed_only_by_new_boot_id_and_ready() {
 }
 
 #[test]
+fn a_failed_drain_fails_the_node_at_once_and_uncordons_it() {
+    let p = policy("p");
+    let t = ts(NOW);
+    let mut n = node("w-a1", "a");
+    n.unschedulable = true;
+    n.drain = DrainState::Failed {
+        reason: "forced drain failed: pod deletion is not allowed".into(),
+    };
+    n.record = Some(rec("p", Step::Draining, t));
+    let plan = decide(&p, std::slice::from_ref(&n), &[], t);
+    assert!(
+        matches!(&plan.actions[..], [Action::MarkFailed { uncordon: true, record, .. }]
+            if record.reason.as_deref() == Some("forced drain failed: pod deletion is not allowed")),
+        "{:?}",
+        plan.actions
+    );
+}
+
+#[test]
 fn drain_timeout_fails_or_forces() {
     let mut p = policy("p");
     let t = ts(NOW);

@@ -29,6 +29,12 @@ pub enum DrainState {
     },
     /// Every pod that must leave has left.
     Drained,
+    /// The drain cannot succeed (a forced drain may not delete pods, or deleted
+    /// pods did not terminate): the node fails at once with this reason.
+    Failed {
+        /// Why, for the failure reason.
+        reason: String,
+    },
 }
 
 /// What decide sees of one Node.
@@ -148,7 +154,7 @@ impl Contender {
 
     pub(super) fn wants(&self, node: &NodeView) -> bool {
         self.active
-            && selector::matches(&self.selector, &node.labels)
+            && selector::selects_node(&self.selector, &node.labels)
             && node.done.get(&self.name) != Some(&self.revision)
             && !node.record.as_ref().is_some_and(|r| {
                 r.policy == self.name && r.revision == self.revision && r.step == Step::Failed

@@ -249,6 +249,7 @@ pub fn sandbox_controller_config() -> ControllerConfig {
         eviction_retry: Duration::from_secs(1),
         leader_election: false,
         debounce: Duration::from_millis(20),
+        watchdog: crate::metrics::DEFAULT_WATCHDOG,
         clock: crate::clock::Clock::system(),
     }
 }

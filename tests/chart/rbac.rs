@@ -41,10 +41,10 @@ use sofort_sandbox::{
 
 use super::{POD_NAME, argv, documents};
 
-/// The values case whose RBAC is checked: the defaults turn on everything the
-/// scenario uses (leader election, pod deletion, webhook Secrets in the
-/// release namespace).
-const CASE: &str = "default";
+/// The values case whose RBAC is checked: the defaults plus pod deletion
+/// (opt-in) turn on everything the scenario uses (leader election, pod
+/// deletion, webhook Secrets in the release namespace).
+const CASE: &str = "pod-delete";
 const ADMIN_TOKEN: &str = "admin-token";
 const CONTROLLER_TOKEN: &str = "controller-token";
 const WEBHOOK_SECRET: &str = "statuspage";
@@ -112,14 +112,11 @@ fn show((g, res, v): &(String, String, String)) -> String {
 /// and the controller Deployment (for its arguments).
 fn controller_grants(case: &str) -> (Vec<Grant>, Deployment) {
     let docs = documents(case);
-    let of_kind = |kind: &str| -> Vec<Value> {
-        docs.iter()
-            .filter(|(_, d)| d["kind"] == kind)
-            .map(|(_, d)| d.clone())
-            .collect()
-    };
-    let typed = |v: Value| -> Deployment { serde_json::from_value(v).unwrap() };
-    let deployment = typed(of_kind("Deployment").pop().expect("controller Deployment"));
+    let deployment: Deployment = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "Deployment")
+        .map(|(_, d)| serde_json::from_value(d.clone()).unwrap())
+        .expect("controller Deployment");
     let namespace = deployment.metadata.namespace.clone().unwrap();
     let sa = deployment
         .spec
@@ -127,11 +124,20 @@ fn controller_grants(case: &str) -> (Vec<Grant>, Deployment) {
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|p| p.service_account_name.clone())
         .expect("controller serviceAccountName");
+    (bound_grants(case, &docs, &namespace, &sa), deployment)
+}
+
+/// Every rule the rendered `docs` bind to ServiceAccount `namespace/sa`.
+fn bound_grants(case: &str, docs: &[(String, Value)], namespace: &str, sa: &str) -> Vec<Grant> {
+    let of_kind = |kind: &str| -> Vec<Value> {
+        docs.iter()
+            .filter(|(_, d)| d["kind"] == kind)
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
     let binds_controller = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
         subjects.iter().flatten().any(|s| {
-            s.kind == "ServiceAccount"
-                && s.name == sa
-                && s.namespace.as_deref() == Some(namespace.as_str())
+            s.kind == "ServiceAccount" && s.name == sa && s.namespace.as_deref() == Some(namespace)
         })
     };
     let cluster_roles: Vec<ClusterRole> = of_kind("ClusterRole")
@@ -169,7 +175,7 @@ fn controller_grants(case: &str) -> (Vec<Grant>, Deployment) {
         let ns = b.metadata.namespace.clone().unwrap();
         assert_eq!(
             b.role_ref.kind, "Role",
-            "the controller gets cluster roles only cluster-wide"
+            "{sa} gets cluster roles only cluster-wide"
         );
         let role = roles
             .iter()
@@ -187,7 +193,7 @@ fn controller_grants(case: &str) -> (Vec<Grant>, Deployment) {
         }
     }
     assert!(!grants.is_empty(), "case {case}: nothing bound to {sa}");
-    (grants, deployment)
+    grants
 }
 
 /// Two workers; `web` drains by eviction, `db` is covered by two
@@ -273,6 +279,7 @@ fn policy(secret_namespace: &str) -> PatchPolicy {
         advisory: Some(Advisory {
             summary: "Kernel maintenance".into(),
             details: None,
+            release: Default::default(),
         }),
     });
     PatchPolicy::new("kernel", spec)
@@ -357,6 +364,7 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes()
         .await?;
     let mut secret = Secret::default();
     secret.metadata.name = Some(WEBHOOK_SECRET.into());
+    secret.metadata.labels = Some([("sofort.dev/webhook".to_string(), "true".to_string())].into());
     secret.string_data = Some([("url".to_string(), receiver().await)].into());
     Api::<Secret>::namespaced(client.clone(), &release_ns)
         .create(&PostParams::default(), &secret)
@@ -421,6 +429,13 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes()
         .collect();
     cluster.shutdown().await;
 
+    check_calls("controller", CASE, "controller-rbac.yaml", &grants, &calls);
+    Ok(())
+}
+
+/// Requires the (API group, resource, verb) triples `grants` give to equal
+/// those `calls` used, and every call to be allowed by some rule.
+fn check_calls(who: &str, case: &str, template: &str, grants: &[Grant], calls: &[RequestRecord]) {
     let used: BTreeSet<_> = calls.iter().map(triple).collect();
     let granted: BTreeSet<_> = grants.iter().flat_map(Grant::triples).collect();
     let refused: BTreeSet<String> = calls
@@ -451,17 +466,170 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes()
         .collect();
     assert!(
         unused.is_empty() && missing.is_empty() && refused.is_empty(),
-        "the chart's controller RBAC (values case {CASE}) differs from the calls the controller made \
-         (API group, resource, verb; fix the rules in charts/sofort/templates/controller-rbac.yaml, or the call, \
+        "the chart's {who} RBAC (values case {case}) differs from the calls the {who} made \
+         (API group, resource, verb; fix the rules in charts/sofort/templates/{template}, or the call, \
          and the RBAC table in charts/sofort/README.md)\n\
          granted but never used:{}\n\
          used but not granted:{}\n\
          calls the rules refuse (also by namespace or resourceNames):{}\n\
-         rules bound to the controller:{}",
+         rules bound to the {who}:{}",
         list(unused),
         list(missing),
         list(refused.into_iter().collect()),
         list(sources)
     );
+}
+
+const AGENT_CASE: &str = "host-commands";
+const AGENT_TOKEN: &str = "agent-token";
+
+/// The agent's ServiceAccount rules equal the calls the agent makes: the real
+/// agent loop (its shell, with the sandbox's simulated hosts in place of PID 1)
+/// runs on every node with the agent's own token, through two revisions of a
+/// rollout with a host patch command, so it watches its Node, writes its keys,
+/// reads the PatchPolicy of each request, runs the patch, reboots and reports
+/// Events, a second Event of a kind becoming a series (patch). The controller
+/// runs with the admin token; only the agent's calls are compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_rbac_grants_exactly_the_calls_the_agent_makes()
+-> Result<(), Box<dyn std::error::Error>> {
+    let docs = documents(AGENT_CASE);
+    let daemonset: k8s_openapi::api::apps::v1::DaemonSet = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "DaemonSet")
+        .map(|(_, d)| serde_json::from_value(d.clone()))
+        .ok_or("no agent DaemonSet rendered")??;
+    let release_ns = daemonset
+        .metadata
+        .namespace
+        .clone()
+        .ok_or("rendered DaemonSet has no namespace")?;
+    let pod = daemonset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .ok_or("rendered DaemonSet has no pod spec")?;
+    let sa = pod
+        .service_account_name
+        .clone()
+        .ok_or("rendered DaemonSet has no service account")?;
+    let grants = bound_grants(AGENT_CASE, &docs, &release_ns, &sa);
+    let args = argv("agent", &pod.containers[0], &release_ns);
+    let Sub::Agent(chart_args) = Cli::try_parse_from(&args)?.command else {
+        panic!("not the agent: {args:?}")
+    };
+    assert!(
+        chart_args.allow_host_commands,
+        "case {AGENT_CASE} allows host commands"
+    );
+    let user = format!("system:serviceaccount:{release_ns}:{sa}");
+
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chart-rbac-agent");
+    std::fs::create_dir_all(&dir)?;
+    let mut s = scenario();
+    s.workloads.retain(|w| w.name == "web");
+    s.objects.clear();
+    let mut cluster = Cluster::start_with(
+        SandboxConfig {
+            token: Some(ADMIN_TOKEN.into()),
+            extra_tokens: vec![(AGENT_TOKEN.into(), user.clone())],
+            ..SandboxConfig::with_scenario(s)
+        },
+        dir.join("admin.kubeconfig"),
+    )
+    .await?;
+    let client = cluster.client.clone();
+    let agent_kubeconfig = kube::config::Kubeconfig::from_yaml(
+        &cluster.sandbox.kubeconfig_yaml_for(Some(AGENT_TOKEN)),
+    )?;
+    let agent_client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(agent_kubeconfig, &Default::default()).await?,
+    )?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut agents = Vec::new();
+    for node in cluster.sandbox.node_names() {
+        let host: std::sync::Arc<dyn sofort::agent::host::Host> = std::sync::Arc::new(
+            sofort::sandbox::host::SandboxHost::new(cluster.sandbox.host(&node)?),
+        );
+        let config = sofort::agent::AgentConfig::new(
+            &node,
+            Duration::from_secs(30),
+            chart_args.allow_host_commands,
+        );
+        let client = agent_client.clone();
+        let mut stopped = stopped.clone();
+        agents.push(tokio::spawn(async move {
+            sofort::agent::run_agent(
+                client,
+                config,
+                host,
+                std::sync::Arc::new(sofort::agent::metrics::Metrics::new()),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )
+            .await
+        }));
+    }
+    crate::pods::wait_pods_ready(&client, 2).await;
+    cluster.spawn_controller(sofort::sandbox::sandbox_controller_config());
+
+    let policies: Api<PatchPolicy> = Api::all(client.clone());
+    let mut spec = PatchPolicySpec::new("r1");
+    spec.urgent = true;
+    spec.rollout.settle = "1s".into();
+    spec.drain.timeout = "10s".into();
+    spec.reboot.timeout = "30s".into();
+    spec.patch = Some(sofort::api::PatchSpec {
+        command: vec!["apt-get".into(), "-y".into(), "dist-upgrade".into()],
+        timeout: "1m".into(),
+    });
+    policies
+        .create(
+            &PostParams::default(),
+            &PatchPolicy::new("agent-rbac", spec),
+        )
+        .await?;
+    for revision in ["r1", "r2"] {
+        if revision != "r1" {
+            let patch = json!({"spec": {"revision": revision}});
+            policies
+                .patch(
+                    "agent-rbac",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let p = policies.get("agent-rbac").await?;
+            let done = p.status.as_ref().is_some_and(|st| {
+                st.phase == Some(Phase::Completed) && st.revision.as_deref() == Some(revision)
+            });
+            if done {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "revision {revision} did not complete: {:#?}",
+                p.status
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    stop.send_replace(true);
+    for a in agents {
+        tokio::time::timeout(Duration::from_secs(5), a).await???;
+    }
+    let calls: Vec<RequestRecord> = cluster
+        .sandbox
+        .stats()
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == user)
+        .collect();
+    cluster.shutdown().await;
+    check_calls("agent", AGENT_CASE, "agent-rbac.yaml", &grants, &calls);
     Ok(())
 }

@@ -39,9 +39,10 @@ MATRIX: dict[str, dict[str, Any]] = {
     },
     "digest": {"image": {"repository": "registry.example.com/ops/sofort", "digest": "sha256:" + "ab" * 32}},
     "single-replica": {"controller": {"replicas": 1, "leaderElection": {"enabled": False}, "podDisruptionBudget": {"enabled": False}}},
-    "no-pod-delete": {"controller": {"podDelete": False}},
+    "pod-delete": {"controller": {"podDelete": True}},
     "secrets-by-name": {"notify": {"secretsNamespace": "ops-secrets", "secretNames": ["statuspage", "chatops"]}},
-    "no-admission-policy": {"agent": {"admissionPolicy": {"enabled": False}}},
+    "no-admission-policy": {"agent": {"admissionPolicy": {"enabled": False}}, "controller": {"admissionPolicy": {"enabled": False}}},
+    "no-break-glass-group": {"controller": {"admissionPolicy": {"allowedGroups": []}}},
     "everything-overridden": {
         "fullnameOverride": "patcher",
         "commonLabels": {"team": "platform"},

@@ -55,19 +55,26 @@ def test_default_render_has_the_expected_objects(chart):
             ("DaemonSet", "sofort-agent"),
             ("Deployment", "sofort-controller"),
             ("PodDisruptionBudget", "sofort-controller"),
+            ("Role", "sofort-agent-events"),
             ("Role", "sofort-controller-leader-election"),
             ("Role", "sofort-controller-webhook-secrets"),
+            ("RoleBinding", "sofort-agent-events"),
             ("RoleBinding", "sofort-controller-leader-election"),
             ("RoleBinding", "sofort-controller-webhook-secrets"),
             ("Service", "sofort-controller-metrics"),
             ("ServiceAccount", "sofort-agent"),
             ("ServiceAccount", "sofort-controller"),
             ("ValidatingAdmissionPolicy", "sofort-agent-own-node"),
+            ("ValidatingAdmissionPolicy", "sofort-controller-keys"),
             ("ValidatingAdmissionPolicyBinding", "sofort-agent-own-node"),
+            ("ValidatingAdmissionPolicyBinding", "sofort-controller-keys"),
         ]
     )
     for o in objs:
-        if o["kind"] not in {"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}:
+        if o["metadata"]["name"] == "sofort-agent-events":
+            # Events about cluster-scoped Nodes are created in `default`.
+            assert o["metadata"]["namespace"] == "default", o["metadata"]
+        elif o["kind"] not in {"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}:
             assert o["metadata"]["namespace"] == NAMESPACE, o["metadata"]
 
 
@@ -109,7 +116,7 @@ def test_single_replica_without_leader_election(chart):
     assert "--no-leader-election" in c["args"]
     assert not [a for a in c["args"] if a.startswith("--lease")]
     assert not all_of(objs, "PodDisruptionBudget")
-    assert [r["metadata"]["name"] for r in all_of(objs, "Role")] == ["sofort-controller-webhook-secrets"]
+    assert [r["metadata"]["name"] for r in all_of(objs, "Role")] == ["sofort-agent-events", "sofort-controller-webhook-secrets"]
 
 
 def test_several_replicas_without_leader_election_are_refused(chart):
@@ -174,17 +181,29 @@ def test_host_commands_only_when_enabled(chart):
 
 
 def test_sentinel_directory_is_mounted_read_only(chart):
-    for case, host_dir, file in [("default", "/run", "reboot-required"), ("custom-sentinel-path", "/run/sofort", "needs-reboot")]:
+    for case, file in [("default", "reboot-required"), ("custom-sentinel-path", "needs-reboot")]:
         ds = agent(chart, MATRIX[case])
         c = container(ds)
         assert f"--sentinel-file=/host/sentinel/{file}" in c["args"], case
         assert c["volumeMounts"] == [{"name": "sentinel", "mountPath": "/host/sentinel", "readOnly": True}]
         assert ds["spec"]["template"]["spec"]["volumes"] == [
-            {"name": "sentinel", "hostPath": {"path": host_dir, "type": "Directory"}}
+            {"name": "sentinel", "hostPath": {"path": "/run/sofort", "type": "DirectoryOrCreate"}}
         ]
     ds = agent(chart, MATRIX["sentinel-command"])
     assert "--sentinel-command=/usr/bin/test -e /run/reboot-required" in container(ds)["args"]
     assert "volumes" not in ds["spec"]["template"]["spec"]
+
+
+def test_default_agent_does_not_mount_the_hosts_run(chart):
+    for case, values in MATRIX.items():
+        spec = agent(chart, values)["spec"]["template"]["spec"]
+        for v in spec.get("volumes", []):
+            path = v.get("hostPath", {}).get("path", "")
+            assert path.rstrip("/") not in ("", "/run", "/var/run", "/var"), (case, v)
+    # A sentinel directly in a shared system directory is refused with the way out.
+    for path in ("/run/reboot-required", "/var/run/reboot-required", "/reboot-required", "/run/./reboot-required"):
+        with pytest.raises(helm.HelmRenderError, match="directory of sofort's own"):
+            render(chart, {"agent": {"sentinel": {"hostPath": path}}})
 
 
 def images(objs):
@@ -218,7 +237,7 @@ def test_controller_rbac_is_exactly_what_it_calls(chart):
     objs = objects(render(chart))
     assert rules(find(objs, "ClusterRole", "sofort-controller")) == [
         (("",), ("nodes",), ("list", "watch", "patch"), ()),
-        (("",), ("pods",), ("list", "watch", "delete"), ()),
+        (("",), ("pods",), ("list", "watch"), ()),
         (("",), ("pods/eviction",), ("create",), ()),
         (("policy",), ("poddisruptionbudgets",), ("list",), ()),
         (("sofort.dev",), ("patchpolicies",), ("get", "list", "watch", "patch"), ()),
@@ -237,16 +256,18 @@ def test_controller_rbac_is_exactly_what_it_calls(chart):
     for binding in all_of(objs, "RoleBinding") + all_of(objs, "ClusterRoleBinding"):
         (subject,) = binding["subjects"]
         assert subject["namespace"] == NAMESPACE
-        assert subject["name"] == binding["roleRef"]["name"].replace("-leader-election", "").replace("-webhook-secrets", "")
+        assert subject["name"] == binding["roleRef"]["name"].replace("-leader-election", "").replace("-webhook-secrets", "").replace("-events", "")
     # Nothing anywhere grants wildcards.
     for role in all_of(objs, "ClusterRole") + all_of(objs, "Role"):
         for r in role["rules"]:
             assert "*" not in r["verbs"] + r["resources"] + r["apiGroups"], role["metadata"]["name"]
 
 
-def test_pod_delete_is_a_value(chart):
-    objs = objects(render(chart, MATRIX["no-pod-delete"]))
-    assert (("",), ("pods",), ("list", "watch"), ()) in rules(find(objs, "ClusterRole", "sofort-controller"))
+def test_pod_delete_is_opt_in(chart):
+    objs = objects(render(chart, MATRIX["pod-delete"]))
+    assert (("",), ("pods",), ("list", "watch", "delete"), ()) in rules(find(objs, "ClusterRole", "sofort-controller"))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["controller"]["podDelete"] is False
 
 
 def test_webhook_secrets_by_namespace_and_name(chart):
@@ -262,10 +283,18 @@ def test_webhook_secrets_by_namespace_and_name(chart):
 def test_agent_rbac_and_admission_policy(chart):
     objs = objects(render(chart))
     assert rules(find(objs, "ClusterRole", "sofort-agent")) == [
-        (("",), ("nodes",), ("get", "list", "watch", "patch"), ()),
-        (("events.k8s.io",), ("events",), ("create", "patch"), ()),
+        (("",), ("nodes",), ("list", "watch", "patch"), ()),
+        (("sofort.dev",), ("patchpolicies",), ("get",), ()),
     ]
-    vap = find(objs, "ValidatingAdmissionPolicy")
+    # Events about cluster-scoped Nodes live in `default`: only there.
+    events = find(objs, "Role", "sofort-agent-events")
+    assert events["metadata"]["namespace"] == "default"
+    assert rules(events) == [(("events.k8s.io",), ("events",), ("create", "patch"), ())]
+    binding = find(objs, "RoleBinding", "sofort-agent-events")
+    assert binding["metadata"]["namespace"] == "default"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "sofort-agent", "namespace": NAMESPACE}]
+    assert not [b for b in all_of(objs, "ClusterRoleBinding") if b["roleRef"]["name"] == "sofort-agent-events"]
+    vap = find(objs, "ValidatingAdmissionPolicy", "sofort-agent-own-node")
     assert vap["apiVersion"] == "admissionregistration.k8s.io/v1"
     spec = vap["spec"]
     assert spec["failurePolicy"] == "Fail"
@@ -283,14 +312,39 @@ def test_agent_rbac_and_admission_policy(chart):
     node_record = (REPO / "src" / "node_record.rs").read_text()
     for key in ("sofort.dev/reboot-required", "sofort.dev/reboot-ack", "sofort.dev/patch-result", "sofort.dev/agent-error"):
         assert f'"{key}"' in node_record, key
-    binding = find(objs, "ValidatingAdmissionPolicyBinding")
+    binding = find(objs, "ValidatingAdmissionPolicyBinding", "sofort-agent-own-node")
     assert binding["spec"] == {"policyName": vap["metadata"]["name"], "validationActions": ["Deny"]}
     assert not all_of(objects(render(chart, MATRIX["no-admission-policy"])), "ValidatingAdmissionPolicy")
 
 
+def test_controller_keys_admission_policy(chart):
+    objs = objects(render(chart))
+    vap = find(objs, "ValidatingAdmissionPolicy", "sofort-controller-keys")
+    spec = vap["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["nodes"] and rule["operations"] == ["CREATE", "UPDATE"]
+    conditions = {c["name"]: c["expression"] for c in spec["matchConditions"]}
+    assert conditions["not-the-sofort-controller"] == 'request.userInfo.username != "system:serviceaccount:sofort-system:sofort-controller"'
+    assert conditions["not-an-allowed-group"] == "!request.userInfo.groups.exists(g, g in ['system:masters'])"
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    # Exactly the keys the controller writes (src/node_record.rs).
+    assert variables["controllerLabels"] == "['sofort.dev/step']"
+    assert variables["controllerAnnotations"] == "['sofort.dev/record', 'sofort.dev/done']"
+    node_record = (REPO / "src" / "node_record.rs").read_text()
+    for key in ("sofort.dev/step", "sofort.dev/record", "sofort.dev/done"):
+        assert f'"{key}"' in node_record, key
+    binding = find(objs, "ValidatingAdmissionPolicyBinding", "sofort-controller-keys")
+    assert binding["spec"] == {"policyName": "sofort-controller-keys", "validationActions": ["Deny"]}
+    no_group = find(objects(render(chart, MATRIX["no-break-glass-group"])), "ValidatingAdmissionPolicy", "sofort-controller-keys")
+    assert [c["name"] for c in no_group["spec"]["matchConditions"]] == ["not-the-sofort-controller"]
+
+
 def test_admission_policy_follows_a_renamed_agent_account(chart):
     objs = objects(render(chart, MATRIX["everything-overridden"]))
-    (cond,) = find(objs, "ValidatingAdmissionPolicy")["spec"]["matchConditions"]
+    (cond,) = find(objs, "ValidatingAdmissionPolicy", "patcher-agent-own-node")["spec"]["matchConditions"]
+    controller = find(objs, "ValidatingAdmissionPolicy", "patcher-controller-keys")["spec"]["matchConditions"][0]
+    assert "system:serviceaccount:sofort-system:patcher-ctl" in controller["expression"]
     assert "system:serviceaccount:sofort-system:patcher-node" in cond["expression"]
     assert find(objs, "DaemonSet")["spec"]["template"]["spec"]["serviceAccountName"] == "patcher-node"
 
