@@ -557,8 +557,6 @@ pub enum Step {
     /// Not started for this revision.
     #[default]
     Pending,
-    /// Being cordoned.
-    Cordoning,
     /// Pods are being evicted.
     Draining,
     /// The host patch command runs.
@@ -569,8 +567,6 @@ pub enum Step {
     WaitingReady,
     /// Back; waiting for `settle`.
     Settling,
-    /// Being uncordoned.
-    Uncordoning,
     /// At this revision.
     Done,
     /// Failed for this revision.

@@ -22,9 +22,10 @@ use serde::Serialize;
 use crate::api::{PatchPolicy, Phase, Step};
 use crate::cli::{OutputFormat, PlanArgs};
 use crate::node_record::PatchResult;
+use crate::order::{self, OrderKey};
 use crate::rollout::{Action, Config, DrainState, NodeIndex, NodeView, Plan, decide_indexed};
 use crate::window::human_time;
-use crate::{duration, order, selector};
+use crate::{duration, selector};
 
 /// How one simulated node responds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +127,7 @@ impl World {
             };
             let n = &mut self.nodes[i];
             match a {
-                Action::Cordon { record, .. } => {
+                Action::Claim { record, .. } | Action::CordonAgain { record, .. } => {
                     n.view.record = Some(record.clone());
                     n.view.unschedulable = true;
                     n.started.get_or_insert(now);
@@ -165,10 +166,6 @@ impl World {
                     n.back_at = n.behaviour.reboot.map(|d| add(now, d));
                 }
                 Action::SetStep { record, .. } => n.view.record = Some(record.clone()),
-                Action::Uncordon { record, .. } => {
-                    n.view.record = Some(record.clone());
-                    n.view.unschedulable = false;
-                }
                 Action::MarkFailed {
                     uncordon, record, ..
                 } => {
@@ -559,23 +556,19 @@ pub fn forecast_views(
             },
         ));
     }
+    let keys: Vec<OrderKey<'_>> = world
+        .nodes
+        .iter()
+        .map(|n| OrderKey::of(&spec.rollout.order, &n.view.name, &n.view.labels))
+        .collect();
     rows.sort_by(|(a, ra), (b, rb)| {
-        let (na, nb) = (&world.nodes[*a].view, &world.nodes[*b].view);
         match (ra.start, rb.start) {
             (Some(x), Some(y)) => x.cmp(&y),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
         }
-        .then_with(|| {
-            order::cmp_nodes(
-                &spec.rollout.order,
-                &na.name,
-                &na.labels,
-                &nb.name,
-                &nb.labels,
-            )
-        })
+        .then_with(|| keys[*a].cmp(&keys[*b]))
     });
     let nodes: Vec<Row> = rows
         .into_iter()

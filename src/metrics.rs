@@ -216,13 +216,11 @@ impl Metrics {
     pub fn forget_policy(&self, policy: &str) {
         for step in [
             "Pending",
-            "Cordoning",
             "Draining",
             "Patching",
             "Rebooting",
             "WaitingReady",
             "Settling",
-            "Uncordoning",
             "Done",
             "Failed",
         ] {

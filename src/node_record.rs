@@ -5,7 +5,7 @@
 //!
 //! | key | kind | written by | meaning |
 //! |---|---|---|---|
-//! | `sofort.dev/step` | label | controller | current step (`Cordoning` … `Done`, `Failed`); absent when idle |
+//! | `sofort.dev/step` | label | controller | current step (`Draining` … `Settling`, `Failed`); absent when idle |
 //! | `sofort.dev/record` | annotation | controller | JSON [`NodeRecord`]: claim, step, since, boot ID before reboot, pre-cordon state (never a command) |
 //! | `sofort.dev/done` | annotation | controller | JSON map policy → revision completed on this node |
 //! | `sofort.dev/reboot-required` | label | agent | `true`/`false` from the reboot sentinel |

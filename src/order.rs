@@ -8,47 +8,45 @@
 //! * Every comparison is *numeric-aware*: runs of digits compare by value, so
 //!   `2` < `10` and `w-2` < `w-10`; ties fall back to plain byte order, so the
 //!   order is total and deterministic.
+//!
+//! [`OrderKey`] is the one definition of this order: the rollout core, the
+//! forecast and the property tests all compare nodes by it.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::api::OrderSpec;
 
-/// Compares two strings, runs of ASCII digits by numeric value.
+/// Compares two strings, runs of ASCII digits by numeric value. Total: only
+/// equal strings compare equal.
 pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (ab, bb) = (a.as_bytes(), b.as_bytes());
     let (mut i, mut j) = (0, 0);
     while i < ab.len() && j < bb.len() {
-        if ab[i].is_ascii_digit() && bb[j].is_ascii_digit() {
-            let si = i;
-            while i < ab.len() && ab[i].is_ascii_digit() {
-                i += 1;
-            }
-            let sj = j;
-            while j < bb.len() && bb[j].is_ascii_digit() {
-                j += 1;
-            }
-            let na = trim_zeros(&ab[si..i]);
-            let nb = trim_zeros(&bb[sj..j]);
-            let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
-            if ord != Ordering::Equal {
-                return ord;
-            }
+        let ord = if ab[i].is_ascii_digit() && bb[j].is_ascii_digit() {
+            let (na, ni) = digit_run(ab, i);
+            let (nb, nj) = digit_run(bb, j);
+            (i, j) = (ni, nj);
+            na.len().cmp(&nb.len()).then_with(|| na.cmp(nb))
         } else {
             let ord = ab[i].cmp(&bb[j]);
-            if ord != Ordering::Equal {
-                return ord;
-            }
-            i += 1;
-            j += 1;
+            (i, j) = (i + 1, j + 1);
+            ord
+        };
+        if ord != Ordering::Equal {
+            return ord;
         }
     }
     (ab.len() - i).cmp(&(bb.len() - j)).then_with(|| a.cmp(b))
 }
 
-fn trim_zeros(d: &[u8]) -> &[u8] {
-    let n = d.iter().take_while(|c| **c == b'0').count();
-    &d[n.min(d.len().saturating_sub(1))..]
+/// The run of digits starting at `start`, without leading zeros (one zero
+/// stays), and the index after the run.
+fn digit_run(s: &[u8], start: usize) -> (&[u8], usize) {
+    let len = s[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let run = &s[start..start + len];
+    let zeros = run.iter().take_while(|c| **c == b'0').count();
+    (&run[zeros.min(len.saturating_sub(1))..], start + len)
 }
 
 /// Compares optional values: present before missing, present ones naturally.
@@ -69,56 +67,79 @@ pub fn group_of<'a>(spec: &OrderSpec, labels: &'a BTreeMap<String, String>) -> O
         .map(String::as_str)
 }
 
-/// Compares two groups (missing last).
+/// Compares two groups: the order groups are worked on (missing last).
 pub fn cmp_group(a: Option<&str>, b: Option<&str>) -> Ordering {
     cmp_opt(a, b)
 }
 
-/// Compares two nodes inside the same group: sortBy values, then name.
-pub fn cmp_in_group(
-    spec: &OrderSpec,
-    a_name: &str,
-    a: &BTreeMap<String, String>,
-    b_name: &str,
-    b: &BTreeMap<String, String>,
-) -> Ordering {
-    for key in &spec.sort_by {
-        let ord = cmp_opt(
-            a.get(key).map(String::as_str),
-            b.get(key).map(String::as_str),
-        );
-        if ord != Ordering::Equal {
-            return ord;
+/// A node's place in the rollout order: its group (missing last), its sortBy
+/// values in turn (missing after present), then its name, each compared
+/// naturally. Keys compare in rollout order; build one per node and sort by
+/// it rather than looking labels up in every comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderKey<'a> {
+    group: Option<&'a str>,
+    values: Vec<Option<&'a str>>,
+    name: &'a str,
+}
+
+impl<'a> OrderKey<'a> {
+    /// The key of node `name` with `labels` under `spec`.
+    pub fn of(spec: &OrderSpec, name: &'a str, labels: &'a BTreeMap<String, String>) -> Self {
+        OrderKey {
+            group: group_of(spec, labels),
+            values: spec
+                .sort_by
+                .iter()
+                .map(|k| labels.get(k).map(String::as_str))
+                .collect(),
+            name,
         }
     }
-    natural_cmp(a_name, b_name)
+
+    /// The group part of the key.
+    pub fn group(&self) -> Option<&'a str> {
+        self.group
+    }
+
+    /// Compares only the groups: the order in which groups are worked on.
+    pub fn cmp_group(&self, other: &Self) -> Ordering {
+        cmp_group(self.group, other.group)
+    }
 }
 
-/// Full order: group, then inside the group.
-pub fn cmp_nodes(
-    spec: &OrderSpec,
-    a_name: &str,
-    a: &BTreeMap<String, String>,
-    b_name: &str,
-    b: &BTreeMap<String, String>,
-) -> Ordering {
-    cmp_group(group_of(spec, a), group_of(spec, b))
-        .then_with(|| cmp_in_group(spec, a_name, a, b_name, b))
+impl Ord for OrderKey<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.cmp_group(other)
+            .then_with(|| {
+                self.values
+                    .iter()
+                    .zip(&other.values)
+                    .map(|(a, b)| cmp_opt(*a, *b))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+            })
+            .then_with(|| natural_cmp(self.name, other.name))
+    }
 }
 
-/// Sorts `(name, labels)` pairs into rollout order.
+impl PartialOrd for OrderKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Sorts items into rollout order; `key` gives each item's name and labels.
 pub fn sort_nodes<T>(
     spec: &OrderSpec,
     items: &mut [T],
     key: impl Fn(&T) -> (&str, &BTreeMap<String, String>),
 ) {
     items.sort_by(|x, y| {
-        let (an, al) = key(x);
-        let (bn, bl) = key(y);
-        cmp_nodes(spec, an, al, bn, bl)
+        let ((an, al), (bn, bl)) = (key(x), key(y));
+        OrderKey::of(spec, an, al).cmp(&OrderKey::of(spec, bn, bl))
     });
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +148,34 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn order_key_compares_group_then_sort_values_then_name() {
+        let spec = OrderSpec {
+            group_by: Some("zone".into()),
+            sort_by: vec!["prio".into(), "rack".into()],
+        };
+        let a = labels(&[("zone", "a"), ("prio", "2"), ("rack", "9")]);
+        let b = labels(&[("zone", "a"), ("prio", "10"), ("rack", "1")]);
+        let c = labels(&[("zone", "a"), ("prio", "2")]);
+        let none = labels(&[]);
+        let key = |name, l| OrderKey::of(&spec, name, l);
+        // prio 2 < prio 10 (numerically), whatever the rack or the name.
+        assert!(key("z", &a) < key("a", &b));
+        // Same prio: a present rack comes before a missing one.
+        assert!(key("z", &a) < key("a", &c));
+        // Same values: the name decides, numerically.
+        assert!(key("w-2", &a) < key("w-10", &a));
+        // A node without the group label comes after every group.
+        assert!(key("a", &b) < key("a", &none));
+        assert_eq!(key("a", &none).group(), None);
+        assert_eq!(
+            key("x", &a).cmp_group(&key("y", &c)),
+            Ordering::Equal,
+            "same group"
+        );
+        assert_eq!(key("x", &a).cmp(&key("x", &a)), Ordering::Equal);
     }
 
     #[test]

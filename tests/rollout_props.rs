@@ -18,6 +18,7 @@ use sofort::api::{
     Weekday,
 };
 use sofort::forecast::{Behaviour, World, simulate};
+use sofort::order::OrderKey;
 use sofort::rollout::{Action, Config, DrainState, NodeView};
 use sofort::window::Schedule;
 
@@ -264,7 +265,7 @@ fn run_checked(s: &Scenario) -> Result<(Option<Phase>, World, String), TestCaseE
                 .actions
                 .iter()
                 .filter_map(|a| match a {
-                    Action::Cordon { node, record }
+                    Action::Claim { node, record }
                         if record.since == t
                             && record.started == t
                             && by_name
@@ -303,7 +304,7 @@ fn run_checked(s: &Scenario) -> Result<(Option<Phase>, World, String), TestCaseE
                                 *u = !by_name[node.as_str()].ready;
                             }
                         }
-                        Action::Cordon { node, .. } => {
+                        Action::Claim { node, .. } | Action::CordonAgain { node, .. } => {
                             let was = unav.insert(node.as_str(), true).unwrap_or(false);
                             let count = unav.values().filter(|u| **u).count();
                             if claims.contains(&node.as_str()) && !was && count > max {
@@ -337,8 +338,7 @@ fn run_checked(s: &Scenario) -> Result<(Option<Phase>, World, String), TestCaseE
             }
             for a in &plan.actions {
                 match a {
-                    Action::Uncordon { node, .. }
-                    | Action::Release {
+                    Action::Release {
                         node,
                         uncordon: true,
                         ..
@@ -417,6 +417,28 @@ proptest! {
                 prop_assert_eq!(n.view.done.get("p").map(String::as_str), Some("r1"), "{} not done: {}", n.view.name, message);
                 prop_assert!(n.view.record.is_none());
             }
+        }
+    }
+
+    /// Nodes start in rollout order, as the one order key defines it: with
+    /// nothing holding a node back, no node starts after a node that comes
+    /// later in the order.
+    #[test]
+    fn nodes_start_in_order_key_order(s in scenario(60, false, false, true)) {
+        let (_, world, message) = run_checked(&s)?;
+        let (policy, _, _) = build(&s);
+        let spec = &policy.spec.rollout.order;
+        let mut starts: Vec<(OrderKey<'_>, &str, Option<Timestamp>)> = world
+            .nodes
+            .iter()
+            .filter(|n| selected(&n.view))
+            .map(|n| (OrderKey::of(spec, &n.view.name, &n.view.labels), n.view.name.as_str(), n.started))
+            .collect();
+        starts.sort_by(|a, b| a.0.cmp(&b.0));
+        for pair in starts.windows(2) {
+            let ((_, a, at), (_, b, bt)) = (&pair[0], &pair[1]);
+            prop_assert!(at.is_some() && bt.is_some(), "{a} or {b} never started: {message}");
+            prop_assert!(at <= bt, "{b} started at {bt:?}, before {a} at {at:?}, which comes first: {message}");
         }
     }
 

@@ -945,11 +945,9 @@ mod tests {
     fn steps_other_than_patching_and_rebooting_mean_nothing() {
         for step in [
             Step::Pending,
-            Step::Cordoning,
             Step::Draining,
             Step::WaitingReady,
             Step::Settling,
-            Step::Uncordoning,
             Step::Done,
             Step::Failed,
         ] {

@@ -61,13 +61,11 @@ type StepSince = (Step, jiff::Timestamp);
 fn step_name(step: Step) -> &'static str {
     match step {
         Step::Pending => "Pending",
-        Step::Cordoning => "Cordoning",
         Step::Draining => "Draining",
         Step::Patching => "Patching",
         Step::Rebooting => "Rebooting",
         Step::WaitingReady => "WaitingReady",
         Step::Settling => "Settling",
-        Step::Uncordoning => "Uncordoning",
         Step::Done => "Done",
         Step::Failed => "Failed",
     }
@@ -103,8 +101,8 @@ const WRITE_CONCURRENCY: usize = 16;
 fn node_patch(action: &Action, objects: &BTreeMap<String, Arc<Node>>) -> Option<Value> {
     let unschedulable_null = json!({"spec": {"unschedulable": null}});
     match action {
-        Action::Cordon { node, record } => {
-            // The claim and the cordon in one patch, conditional on the node
+        Action::Claim { node, record } | Action::CordonAgain { node, record } => {
+            // The record and the cordon in one patch, conditional on the node
             // not having changed since we looked at it.
             let rv = objects.get(node).and_then(|n| n.resource_version());
             let mut patch = record_patch(record);
@@ -118,11 +116,6 @@ fn node_patch(action: &Action, objects: &BTreeMap<String, Arc<Node>>) -> Option<
         Action::RequestPatch { record, .. }
         | Action::RequestReboot { record, .. }
         | Action::SetStep { record, .. } => Some(record_patch(record)),
-        Action::Uncordon { record, .. } => {
-            let mut patch = record_patch(record);
-            merge(&mut patch, unschedulable_null);
-            Some(patch)
-        }
         Action::MarkFailed {
             uncordon, record, ..
         } => {
@@ -674,13 +667,11 @@ impl Shell {
         }
         let mut by_step: BTreeMap<&str, i64> = BTreeMap::new();
         for s in [
-            Step::Cordoning,
             Step::Draining,
             Step::Patching,
             Step::Rebooting,
             Step::WaitingReady,
             Step::Settling,
-            Step::Uncordoning,
         ] {
             by_step.insert(step_name(s), 0);
         }
@@ -700,7 +691,6 @@ impl Shell {
         let cfg = rollout::Config::from_spec(spec);
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         for (step, timeout) in [
-            (Step::Cordoning, None),
             (Step::Draining, Some(cfg.drain_timeout)),
             (
                 Step::Patching,
@@ -709,7 +699,6 @@ impl Shell {
             (Step::Rebooting, Some(cfg.reboot_timeout)),
             (Step::WaitingReady, Some(cfg.reboot_timeout)),
             (Step::Settling, None),
-            (Step::Uncordoning, None),
         ] {
             let oldest = status
                 .active
@@ -833,7 +822,7 @@ impl Shell {
     ) {
         let pname = policy.name_any();
         match action {
-            Action::Cordon { node, record } => {
+            Action::Claim { node, record } | Action::CordonAgain { node, record } => {
                 self.metrics.observe_step("Pending", 0.0);
                 // One Event per node-level outcome (cordoned, reboot asked,
                 // rebooted, done); the policy's status lists the nodes in flight.
@@ -964,17 +953,6 @@ impl Shell {
                     );
                 }
             }
-            Action::Uncordon { node, record } => {
-                self.node_event(
-                    node,
-                    EventType::Normal,
-                    "Uncordoned",
-                    format!(
-                        "uncordoned after revision {} of PatchPolicy {pname}",
-                        record.revision
-                    ),
-                );
-            }
             Action::MarkFailed { node, record, .. } => {
                 let reason = record.reason.clone().unwrap_or_else(|| "failed".into());
                 self.node_event(node, EventType::Warning, "NodeFailed", reason.clone());
@@ -1047,7 +1025,7 @@ impl Shell {
         let mut waiting = false;
         for (node, record) in mine {
             match record.step {
-                Step::Cordoning | Step::Draining | Step::Patching => {
+                Step::Draining | Step::Patching => {
                     self.drains.stop(&node);
                     let mut patch = json!({"metadata": {"labels": {STEP_LABEL: null}, "annotations": {RECORD_ANNOTATION: null}}});
                     if !record.was_unschedulable {
@@ -1200,7 +1178,7 @@ mod tests {
             done: Default::default(),
             uncordon: true,
         };
-        let cordon = |n: &str| Action::Cordon {
+        let cordon = |n: &str| Action::Claim {
             node: n.into(),
             record: rec.clone(),
         };
