@@ -3,6 +3,7 @@
 //! retries, bounded failure, exactly-once decisions across a restart, and the
 //! advisory embargo over everything that was sent.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +20,9 @@ use sofort::api::{
     PatchPolicySpec, Phase, SecretKeyRef, Webhook, WebhookFormat,
 };
 use sofort::notify::{
-    Counts, Delivery, DeliveryConfig, DeliveryReport, Due, Message, Metrics, Notifier, Outcome,
-    ResolvedWebhook, Rollout, Window, append_records, due, pending, start,
+    Counts, Delivery, DeliveryConfig, DeliveryReport, Due, EnqueueError, EventKind, Message,
+    Metrics, Notifier, Outcome, ResolvedWebhook, Rollout, Window, append_records, due, pending,
+    start,
 };
 use tokio::sync::mpsc;
 
@@ -885,4 +887,211 @@ fn a_payload_that_contains_the_details_is_not_sent() {
     let m = Message::new(&done, &d);
     assert!(m.carries_details());
     assert!(!Delivery::new(&m, hook(None)).leaks(&embargo));
+}
+
+// ------------------------------------------------------------ delivery lanes
+
+/// A receiver that accepts every connection and never answers (it holds the
+/// sockets until the test ends). Returns its URL and how many it accepted.
+async fn black_hole() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (format!("http://{addr}/hook/T0KEN"), accepted)
+}
+
+fn hook_at(url: &str, name: &str) -> Arc<ResolvedWebhook> {
+    Arc::new(
+        ResolvedWebhook::new(
+            &webhook(name, WebhookFormat::CloudEvents, None),
+            url,
+            None,
+            None,
+        )
+        .unwrap(),
+    )
+}
+
+fn rollout_of<'a>(policy: &'a str, spec: &'a PatchPolicySpec) -> Rollout<'a> {
+    Rollout {
+        policy,
+        spec,
+        previous_phase: None,
+        phase: Phase::Progressing,
+        counts: Counts {
+            total: 12,
+            updated: 0,
+            failed: 0,
+        },
+        failed: &[],
+        first_window: None,
+        expected_completion: None,
+        now: ts("2024-11-26T22:00:00Z"),
+    }
+}
+
+/// `NodeFailed` of node `w-<i>`: a distinct notice (and record) per `i`.
+fn node_failed(i: usize) -> Due {
+    Due {
+        kind: EventKind::NodeFailed,
+        node: Some(format!("w-{i}")),
+        seq: 1,
+        at: ts("2024-11-26T22:00:00Z"),
+    }
+}
+
+/// Waits, in virtual time, until `n` connections were accepted.
+async fn accepted_at_least(accepted: &AtomicUsize, n: usize) {
+    for _ in 0..200 {
+        if accepted.load(Ordering::SeqCst) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "only {} of {n} connections accepted",
+        accepted.load(Ordering::SeqCst)
+    );
+}
+
+/// Finding 8: one policy's dead receivers held all delivery slots, so another
+/// policy's `UrgentStarted` waited minutes. Policy `a` has ten webhooks whose
+/// receiver accepts and never answers, each with a full backlog of routine and
+/// urgent notices; policy `b`'s urgent notice must still be the first delivery
+/// to end, and end before any of `a`'s requests could time out: it waited for
+/// none of them. Time is virtual; a 1 ms ticker keeps the runtime from jumping
+/// straight to `a`'s timeouts while `b`'s request is on the loopback.
+#[tokio::test(start_paused = true)]
+async fn a_black_hole_receiver_does_not_delay_another_policys_urgent_notice() {
+    let (hole, accepted) = black_hole().await;
+    let recorder = receiver(0, false, 200).await;
+    let config = DeliveryConfig {
+        timeout: Duration::from_secs(120),
+        ..DeliveryConfig::default()
+    };
+    let metrics = Metrics::new();
+    let (notifier, mut reports) = start(config.clone(), metrics.clone());
+    let ticker = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+
+    let (a_routine, a_urgent) = (spec(false), spec(true));
+    let webhooks = 10;
+    let backlog = 20;
+    for w in 0..webhooks {
+        let h = hook_at(&hole, &format!("hole-{w}"));
+        for i in 0..backlog {
+            for s in [&a_routine, &a_urgent] {
+                let m = Message::new(&rollout_of("a", s), &node_failed(i));
+                notifier.enqueue(Delivery::new(&m, h.clone())).unwrap();
+            }
+        }
+    }
+    // Every routine slot and every urgent lane of `a` is stuck in a request.
+    let stuck = config.concurrency + webhooks;
+    accepted_at_least(&accepted, stuck).await;
+
+    let b = spec(true);
+    let b_hook = hook_at(&recorder.url, "statuspage");
+    let urgent = due(&rollout_of("b", &b), &[]);
+    assert_eq!(urgent[0].kind, EventKind::UrgentStarted);
+    let t0 = tokio::time::Instant::now();
+    notifier
+        .enqueue(Delivery::new(
+            &Message::new(&rollout_of("b", &b), &urgent[0]),
+            b_hook,
+        ))
+        .unwrap();
+
+    let first = reports.recv().await.expect("a delivery report");
+    let elapsed = t0.elapsed();
+    assert_eq!(first.id, "b/2024-11-26/urgentstarted", "{first:?}");
+    assert_eq!(first.outcome, Outcome::Delivered { status: 200 });
+    ticker.abort();
+    assert!(
+        elapsed < config.timeout,
+        "the urgent notice took {elapsed:?} of virtual time: it waited for a request of `a`"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        stuck,
+        "no request of `a` ended"
+    );
+    let got = recorder.got();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body["type"], "dev.sofort.rollout.urgentstarted");
+    assert_eq!(metrics.get("hole-0", "NodeFailed", "dropped"), 0);
+}
+
+/// A lane that holds its maximum refuses the new delivery, counts it as
+/// `dropped`, and its report writes `failed` into exactly its record; what was
+/// queued before stays queued, and other lanes still accept and deliver.
+#[tokio::test(start_paused = true)]
+async fn a_full_lane_refuses_the_newest_notice_and_its_record_says_failed() {
+    let (hole, accepted) = black_hole().await;
+    let recorder = receiver(0, false, 200).await;
+    let config = DeliveryConfig {
+        lane_queue: 3,
+        ..DeliveryConfig::default()
+    };
+    let metrics = Metrics::new();
+    let (notifier, mut reports) = start(config, metrics.clone());
+    let a = spec(false);
+    let h = hook_at(&hole, "hole");
+    let dues: Vec<Due> = (0..4).map(node_failed).collect();
+    let mut records = Vec::new();
+    append_records(&mut records, &dues, ["hole"]);
+    let delivery =
+        |i: usize| Delivery::new(&Message::new(&rollout_of("a", &a), &dues[i]), h.clone());
+    for i in 0..3 {
+        notifier.enqueue(delivery(i)).unwrap();
+    }
+    accepted_at_least(&accepted, 1).await;
+    assert_eq!(
+        notifier.enqueue(delivery(3)),
+        Err(EnqueueError::LaneFull(3))
+    );
+    let refused = notifier.enqueue_or_refuse(delivery(3)).unwrap_err();
+    assert_eq!(refused.attempts, 0);
+    assert!(
+        matches!(&refused.outcome, Outcome::Failed { error } if error.contains("queue of this webhook is full"))
+    );
+    assert!(refused.apply(&mut records));
+    let results: Vec<&str> = records.iter().map(|r| r.results[0].as_str()).collect();
+    assert_eq!(
+        results,
+        [
+            "hole=pending",
+            "hole=pending",
+            "hole=pending",
+            "hole=failed"
+        ]
+    );
+    assert_eq!(metrics.get("hole", "NodeFailed", "dropped"), 2);
+
+    // Another webhook of the same policy is another lane.
+    let other = hook_at(&recorder.url, "statuspage");
+    notifier
+        .enqueue(Delivery::new(
+            &Message::new(&rollout_of("a", &a), &dues[3]),
+            other,
+        ))
+        .unwrap();
+    let r = reports.recv().await.expect("a delivery report");
+    assert_eq!(
+        (r.webhook.as_str(), r.result()),
+        ("statuspage", "delivered")
+    );
+    assert_eq!(recorder.got().len(), 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one request per lane");
 }

@@ -22,7 +22,7 @@
 //! conditionally, with a `NotificationFailed` Warning Event for failures and the
 //! `NotificationsDelivered` condition.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +45,9 @@ use crate::rollout::{self, NodeView};
 
 /// Type of the condition that tells whether every notification was delivered.
 pub(crate) const CONDITION: &str = "NotificationsDelivered";
+
+/// Refused deliveries held until their `failed` is written, at most.
+const MAX_REFUSED: usize = 1024;
 
 /// An Event to publish on the policy: type, reason, note.
 pub(crate) type PolicyEvent = (EventType, String, String);
@@ -73,6 +76,10 @@ pub(crate) struct Notifications {
     client: Client,
     notifier: Notifier,
     reports: mpsc::Receiver<DeliveryReport>,
+    /// Reports of deliveries the lanes refused (full), handed out by
+    /// [`Notifications::recv`] before the others so their records say
+    /// `failed` instead of staying `pending`.
+    refused: VecDeque<DeliveryReport>,
     written: HashMap<String, Written>,
     /// Expected completion per (policy, revision), computed once.
     expected: HashMap<(String, String), Option<Timestamp>>,
@@ -102,6 +109,7 @@ impl Notifications {
             client,
             notifier,
             reports,
+            refused: VecDeque::new(),
             written: HashMap::new(),
             expected: HashMap::new(),
             resumed: HashSet::new(),
@@ -111,6 +119,9 @@ impl Notifications {
 
     /// Next delivery report.
     pub(crate) async fn recv(&mut self) -> Option<DeliveryReport> {
+        if let Some(r) = self.refused.pop_front() {
+            return Some(r);
+        }
         self.reports.recv().await
     }
 
@@ -385,18 +396,20 @@ impl Notifications {
         if prepared.resumed {
             self.resumed.insert(prepared.policy.clone());
         }
-        let mut events = prepared.events;
         for d in prepared.deliveries {
-            let (webhook, kind, id) = (d.webhook().to_string(), d.kind, d.id.clone());
-            if let Err(e) = self.notifier.enqueue(d) {
-                events.push((
-                    EventType::Warning,
-                    "NotificationFailed".into(),
-                    format!("webhook {webhook}: {kind} notification {id} not sent: {e}"),
-                ));
+            // A refused delivery (its lane or the queues are full) is written
+            // `failed` into its record, with the NotificationFailed Event, by
+            // `on_report`, like one that failed after its retries.
+            if let Err(report) = self.notifier.enqueue_or_refuse(d) {
+                if self.refused.len() >= MAX_REFUSED {
+                    // Left `pending`: delivered again after a restart.
+                    tracing::warn!(policy = %prepared.policy, webhook = %report.webhook, event = %report.kind, "too many refused notifications to record; this one stays pending");
+                    continue;
+                }
+                self.refused.push_back(*report);
             }
         }
-        events
+        prepared.events
     }
 
     /// Fetches the Secrets of the policy's webhooks and resolves them. Returns
@@ -536,7 +549,18 @@ impl Notifications {
                     let status = written.status.clone().unwrap_or_default();
                     self.written(&written, rv.as_deref(), &status);
                     let mut events = Vec::new();
-                    if let Outcome::Failed { error } = &report.outcome {
+                    if let Outcome::Failed { error } = &report.outcome
+                        && report.attempts == 0
+                    {
+                        events.push((
+                            EventType::Warning,
+                            "NotificationFailed".to_string(),
+                            format!(
+                                "webhook {}: {} notification {} {error}",
+                                report.webhook, report.kind, report.id,
+                            ),
+                        ));
+                    } else if let Outcome::Failed { error } = &report.outcome {
                         events.push((
                             EventType::Warning,
                             "NotificationFailed".to_string(),

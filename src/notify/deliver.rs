@@ -1,15 +1,44 @@
 //! Background delivery of notifications to webhooks.
 //!
-//! [`start`] spawns a dispatcher task fed by a bounded queue; the controller
-//! hands it [`Delivery`]s with [`Notifier::enqueue`], which never waits, so a
-//! slow or dead receiver cannot hold up the rollout. Each delivery is retried
-//! with exponential backoff and jitter, each request has a timeout, and the
-//! outcome comes back as a [`DeliveryReport`] on the report channel, for
+//! The controller hands [`Delivery`]s to [`Notifier::enqueue`], which never
+//! waits, so a slow or dead receiver cannot hold up the rollout. Each delivery
+//! is retried with exponential backoff and jitter, each request is bounded by
+//! a connect and a total timeout, and the outcome comes back as a
+//! [`DeliveryReport`] on the report channel, for
 //! `status.notifications[].results`, an Event and the metric.
+//!
+//! # Lanes
+//!
+//! A webhook receiver may answer slowly or not at all; it must not delay other
+//! policies' notices, nor grow the controller's memory. So deliveries wait in
+//! *lanes*, one per (policy, webhook, class), where the class is *urgent*
+//! (`UrgentStarted`, or any notice of a policy with `urgent: true`) or
+//! *routine*:
+//!
+//! - each lane sends its deliveries one after the other, in the order they
+//!   were queued, by a task of its own that exists while the lane holds
+//!   something; a black-hole receiver delays only its own lane;
+//! - routine requests share [`DeliveryConfig::concurrency`] slots, taken per
+//!   attempt and never during the backoff before a retry; urgent requests take
+//!   no slot, so an urgent notice never waits behind a routine one (at most
+//!   one urgent request is in flight per urgent lane);
+//! - a lane holds at most [`DeliveryConfig::lane_queue`] deliveries (waiting or
+//!   in flight), each class at most [`DeliveryConfig::queue`] or
+//!   [`DeliveryConfig::urgent_queue`] over all lanes and
+//!   [`DeliveryConfig::max_queued_bytes`]. Beyond that the *new* delivery is
+//!   refused ([`EnqueueError`]): counted as `dropped` in the metric, logged
+//!   with the policy, webhook and event names only, and the controller writes
+//!   [`DeliveryReport::refused`] into its record (`failed`), exactly like a
+//!   delivery that failed after its retries. What was queued before stays.
+//!
+//! A delivery thus ends within `max_attempts * (timeout + max_backoff)` once its
+//! lane reaches it, and the memory held is bounded by the budgets above, the
+//! report channel (one report per held delivery) and one HTTP client per CA
+//! bundle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -294,6 +323,10 @@ pub struct Delivery {
     pub at: Timestamp,
     /// Deterministic id (the same for every attempt and every webhook).
     pub id: String,
+    /// Name of the policy (`metadata.name`), the first part of the lane.
+    policy: String,
+    /// Delivered in the urgent class (see [`Message::urgent`]).
+    urgent: bool,
     webhook: Arc<ResolvedWebhook>,
     payload: Payload,
     carries_details: bool,
@@ -317,6 +350,8 @@ impl Delivery {
             node: message.node().map(str::to_string),
             at: message.at(),
             id: message.id().to_string(),
+            policy: message.policy().to_string(),
+            urgent: message.urgent(),
             webhook,
             payload,
             carries_details: message.carries_details(),
@@ -333,6 +368,27 @@ impl Delivery {
     /// Name of the webhook.
     pub fn webhook(&self) -> &str {
         &self.webhook.name
+    }
+
+    /// Name of the policy.
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+
+    /// True when it goes in the urgent class: `UrgentStarted`, or any notice
+    /// of an urgent policy.
+    pub fn urgent(&self) -> bool {
+        self.urgent
+    }
+
+    /// Bytes this delivery holds while it waits (body, id, node): what the
+    /// queue's memory budget counts.
+    fn size(&self) -> usize {
+        self.payload.body.len()
+            + self.id.len()
+            + self.policy.len()
+            + self.node.as_ref().map_or(0, String::len)
+            + std::mem::size_of::<Delivery>()
     }
 
     /// The rendered request body.
@@ -376,6 +432,23 @@ pub struct DeliveryReport {
 }
 
 impl DeliveryReport {
+    /// The report of a delivery that [`Notifier::enqueue`] refused: no request
+    /// was made (`attempts: 0`) and the outcome is `failed` with the reason, so
+    /// the record is not left `pending` by a controller that keeps running.
+    pub fn refused(delivery: &Delivery, error: &EnqueueError) -> DeliveryReport {
+        DeliveryReport {
+            kind: delivery.kind,
+            node: delivery.node.clone(),
+            at: delivery.at,
+            id: delivery.id.clone(),
+            webhook: delivery.webhook.name.clone(),
+            attempts: 0,
+            outcome: Outcome::Failed {
+                error: format!("not queued: {error}"),
+            },
+        }
+    }
+
     /// `delivered` or `failed`, as in status and the metric.
     pub fn result(&self) -> &'static str {
         match self.outcome {
@@ -401,11 +474,22 @@ impl DeliveryReport {
 /// Delivery settings.
 #[derive(Clone, Debug)]
 pub struct DeliveryConfig {
-    /// Deliveries waiting at most; beyond, [`Notifier::enqueue`] refuses.
+    /// Deliveries per lane at most (waiting plus the one in flight); beyond,
+    /// [`Notifier::enqueue`] refuses the new one with [`EnqueueError::LaneFull`].
+    pub lane_queue: usize,
+    /// Routine deliveries held at most over all lanes (waiting or in flight).
     pub queue: usize,
-    /// Deliveries in flight at once.
+    /// Urgent deliveries held at most over all lanes (a budget of their own,
+    /// so routine ones can never use it up).
+    pub urgent_queue: usize,
+    /// Bytes held at most per class (routine, urgent), payloads included.
+    pub max_queued_bytes: usize,
+    /// Routine requests in flight at once over all lanes. Urgent requests do
+    /// not take these slots (at most one in flight per urgent lane).
     pub concurrency: usize,
-    /// Per request: connect, TLS and response headers.
+    /// Per request: the TCP connect.
+    pub connect_timeout: Duration,
+    /// Per request, in all: connect, TLS and response headers.
     pub timeout: Duration,
     /// Requests per delivery, the first included.
     pub max_attempts: u32,
@@ -418,8 +502,12 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            queue: 256,
+            lane_queue: 32,
+            queue: 512,
+            urgent_queue: 256,
+            max_queued_bytes: 16 << 20,
             concurrency: 8,
+            connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
             max_attempts: 6,
             initial_backoff: Duration::from_secs(1),
@@ -441,103 +529,261 @@ impl DeliveryConfig {
     }
 }
 
-/// The queue was full or the dispatcher has stopped; the controller should mark
-/// the record `failed` for this webhook (it is counted as `dropped`).
+/// Why [`Notifier::enqueue`] refused a delivery. The controller marks the
+/// record `failed` for this webhook ([`DeliveryReport::refused`]); it is
+/// counted as `dropped`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnqueueError {
-    /// Too many deliveries waiting.
-    #[error("notification queue is full ({0} waiting); receivers are slow or down")]
+    /// This webhook's lane of this policy holds its maximum.
+    #[error(
+        "the delivery queue of this webhook is full ({0} held); its receiver is slow or down: check it, the notification is not retried"
+    )]
+    LaneFull(usize),
+    /// Every lane of this class together holds its maximum.
+    #[error(
+        "the notification queues are full ({0} held); receivers are slow or down: check the NotificationFailed Events of other policies"
+    )]
     Full(usize),
-    /// The dispatcher task ended.
-    #[error("notification dispatcher has stopped")]
-    Stopped,
+    /// The queues hold their maximum of bytes.
+    #[error(
+        "the notification queues hold their memory limit ({0} bytes); receivers are slow or down"
+    )]
+    TooLarge(usize),
 }
 
-/// Handle to the background dispatcher. Cheap to clone. When every handle is
-/// dropped the dispatcher finishes the deliveries it has, then ends and closes
-/// the report channel.
-#[derive(Clone, Debug)]
-pub struct Notifier {
-    tx: mpsc::Sender<Delivery>,
+/// The queue a delivery waits in: one per policy, webhook and class, so a
+/// slow receiver delays only its own lane, and an urgent notice never waits
+/// behind a routine one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct LaneKey {
+    policy: String,
+    webhook: String,
+    urgent: bool,
+}
+
+/// A lane exists while it holds a delivery; exactly one task works it.
+struct Lane {
+    waiting: VecDeque<Delivery>,
+    /// The delivery the lane's task is sending (0 or 1).
+    in_flight: usize,
+}
+
+/// What one class (routine, urgent) holds, waiting or in flight.
+#[derive(Default, Debug, Clone, Copy)]
+struct Usage {
+    deliveries: usize,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Lanes {
+    lanes: HashMap<LaneKey, Lane>,
+    /// `[routine, urgent]`.
+    usage: [Usage; 2],
+}
+
+struct Shared {
+    config: DeliveryConfig,
     metrics: Metrics,
-    queue: usize,
+    state: Mutex<Lanes>,
+    /// Routine requests in flight; urgent ones do not take a slot.
+    routine_slots: Semaphore,
+    clients: Mutex<Clients>,
+    reports: mpsc::Sender<DeliveryReport>,
+    runtime: tokio::runtime::Handle,
 }
 
-impl Notifier {
-    /// Queues a delivery without waiting.
-    pub fn enqueue(&self, delivery: Delivery) -> Result<(), EnqueueError> {
-        let (webhook, kind) = (delivery.webhook.name.clone(), delivery.kind);
-        self.tx.try_send(delivery).map_err(|e| {
-            self.metrics.inc(&webhook, kind.as_str(), "dropped");
-            tracing::warn!(webhook = %webhook, event = %kind, "notification dropped: {e}");
-            match e {
-                mpsc::error::TrySendError::Full(_) => EnqueueError::Full(self.queue),
-                mpsc::error::TrySendError::Closed(_) => EnqueueError::Stopped,
-            }
-        })
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded maps stay consistent at every await-free step.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Handle to the delivery lanes. Cheap to clone. When every handle is dropped
+/// the lanes finish the deliveries they hold, then the report channel closes.
+#[derive(Clone)]
+pub struct Notifier {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = locked(&self.shared.state);
+        f.debug_struct("Notifier")
+            .field("lanes", &st.lanes.len())
+            .field("routine", &st.usage[0])
+            .field("urgent", &st.usage[1])
+            .finish()
     }
 }
 
-/// Starts the dispatcher on the current tokio runtime. Returns the handle and
-/// the channel of reports (one per delivery).
+impl Notifier {
+    /// Queues a delivery in its lane without waiting. Refuses it (and counts
+    /// it as `dropped`) when its lane, its class or the memory budget is full;
+    /// the deliveries already held are kept.
+    pub fn enqueue(&self, delivery: Delivery) -> Result<(), EnqueueError> {
+        self.try_enqueue(delivery).map_err(|b| b.0)
+    }
+
+    /// Like [`Notifier::enqueue`], but a refusal comes back as the
+    /// [`DeliveryReport::refused`] to write into the delivery's record.
+    pub fn enqueue_or_refuse(&self, delivery: Delivery) -> Result<(), Box<DeliveryReport>> {
+        self.try_enqueue(delivery)
+            .map_err(|b| Box::new(DeliveryReport::refused(&b.1, &b.0)))
+    }
+
+    fn try_enqueue(&self, delivery: Delivery) -> Result<(), Box<(EnqueueError, Delivery)>> {
+        let c = &self.shared.config;
+        let key = LaneKey {
+            policy: delivery.policy.clone(),
+            webhook: delivery.webhook.name.clone(),
+            urgent: delivery.urgent,
+        };
+        let class = usize::from(key.urgent);
+        let size = delivery.size();
+        let (kind, spawn) = {
+            let mut st = locked(&self.shared.state);
+            let used = st.usage[class];
+            let held = st
+                .lanes
+                .get(&key)
+                .map_or(0, |l| l.waiting.len() + l.in_flight);
+            let class_max = if key.urgent { c.urgent_queue } else { c.queue };
+            let refused = if held >= c.lane_queue.max(1) {
+                Some(EnqueueError::LaneFull(held))
+            } else if used.deliveries >= class_max.max(1) {
+                Some(EnqueueError::Full(used.deliveries))
+            } else if used.bytes.saturating_add(size) > c.max_queued_bytes && used.deliveries > 0 {
+                Some(EnqueueError::TooLarge(used.bytes))
+            } else {
+                None
+            };
+            if let Some(e) = refused {
+                drop(st);
+                self.shared
+                    .metrics
+                    .inc(&key.webhook, delivery.kind.as_str(), "dropped");
+                // Names only (the policy's metadata.name, a validated webhook
+                // name, the event): no spec text, no URL, no payload.
+                tracing::warn!(
+                    policy = %key.policy, webhook = %key.webhook, event = %delivery.kind,
+                    urgent = key.urgent, reason = %e,
+                    "notification not queued; its record is marked failed"
+                );
+                return Err(Box::new((e, delivery)));
+            }
+            st.usage[class].deliveries += 1;
+            st.usage[class].bytes += size;
+            let kind = delivery.kind;
+            // A lane that exists has its task, which removes it once empty
+            // (under this lock): a new lane gets a new task.
+            let spawn = !st.lanes.contains_key(&key);
+            let lane = st.lanes.entry(key.clone()).or_insert_with(|| Lane {
+                waiting: VecDeque::new(),
+                in_flight: 0,
+            });
+            lane.waiting.push_back(delivery);
+            (kind, spawn)
+        };
+        tracing::debug!(policy = %key.policy, webhook = %key.webhook, event = %kind, urgent = key.urgent, "notification queued");
+        if spawn {
+            let shared = self.shared.clone();
+            self.shared.runtime.spawn(run_lane(shared, key));
+        }
+        Ok(())
+    }
+}
+
+/// Starts the delivery lanes on the current tokio runtime. Returns the handle
+/// and the channel of reports (one per queued delivery).
 pub fn start(
     config: DeliveryConfig,
     metrics: Metrics,
 ) -> (Notifier, mpsc::Receiver<DeliveryReport>) {
-    let queue = config.queue.max(1);
-    let (tx, rx) = mpsc::channel(queue);
-    let (report_tx, report_rx) = mpsc::channel(queue);
-    tokio::spawn(dispatch(config, metrics.clone(), rx, report_tx));
-    (Notifier { tx, metrics, queue }, report_rx)
+    // Every held delivery can have its report waiting: lanes never block on a
+    // controller that reads reports slower than they come.
+    let capacity = config
+        .queue
+        .max(1)
+        .saturating_add(config.urgent_queue.max(1));
+    let (report_tx, report_rx) = mpsc::channel(capacity);
+    let routine_slots = Semaphore::new(config.concurrency.max(1));
+    let shared = Arc::new(Shared {
+        config,
+        metrics,
+        state: Mutex::new(Lanes::default()),
+        routine_slots,
+        clients: Mutex::new(HashMap::new()),
+        reports: report_tx,
+        runtime: tokio::runtime::Handle::current(),
+    });
+    (Notifier { shared }, report_rx)
 }
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-async fn dispatch(
-    config: DeliveryConfig,
-    metrics: Metrics,
-    mut rx: mpsc::Receiver<Delivery>,
-    reports: mpsc::Sender<DeliveryReport>,
-) {
-    let slots = config.concurrency.max(1);
-    let semaphore = Arc::new(Semaphore::new(slots));
-    let config = Arc::new(config);
-    let mut clients: HashMap<Option<Vec<u8>>, Result<HttpClient, String>> = HashMap::new();
-    while let Some(delivery) = rx.recv().await {
-        let Ok(permit) = semaphore.clone().acquire_owned().await else {
-            break;
-        };
-        let key = delivery.webhook.ca_pem.clone();
-        let client = clients
-            .entry(key)
-            .or_insert_with(|| build_client(delivery.webhook.ca_pem.as_deref()))
-            .clone();
-        let (config, metrics, reports) = (config.clone(), metrics.clone(), reports.clone());
-        tokio::spawn(async move {
-            let report = deliver(&config, client, &delivery).await;
-            metrics.inc(&report.webhook, report.kind.as_str(), report.result());
-            match &report.outcome {
-                Outcome::Delivered { status } => tracing::info!(
-                    webhook = %report.webhook, event = %report.kind, id = %report.id,
-                    attempts = report.attempts, status, "notification delivered"
-                ),
-                Outcome::Failed { error } => tracing::warn!(
-                    webhook = %report.webhook, event = %report.kind, id = %report.id,
-                    attempts = report.attempts, error = %error, "notification failed"
-                ),
+/// One HTTP client per CA bundle (`None`: the system roots only).
+type Clients = HashMap<Option<Vec<u8>>, Result<HttpClient, String>>;
+
+/// Works one lane: its deliveries one after the other, in order, until it is
+/// empty, then removes it.
+async fn run_lane(shared: Arc<Shared>, key: LaneKey) {
+    let class = usize::from(key.urgent);
+    loop {
+        let next = {
+            let mut st = locked(&shared.state);
+            let Some(lane) = st.lanes.get_mut(&key) else {
+                return;
+            };
+            match lane.waiting.pop_front() {
+                Some(d) => {
+                    lane.in_flight = 1;
+                    d
+                }
+                None => {
+                    st.lanes.remove(&key);
+                    return;
+                }
             }
-            // A controller that stopped reading just loses the report.
-            let _ = reports.send(report).await;
-            drop(permit);
-        });
+        };
+        let size = next.size();
+        let client = {
+            let mut clients = locked(&shared.clients);
+            clients
+                .entry(next.webhook.ca_pem.clone())
+                .or_insert_with(|| build_client(next.webhook.ca_pem.as_deref(), &shared.config))
+                .clone()
+        };
+        let slots = (!key.urgent).then_some(&shared.routine_slots);
+        let report = deliver(&shared.config, client, slots, &next).await;
+        drop(next);
+        {
+            let mut st = locked(&shared.state);
+            let u = &mut st.usage[class];
+            u.deliveries = u.deliveries.saturating_sub(1);
+            u.bytes = u.bytes.saturating_sub(size);
+            if let Some(lane) = st.lanes.get_mut(&key) {
+                lane.in_flight = 0;
+            }
+        }
+        shared
+            .metrics
+            .inc(&report.webhook, report.kind.as_str(), report.result());
+        match &report.outcome {
+            Outcome::Delivered { status } => tracing::info!(
+                webhook = %report.webhook, event = %report.kind, id = %report.id,
+                attempts = report.attempts, status, "notification delivered"
+            ),
+            Outcome::Failed { error } => tracing::warn!(
+                webhook = %report.webhook, event = %report.kind, id = %report.id,
+                attempts = report.attempts, error = %error, "notification failed"
+            ),
+        }
+        // A controller that stopped reading just loses the report.
+        let _ = shared.reports.send(report).await;
     }
-    // Wait for the deliveries in flight before closing the report channel.
-    let _ = semaphore
-        .acquire_many(u32::try_from(slots).unwrap_or(u32::MAX))
-        .await;
 }
 
-fn build_client(ca_pem: Option<&[u8]>) -> Result<HttpClient, String> {
+fn build_client(ca_pem: Option<&[u8]>, config: &DeliveryConfig) -> Result<HttpClient, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
@@ -558,11 +804,14 @@ fn build_client(ca_pem: Option<&[u8]>) -> Result<HttpClient, String> {
     .map_err(|e| format!("TLS setup failed: {e}"))?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(config.connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .build();
+        .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new()).build(https))
 }
 
@@ -576,9 +825,12 @@ enum Attempt {
     Fatal(String),
 }
 
+/// Sends one delivery with its retries. A routine one holds one of `slots`
+/// per attempt only, never while it waits to retry.
 async fn deliver(
     config: &DeliveryConfig,
     client: Result<HttpClient, String>,
+    slots: Option<&Semaphore>,
     d: &Delivery,
 ) -> DeliveryReport {
     let mut report = DeliveryReport {
@@ -602,7 +854,21 @@ async fn deliver(
     let max = config.max_attempts.max(1);
     loop {
         report.attempts += 1;
-        let (error, after) = match attempt(config, &client, d).await {
+        let permit = match slots {
+            Some(s) => match s.acquire().await {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    report.outcome = Outcome::Failed {
+                        error: "notification delivery stopped".into(),
+                    };
+                    return report;
+                }
+            },
+            None => None,
+        };
+        let result = attempt(config, &client, d).await;
+        drop(permit);
+        let (error, after) = match result {
             Attempt::Done(status) => {
                 report.outcome = Outcome::Delivered { status };
                 return report;
@@ -853,7 +1119,7 @@ mod tests {
     async fn a_full_queue_refuses_without_waiting_and_counts_dropped() {
         let metrics = Metrics::new();
         let config = DeliveryConfig {
-            queue: 1,
+            urgent_queue: 1,
             ..DeliveryConfig::default()
         };
         let (notifier, _reports) = start(config, metrics.clone());
@@ -875,13 +1141,30 @@ mod tests {
         };
         let due = super::super::event::due(&rollout, &[]);
         let msg = Message::new(&rollout, &due[0]);
-        // The single-threaded test runtime has not run the dispatcher yet.
+        // The single-threaded test runtime has not run the lane's task yet.
         assert!(notifier.enqueue(Delivery::new(&msg, hook.clone())).is_ok());
         assert_eq!(
-            notifier.enqueue(Delivery::new(&msg, hook)),
+            notifier.enqueue(Delivery::new(&msg, hook.clone())),
             Err(EnqueueError::Full(1))
         );
         assert_eq!(metrics.get("statuspage", "UrgentStarted", "dropped"), 1);
+        // A routine notice of the same webhook is in its own lane and budget.
+        let mut routine_spec = spec.clone();
+        routine_spec.urgent = false;
+        let routine = super::super::event::Rollout {
+            spec: &routine_spec,
+            ..rollout
+        };
+        let msg = Message::new(&routine, &due[0]);
+        let d = Delivery::new(&msg, hook);
+        assert!(d.urgent(), "UrgentStarted is urgent whatever the policy");
+        let started = super::super::event::Due {
+            kind: EventKind::Started,
+            ..due[0].clone()
+        };
+        let d = Delivery::new(&Message::new(&routine, &started), d.webhook.clone());
+        assert!(!d.urgent());
+        assert!(notifier.enqueue(d).is_ok());
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //!   Slack payloads, default texts and user [`template`]s;
 //! - [`embargo`]: the advisory details only in `Completed`, and the
 //!   [`Embargo::scrub`] for Events, status and logs before completion;
-//! - [`deliver`]: background delivery with timeouts, retries, backoff and
-//!   jitter, reporting each outcome back; [`metrics`]: the counter;
+//! - [`deliver`]: background delivery in bounded lanes per policy, webhook and
+//!   class (urgent first), with timeouts, retries, backoff and jitter,
+//!   reporting each outcome back; [`metrics`]: the counter;
 //! - [`secret`]: reading the URL, headers and CA bundle from one Secret that
 //!   opted in to webhook use.
 //!
@@ -28,7 +29,8 @@
 //! append_records(&mut new_status.notifications, &due, webhook_names);  // webhook=pending
 //! patch status (new phase + records) ------------------- only if this succeeds:
 //! for d in due { let m = Message::new(&rollout, &d);
-//!                for w in webhooks { notifier.enqueue(Delivery::new(&m, w.clone())) } }
+//!                for w in webhooks { notifier.enqueue_or_refuse(Delivery::new(&m, w.clone())) } }
+//!             (a refusal, its lane full, is a DeliveryReport like any other: webhook=failed)
 //! on each DeliveryReport: report.apply(&mut status.notifications); patch status; Event
 //! after a restart / on becoming leader: pending(&records) -> Due::from_record -> enqueue
 //! ```

@@ -127,6 +127,18 @@ impl Message {
         self.at
     }
 
+    /// Name of the policy (`metadata.name`).
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+
+    /// True for an urgent notice: `UrgentStarted`, or any notice of a policy
+    /// with `urgent: true`. Urgent notices are delivered ahead of routine ones
+    /// (see [`super::deliver`]).
+    pub fn urgent(&self) -> bool {
+        self.urgent || self.kind == EventKind::UrgentStarted
+    }
+
     fn zoned(&self, t: Timestamp) -> Zoned {
         t.to_zoned(self.tz.clone())
     }
