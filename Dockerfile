@@ -7,6 +7,10 @@
 # agent's `command` reboot method and host patch commands run `nsenter`
 # (util-linux, part of every Debian base). The image runs as an unprivileged
 # user by default; the agent DaemonSet overrides the user where it must.
+#
+# Built with `--no-default-features`: the `sandbox` feature (the API emulator
+# and the `sofort sandbox` demo) is for development and tests only and is not
+# linked into the image.
 
 ARG RUST_VERSION=1.95
 
@@ -15,7 +19,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --profile small --locked --package sofort --bin sofort \
+    cargo build --profile small --locked --no-default-features --package sofort --bin sofort \
  && install -D -m 0755 target/small/sofort /out/sofort
 
 FROM debian:bookworm-slim AS runtime

@@ -47,6 +47,7 @@ pub enum Command {
     Agent(AgentArgs),
     /// Run a simulated cluster on this machine where the real controller and
     /// agents patch nodes while you watch.
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
 }
 
@@ -182,6 +183,7 @@ pub struct AgentArgs {
 }
 
 /// `sofort sandbox`.
+#[cfg(feature = "sandbox")]
 #[derive(Args, Debug, Clone)]
 pub struct SandboxArgs {
     /// Scenario file (YAML) describing nodes, workloads and timings.

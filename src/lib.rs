@@ -10,6 +10,10 @@
 //! (the per-node state machine and `decide()`), and [`forecast`] (a
 //! discrete-event simulation behind `sofort plan`). [`notify`] tells customers
 //! about rollouts (webhooks, advisory embargo).
+//!
+//! [`controller`] and [`agent`] are the two processes of a cluster. The
+//! `sandbox` module (cargo feature `sandbox`, on by default, off in the shipped
+//! image) runs both against the in-process API emulator.
 
 pub mod agent;
 pub mod api;
@@ -26,6 +30,7 @@ pub mod node_record;
 pub mod notify;
 pub mod order;
 pub mod rollout;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod selector;
 pub mod validate;

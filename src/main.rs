@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Agent(args) => sofort::agent::run_cli(&args),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sofort::sandbox::main(&args),
     }
 }
