@@ -117,9 +117,6 @@ pub struct ControllerArgs {
     /// Address of the metrics and health endpoints.
     #[arg(long, env = "SOFORT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: String,
-    /// Most policies reconciled at the same time.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: u16,
     /// Most evictions in flight per draining node.
     #[arg(long, default_value_t = 5)]
     pub max_evictions_in_flight: u16,

@@ -53,7 +53,6 @@ MATRIX: dict[str, dict[str, Any]] = {
         "controller": {
             "replicas": 3,
             "leaderElection": {"leaseName": "patcher-leader", "leaseDuration": "30s"},
-            "concurrency": 8,
             "maxEvictionsInFlight": 2,
             "evictionRetry": "10s",
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": 1, "memory": "512Mi"}},
