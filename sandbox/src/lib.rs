@@ -38,7 +38,7 @@ mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -254,12 +254,20 @@ impl Sandbox {
                 source,
             })?;
         }
-        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| {
-            SandboxError::WriteKubeconfig {
+        // It holds the admin token: readable by its owner only.
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(self.kubeconfig_yaml().as_bytes()))
+            .map_err(|source| SandboxError::WriteKubeconfig {
                 path: path.display().to_string(),
                 source,
-            }
-        })
+            })
     }
 
     /// The simulated host of a node.
@@ -361,48 +369,5 @@ fn create_stored(shared: &api::Shared, obj: serde_json::Value) -> Result<(), San
         )?;
         Ok((change, ()))
     })?;
-    Ok(())
-}
-
-/// Options of [`run_forever`], as the `sofort sandbox` subcommand takes them.
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    /// Scenario file; None: the demo fleet.
-    pub scenario: Option<PathBuf>,
-    /// Number of worker nodes of the demo fleet (ignored with a scenario file).
-    pub nodes: Option<usize>,
-    /// Port on 127.0.0.1 (0: any free port).
-    pub port: u16,
-    /// Where to write the kubeconfig (default: `sofort-sandbox.kubeconfig` in the temp dir).
-    pub kubeconfig: Option<PathBuf>,
-}
-
-/// Start a sandbox, print how to use it, and serve until Ctrl-C.
-pub async fn run_forever(opts: RunOptions) -> Result<(), SandboxError> {
-    let scenario = match &opts.scenario {
-        Some(p) => Scenario::from_file(p)?,
-        None => Scenario::with_nodes(opts.nodes.unwrap_or(12)),
-    };
-    let sandbox = Sandbox::start(SandboxConfig {
-        port: opts.port,
-        ..SandboxConfig::with_scenario(scenario)
-    })
-    .await?;
-    let path = opts
-        .kubeconfig
-        .unwrap_or_else(|| std::env::temp_dir().join("sofort-sandbox.kubeconfig"));
-    sandbox.write_kubeconfig(&path)?;
-    println!(
-        "sofort sandbox is serving a Kubernetes API at {}",
-        sandbox.url()
-    );
-    println!("kubeconfig: {}", path.display());
-    println!(
-        "try: kubectl --kubeconfig {} get nodes -L topology.kubernetes.io/zone",
-        path.display()
-    );
-    println!("stop with Ctrl-C");
-    tokio::signal::ctrl_c().await?;
-    sandbox.shutdown().await;
     Ok(())
 }

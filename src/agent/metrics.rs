@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::metrics::ServeLimits;
+
 /// The agent's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -90,15 +92,26 @@ async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse
     )
 }
 
-/// Serves the endpoints on `listener` until `shutdown` completes.
+/// Serves the endpoints on `listener` until `shutdown` completes, with the
+/// same limits as the controller's server (header-read timeout, connection
+/// lifetime and count): anyone who reaches the node's port may connect.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with_limits(listener, metrics, ServeLimits::default(), shutdown).await
+}
+
+/// Like [`serve`], with explicit limits.
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    crate::metrics::serve_router(listener, router(metrics), limits, shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -118,6 +131,35 @@ mod tests {
             text.contains("sofort_agent_patch_seconds_count 1"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn agent_server_cuts_half_open_connections_after_the_header_timeout()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let limits = ServeLimits {
+            header_read_timeout: std::time::Duration::from_millis(200),
+            ..ServeLimits::default()
+        };
+        let server = tokio::spawn(serve_with_limits(
+            listener,
+            Arc::new(Metrics::new()),
+            limits,
+            std::future::pending(),
+        ));
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        // Headers that never end: without a header timeout the read below
+        // would wait forever (bounded here at 10 s).
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await?;
+        let mut buf = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+            .await
+            .map_err(|_| "the half-open connection was not closed")??;
+        assert!(!String::from_utf8_lossy(&buf).contains(" 200 "));
+        server.abort();
+        Ok(())
     }
 
     #[tokio::test]

@@ -351,6 +351,28 @@ pub fn sandbox_controller_config() -> ControllerConfig {
     }
 }
 
+/// Where the kubeconfig goes: the path given, or else `kubeconfig` in a
+/// directory of this run's own (it holds the admin token): created new with a
+/// unique name and mode 0700, so two sandboxes never share or clobber one and
+/// a planted symlink at a fixed path cannot redirect the write. The directory
+/// is removed when the returned guard is dropped.
+fn kubeconfig_path(
+    given: Option<&std::path::Path>,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), SandboxRunError> {
+    match given {
+        Some(path) => Ok((path.to_path_buf(), None)),
+        None => {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = tempfile::Builder::new()
+                .prefix("sofort-sandbox-")
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .map_err(|e| SandboxRunError::Kubeconfig(e.to_string()))?;
+            Ok((dir.path().join("kubeconfig"), Some(dir)))
+        }
+    }
+}
+
 async fn run(args: SandboxArgs) -> Result<ExitCode, SandboxRunError> {
     let scenario = match &args.scenario {
         Some(p) => Scenario::from_file(p)?,
@@ -361,10 +383,7 @@ async fn run(args: SandboxArgs) -> Result<ExitCode, SandboxRunError> {
             s
         }
     };
-    let kubeconfig = args
-        .kubeconfig
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("sofort-sandbox.kubeconfig"));
+    let (kubeconfig, _private_dir) = kubeconfig_path(args.kubeconfig.as_deref())?;
     let mut cluster = Cluster::start(scenario, args.port, kubeconfig).await?;
     println!(
         "sofort sandbox: a simulated cluster at {}",
@@ -532,5 +551,36 @@ async fn watch_rollout(
             return Ok(Some(p));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::kubeconfig_path;
+
+    #[test]
+    fn two_sandboxes_get_private_kubeconfig_paths_of_their_own()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (a, guard_a) = kubeconfig_path(None)?;
+        let (b, guard_b) = kubeconfig_path(None)?;
+        assert_ne!(a, b, "two sandboxes must not share a kubeconfig path");
+        for path in [&a, &b] {
+            let dir = path.parent().ok_or("no parent directory")?;
+            let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{} is readable by others", dir.display());
+        }
+        let dir_a = a.parent().ok_or("no parent directory")?.to_path_buf();
+        drop((guard_a, guard_b));
+        assert!(
+            !dir_a.exists(),
+            "the private directory outlived the sandbox"
+        );
+        let given = std::path::Path::new("chosen.kubeconfig");
+        let (c, guard_c) = kubeconfig_path(Some(given))?;
+        assert_eq!(c, given);
+        assert!(guard_c.is_none());
+        Ok(())
     }
 }
