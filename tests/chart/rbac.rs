@@ -458,11 +458,11 @@ fn check_calls(who: &str, case: &str, template: &str, grants: &[Grant], calls: &
 }
 
 const AGENT_CASE: &str = "host-commands";
-const AGENT_TOKEN: &str = "agent-token";
 
 /// The agent's ServiceAccount rules equal the calls the agent makes: the real
 /// agent loop (its shell, with the sandbox's simulated hosts in place of PID 1)
-/// runs on every node with the agent's own token, through two revisions of a
+/// runs on every node with a token of the agent's ServiceAccount bound to that
+/// node (as the kubelet issues it), through two revisions of a
 /// rollout with a host patch command, so it watches its Node, writes its keys,
 /// reads the PatchPolicy of each request, runs the patch, reboots and reports
 /// Events, a second Event of a kind becoming a series (patch). The controller
@@ -509,22 +509,31 @@ async fn agent_rbac_grants_exactly_the_calls_the_agent_makes()
     let mut cluster = Cluster::start_with(
         SandboxConfig {
             token: Some(ADMIN_TOKEN.into()),
-            extra_tokens: vec![(AGENT_TOKEN.into(), user.clone())],
             ..SandboxConfig::with_scenario(s)
         },
         dir.join("admin.kubeconfig"),
     )
     .await?;
     let client = cluster.client.clone();
-    let agent_kubeconfig = kube::config::Kubeconfig::from_yaml(
-        &cluster.sandbox.kubeconfig_yaml_for(Some(AGENT_TOKEN)),
-    )?;
-    let agent_client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(agent_kubeconfig, &Default::default()).await?,
-    )?;
+    // The access objects of the values case checked here, enforced.
+    cluster.sandbox.create_objects(&[json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": release_ns},
+    })])?;
+    cluster
+        .sandbox
+        .create_objects(&access_objects(AGENT_CASE))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut agents = Vec::new();
     for node in cluster.sandbox.node_names() {
+        // A token bound to the agent's node, as the kubelet issues a pod's
+        // token: the agent's admission policy lets it change only that node.
+        let token = cluster.sandbox.mint_token(&release_ns, &sa, Some(&node));
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(
+            &cluster.sandbox.kubeconfig_yaml_for(Some(&token)),
+        )?;
+        let agent_client = kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?,
+        )?;
         let host: std::sync::Arc<dyn sofort::agent::host::Host> = std::sync::Arc::new(
             sofort::sandbox::host::SandboxHost::new(cluster.sandbox.host(&node)?),
         );
@@ -533,7 +542,7 @@ async fn agent_rbac_grants_exactly_the_calls_the_agent_makes()
             Duration::from_secs(30),
             chart_args.allow_host_commands,
         );
-        let client = agent_client.clone();
+        let client = agent_client;
         let mut stopped = stopped.clone();
         agents.push(tokio::spawn(async move {
             sofort::agent::run_agent(
@@ -587,11 +596,32 @@ async fn agent_rbac_grants_exactly_the_calls_the_agent_makes()
             if done {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "revision {revision} did not complete: {:#?}",
-                p.status
-            );
+            if Instant::now() >= deadline {
+                let failed: Vec<String> = cluster
+                    .sandbox
+                    .stats()
+                    .requests()
+                    .into_iter()
+                    .filter(|r| r.user == user && r.code >= 400)
+                    .map(|r| {
+                        format!(
+                            "{} {}/{} -> {}",
+                            show(&triple(&r)),
+                            r.namespace,
+                            r.name,
+                            r.code
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "revision {revision} did not complete: {:#?}\nagent calls refused:{}",
+                    p.status,
+                    failed
+                        .iter()
+                        .map(|f| format!("\n  - {f}"))
+                        .collect::<String>()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
