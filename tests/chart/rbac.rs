@@ -4,8 +4,9 @@
 //! with its own bearer token, through a scenario that makes it do everything
 //! it can do: leader election, a rollout whose drains evict pods, a pod that
 //! no eviction can move (two PodDisruptionBudgets cover it) so the drain times
-//! out and `drain.onTimeout: Force` deletes it, and a webhook notification
-//! whose URL is in a Secret. The sandbox's request log gives every API call
+//! out and `drain.onTimeout: Force` deletes it, a webhook notification
+//! whose URL is in a Secret, and a second revision whose identical node
+//! Events the Recorder patches into series. The sandbox's request log gives every API call
 //! of that token. The sandbox enforces the rendered chart's RBAC (its
 //! authorizer evaluates API group, resource and subresource, verb, namespace
 //! of a Role and resourceNames as the real one does), so a call the rules do
@@ -372,19 +373,34 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes()
     policies
         .create(&PostParams::default(), &policy(&release_ns))
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(45);
-    loop {
-        let p = policies.get("kernel").await?;
-        if finished(&p) {
-            break;
+    // Two revisions: the second one repeats identical Events on the same
+    // nodes (a node's "Rebooted" note names no revision), which the Recorder
+    // sends as a patch bumping the first Event's series.
+    for revision in [None, Some("2026-11-28-kernel")] {
+        if let Some(revision) = revision {
+            let patch = json!({"spec": {"revision": revision}});
+            policies
+                .patch(
+                    "kernel",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the rollout did not complete with every notification delivered: {:#?}\ncontroller log:\n{}",
-            p.status,
-            std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            let p = policies.get("kernel").await?;
+            if finished(&p) && revision.is_none_or(|r| p.spec.revision == r) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the rollout did not complete with every notification delivered: {:#?}\ncontroller log:\n{}",
+                p.status,
+                std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     // Deleting the policy: the controller removes its finalizer.
     policies.delete("kernel", &DeleteParams::default()).await?;
