@@ -649,8 +649,13 @@ async fn overlapping_policies_never_share_a_node_and_urgent_goes_first()
             }
         }
     });
-    env.apply(&routine).await;
+    // Urgent first: a routine policy the controller sees alone may start a
+    // node (and a started node always finishes), so creating routine first
+    // would race its first decision against urgent's create. Created in this
+    // order, the controller knows urgent when it first decides routine, which
+    // must then wait on every node urgent selects.
     env.apply(&urgent).await;
+    env.apply(&routine).await;
     env.wait_phase("urgent", Phase::Completed, Duration::from_secs(90))
         .await;
     env.wait_phase("routine", Phase::Completed, Duration::from_secs(90))

@@ -45,7 +45,19 @@ async fn patchpolicy_cel_rules_refuse_bad_policies_with_the_real_error_shape() -
         json!({"revision": "r1", "rollout": {"maxUnavailable": "150%"}}),
     );
     assert!(
-        err.contains(r#"The PatchPolicy "pct" is invalid: spec.rollout.maxUnavailable: Invalid value: "string": maxUnavailable must be an integer of at least 1 or a percentage from 1% to 100%"#),
+        err.contains(r#"The PatchPolicy "pct" is invalid: spec.rollout.maxUnavailable: Invalid value: "string": maxUnavailable must be an integer from 1 to 2147483647 or a percentage from 1% to 100%; a number in quotes such as "3" is not accepted, write 3"#),
+        "{err}"
+    );
+    // A number in quotes is refused too (the decoder no longer reads "3" as 3).
+    let err = refused(
+        &env,
+        "quoted",
+        json!({"revision": "r1", "rollout": {"maxUnavailable": "3"}}),
+    );
+    assert!(
+        err.contains(
+            r#"spec.rollout.maxUnavailable: Invalid value: "string": maxUnavailable must be"#
+        ),
         "{err}"
     );
     let err = refused(
@@ -174,8 +186,22 @@ async fn refused_policy_is_a_422_status_listing_every_failed_field() -> TestResu
 async fn every_example_policy_is_accepted() -> TestResult {
     let env = with_patchpolicy_crd().await;
     let mut policies = 0;
-    for entry in std::fs::read_dir(EXAMPLES)? {
-        let path = entry?.path();
+    // The examples tree has subfolders (e.g. Argo CD's health check): walk it
+    // and read every YAML file.
+    let mut dirs = vec![std::path::PathBuf::from(EXAMPLES)];
+    let mut files = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    for path in files {
         let text = std::fs::read_to_string(&path)?;
         if !text.contains("kind: PatchPolicy") {
             continue;

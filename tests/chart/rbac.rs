@@ -4,8 +4,9 @@
 //! with its own bearer token, through a scenario that makes it do everything
 //! it can do: leader election, a rollout whose drains evict pods, a pod that
 //! no eviction can move (two PodDisruptionBudgets cover it) so the drain times
-//! out and `drain.onTimeout: Force` deletes it, and a webhook notification
-//! whose URL is in a Secret. The sandbox's request log gives every API call
+//! out and `drain.onTimeout: Force` deletes it, a webhook notification
+//! whose URL is in a Secret, and a second revision whose identical node
+//! Events the Recorder patches into series. The sandbox's request log gives every API call
 //! of that token. The sandbox enforces the rendered chart's RBAC (its
 //! authorizer evaluates API group, resource and subresource, verb, namespace
 //! of a Role and resourceNames as the real one does), so a call the rules do
@@ -372,19 +373,34 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes()
     policies
         .create(&PostParams::default(), &policy(&release_ns))
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(45);
-    loop {
-        let p = policies.get("kernel").await?;
-        if finished(&p) {
-            break;
+    // Two revisions: the second one repeats identical Events on the same
+    // nodes (a node's "Rebooted" note names no revision), which the Recorder
+    // sends as a patch bumping the first Event's series.
+    for revision in [None, Some("2026-11-28-kernel")] {
+        if let Some(revision) = revision {
+            let patch = json!({"spec": {"revision": revision}});
+            policies
+                .patch(
+                    "kernel",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the rollout did not complete with every notification delivered: {:#?}\ncontroller log:\n{}",
-            p.status,
-            std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            let p = policies.get("kernel").await?;
+            if finished(&p) && revision.is_none_or(|r| p.spec.revision == r) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the rollout did not complete with every notification delivered: {:#?}\ncontroller log:\n{}",
+                p.status,
+                std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     // Deleting the policy: the controller removes its finalizer.
     policies.delete("kernel", &DeleteParams::default()).await?;
@@ -458,11 +474,11 @@ fn check_calls(who: &str, case: &str, template: &str, grants: &[Grant], calls: &
 }
 
 const AGENT_CASE: &str = "host-commands";
-const AGENT_TOKEN: &str = "agent-token";
 
 /// The agent's ServiceAccount rules equal the calls the agent makes: the real
 /// agent loop (its shell, with the sandbox's simulated hosts in place of PID 1)
-/// runs on every node with the agent's own token, through two revisions of a
+/// runs on every node with a token of the agent's ServiceAccount bound to that
+/// node (as the kubelet issues it), through two revisions of a
 /// rollout with a host patch command, so it watches its Node, writes its keys,
 /// reads the PatchPolicy of each request, runs the patch, reboots and reports
 /// Events, a second Event of a kind becoming a series (patch). The controller
@@ -509,22 +525,31 @@ async fn agent_rbac_grants_exactly_the_calls_the_agent_makes()
     let mut cluster = Cluster::start_with(
         SandboxConfig {
             token: Some(ADMIN_TOKEN.into()),
-            extra_tokens: vec![(AGENT_TOKEN.into(), user.clone())],
             ..SandboxConfig::with_scenario(s)
         },
         dir.join("admin.kubeconfig"),
     )
     .await?;
     let client = cluster.client.clone();
-    let agent_kubeconfig = kube::config::Kubeconfig::from_yaml(
-        &cluster.sandbox.kubeconfig_yaml_for(Some(AGENT_TOKEN)),
-    )?;
-    let agent_client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(agent_kubeconfig, &Default::default()).await?,
-    )?;
+    // The access objects of the values case checked here, enforced.
+    cluster.sandbox.create_objects(&[json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": release_ns},
+    })])?;
+    cluster
+        .sandbox
+        .create_objects(&access_objects(AGENT_CASE))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut agents = Vec::new();
     for node in cluster.sandbox.node_names() {
+        // A token bound to the agent's node, as the kubelet issues a pod's
+        // token: the agent's admission policy lets it change only that node.
+        let token = cluster.sandbox.mint_token(&release_ns, &sa, Some(&node));
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(
+            &cluster.sandbox.kubeconfig_yaml_for(Some(&token)),
+        )?;
+        let agent_client = kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?,
+        )?;
         let host: std::sync::Arc<dyn sofort::agent::host::Host> = std::sync::Arc::new(
             sofort::sandbox::host::SandboxHost::new(cluster.sandbox.host(&node)?),
         );
@@ -533,7 +558,7 @@ async fn agent_rbac_grants_exactly_the_calls_the_agent_makes()
             Duration::from_secs(30),
             chart_args.allow_host_commands,
         );
-        let client = agent_client.clone();
+        let client = agent_client;
         let mut stopped = stopped.clone();
         agents.push(tokio::spawn(async move {
             sofort::agent::run_agent(
@@ -587,11 +612,32 @@ async fn agent_rbac_grants_exactly_the_calls_the_agent_makes()
             if done {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "revision {revision} did not complete: {:#?}",
-                p.status
-            );
+            if Instant::now() >= deadline {
+                let failed: Vec<String> = cluster
+                    .sandbox
+                    .stats()
+                    .requests()
+                    .into_iter()
+                    .filter(|r| r.user == user && r.code >= 400)
+                    .map(|r| {
+                        format!(
+                            "{} {}/{} -> {}",
+                            show(&triple(&r)),
+                            r.namespace,
+                            r.name,
+                            r.code
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "revision {revision} did not complete: {:#?}\nagent calls refused:{}",
+                    p.status,
+                    failed
+                        .iter()
+                        .map(|f| format!("\n  - {f}"))
+                        .collect::<String>()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
