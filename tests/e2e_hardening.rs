@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -152,13 +153,47 @@ fn quick_spec() -> Value {
 async fn one_undecodable_policy_does_not_stop_the_others() -> TestResult {
     let env = Env::start("undecodable", 3).await?;
     // A "freeze forever" blackout: valid RFC 3339 that the controller's time
-    // type cannot hold (the CRD now refuses it; the emulator does not run
-    // the CRD's CEL rules, just as an older CRD would not have), with an
-    // embargoed advisory that must stay out of every log.
+    // type cannot hold, with an embargoed advisory that must stay out of
+    // every log. The CRD's CEL rules now refuse it at apply time...
     let mut bad = quick_spec();
     bad["blackouts"] = json!([{"start": "2026-01-01T00:00:00Z", "end": "9999-12-31T23:59:59Z"}]);
     bad["notify"] = json!({"advisory": {"summary": "kernel update", "details": SECRET}});
+    let refused = env.create(policy("frozen", bad.clone())).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("spec.blackouts[0].end")
+            && message.contains("must be before 9999-12-30T00:00:00Z"),
+        "the CRD refuses the blackout end: {message:?}"
+    );
+    // ...but one stored under an older CRD without those rules is still in
+    // the cluster: create it under such a CRD, then put the current one back.
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client()?);
+    let crd_name = "patchpolicies.sofort.dev";
+    let current = crds.get(crd_name).await?;
+    let mut older = serde_json::to_value(&current)?;
+    for version in older["spec"]["versions"]
+        .as_array_mut()
+        .ok_or("CRD without versions")?
+    {
+        let blackout = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["blackouts"]["items"]["properties"];
+        for field in ["start", "end"] {
+            if let Some(f) = blackout[field].as_object_mut() {
+                f.remove("x-kubernetes-validations");
+            }
+        }
+    }
+    crds.replace(
+        crd_name,
+        &PostParams::default(),
+        &serde_json::from_value(older)?,
+    )
+    .await?;
     env.create(policy("frozen", bad)).await?;
+    let mut restored = current;
+    restored.metadata.resource_version = crds.get(crd_name).await?.metadata.resource_version;
+    crds.replace(crd_name, &PostParams::default(), &restored)
+        .await?;
     env.create(policy("good", quick_spec())).await?;
 
     let stalled = env

@@ -153,6 +153,22 @@ pub fn validate(
     Ok(errors
         .into_vec()
         .into_iter()
+        // Ratcheting, as the real server since 1.33 (CRDValidationRatcheting):
+        // on an update, a rule without oldSelf that fails on a value the update
+        // leaves unchanged is not an error, so an object stored under an older
+        // CRD can still have its status written.
+        .filter(|e| {
+            let Some(old) = old else { return true };
+            let transition = schema_at(schema, &e.field_path)
+                .and_then(|s| s.get("x-kubernetes-validations"))
+                .and_then(Value::as_array)
+                .is_some_and(|rules| {
+                    rules
+                        .iter()
+                        .any(|r| r["rule"].as_str().is_some_and(|t| t.contains("oldSelf")))
+                });
+            transition || value_at(obj, &e.field_path) != value_at(old, &e.field_path)
+        })
         .map(|e| {
             let path = e.field_path.clone();
             let ty = type_at(schema, obj, &path);
@@ -271,6 +287,24 @@ mod tests {
         let causes = validate(&info(), &schema, &b, Some(&a))?;
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].0, "spec.mode");
+        Ok(())
+    }
+
+    #[test]
+    fn an_unchanged_invalid_value_is_ratcheted_on_update() -> Result<(), ApiError> {
+        let schema = json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "size": {"type": "string", "x-kubernetes-validations": [{"rule": "self != 'big'", "message": "no big ones"}]}
+            }},
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+        }});
+        let stored = json!({"spec": {"size": "big"}});
+        let status_write = json!({"spec": {"size": "big"}, "status": {"phase": "Halted"}});
+        assert!(validate(&info(), &schema, &status_write, Some(&stored))?.is_empty());
+        // Created, or changed to another bad value, it is still refused.
+        assert_eq!(validate(&info(), &schema, &status_write, None)?.len(), 1);
+        let other = json!({"spec": {"size": "small"}});
+        assert_eq!(validate(&info(), &schema, &stored, Some(&other))?.len(), 1);
         Ok(())
     }
 

@@ -119,13 +119,50 @@ fn short(v: &Value) -> String {
 }
 
 /// RFC 3339 date-time, as the real server's `date-time` format accepts
-/// (`2026-12-24T00:00:00+01:00`, `…Z`, fractional seconds, `t`/`z` in lower case).
+/// (`2026-12-24T00:00:00+01:00`, `…Z`, fractional seconds, `t`/`z` in lower case),
+/// over its whole range: years 0000 to 9999 with any offset, so
+/// `9999-12-31T23:59:59Z` passes the format (a `Timestamp` cannot hold it; range
+/// limits are the CRD's own CEL rules, as on the real server).
 fn is_date_time(s: &str) -> bool {
-    s.len() >= 20
-        && s.as_bytes()
+    let (local, offset) = if let Some(local) = s.strip_suffix(['Z', 'z']) {
+        (local, None)
+    } else {
+        match s.len().checked_sub(6).and_then(|i| s.split_at_checked(i)) {
+            Some((local, offset)) => (local, Some(offset)),
+            None => return false,
+        }
+    };
+    let offset_ok = offset.is_none_or(|o| {
+        let b = o.as_bytes();
+        matches!(b[0], b'+' | b'-')
+            && b[3] == b':'
+            && [1, 2, 4, 5].iter().all(|&i| b[i].is_ascii_digit())
+            && o[1..3].parse::<u8>().is_ok_and(|h| h < 24)
+            && o[4..6].parse::<u8>().is_ok_and(|m| m < 60)
+    });
+    offset_ok
+        && local.len() >= 19
+        && local
+            .as_bytes()
             .get(10)
             .is_some_and(|c| matches!(c, b'T' | b't'))
-        && s.parse::<jiff::Timestamp>().is_ok()
+        && local.as_bytes()[..19]
+            .iter()
+            .enumerate()
+            .all(|(i, c)| match i {
+                4 | 7 => *c == b'-',
+                10 => true,
+                13 | 16 => *c == b':',
+                _ => c.is_ascii_digit(),
+            })
+        && local[19..]
+            .strip_prefix('.')
+            .map_or(local.len() == 19, |f| {
+                !f.is_empty() && f.bytes().all(|c| c.is_ascii_digit())
+            })
+        && format!("{}T{}", &local[..10], &local[11..19])
+            .parse::<jiff::civil::DateTime>()
+            .is_ok()
 }
 
 /// Whether an integer fits the integer `format` (int32, uint32, int64, uint64);
@@ -441,6 +478,25 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty(), "{out:?}");
+        // The format spans years 0000-9999 whatever the offset.
+        for at in [
+            "9999-12-31T23:59:59Z",
+            "0000-01-01T00:00:00+01:00",
+            "2026-12-24t00:00:00.5z",
+        ] {
+            validate(&json!({"at": at}), &schema, "spec", &mut out);
+            assert!(out.is_empty(), "{at}: {out:?}");
+        }
+        for at in [
+            "2026-12-24T00:00:00",
+            "2026-12-24T00:00:00+1:00",
+            "2026-13-01T00:00:00Z",
+            "2026-12-24T00:00:00.Z",
+        ] {
+            let mut bad = Vec::new();
+            validate(&json!({"at": at}), &schema, "spec", &mut bad);
+            assert_eq!(bad.len(), 1, "{at} is not a date-time");
+        }
         validate(
             &json!({"at": "2026-12-24", "small": 2147483648i64, "count": -1, "big": u64::MAX}),
             &schema,
