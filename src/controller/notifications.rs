@@ -315,19 +315,16 @@ impl Notifications {
                 for w in webhooks {
                     if let Some(r) = resolved.get(&w.name) {
                         let delivery = Delivery::new(&m, r.clone());
-                        if delivery.leaks(&embargo) {
-                            notify::event::set_result(
-                                &mut records,
-                                d.kind,
-                                d.node.as_deref(),
-                                d.at,
-                                &w.name,
-                                notify::event::FAILED,
-                            );
-                            prepared.events.push(withheld_event(&delivery));
-                            continue;
+                        if let Some(delivery) = unless_leaking(
+                            delivery,
+                            &embargo,
+                            d,
+                            &w.name,
+                            &mut records,
+                            &mut prepared.events,
+                        ) {
+                            prepared.deliveries.push(delivery);
                         }
-                        prepared.deliveries.push(delivery);
                     }
                 }
             }
@@ -352,18 +349,16 @@ impl Notifications {
             }
             let m = Message::new(&rollout, &d);
             let delivery = Delivery::new(&m, r.clone());
-            if delivery.leaks(&embargo) {
-                notify::event::set_result(
-                    &mut records,
-                    d.kind,
-                    d.node.as_deref(),
-                    d.at,
-                    &webhook,
-                    notify::event::FAILED,
-                );
-                prepared.events.push(withheld_event(&delivery));
+            let Some(delivery) = unless_leaking(
+                delivery,
+                &embargo,
+                &d,
+                &webhook,
+                &mut records,
+                &mut prepared.events,
+            ) else {
                 continue;
-            }
+            };
             tracing::info!(policy = %name, event = %d.kind, id = %embargo.scrub(m.id()), webhook = %webhook, "delivering a pending notification again");
             prepared.deliveries.push(delivery);
         }
@@ -589,6 +584,31 @@ impl Notifications {
 
 /// The admins' Event for a request withheld because it contained embargoed
 /// text (the note is scrubbed again when published).
+/// The delivery, unless its payload would carry embargoed text: then its
+/// record is marked failed and admins get a `NotificationWithheld` Event.
+fn unless_leaking(
+    delivery: Delivery,
+    embargo: &Embargo,
+    due: &Due,
+    webhook: &str,
+    records: &mut [NotificationRecord],
+    events: &mut Vec<PolicyEvent>,
+) -> Option<Delivery> {
+    if !delivery.leaks(embargo) {
+        return Some(delivery);
+    }
+    notify::event::set_result(
+        records,
+        due.kind,
+        due.node.as_deref(),
+        due.at,
+        webhook,
+        notify::event::FAILED,
+    );
+    events.push(withheld_event(&delivery));
+    None
+}
+
 fn withheld_event(d: &Delivery) -> PolicyEvent {
     (
         EventType::Warning,
