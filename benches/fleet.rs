@@ -29,7 +29,7 @@ use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 use sofort::api::{PatchPolicy, PatchPolicySpec, Phase};
-use sofort::node_record::STEP_LABEL;
+use sofort::core::node_record::STEP_LABEL;
 use sofort_sandbox::{
     DurationRange, NodeGroup, Sandbox, SandboxConfig, Scenario, SimDuration, Workload,
 };
@@ -245,8 +245,11 @@ impl Env {
         let agents_client = client_from(&dir.path().join("agents")).await;
         let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
         or_exit(
-            crds.create(&PostParams::default(), &sofort::crd::patch_policy_crd())
-                .await,
+            crds.create(
+                &PostParams::default(),
+                &sofort::cmd::crd::patch_policy_crd(),
+            )
+            .await,
             "create the CRD",
         );
         let pps: Api<PatchPolicy> = Api::all(admin.clone());
@@ -278,11 +281,11 @@ impl Env {
                 continue;
             };
             let host: Arc<dyn sofort::agent::host::Host> =
-                Arc::new(sofort::sandbox::host::SandboxHost::new(sim));
+                Arc::new(sofort::testkit::host::SandboxHost::new(sim));
             let config = sofort::agent::AgentConfig::new(&node, Duration::from_secs(300), false);
             let client = self.agents_client.clone();
             let mut rx = self.stop.subscribe();
-            let metrics = Arc::new(sofort::agent::metrics::Metrics::new());
+            let metrics = Arc::new(sofort::agent::metrics::AgentMetrics::new());
             self.tasks.push(tokio::spawn(async move {
                 let stop = async move {
                     let _ = rx.wait_for(|s| *s).await;

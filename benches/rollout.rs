@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sofort::api::{MaintenanceWindow, OrderSpec, PatchPolicy, PatchPolicySpec, Step, Weekday};
-use sofort::forecast::{Behaviour, forecast_views};
-use sofort::node_record::NodeRecord;
-use sofort::rollout::{NodeView, decide};
+use sofort::core::forecast::{Behaviour, forecast_views};
+use sofort::core::node_record::NodeRecord;
+use sofort::core::rollout::{NodeView, decide};
 
 fn fleet(n: usize, now: Timestamp, in_flight: usize) -> Vec<NodeView> {
     (0..n)

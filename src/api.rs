@@ -3,7 +3,7 @@
 //! Every doc comment on a field becomes its OpenAPI description, so
 //! `kubectl explain patchpolicy.spec.rollout` reads from here. The schema carries
 //! what the API server can check on its own (patterns, enums, bounds, CEL rules);
-//! [`crate::validate`] checks the rest and reports every problem with its path.
+//! [`crate::cmd::validate`] checks the rest and reports every problem with its path.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
     match cli.command {
-        Command::Crd => match sofort::crd::patch_policy_crd_yaml() {
+        Command::Crd => match sofort::cmd::crd::patch_policy_crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -34,8 +34,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Validate(args) => sofort::validate::run_cli(&args.files),
-        Command::Plan(args) => sofort::forecast::run_cli(&args, jiff::Timestamp::now()),
+        Command::Validate(args) => sofort::cmd::validate::run_cli(&args.files),
+        Command::Plan(args) => sofort::core::forecast::run_cli(&args, jiff::Timestamp::now()),
         Command::Controller(args) => match sofort::controller::main(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -45,6 +45,6 @@ fn main() -> ExitCode {
         },
         Command::Agent(args) => sofort::agent::run_cli(&args),
         #[cfg(feature = "sandbox")]
-        Command::Sandbox(args) => sofort::sandbox::main(&args),
+        Command::Sandbox(args) => sofort::testkit::main(&args),
     }
 }

@@ -55,7 +55,7 @@ const PHASES: [&str; 6] = [
 
 /// All controller metrics.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct ControllerMetrics {
     nodes: Family<Labels, Gauge>,
     step_duration: Family<Labels, Histogram, fn() -> Histogram>,
     evictions: Family<Labels, Counter>,
@@ -68,19 +68,19 @@ pub struct Metrics {
     registry: Arc<Registry>,
 }
 
-impl Default for Metrics {
+impl Default for ControllerMetrics {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Metrics {
+impl ControllerMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         Self::new_with(|_| {})
     }
 
-    /// Like [`Metrics::new`], and lets `extra` register more metrics (for
+    /// Like [`ControllerMetrics::new`], and lets `extra` register more metrics (for
     /// example the notification counter) in the same `sofort`-prefixed registry.
     pub fn new_with(extra: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("sofort");
@@ -132,7 +132,7 @@ impl Metrics {
             step_timeout.clone(),
         );
         extra(&mut registry);
-        Metrics {
+        ControllerMetrics {
             nodes,
             step_duration,
             evictions,
@@ -326,7 +326,7 @@ impl Health {
 
 #[derive(Clone)]
 struct ServerState {
-    metrics: Metrics,
+    metrics: ControllerMetrics,
     health: Health,
 }
 
@@ -363,7 +363,7 @@ async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
 }
 
 /// The router serving `/metrics`, `/healthz` and `/readyz`.
-pub fn router(metrics: Metrics, health: Health) -> Router {
+pub fn router(metrics: ControllerMetrics, health: Health) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
@@ -411,7 +411,7 @@ impl Default for ServeLimits {
 /// Binds the metrics address; returns the bound address and the serving future.
 pub async fn serve(
     addr: &str,
-    metrics: Metrics,
+    metrics: ControllerMetrics,
     health: Health,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
@@ -421,7 +421,7 @@ pub async fn serve(
 /// Like [`serve`], with explicit limits.
 pub async fn serve_with_limits(
     addr: &str,
-    metrics: Metrics,
+    metrics: ControllerMetrics,
     health: Health,
     limits: ServeLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -496,7 +496,7 @@ mod tests {
 
     #[test]
     fn renders_every_family() {
-        let m = Metrics::new();
+        let m = ControllerMetrics::new();
         m.set_nodes("workers", "Draining", 2);
         m.observe_step("Draining", 42.0);
         m.count_evictions("evicted", 3);
@@ -534,7 +534,7 @@ mod tests {
         let health = Health::default();
         let (addr, _h) = serve(
             "127.0.0.1:0",
-            Metrics::new(),
+            ControllerMetrics::new(),
             health.clone(),
             std::future::pending(),
         )
@@ -569,7 +569,7 @@ mod tests {
 
     #[test]
     fn series_of_deleted_policies_go_away() {
-        let m = Metrics::new();
+        let m = ControllerMetrics::new();
         for p in ["gone", "kept"] {
             m.set_nodes(p, "Draining", 2);
             m.set_phase(p, "Progressing");
@@ -615,7 +615,7 @@ mod tests {
         };
         let (addr, _h) = serve(
             "127.0.0.1:0",
-            Metrics::new(),
+            ControllerMetrics::new(),
             health.clone(),
             std::future::pending(),
         )
@@ -639,7 +639,7 @@ mod tests {
         };
         let (addr, _h) = serve_with_limits(
             "127.0.0.1:0",
-            Metrics::new(),
+            ControllerMetrics::new(),
             Health::default(),
             limits,
             std::future::pending(),
@@ -668,7 +668,7 @@ mod tests {
         };
         let (addr, _h) = serve_with_limits(
             "127.0.0.1:0",
-            Metrics::new(),
+            ControllerMetrics::new(),
             Health::default(),
             limits,
             std::future::pending(),

@@ -12,12 +12,12 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, NodeSystemInfo, ObjectReference};
 use sofort::agent::core::HOST_COMMANDS_REFUSED;
 use sofort::agent::host::{FakeHost, Host, HostCall, LinuxHost, RebootVia, Sentinel};
-use sofort::agent::metrics::Metrics;
+use sofort::agent::metrics::AgentMetrics;
 use sofort::agent::shell::{
     AgentConfig, AgentEvent, MetaPatch, NodeWriter, PolicyReader, WriteError, run_loop,
 };
 use sofort::api::{ActiveNode, PatchPolicy, PatchPolicySpec, PatchPolicyStatus, PatchSpec, Step};
-use sofort::node_record::{
+use sofort::core::node_record::{
     AGENT_ERROR_ANNOTATION, NodeRecord, PATCH_RESULT_ANNOTATION, PatchRequest, PatchResult,
     REBOOT_ACK_ANNOTATION, REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION, RebootAck,
 };
@@ -218,7 +218,7 @@ fn record(step: Step, patch: Option<PatchRequest>) -> NodeRecord {
 struct Agent {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<AgentMetrics>,
 }
 
 impl Agent {
@@ -228,7 +228,7 @@ impl Agent {
         let mut cfg = AgentConfig::new("n1", INTERVAL, allow_host_commands);
         cfg.clock =
             Arc::new(move || ts(T0) + jiff::SignedDuration::try_from(origin.elapsed()).unwrap());
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(AgentMetrics::new());
         let (stop, rx) = oneshot::channel::<()>();
         let writer: Arc<dyn NodeWriter> = Arc::new(cluster.clone());
         let policies: Arc<dyn PolicyReader> = Arc::new(cluster.clone());

@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 use sofort::api::{PatchPolicy, decode_policy};
-use sofort::rollout::{NodeView, decide};
+use sofort::core::rollout::{NodeView, decide};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -63,7 +63,7 @@ fn with(pointer: &str, v: Value) -> Result<Value, String> {
 }
 
 fn crd_schema() -> Result<Value, Box<dyn std::error::Error>> {
-    let crd = sofort::crd::patch_policy_crd();
+    let crd = sofort::cmd::crd::patch_policy_crd();
     let schema = crd
         .spec
         .versions
@@ -77,7 +77,7 @@ fn crd_schema() -> Result<Value, Box<dyn std::error::Error>> {
 /// The API server's verdict: structural schema (bounds, types) and CEL rules.
 fn crd_admits(schema: &Value, doc: &Value) -> Result<bool, String> {
     let mut problems = Vec::new();
-    sofort::validate::SchemaChecker::default().check(doc, schema, &mut problems);
+    sofort::cmd::validate::SchemaChecker::default().check(doc, schema, &mut problems);
     let cel = kube::core::cel::Validator::new().validate(schema, doc, None);
     if let Err(errors) = &cel
         && errors.as_slice().iter().any(|e| {
@@ -94,7 +94,7 @@ fn crd_admits(schema: &Value, doc: &Value) -> Result<bool, String> {
 }
 
 fn validate_accepts(doc: &Value) -> Result<bool, serde_json::Error> {
-    let report = sofort::validate::validate_yaml_text(&serde_json::to_string(doc)?);
+    let report = sofort::cmd::validate::validate_yaml_text(&serde_json::to_string(doc)?);
     Ok(report.policies == 1 && report.problems.is_empty())
 }
 

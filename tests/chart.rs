@@ -404,9 +404,9 @@ fn controller_args_are_flags_the_binary_knows() {
                 !a.no_leader_election || replicas == 1,
                 "{what}: no leader election with {replicas} replicas"
             );
-            sofort::duration::parse(&a.lease_duration)
+            sofort::core::duration::parse(&a.lease_duration)
                 .unwrap_or_else(|e| panic!("{what}: --lease-duration: {e}"));
-            sofort::duration::parse(&a.eviction_retry)
+            sofort::core::duration::parse(&a.eviction_retry)
                 .unwrap_or_else(|e| panic!("{what}: --eviction-retry: {e}"));
         }
     }
@@ -435,7 +435,7 @@ fn agent_args_are_flags_the_binary_knows_and_match_the_security_context() {
                 c.ports.as_ref().unwrap()[0].container_port,
                 "{what}: metrics port"
             );
-            sofort::duration::parse(&a.check_interval)
+            sofort::core::duration::parse(&a.check_interval)
                 .unwrap_or_else(|e| panic!("{what}: --check-interval: {e}"));
             assert_eq!(pod.host_pid, Some(true), "{what}: hostPID");
 

@@ -10,7 +10,7 @@ const COMMITTED: &str = include_str!("../crds/patchpolicy.yaml");
 
 #[test]
 fn committed_crd_matches_generated() {
-    let generated = sofort::crd::patch_policy_crd_yaml().unwrap();
+    let generated = sofort::cmd::crd::patch_policy_crd_yaml().unwrap();
     assert!(
         generated == COMMITTED,
         "crds/patchpolicy.yaml is out of date; regenerate it with: cargo run -- crd > crds/patchpolicy.yaml"

@@ -10,7 +10,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use sofort::api::decode_policy;
-use sofort::validate::{MAX_PROBLEMS_PER_DOCUMENT, validate_yaml_text};
+use sofort::cmd::validate::{MAX_PROBLEMS_PER_DOCUMENT, validate_yaml_text};
 
 fn cases() -> u32 {
     std::env::var("SOFORT_PROPTEST_CASES")
@@ -160,7 +160,7 @@ proptest! {
         assert_linear(&text, report.work)?;
         // The parser's work grows with the square of the flow depth: deeper
         // than the bound is refused before parsing.
-        if flow && depth > sofort::validate::MAX_FLOW_DEPTH {
+        if flow && depth > sofort::cmd::validate::MAX_FLOW_DEPTH {
             prop_assert!(
                 report.problems.iter().any(|p| p.problem.message.contains("nested more than")),
                 "{:?}", report.problems

@@ -17,9 +17,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use sofort::api::{MaintenanceWindow, OnTimeout, PatchPolicy, PatchPolicySpec, Phase, RebootWhen};
-use sofort::rollout::NodeView;
-use sofort::sandbox::Cluster;
-use sofort::sandbox::observer::{Observations, Observer, WatchedPolicy};
+use sofort::core::rollout::NodeView;
+use sofort::testkit::Cluster;
+use sofort::testkit::observer::{Observations, Observer, WatchedPolicy};
 use sofort_sandbox::{
     DurationRange, FaultEffect, FaultRule, NodeGroup, PdbSpec, Scenario, SimDuration, Workload,
 };

@@ -11,7 +11,7 @@ use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use sofort::api::PatchPolicy;
-use sofort::sandbox::Cluster;
+use sofort::testkit::Cluster;
 use sofort_sandbox::{NodeGroup, Scenario};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

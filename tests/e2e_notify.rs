@@ -23,7 +23,7 @@ use serde_json::Value;
 use sofort::api::{
     Advisory, Announce, NotifySpec, PatchPolicy, Phase, SecretKeyRef, Webhook, WebhookFormat,
 };
-use sofort::sandbox::{Cluster, demo_policy, sandbox_controller_config};
+use sofort::testkit::{Cluster, demo_policy, sandbox_controller_config};
 use sofort_sandbox::{NodeGroup, Scenario};
 
 const NS: &str = "sofort-system";

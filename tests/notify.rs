@@ -21,8 +21,8 @@ use sofort::api::{
 };
 use sofort::notify::{
     Counts, Delivery, DeliveryConfig, DeliveryReport, Due, EnqueueError, EventKind, Message,
-    Metrics, Notifier, Outcome, ResolvedWebhook, Rollout, Window, append_records, due, pending,
-    start,
+    Notifier, NotifyMetrics, Outcome, ResolvedWebhook, Rollout, Window, append_records, due,
+    pending, start,
 };
 use tokio::sync::mpsc;
 
@@ -166,12 +166,12 @@ struct Driver {
     hooks: Vec<Arc<ResolvedWebhook>>,
     notifier: Notifier,
     reports: mpsc::Receiver<DeliveryReport>,
-    metrics: Metrics,
+    metrics: NotifyMetrics,
 }
 
 impl Driver {
     fn new(spec: PatchPolicySpec, hooks: Vec<Arc<ResolvedWebhook>>) -> Driver {
-        let metrics = Metrics::new();
+        let metrics = NotifyMetrics::new();
         let (notifier, reports) = start(fast(), metrics.clone());
         Driver {
             spec,
@@ -757,7 +757,7 @@ fn docs_show_the_real_payloads() {
 #[test]
 fn every_public_field_is_checked_for_the_details() {
     use sofort::api::{Blackout, PatchPolicy, PatchSpec};
-    use sofort::validate::validate_policy;
+    use sofort::cmd::validate::validate_policy;
     const LEAK: &str = "cve-2026-1234";
     type Change = Box<dyn Fn(&mut PatchPolicy)>;
     let cases: Vec<(&str, Change)> = vec![
@@ -977,7 +977,7 @@ async fn a_black_hole_receiver_does_not_delay_another_policys_urgent_notice() {
         timeout: Duration::from_secs(120),
         ..DeliveryConfig::default()
     };
-    let metrics = Metrics::new();
+    let metrics = NotifyMetrics::new();
     let (notifier, mut reports) = start(config.clone(), metrics.clone());
     let ticker = tokio::spawn(async {
         loop {
@@ -1044,7 +1044,7 @@ async fn a_full_lane_refuses_the_newest_notice_and_its_record_says_failed() {
         lane_queue: 3,
         ..DeliveryConfig::default()
     };
-    let metrics = Metrics::new();
+    let metrics = NotifyMetrics::new();
     let (notifier, mut reports) = start(config, metrics.clone());
     let a = spec(false);
     let h = hook_at(&hole, "hole");

@@ -136,8 +136,8 @@ fn alerts(spec: &Value) -> Vec<Value> {
 /// exposition (counters as `_total`, histograms as `_bucket`/`_sum`/`_count`).
 /// A labelled family appears once it has a series, so each gets one.
 fn exported() -> BTreeSet<String> {
-    let notify = sofort::notify::Metrics::new();
-    let controller = sofort::metrics::Metrics::new_with(|r| notify.register_prefixed(r));
+    let notify = sofort::notify::NotifyMetrics::new();
+    let controller = sofort::metrics::ControllerMetrics::new_with(|r| notify.register_prefixed(r));
     controller.set_nodes("p", "Draining", 1);
     controller.observe_step("Draining", 1.0);
     controller.count_evictions("evicted", 1);
@@ -148,7 +148,7 @@ fn exported() -> BTreeSet<String> {
     controller.set_step_started("p", "Draining", Some(1));
     controller.set_step_timeout("p", "Draining", 1);
     notify.inc("w", "Started", "delivered");
-    let agent = sofort::agent::metrics::Metrics::new();
+    let agent = sofort::agent::metrics::AgentMetrics::new();
     let text = format!("{}\n{}", controller.render(), agent.encode());
     let mut names = BTreeSet::new();
     for line in text.lines() {

@@ -17,10 +17,10 @@ use sofort::api::{
     Announce, Blackout, MaintenanceWindow, OrderSpec, PatchPolicy, PatchPolicySpec, Phase, Step,
     Weekday,
 };
-use sofort::forecast::{Behaviour, World, simulate};
-use sofort::order::OrderKey;
-use sofort::rollout::{Action, Config, DrainState, NodeView};
-use sofort::window::Schedule;
+use sofort::core::forecast::{Behaviour, World, simulate};
+use sofort::core::order::OrderKey;
+use sofort::core::rollout::{Action, Config, DrainState, NodeView};
+use sofort::core::window::Schedule;
 
 fn cases() -> u32 {
     std::env::var("SOFORT_PROPTEST_CASES")
@@ -247,7 +247,7 @@ fn run_checked(s: &Scenario) -> Result<(Option<Phase>, World, String), TestCaseE
     let cfg = Config::from_spec(&policy.spec);
     let schedule = Schedule::new(&policy.spec.maintenance_windows, &policy.spec.blackouts).unwrap();
     let total = world.views().iter().filter(|v| selected(v)).count();
-    let max = sofort::budget::max_unavailable(&s.max_unavailable, total).unwrap();
+    let max = sofort::core::budget::max_unavailable(&s.max_unavailable, total).unwrap();
     let urgent = s.urgent;
     let mut violation: Option<String> = None;
     let out = simulate(
@@ -455,7 +455,7 @@ proptest! {
             t0(&s),
             Duration::from_secs(400 * 86400),
             |t, plan, views| {
-                let fresh = sofort::rollout::decide(&input, views, &[], t);
+                let fresh = sofort::core::rollout::decide(&input, views, &[], t);
                 if mismatch.is_none() && &fresh != plan {
                     mismatch = Some(format!("at {t}:\nindexed: {plan:?}\nfresh: {fresh:?}"));
                 }
@@ -470,8 +470,8 @@ proptest! {
     fn decide_is_deterministic(s in scenario(80, true, true, true), minutes in 0u32..(14 * 24 * 60)) {
         let (policy, world, _) = build(&s);
         let now = t0(&s).checked_add(SignedDuration::from_mins(i64::from(minutes))).unwrap();
-        let a = sofort::rollout::decide(&policy, world.views(), &[], now);
-        let b = sofort::rollout::decide(&policy, world.views(), &[], now);
+        let a = sofort::core::rollout::decide(&policy, world.views(), &[], now);
+        let b = sofort::core::rollout::decide(&policy, world.views(), &[], now);
         prop_assert_eq!(a, b);
     }
 }

@@ -42,7 +42,7 @@ use sofort::api::{
     MaintenanceWindow, NotifySpec, PatchPolicy, PatchPolicySpec, Phase, SecretKeyRef, Step,
     Webhook, WebhookFormat,
 };
-use sofort::sandbox::Cluster;
+use sofort::testkit::Cluster;
 use sofort_sandbox::{
     DurationRange, FaultEffect, FaultRule, NodeGroup, PdbSpec, Scenario, SimDuration, Workload,
 };
@@ -409,9 +409,9 @@ impl Run {
         for node in cluster.sandbox.node_names() {
             let sim = cluster.sandbox.host(&node)?;
             let host: Arc<dyn sofort::agent::host::Host> =
-                Arc::new(sofort::sandbox::host::SandboxHost::new(sim));
+                Arc::new(sofort::testkit::host::SandboxHost::new(sim));
             let config = sofort::agent::AgentConfig::new(&node, Duration::from_secs(30), false);
-            let metrics = Arc::new(sofort::agent::metrics::Metrics::new());
+            let metrics = Arc::new(sofort::agent::metrics::AgentMetrics::new());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?.to_string();
             let stop = |rx: tokio::sync::watch::Receiver<bool>| async move {

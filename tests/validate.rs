@@ -1,7 +1,7 @@
 //! Every example is valid; every broken policy is rejected at the right field.
 
 use serde_json::{Value, json};
-use sofort::validate::validate_yaml_text;
+use sofort::cmd::validate::validate_yaml_text;
 
 #[test]
 fn every_example_is_valid() {

@@ -402,7 +402,7 @@ fn chart_access() -> Result<Vec<Value>, Box<dyn std::error::Error>> {
     use serde::Deserialize;
     let text = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../src/sandbox/chart-access.yaml"
+        "/../src/testkit/chart-access.yaml"
     ));
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {

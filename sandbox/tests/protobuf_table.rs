@@ -51,10 +51,27 @@ struct Field {
 }
 
 fn k8s_pb_src() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    // Only this platform's packages: without the filter cargo wants every
+    // target's dependencies (Android, Windows…), which a build never fetched,
+    // and `--offline` then fails.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let version = std::process::Command::new(rustc).arg("-vV").output()?;
+    let host = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .ok_or("rustc -vV printed no host triple")?;
     let out = std::process::Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &host])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let pkg = meta["packages"]
         .as_array()

@@ -56,7 +56,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::api::{PatchPolicy, Step};
-use crate::node_record::{
+use crate::core::node_record::{
     AGENT_ERROR_ANNOTATION, NodeRecord, PATCH_RESULT_ANNOTATION, PatchResult,
     REBOOT_ACK_ANNOTATION, REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION, RebootAck, read_json,
 };
@@ -73,7 +73,7 @@ pub const HOST_COMMANDS_REFUSED: &str = "refused: host commands are not allowed 
 
 /// The fields of the Node object the agent cares about, already parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeView {
+pub struct OwnNode {
     /// Node name.
     pub name: String,
     /// `metadata.resourceVersion`, used as a precondition for the ack.
@@ -96,9 +96,9 @@ pub struct NodeView {
     pub labels: BTreeMap<String, String>,
 }
 
-impl Default for NodeView {
+impl Default for OwnNode {
     fn default() -> Self {
-        NodeView {
+        OwnNode {
             name: String::new(),
             resource_version: None,
             unschedulable: false,
@@ -113,7 +113,7 @@ impl Default for NodeView {
     }
 }
 
-impl NodeView {
+impl OwnNode {
     /// Extracts the view from a Node object.
     pub fn from_node(node: &k8s_openapi::api::core::v1::Node) -> Self {
         let name = node.metadata.name.clone().unwrap_or_default();
@@ -155,7 +155,7 @@ impl NodeView {
             .and_then(|a| a.get(AGENT_ERROR_ANNOTATION))
             .filter(|v| !v.trim().is_empty())
             .cloned();
-        NodeView {
+        OwnNode {
             name,
             resource_version,
             unschedulable,
@@ -206,7 +206,7 @@ pub struct PolicyFacts {
     pub name: String,
     /// `spec.revision`.
     pub revision: String,
-    /// Whether `spec.nodeSelector` selects this node (see [`crate::selector::selects_node`]).
+    /// Whether `spec.nodeSelector` selects this node (see [`crate::core::selector::selects_node`]).
     pub selects_node: bool,
     /// Whether `status.active` lists this node: the controller is finishing it
     /// (possibly under a revision older than `spec.revision`).
@@ -224,7 +224,7 @@ impl PolicyFacts {
     ) -> Self {
         let spec = &policy.spec;
         let patch = spec.patch.as_ref().map(|p| {
-            let timeout = crate::duration::parse(&p.timeout)
+            let timeout = crate::core::duration::parse(&p.timeout)
                 .map_err(|e| format!("spec.patch.timeout of the policy is unusable ({e})"))?;
             Ok(PatchCommand {
                 command: p.command.clone(),
@@ -234,8 +234,8 @@ impl PolicyFacts {
         PolicyFacts {
             name: policy.metadata.name.clone().unwrap_or_default(),
             revision: spec.revision.clone(),
-            selects_node: crate::selector::check(&spec.node_selector).is_ok()
-                && crate::selector::selects_node(&spec.node_selector, node_labels),
+            selects_node: crate::core::selector::check(&spec.node_selector).is_ok()
+                && crate::core::selector::selects_node(&spec.node_selector, node_labels),
             in_progress_here: !node_name.is_empty()
                 && policy
                     .status
@@ -333,7 +333,7 @@ pub enum NodeAction {
 }
 
 /// Decides what to do about the controller's request on this node.
-pub fn decide(node: &NodeView, host: &HostFacts) -> NodeAction {
+pub fn decide(node: &OwnNode, host: &HostFacts) -> NodeAction {
     let record = match &node.record {
         Ok(Some(r)) => r,
         // No request, or a record the controller itself must repair: never act on
@@ -347,7 +347,7 @@ pub fn decide(node: &NodeView, host: &HostFacts) -> NodeAction {
     }
 }
 
-fn decide_patch(node: &NodeView, record: &NodeRecord, host: &HostFacts) -> NodeAction {
+fn decide_patch(node: &OwnNode, record: &NodeRecord, host: &HostFacts) -> NodeAction {
     if record.patch.is_none() {
         return NodeAction::Nothing;
     }
@@ -425,7 +425,7 @@ fn valid_object_name(name: &str) -> bool {
 /// Checks the request against the PatchPolicy it names: `Ok` with the policy
 /// when it backs the request, otherwise the action to take instead.
 fn verify<'a>(
-    node: &NodeView,
+    node: &OwnNode,
     record: &NodeRecord,
     host: &'a HostFacts,
 ) -> Result<&'a PolicyFacts, Box<NodeAction>> {
@@ -475,7 +475,7 @@ fn verify<'a>(
 }
 
 /// Like [`refuse_once`], for a request its policy does not back.
-fn refuse_request(node: &NodeView, reason: String) -> NodeAction {
+fn refuse_request(node: &OwnNode, reason: String) -> NodeAction {
     if node.agent_error.as_deref() == Some(reason.as_str()) {
         NodeAction::Nothing
     } else {
@@ -483,7 +483,7 @@ fn refuse_request(node: &NodeView, reason: String) -> NodeAction {
     }
 }
 
-fn decide_reboot(node: &NodeView, record: &NodeRecord, host: &HostFacts) -> NodeAction {
+fn decide_reboot(node: &OwnNode, record: &NodeRecord, host: &HostFacts) -> NodeAction {
     let before = record.boot_id_before.as_deref().filter(|b| !b.is_empty());
     let ack = node.reboot_ack.as_ref().filter(|a| {
         a.policy == record.policy
@@ -577,7 +577,7 @@ fn decide_reboot(node: &NodeView, record: &NodeRecord, host: &HostFacts) -> Node
 
 /// A refusal is written once: when the annotation already says so, the
 /// refusal was reported and re-reporting on every Node update would only spam Events.
-fn refuse_once(node: &NodeView, reason: String) -> NodeAction {
+fn refuse_once(node: &OwnNode, reason: String) -> NodeAction {
     if node.agent_error.as_deref() == Some(reason.as_str()) {
         NodeAction::Nothing
     } else {
@@ -645,7 +645,7 @@ pub fn output_tail(output: &[u8], max_bytes: usize, max_lines: usize) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node_record::PatchRequest;
+    use crate::core::node_record::PatchRequest;
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
@@ -667,8 +667,8 @@ mod tests {
         }
     }
 
-    fn node(step: Step) -> NodeView {
-        NodeView {
+    fn node(step: Step) -> OwnNode {
+        OwnNode {
             name: "n1".into(),
             resource_version: Some("7".into()),
             unschedulable: true,
@@ -911,7 +911,10 @@ mod tests {
         assert!(!PolicyFacts::from_policy(&p, "n1", &BTreeMap::new()).selects_node);
         // A control-plane node only when the selector asks for it.
         let mut cp = a.clone();
-        cp.insert(crate::selector::CONTROL_PLANE_LABEL.into(), String::new());
+        cp.insert(
+            crate::core::selector::CONTROL_PLANE_LABEL.into(),
+            String::new(),
+        );
         assert!(!PolicyFacts::from_policy(&p, "n1", &cp).selects_node);
         if let Some(patch) = &mut p.spec.patch {
             patch.timeout = "soon".into();
@@ -1233,7 +1236,7 @@ mod tests {
             REBOOT_REQUIRED_LABEL.to_string(),
             "true".to_string(),
         )]));
-        let v = NodeView::from_node(&n);
+        let v = OwnNode::from_node(&n);
         assert_eq!(v.record, Ok(Some(record(Step::Rebooting))));
         assert_eq!(v.reboot_ack, None);
         assert_eq!(v.agent_error, None);

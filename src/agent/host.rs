@@ -113,7 +113,7 @@ impl CommandOutcome {
         if self.timed_out {
             format!(
                 "timed out after {}; the command was killed",
-                crate::duration::format(timeout)
+                crate::core::duration::format(timeout)
             )
         } else {
             match self.exit_code {
@@ -338,7 +338,7 @@ impl Host for LinuxHost {
                             outcome: if outcome.timed_out {
                                 format!(
                                     "timed out after {}",
-                                    crate::duration::format(SENTINEL_TIMEOUT)
+                                    crate::core::duration::format(SENTINEL_TIMEOUT)
                                 )
                             } else {
                                 match outcome.exit_code {

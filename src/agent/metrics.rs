@@ -17,7 +17,7 @@ use crate::metrics::ServeLimits;
 
 /// The agent's metrics.
 #[derive(Debug)]
-pub struct Metrics {
+pub struct AgentMetrics {
     /// 1 when the host asks for a reboot, 0 when not (unchanged on a failed check).
     pub reboot_required: Gauge,
     /// Reboots the agent asked the host for.
@@ -27,13 +27,13 @@ pub struct Metrics {
     registry: Registry,
 }
 
-impl Default for Metrics {
+impl Default for AgentMetrics {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Metrics {
+impl AgentMetrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let reboot_required = Gauge::default();
@@ -56,7 +56,7 @@ impl Metrics {
             "Run time of the host patch command",
             patch_seconds.clone(),
         );
-        Metrics {
+        AgentMetrics {
             reboot_required,
             reboots,
             patch_seconds,
@@ -74,14 +74,14 @@ impl Metrics {
 }
 
 /// Routes for `/healthz` and `/metrics`.
-pub fn router(metrics: Arc<Metrics>) -> Router {
+pub fn router(metrics: Arc<AgentMetrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(serve_metrics))
         .with_state(metrics)
 }
 
-async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn serve_metrics(State(metrics): State<Arc<AgentMetrics>>) -> impl IntoResponse {
     (
         StatusCode::OK,
         [(
@@ -97,7 +97,7 @@ async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse
 /// lifetime and count): anyone who reaches the node's port may connect.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
+    metrics: Arc<AgentMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_with_limits(listener, metrics, ServeLimits::default(), shutdown).await
@@ -106,7 +106,7 @@ pub async fn serve(
 /// Like [`serve`], with explicit limits.
 pub async fn serve_with_limits(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
+    metrics: Arc<AgentMetrics>,
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn metric_names_are_the_documented_ones() {
-        let m = Metrics::new();
+        let m = AgentMetrics::new();
         m.reboot_required.set(1);
         m.reboots.inc();
         m.patch_seconds.observe(3.0);
@@ -145,7 +145,7 @@ mod tests {
         };
         let server = tokio::spawn(serve_with_limits(
             listener,
-            Arc::new(Metrics::new()),
+            Arc::new(AgentMetrics::new()),
             limits,
             std::future::pending(),
         ));
@@ -167,7 +167,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, Arc::new(Metrics::new()), async {
+        let server = tokio::spawn(serve(listener, Arc::new(AgentMetrics::new()), async {
             let _ = rx.await;
         }));
         let get = |path: &'static str| async move {

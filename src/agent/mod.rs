@@ -48,7 +48,7 @@ use tracing::{error, info};
 
 use crate::cli::{AgentArgs, RebootMethod};
 use host::{Host, LinuxHost, RebootVia, Sentinel};
-use metrics::Metrics;
+use metrics::AgentMetrics;
 pub use shell::{
     AgentConfig, KubeNodeWriter, KubePolicyReader, NodeWriter, PolicyReader, run_loop,
 };
@@ -95,7 +95,7 @@ pub struct Parsed {
     pub config: AgentConfig,
     /// The Linux host.
     pub host: LinuxHost,
-    /// Metrics and health address.
+    /// AgentMetrics and health address.
     pub metrics_addr: SocketAddr,
 }
 
@@ -108,7 +108,7 @@ pub fn parse_args(args: &AgentArgs) -> Result<Parsed, AgentError> {
         });
     }
     let check_interval =
-        crate::duration::parse(&args.check_interval).map_err(|e| AgentError::Flag {
+        crate::core::duration::parse(&args.check_interval).map_err(|e| AgentError::Flag {
             flag: "check-interval",
             message: e.to_string(),
         })?;
@@ -145,13 +145,13 @@ pub fn parse_args(args: &AgentArgs) -> Result<Parsed, AgentError> {
 
 /// Runs the agent for `config.node_name` against a cluster until `shutdown`
 /// completes: one watch on the Node, writes to its own labels and annotations,
-/// Events about it. Metrics are recorded into `metrics` (serve them with
+/// Events about it. AgentMetrics are recorded into `metrics` (serve them with
 /// [`metrics::serve`] if wanted).
 pub async fn run_agent(
     client: kube::Client,
     config: AgentConfig,
     host: Arc<dyn Host>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<AgentMetrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -190,7 +190,7 @@ async fn run(parsed: Parsed) -> Result<(), AgentError> {
     let client = kube::Client::try_default()
         .await
         .map_err(AgentError::Client)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(AgentMetrics::new());
     let listener = tokio::net::TcpListener::bind(parsed.metrics_addr)
         .await
         .map_err(|source| AgentError::Bind {

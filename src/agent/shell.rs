@@ -15,13 +15,13 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::core::{
-    HostFacts, NodeAction, NodeView, PolicyFacts, PolicyLookup, SentinelAction, SentinelCheck,
+    HostFacts, NodeAction, OwnNode, PolicyFacts, PolicyLookup, SentinelAction, SentinelCheck,
     decide, decide_sentinel, shown,
 };
 use super::host::{CommandOutcome, Host, HostError};
-use super::metrics::Metrics;
+use super::metrics::AgentMetrics;
 use crate::api::PatchPolicy;
-use crate::node_record::{
+use crate::core::node_record::{
     AGENT_ERROR_ANNOTATION, PATCH_RESULT_ANNOTATION, PatchResult, REBOOT_ACK_ANNOTATION,
     REBOOT_REQUIRED_LABEL,
 };
@@ -215,7 +215,7 @@ impl PolicyReader for KubePolicyReader {
             match tokio::time::timeout(POLICY_READ_TIMEOUT, self.api.get_opt(name)).await {
                 Err(_) => Err(format!(
                     "no answer within {}",
-                    crate::duration::format(POLICY_READ_TIMEOUT)
+                    crate::core::duration::format(POLICY_READ_TIMEOUT)
                 )),
                 Ok(Ok(p)) => Ok(p),
                 Ok(Err(kube::Error::Api(s))) if s.is_forbidden() => Err(
@@ -281,14 +281,14 @@ struct RunningPatch {
     fut: BoxFuture<'static, Result<CommandOutcome, HostError>>,
 }
 
-struct Shell {
+struct NodeAgent {
     cfg: AgentConfig,
     host: Arc<dyn Host>,
     writer: Arc<dyn NodeWriter>,
     policies: Arc<dyn PolicyReader>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<AgentMetrics>,
     boot_id: String,
-    node: Option<(NodeView, ObjectReference)>,
+    node: Option<(OwnNode, ObjectReference)>,
     /// Label value as last seen on the Node or written by us.
     published: Option<String>,
     last_sentinel_error: Option<String>,
@@ -313,7 +313,7 @@ pub async fn run_loop<S, E>(
     host: Arc<dyn Host>,
     writer: Arc<dyn NodeWriter>,
     policies: Arc<dyn PolicyReader>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<AgentMetrics>,
     nodes: S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), LoopError>
@@ -323,7 +323,7 @@ where
 {
     let boot_id = host.boot_id().await?;
     info!(node = %cfg.node_name, boot_id = %boot_id, allow_host_commands = cfg.allow_host_commands, "agent started");
-    let mut shell = Shell {
+    let mut shell = NodeAgent {
         cfg,
         host,
         writer,
@@ -342,7 +342,7 @@ where
     let mut shutdown = std::pin::pin!(shutdown);
     // The first check runs as soon as the Node (and so the published label) is known.
     let mut next_check: Option<Instant> = None;
-    // Kept out of `Shell` so the shell stays `Sync` while the command runs.
+    // Kept out of `NodeAgent` so the shell stays `Sync` while the command runs.
     let mut running: Option<RunningPatch> = None;
     loop {
         tokio::select! {
@@ -412,7 +412,7 @@ fn bounded_note(mut s: String) -> String {
     s
 }
 
-impl Shell {
+impl NodeAgent {
     fn facts(&self) -> HostFacts {
         HostFacts {
             boot_id: self.boot_id.clone(),
@@ -459,7 +459,7 @@ impl Shell {
 
     /// Applies a confirmed write to the local view, so a decision taken before
     /// the watch delivers the change does not repeat it.
-    fn remember(&mut self, f: impl FnOnce(&mut NodeView)) {
+    fn remember(&mut self, f: impl FnOnce(&mut OwnNode)) {
         if let Some((view, _)) = &mut self.node {
             // The resource version stays the old one: a preconditioned write from
             // this view conflicts until the watch delivers the newer Node.
@@ -473,7 +473,7 @@ impl Shell {
     }
 
     async fn on_node(&mut self, node: &Node) -> Option<RunningPatch> {
-        let view = NodeView::from_node(node);
+        let view = OwnNode::from_node(node);
         let reference = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Node".into()),
@@ -617,7 +617,7 @@ impl Shell {
                     "Patch",
                     format!(
                         "running the patch command of policy {policy} revision {revision} (timeout {})",
-                        crate::duration::format(timeout)
+                        crate::core::duration::format(timeout)
                     ),
                 )
                 .await;

@@ -1,6 +1,6 @@
 //! `sofort controller`: turns PatchPolicies into patched, rebooted, uncordoned nodes.
 //!
-//! The controller is an imperative shell around the pure [`crate::rollout::decide`]:
+//! The controller is an imperative shell around the pure [`crate::core::rollout::decide`]:
 //!
 //! * **Watching**: one reflector of PatchPolicies and one of Nodes (with
 //!   `status.images` and managed fields stripped to keep memory per node small).
@@ -18,7 +18,8 @@
 //! * **HA**: every replica watches; only the holder of the Lease decides and
 //!   writes.
 
-mod drains;
+pub mod drain;
+mod drain_workers;
 mod notifications;
 mod shell;
 
@@ -36,9 +37,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::PatchPolicy;
 use crate::cli::ControllerArgs;
-use crate::clock::Clock;
-use crate::duration;
-use crate::metrics::{Health, Metrics};
+use crate::core::clock::Clock;
+use crate::core::duration;
+use crate::metrics::{ControllerMetrics, Health};
 
 pub use shell::FINALIZER;
 
@@ -207,8 +208,8 @@ pub async fn run(
     evict_cfg.default_retry = false;
     let evict_client = Client::try_from(evict_cfg).map_err(ControllerError::Client)?;
 
-    let notify_metrics = crate::notify::Metrics::new();
-    let metrics = Metrics::new_with(|r| notify_metrics.register_prefixed(r));
+    let notify_metrics = crate::notify::NotifyMetrics::new();
+    let metrics = ControllerMetrics::new_with(|r| notify_metrics.register_prefixed(r));
     let health = Health::with_watchdog(cfg.watchdog);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop_metrics = stop_rx.clone();
@@ -304,7 +305,7 @@ struct LoopInputs<P, N> {
     kick_rx: mpsc::UnboundedReceiver<()>,
     leader_rx: watch::Receiver<bool>,
     health: Health,
-    metrics: Metrics,
+    metrics: ControllerMetrics,
     debounce: Duration,
 }
 

@@ -36,12 +36,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::api::{NotificationRecord, PatchPolicy, PatchPolicyStatus, Phase, SecretKeyRef};
-use crate::forecast::{self, Behaviour};
+use crate::core::forecast::{self, Behaviour};
+use crate::core::rollout::{self, NodeView};
 use crate::notify::{
     self, Counts, Delivery, DeliveryConfig, DeliveryReport, Due, Embargo, EventKind, Message,
     Notifier, Outcome, ResolvedWebhook, Rollout, Window,
 };
-use crate::rollout::{self, NodeView};
 
 /// Type of the condition that tells whether every notification was delivered.
 pub(crate) const CONDITION: &str = "NotificationsDelivered";
@@ -103,7 +103,7 @@ fn webhooks_of(policy: &PatchPolicy) -> &[crate::api::Webhook] {
 
 impl Notifications {
     /// Starts the delivery dispatcher (on the current runtime).
-    pub(crate) fn start(client: Client, metrics: notify::Metrics) -> Notifications {
+    pub(crate) fn start(client: Client, metrics: notify::NotifyMetrics) -> Notifications {
         let (notifier, reports) = notify::start(DeliveryConfig::default(), metrics);
         Notifications {
             client,

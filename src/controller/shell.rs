@@ -13,14 +13,14 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::drains::{DrainJob, Drains};
+use super::drain_workers::{DrainJob, Drains};
 use super::notifications::Notifications;
 use super::{ControllerConfig, Overlay, Undecodable, policy_ref};
 use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus, Phase, Step};
-use crate::drain::{DrainMode, DrainSettings};
-use crate::metrics::Metrics;
-use crate::node_record::{DONE_ANNOTATION, NodeRecord, RECORD_ANNOTATION, STEP_LABEL};
-use crate::rollout::{self, Action, Contender, NodeView};
+use crate::controller::drain::{DrainMode, DrainSettings};
+use crate::core::node_record::{DONE_ANNOTATION, NodeRecord, RECORD_ANNOTATION, STEP_LABEL};
+use crate::core::rollout::{self, Action, Contender, NodeView};
+use crate::metrics::ControllerMetrics;
 
 /// Finalizer that lets sofort clean its node records when a policy is deleted.
 pub const FINALIZER: &str = "sofort.dev/cleanup";
@@ -38,7 +38,7 @@ pub(crate) struct Shell {
     client: Client,
     evict_client: Client,
     cfg: ControllerConfig,
-    metrics: Metrics,
+    metrics: ControllerMetrics,
     kick: mpsc::UnboundedSender<()>,
     recorder: Recorder,
     drains: Drains,
@@ -223,9 +223,9 @@ impl Shell {
         client: Client,
         evict_client: Client,
         cfg: ControllerConfig,
-        metrics: Metrics,
+        metrics: ControllerMetrics,
         kick: mpsc::UnboundedSender<()>,
-        notify_metrics: crate::notify::Metrics,
+        notify_metrics: crate::notify::NotifyMetrics,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -862,7 +862,7 @@ impl Shell {
                     .unwrap_or_else(|| self.cfg.clock.now());
                 // Only the drain timeout is needed here: no need to parse the
                 // whole spec (windows, time zones) once more per action.
-                let drain_timeout = crate::duration::parse(&policy.spec.drain.timeout)
+                let drain_timeout = crate::core::duration::parse(&policy.spec.drain.timeout)
                     .unwrap_or(Duration::from_secs(15 * 60));
                 let now = self.cfg.clock.now();
                 let left = if *force {

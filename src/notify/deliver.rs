@@ -55,7 +55,7 @@ use rustls_pki_types::pem::PemObject;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::event::{self, EventKind};
-use super::metrics::Metrics;
+use super::metrics::NotifyMetrics;
 use super::render::{Message, Payload};
 use super::template::{Template, TemplateError};
 use crate::api::{NotificationRecord, Webhook, WebhookFormat};
@@ -584,7 +584,7 @@ struct Lanes {
 
 struct Shared {
     config: DeliveryConfig,
-    metrics: Metrics,
+    metrics: NotifyMetrics,
     state: Mutex<Lanes>,
     /// Routine requests in flight; urgent ones do not take a slot.
     routine_slots: Semaphore,
@@ -697,7 +697,7 @@ impl Notifier {
 /// and the channel of reports (one per queued delivery).
 pub fn start(
     config: DeliveryConfig,
-    metrics: Metrics,
+    metrics: NotifyMetrics,
 ) -> (Notifier, mpsc::Receiver<DeliveryReport>) {
     // Every held delivery can have its report waiting: lanes never block on a
     // controller that reads reports slower than they come.
@@ -1117,7 +1117,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_without_waiting_and_counts_dropped() {
-        let metrics = Metrics::new();
+        let metrics = NotifyMetrics::new();
         let config = DeliveryConfig {
             urgent_queue: 1,
             ..DeliveryConfig::default()

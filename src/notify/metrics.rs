@@ -18,14 +18,14 @@ pub struct NotificationLabels {
 
 /// Notification metrics; clones share the same counters.
 #[derive(Clone, Debug, Default)]
-pub struct Metrics {
+pub struct NotifyMetrics {
     notifications: Family<NotificationLabels, Counter>,
 }
 
-impl Metrics {
+impl NotifyMetrics {
     /// Fresh, unregistered metrics.
-    pub fn new() -> Metrics {
-        Metrics::default()
+    pub fn new() -> NotifyMetrics {
+        NotifyMetrics::default()
     }
 
     /// Registers `sofort_notifications_total` in `registry`.

@@ -20,7 +20,7 @@
 //! # How the controller uses it
 //!
 //! ```text
-//! at start:   let metrics = Metrics::new(); metrics.register(&mut registry);
+//! at start:   let metrics = NotifyMetrics::new(); metrics.register(&mut registry);
 //!             let (notifier, mut reports) = start(DeliveryConfig::default(), metrics);
 //! per policy: let hooks = spec.notify.webhooks.iter().map(|w| resolve(policy, w, |r| secrets.get(r)));
 //!             (an Err is an Event on the policy; its records get `webhook=failed`)
@@ -67,7 +67,7 @@ pub use embargo::Embargo;
 pub use event::{
     Counts, Due, EventKind, Rollout, Window, append_records, due, pending, records_for_revision,
 };
-pub use metrics::Metrics;
+pub use metrics::NotifyMetrics;
 pub use render::{Message, Payload};
 pub use secret::{SecretError, secret_bytes, secret_text};
 pub use template::{Template, TemplateError};

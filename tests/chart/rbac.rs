@@ -35,7 +35,7 @@ use sofort::api::{
     WebhookFormat,
 };
 use sofort::cli::{Cli, Command as Sub};
-use sofort::sandbox::Cluster;
+use sofort::testkit::Cluster;
 use sofort_sandbox::{
     DurationRange, NodeGroup, PdbSpec, RequestRecord, SandboxConfig, Scenario, SimDuration,
     Workload,
@@ -551,7 +551,7 @@ async fn agent_rbac_grants_exactly_the_calls_the_agent_makes()
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?,
         )?;
         let host: std::sync::Arc<dyn sofort::agent::host::Host> = std::sync::Arc::new(
-            sofort::sandbox::host::SandboxHost::new(cluster.sandbox.host(&node)?),
+            sofort::testkit::host::SandboxHost::new(cluster.sandbox.host(&node)?),
         );
         let config = sofort::agent::AgentConfig::new(
             &node,
@@ -565,7 +565,7 @@ async fn agent_rbac_grants_exactly_the_calls_the_agent_makes()
                 client,
                 config,
                 host,
-                std::sync::Arc::new(sofort::agent::metrics::Metrics::new()),
+                std::sync::Arc::new(sofort::agent::metrics::AgentMetrics::new()),
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 },
@@ -574,7 +574,7 @@ async fn agent_rbac_grants_exactly_the_calls_the_agent_makes()
         }));
     }
     crate::pods::wait_pods_ready(&client, 2).await;
-    cluster.spawn_controller(sofort::sandbox::sandbox_controller_config());
+    cluster.spawn_controller(sofort::testkit::sandbox_controller_config());
 
     let policies: Api<PatchPolicy> = Api::all(client.clone());
     let mut spec = PatchPolicySpec::new("r1");
@@ -678,14 +678,14 @@ fn access_objects(case: &str) -> Vec<Value> {
 }
 
 /// `sofort sandbox` and the e2e harness run the controller and the agents with
-/// `src/sandbox/chart-access.yaml`: the chart's ServiceAccounts, RBAC and
+/// `src/testkit/chart-access.yaml`: the chart's ServiceAccounts, RBAC and
 /// admission policies of the default values. It must stay what the chart
 /// renders; `SOFORT_BLESS_CHART_ACCESS=1 cargo test --test chart` rewrites it.
 #[test]
 fn the_sandbox_runs_with_the_access_objects_the_chart_renders()
 -> Result<(), Box<dyn std::error::Error>> {
     let rendered = access_objects(CASE);
-    let path = super::repo().join("src/sandbox/chart-access.yaml");
+    let path = super::repo().join("src/testkit/chart-access.yaml");
     if std::env::var_os("SOFORT_BLESS_CHART_ACCESS").is_some() {
         let mut text = String::from(
             "# The chart's ServiceAccounts, RBAC and admission policies as it renders them\n\
@@ -700,7 +700,7 @@ fn the_sandbox_runs_with_the_access_objects_the_chart_renders()
         std::fs::write(&path, text)?;
         return Ok(());
     }
-    let shipped = sofort::sandbox::chart_access_objects()?;
+    let shipped = sofort::testkit::chart_access_objects()?;
     assert!(
         shipped == rendered,
         "{} differs from what the chart renders (values case {CASE}); regenerate it with \

@@ -306,10 +306,10 @@ def test_agent_rbac_and_admission_policy(chart):
     assert "request.userInfo.extra['authentication.kubernetes.io/node-name']" in exprs
     assert "object.metadata.name" in exprs and "object.spec == oldObject.spec" in exprs
     variables = {v["name"]: v["expression"] for v in spec["variables"]}
-    # Exactly the keys the agent writes (src/node_record.rs).
+    # Exactly the keys the agent writes (src/core/node_record.rs).
     assert variables["agentLabels"] == "['sofort.dev/reboot-required']"
     assert variables["agentAnnotations"] == "['sofort.dev/reboot-ack', 'sofort.dev/patch-result', 'sofort.dev/agent-error']"
-    node_record = (REPO / "src" / "node_record.rs").read_text()
+    node_record = (REPO / "src" / "core" / "node_record.rs").read_text()
     for key in ("sofort.dev/reboot-required", "sofort.dev/reboot-ack", "sofort.dev/patch-result", "sofort.dev/agent-error"):
         assert f'"{key}"' in node_record, key
     binding = find(objs, "ValidatingAdmissionPolicyBinding", "sofort-agent-own-node")
@@ -328,10 +328,10 @@ def test_controller_keys_admission_policy(chart):
     assert conditions["not-the-sofort-controller"] == 'request.userInfo.username != "system:serviceaccount:sofort-system:sofort-controller"'
     assert conditions["not-an-allowed-group"] == "!request.userInfo.groups.exists(g, g in ['system:masters'])"
     variables = {v["name"]: v["expression"] for v in spec["variables"]}
-    # Exactly the keys the controller writes (src/node_record.rs).
+    # Exactly the keys the controller writes (src/core/node_record.rs).
     assert variables["controllerLabels"] == "['sofort.dev/step']"
     assert variables["controllerAnnotations"] == "['sofort.dev/record', 'sofort.dev/done']"
-    node_record = (REPO / "src" / "node_record.rs").read_text()
+    node_record = (REPO / "src" / "core" / "node_record.rs").read_text()
     for key in ("sofort.dev/step", "sofort.dev/record", "sofort.dev/done"):
         assert f'"{key}"' in node_record, key
     binding = find(objs, "ValidatingAdmissionPolicyBinding", "sofort-controller-keys")

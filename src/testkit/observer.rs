@@ -14,9 +14,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::Step;
-use crate::node_record::{NodeRecord, RECORD_ANNOTATION};
-use crate::rollout::NodeView;
-use crate::selector;
+use crate::core::node_record::{NodeRecord, RECORD_ANNOTATION};
+use crate::core::rollout::NodeView;
+use crate::core::selector;
 
 /// How long `Observer::start` waits for the first node list.
 const LIST_WAIT: Duration = Duration::from_secs(30);

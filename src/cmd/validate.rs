@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use crate::api::{MaintenanceWindow, PatchPolicy, PatchPolicySpec};
-use crate::duration;
+use crate::core::duration;
 
 /// One problem in a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -471,7 +471,7 @@ fn check_max_unavailable(out: &mut Vec<Problem>, v: &IntOrString) {
             format!("{n} would never let a node start; use 1 or more, or a percentage such as 25%"),
         )),
         IntOrString::Int(_) => {}
-        IntOrString::String(s) => match crate::budget::parse_percent(s) {
+        IntOrString::String(s) => match crate::core::budget::parse_percent(s) {
             Some(_) => {}
             None if s
                 .strip_suffix('%')
@@ -796,7 +796,7 @@ fn check_document(value: &Value, schema: &Value, checker: &mut SchemaChecker) ->
 }
 
 fn crd_schema() -> Option<Value> {
-    let crd = crate::crd::patch_policy_crd();
+    let crd = crate::cmd::crd::patch_policy_crd();
     let schema = crd
         .spec
         .versions
@@ -812,7 +812,7 @@ fn crd_schema() -> Option<Value> {
 /// structural validation does: types, unknown fields, required fields, enums,
 /// patterns, `maxLength`/`minLength`, `maxItems`/`minItems`, `maximum`/`minimum`
 /// and the int32/int64 ranges. CEL rules are not evaluated here (see
-/// [`crate::validate::validate_policy`] for the same rules in code).
+/// [`crate::cmd::validate::validate_policy`] for the same rules in code).
 ///
 /// The work is linear in the size of the value: the field path is kept as a
 /// stack and written out only for a problem, and at most

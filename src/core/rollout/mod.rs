@@ -1,8 +1,8 @@
-//! The rollout decision: `decide(policy, nodes, others, now) -> Plan`.
+//! The rollout decision: `decide(policy, nodes, others, now) -> Decision`.
 //!
 //! Pure and deterministic: no client, no I/O, no clock. The controller reads the
 //! cluster into [`NodeView`]s, calls [`decide`], applies the [`Action`]s in order
-//! and writes [`Plan::status`]. Everything decide needs lives on the Node
+//! and writes [`Decision::status`]. Everything decide needs lives on the Node
 //! (labels, `spec.unschedulable`, Ready, boot ID, the `sofort.dev/record` and
 //! `sofort.dev/done` annotations, the agent's annotations) or in the policy
 //! status, so a restarted controller resumes exactly. The one input that is not
@@ -58,7 +58,7 @@
 //!   order) that has a node in progress for this policy, else the first with a
 //!   node still to do. A node that cannot start yet (NotReady, claimed by
 //!   another policy, reboot need unknown) holds its group; the message names it.
-//! * Budget: see [`crate::budget`]. NotReady nodes are never started.
+//! * Budget: see [`crate::core::budget`]. NotReady nodes are never started.
 //! * **Several policies**: a node whose record shows another policy with a step
 //!   in progress is claimed by it. A record of another policy that is `Failed`,
 //!   `Done` or of an older revision is not a claim. A **non-urgent** policy does
@@ -91,7 +91,7 @@
 //!    pause, lead time, windows and blackouts, and the budget (`Gates`). A new
 //!    gate is one more check function there and one more `Closed` reason.
 //! 4. `start::pick_starts`: which nodes start, in rollout order
-//!    ([`crate::order::OrderKey`]), and what holds the others (`Starts`).
+//!    ([`crate::core::order::OrderKey`]), and what holds the others (`Starts`).
 //! 5. `status::status`: the policy status and when to look again (`Outcome`).
 
 mod action;
@@ -114,7 +114,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::api::{PatchPolicy, PatchPolicySpec};
 
-pub use action::{Action, Plan};
+pub use action::{Action, Decision};
 pub use config::{Config, PATCH_REPORT_SLACK};
 pub use index::NodeIndex;
 pub use view::{Contender, DrainState, NodeView};
@@ -142,7 +142,7 @@ pub fn decide(
     nodes: &[NodeView],
     others: &[Contender],
     now: Timestamp,
-) -> Plan {
+) -> Decision {
     let cfg = Config::from_spec(&policy.spec);
     decide_with(policy, &cfg, nodes, others, now)
 }
@@ -154,7 +154,7 @@ pub fn decide_with(
     nodes: &[NodeView],
     others: &[Contender],
     now: Timestamp,
-) -> Plan {
+) -> Decision {
     let index = NodeIndex::build(&policy.spec, nodes, false);
     decide_indexed(policy, cfg, &index, nodes, others, now)
 }
@@ -168,7 +168,7 @@ pub fn decide_indexed(
     nodes: &[NodeView],
     others: &[Contender],
     now: Timestamp,
-) -> Plan {
+) -> Decision {
     if !index.fits(nodes) {
         let rebuilt = NodeIndex::build(&policy.spec, nodes, false);
         return decide_indexed(policy, cfg, &rebuilt, nodes, others, now);
@@ -210,7 +210,7 @@ pub fn decide_indexed(
     });
     let mut actions = advanced.actions;
     actions.extend(starts.actions);
-    Plan {
+    Decision {
         actions,
         first_start,
         status: outcome.status,

@@ -21,11 +21,13 @@ use serde::Serialize;
 
 use crate::api::{PatchPolicy, Phase, Step};
 use crate::cli::{OutputFormat, PlanArgs};
-use crate::node_record::PatchResult;
-use crate::order::{self, OrderKey};
-use crate::rollout::{Action, Config, DrainState, NodeIndex, NodeView, Plan, decide_indexed};
-use crate::window::human_time;
-use crate::{duration, selector};
+use crate::core::node_record::PatchResult;
+use crate::core::order::{self, OrderKey};
+use crate::core::rollout::{
+    Action, Config, Decision, DrainState, NodeIndex, NodeView, decide_indexed,
+};
+use crate::core::window::human_time;
+use crate::core::{duration, selector};
 
 /// How one simulated node responds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +247,7 @@ impl World {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     /// The final status.
-    pub last: Option<Plan>,
+    pub last: Option<Decision>,
     /// When the simulation stopped.
     pub end: Timestamp,
     /// Decisions made.
@@ -262,7 +264,7 @@ pub fn simulate(
     world: &mut World,
     now: Timestamp,
     horizon: Duration,
-    mut observe: impl FnMut(Timestamp, &Plan, &[NodeView]),
+    mut observe: impl FnMut(Timestamp, &Decision, &[NodeView]),
 ) -> Outcome {
     let cfg = Config::from_spec(&policy.spec);
     // The simulated nodes keep their labels, so selection and order are

@@ -3,9 +3,9 @@
 use jiff::Timestamp;
 
 use crate::api::{PatchPolicy, PatchPolicySpec, Step};
-use crate::node_record::NodeRecord;
+use crate::core::node_record::NodeRecord;
 
-use super::{Action, NodeView, Plan};
+use super::{Action, Decision, NodeView};
 
 pub(super) fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -42,7 +42,7 @@ pub(super) fn rec(policy: &str, step: Step, since: Timestamp) -> NodeRecord {
 }
 
 /// The nodes a plan claims (starts).
-pub(super) fn claims(plan: &Plan) -> Vec<&str> {
+pub(super) fn claims(plan: &Decision) -> Vec<&str> {
     plan.actions
         .iter()
         .filter(|a| matches!(a, Action::Claim { .. }))

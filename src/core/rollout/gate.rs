@@ -11,9 +11,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::{PatchPolicyStatus, Step};
-use crate::budget::{Budget, max_unavailable};
-use crate::duration;
-use crate::window::{HORIZON_DAYS, human_time};
+use crate::core::budget::{Budget, max_unavailable};
+use crate::core::duration;
+use crate::core::window::{HORIZON_DAYS, human_time};
 
 use super::advance::Advanced;
 use super::classify::Classified;
@@ -222,8 +222,8 @@ fn budget(ctx: &Ctx<'_>, classified: &Classified, advanced: &Advanced) -> Budget
 mod tests {
     use super::*;
     use crate::api::{MaintenanceWindow, PatchPolicy, Weekday};
-    use crate::rollout::Config;
-    use crate::rollout::test_support::{NOW, policy, ts};
+    use crate::core::rollout::Config;
+    use crate::core::rollout::test_support::{NOW, policy, ts};
 
     fn run(p: &PatchPolicy, now: &str, classified: &Classified, advanced: &Advanced) -> Gates {
         let cfg = Config::from_spec(&p.spec);
@@ -319,7 +319,7 @@ mod tests {
             unavailable: 3,
             ..Classified::default()
         };
-        let mut failing = crate::rollout::test_support::rec("p", Step::Failed, ts(NOW));
+        let mut failing = crate::core::rollout::test_support::rec("p", Step::Failed, ts(NOW));
         let mut advanced = Advanced {
             freed: 1,
             ..Advanced::default()

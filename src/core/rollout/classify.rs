@@ -97,10 +97,10 @@ pub(super) fn classify(ctx: &Ctx<'_>, index: &NodeIndex, nodes: &[NodeView]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::test_support::{NOW, node, policy, rec, ts};
+    use crate::core::rollout::test_support::{NOW, node, policy, rec, ts};
 
     fn run(p: &crate::api::PatchPolicy, nodes: &[NodeView]) -> Classified {
-        let cfg = crate::rollout::Config::from_spec(&p.spec);
+        let cfg = crate::core::rollout::Config::from_spec(&p.spec);
         let ctx = Ctx {
             name: "p",
             spec: &p.spec,

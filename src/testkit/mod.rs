@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use crate::api::{MaintenanceWindow, PatchPolicy, PatchPolicySpec, Phase, Weekday};
 use crate::cli::SandboxArgs;
 use crate::controller::{self, ControllerConfig};
-use crate::rollout::NodeView;
+use crate::core::rollout::NodeView;
 use observer::{Observer, WatchedPolicy};
 
 /// Errors of `sofort sandbox`.
@@ -54,7 +54,7 @@ pub enum SandboxRunError {
     Signal(#[source] std::io::Error),
     /// The chart's access objects shipped with the binary are broken.
     #[error(
-        "the chart's RBAC and admission objects (src/sandbox/chart-access.yaml) are not valid: {0}"
+        "the chart's RBAC and admission objects (src/testkit/chart-access.yaml) are not valid: {0}"
     )]
     ChartAccess(String),
 }
@@ -224,7 +224,7 @@ impl Cluster {
         let client = Client::try_from(kube_config.clone())?;
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         match crds
-            .create(&PostParams::default(), &crate::crd::patch_policy_crd())
+            .create(&PostParams::default(), &crate::cmd::crd::patch_policy_crd())
             .await
         {
             Ok(_) => {}
@@ -304,7 +304,7 @@ impl Cluster {
             let config =
                 crate::agent::AgentConfig::new(&node, Duration::from_secs(30), allow_host_commands);
             let stop = self.stopper();
-            let metrics = Arc::new(crate::agent::metrics::Metrics::new());
+            let metrics = Arc::new(crate::agent::metrics::AgentMetrics::new());
             self.tasks.push(tokio::spawn(async move {
                 let client = match config_from_yaml(&yaml)
                     .await
@@ -347,7 +347,7 @@ pub fn sandbox_controller_config() -> ControllerConfig {
         leader_election: false,
         debounce: Duration::from_millis(20),
         watchdog: crate::metrics::DEFAULT_WATCHDOG,
-        clock: crate::clock::Clock::system(),
+        clock: crate::core::clock::Clock::system(),
     }
 }
 

@@ -9,10 +9,10 @@ use crate::api::{
     ActiveNode, FailedNode, NodeCounts, PatchPolicySpec, PatchPolicyStatus, Phase, Step,
     WindowStatus,
 };
-use crate::duration;
-use crate::node_record::{NodeRecord, RECORD_ANNOTATION};
-use crate::order::{self, OrderKey};
-use crate::window::human_time;
+use crate::core::duration;
+use crate::core::node_record::{NodeRecord, RECORD_ANNOTATION};
+use crate::core::order::{self, OrderKey};
+use crate::core::window::human_time;
 
 use super::advance::{Advanced, earliest};
 use super::classify::{Class, Classified};
@@ -385,9 +385,9 @@ fn conditions(input: &StatusInput<'_>, phase: Phase, message: &str) -> Vec<Condi
 mod tests {
     use super::*;
     use crate::api::PatchPolicy;
-    use crate::budget::Budget;
-    use crate::rollout::Config;
-    use crate::rollout::test_support::{NOW, node, policy, rec, ts};
+    use crate::core::budget::Budget;
+    use crate::core::rollout::Config;
+    use crate::core::rollout::test_support::{NOW, node, policy, rec, ts};
 
     /// The status of `nodes` (all to do) after the given gates and starts.
     fn run(p: &PatchPolicy, nodes: &[NodeView], closed: Vec<Closed>, starts: &Starts) -> Outcome {
@@ -399,7 +399,7 @@ mod tests {
             now: ts(NOW),
         };
         let index = NodeIndex::build(&p.spec, nodes, false);
-        let classified = crate::rollout::classify::classify(&ctx, &index, nodes);
+        let classified = crate::core::rollout::classify::classify(&ctx, &index, nodes);
         let gates = Gates {
             announced_at: ts(NOW),
             scheduled: Some(ts(NOW)),

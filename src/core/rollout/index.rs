@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use crate::api::PatchPolicySpec;
-use crate::order::{self, OrderKey};
-use crate::selector;
+use crate::core::order::{self, OrderKey};
+use crate::core::selector;
 
 use super::NodeView;
 
@@ -92,7 +92,7 @@ impl NodeIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::test_support::{node, policy};
+    use crate::core::rollout::test_support::{node, policy};
 
     #[test]
     fn ranks_follow_the_order_key_and_groups_rank_missing_last() {

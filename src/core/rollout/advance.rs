@@ -1,13 +1,13 @@
 //! Phase 2, advance: the per-node state machine moves each node of ours that
-//! is in progress one step (see the module docs of [`crate::rollout`]).
+//! is in progress one step (see the module docs of [`crate::core::rollout`]).
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
 use crate::api::{OnTimeout, Step};
-use crate::duration;
-use crate::node_record::NodeRecord;
+use crate::core::duration;
+use crate::core::node_record::NodeRecord;
 
 use super::classify::{Class, Classified};
 use super::{Action, Ctx, DrainState, NodeView, PATCH_REPORT_SLACK, add};
@@ -316,9 +316,9 @@ fn settling(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> Advance {
 mod tests {
     use super::*;
     use crate::api::PatchPolicy;
-    use crate::node_record::PatchResult;
-    use crate::rollout::Config;
-    use crate::rollout::test_support::{NOW, node, policy, rec, ts};
+    use crate::core::node_record::PatchResult;
+    use crate::core::rollout::Config;
+    use crate::core::rollout::test_support::{NOW, node, policy, rec, ts};
 
     fn at(p: &PatchPolicy, n: &NodeView, now: &str) -> Advance {
         let cfg = Config::from_spec(&p.spec);
@@ -464,9 +464,9 @@ mod tests {
         let mut not_ready = cordoned(Step::Rebooting);
         not_ready.ready = false;
         let nodes = [not_ready, ready, node("w-a3", "a")];
-        let classified = crate::rollout::classify::classify(
+        let classified = crate::core::rollout::classify::classify(
             &ctx,
-            &crate::rollout::NodeIndex::build(&p.spec, &nodes, false),
+            &crate::core::rollout::NodeIndex::build(&p.spec, &nodes, false),
             &nodes,
         );
         let out = advance_all(&ctx, &nodes, &classified);

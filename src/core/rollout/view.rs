@@ -7,11 +7,11 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::api::{PatchPolicy, Phase, Step};
-use crate::node_record::{
+use crate::core::node_record::{
     self, DONE_ANNOTATION, DoneMap, NodeRecord, PATCH_RESULT_ANNOTATION, PatchResult,
     REBOOT_ACK_ANNOTATION, REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION, RebootAck,
 };
-use crate::selector;
+use crate::core::selector;
 
 /// The controller's drain worker for a node, as it reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

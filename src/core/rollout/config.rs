@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use crate::api::PatchPolicySpec;
-use crate::budget::max_unavailable;
-use crate::node_record::PatchRequest;
-use crate::window::Schedule;
-use crate::{duration, selector};
+use crate::core::budget::max_unavailable;
+use crate::core::node_record::PatchRequest;
+use crate::core::window::Schedule;
+use crate::core::{duration, selector};
 
 /// Slack given to the agent to report a patch result after the patch timeout.
 pub const PATCH_REPORT_SLACK: Duration = Duration::from_secs(60);
@@ -94,7 +94,7 @@ impl Config {
         };
         // The full validation knows everything parsing found and more (time
         // zones, windows too short for one node); its messages carry field paths.
-        let problems = crate::validate::validate_spec(spec);
+        let problems = crate::cmd::validate::validate_spec(spec);
         if !problems.is_empty() {
             errors = problems.iter().map(ToString::to_string).collect();
         }

@@ -34,7 +34,7 @@ use kube::{Api, Client};
 
 use crate::api::{DrainSpec, OnTimeout};
 
-use crate::selector;
+use crate::core::selector;
 
 /// Drain settings resolved from the policy and the controller flags.
 #[derive(Debug, Clone)]

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::api::{RebootWhen, Step};
-use crate::budget::Budget;
-use crate::node_record::{NodeRecord, REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION};
-use crate::order::{self, OrderKey};
+use crate::core::budget::Budget;
+use crate::core::node_record::{NodeRecord, REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION};
+use crate::core::order::{self, OrderKey};
 
 use super::classify::{Class, Classified, unavailable};
 use super::gate::Gates;
@@ -258,11 +258,11 @@ fn claim(ctx: &Ctx<'_>, i: usize, n: &NodeView, out: &mut Starts) {
 mod tests {
     use super::*;
     use crate::api::PatchPolicy;
-    use crate::rollout::Config;
-    use crate::rollout::advance::advance_all;
-    use crate::rollout::classify::classify;
-    use crate::rollout::gate::{GateInput, gates};
-    use crate::rollout::test_support::{NOW, node, policy, rec, ts};
+    use crate::core::rollout::Config;
+    use crate::core::rollout::advance::advance_all;
+    use crate::core::rollout::classify::classify;
+    use crate::core::rollout::gate::{GateInput, gates};
+    use crate::core::rollout::test_support::{NOW, node, policy, rec, ts};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     /// Runs the phases before this one, then picks starts; `full_order`:

@@ -10,9 +10,9 @@ use kube::Client;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::drain::{self, DrainMode, DrainOutcome, DrainSettings};
-use crate::metrics::Metrics;
-use crate::rollout::DrainState;
+use crate::controller::drain::{self, DrainMode, DrainOutcome, DrainSettings};
+use crate::core::rollout::DrainState;
+use crate::metrics::ControllerMetrics;
 
 /// How a worker ended: `Ok` drained, `Err` failed with a reason (the node
 /// fails at once), `None` while it runs or when the deadline decides.
@@ -42,7 +42,7 @@ pub(crate) struct DrainJob {
     pub mode: DrainMode,
     pub deadline: tokio::time::Instant,
     pub kick: mpsc::UnboundedSender<()>,
-    pub metrics: Metrics,
+    pub metrics: ControllerMetrics,
 }
 
 impl Drains {
@@ -215,7 +215,7 @@ mod tests {
             mode: DrainMode::Force,
             deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
             kick,
-            metrics: Metrics::new(),
+            metrics: ControllerMetrics::new(),
         });
         tokio::time::timeout(Duration::from_secs(5), kicked.recv())
             .await

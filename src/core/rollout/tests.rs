@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::test_support::{NOW, claims, node, policy, rec, ts};
 use super::*;
 use crate::api::{Announce, MaintenanceWindow, OnTimeout, Phase, RebootWhen, Step, Weekday};
-use crate::node_record::NodeRecord;
+use crate::core::node_record::NodeRecord;
 
 #[test]
 fn a_node_cordoned_by_someone_goes_when_the_budget_blocks_even_from_a_later_group() {

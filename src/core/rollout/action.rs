@@ -1,9 +1,9 @@
-//! The output of decide: side effects ([`Action`]) and the [`Plan`].
+//! The output of decide: side effects ([`Action`]) and the [`Decision`].
 
 use std::time::Duration;
 
 use crate::api::PatchPolicyStatus;
-use crate::node_record::{DoneMap, NodeRecord};
+use crate::core::node_record::{DoneMap, NodeRecord};
 
 /// A side effect for the controller. Apply in order; each writes its record
 /// first (one patch of the `sofort.dev/record` annotation and the
@@ -105,7 +105,7 @@ impl Action {
 
 /// What decide returns.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub struct Decision {
     /// Side effects. `actions[..first_start]` move nodes in progress (at most
     /// one per node); `actions[first_start..]` start nodes (a claim and then
     /// its drain). Starts may rely on the moves (a release frees the slot a

@@ -1,0 +1,8 @@
+//! The CLI commands that are not one of the two cluster processes:
+//! [`validate`] (check policy files and report every problem) and [`crd`]
+//! (render the CustomResourceDefinition). `sofort plan` lives beside the
+//! simulation in [`crate::core::forecast`]; `sofort sandbox` in
+//! `crate::testkit` (feature `sandbox`).
+
+pub mod crd;
+pub mod validate;

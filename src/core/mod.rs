@@ -1,0 +1,23 @@
+//! The pure decision core: no Kubernetes client, no I/O, the clock is an
+//! argument. Everything here is tested without a cluster.
+//!
+//! - [`duration`]: the duration strings of the spec.
+//! - [`window`]: maintenance windows and blackouts.
+//! - [`order`]: which node first (one order key for the core, the forecast and
+//!   the property tests).
+//! - [`budget`]: how many nodes may be unavailable at once.
+//! - [`selector`]: label selectors over nodes.
+//! - [`node_record`]: the per-node record kept in a Node annotation.
+//! - [`rollout`]: the per-node state machine and `decide()`, as named phases.
+//! - [`forecast`]: the discrete-event simulation behind `sofort plan`.
+//! - [`clock`]: the controller's clock (system time with an optional offset).
+
+pub mod budget;
+pub mod clock;
+pub mod duration;
+pub mod forecast;
+pub mod node_record;
+pub mod order;
+pub mod rollout;
+pub mod selector;
+pub mod window;
