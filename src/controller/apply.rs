@@ -13,13 +13,14 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use serde_json::Value;
 
+use super::ParsedPolicy;
 use super::drain_workers::DrainJob;
 use super::events;
 use super::patches::{self, step_name};
 use super::plan::{Op, Plan};
 use super::reconciler::Reconciler;
 use super::writes::Writes;
-use crate::api::{PatchPolicy, Step};
+use crate::api::Step;
 use crate::controller::drain::{DrainMode, DrainSettings};
 use crate::core::node_record::NodeRecord;
 use crate::core::rollout::{Action, NodeView};
@@ -62,7 +63,7 @@ impl<W: Writes> Reconciler<W> {
     /// write (later batches may rely on it). False when a write failed.
     pub(super) async fn apply_plan(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         plan: &Plan,
         objects: &mut BTreeMap<String, Arc<Node>>,
     ) -> bool {
@@ -79,7 +80,7 @@ impl<W: Writes> Reconciler<W> {
     /// in order. False when a write failed.
     async fn apply_batch(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         ops: &[Op],
         batch: &[usize],
         objects: &mut BTreeMap<String, Arc<Node>>,
@@ -176,7 +177,7 @@ impl<W: Writes> Reconciler<W> {
     /// before the write.
     fn after_write(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         op: &Op,
         was: Option<Step>,
         objects: &BTreeMap<String, Arc<Node>>,
@@ -206,7 +207,7 @@ impl<W: Writes> Reconciler<W> {
     /// publishes what blocks it (once per blocker).
     fn ensure_drain(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         node: &str,
         record: Option<&NodeRecord>,
         force: bool,
@@ -216,10 +217,7 @@ impl<W: Writes> Reconciler<W> {
             .map(|r| r.since)
             .or_else(|| step_of(objects.get(node)).map(|s| s.1))
             .unwrap_or_else(|| self.cfg.clock.now());
-        // Only the drain timeout is needed here: no need to parse the
-        // whole spec (windows, time zones) once more per action.
-        let drain_timeout = crate::core::duration::parse(&policy.spec.drain.timeout)
-            .unwrap_or(Duration::from_secs(15 * 60));
+        let drain_timeout = policy.config.drain_timeout;
         let now = self.cfg.clock.now();
         let grace = policy.spec.drain.grace_period_seconds;
         let left = drain_time_left(since, drain_timeout, force, grace, now);

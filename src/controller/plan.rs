@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::api::{PatchPolicy, Step};
-use crate::core::rollout::{self, Action, Decision, DrainState, NodeView};
+use crate::core::rollout::{self, Action, Config, Decision, DrainState, NodeView};
 
 /// One node write and what goes with it.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +73,12 @@ pub(crate) struct Deletion {
 /// back (uncordoned if sofort cordoned them), records at Done, Failed or
 /// Pending dropped; nodes in reboot or later finish under a paused copy of the
 /// policy, decided on the views as they are once the give-backs are written.
-pub(crate) fn deletion(policy: &PatchPolicy, views: &[NodeView], now: jiff::Timestamp) -> Deletion {
+pub(crate) fn deletion(
+    policy: &PatchPolicy,
+    config: &Config,
+    views: &[NodeView],
+    now: jiff::Timestamp,
+) -> Deletion {
     let name = policy.metadata.name.as_deref().unwrap_or_default();
     let mut ops = Vec::new();
     let mut waiting = false;
@@ -116,7 +121,7 @@ pub(crate) fn deletion(policy: &PatchPolicy, views: &[NodeView], now: jiff::Time
     // Let the nodes in reboot finish under a paused copy of the policy.
     let mut paused = policy.clone();
     paused.spec.paused = true;
-    let decision = rollout::decide(&paused, &after, &[], now);
+    let decision = rollout::decide_with(&paused, config, &after, &[], now);
     let given_back = ops.len();
     ops.extend(decision.actions.into_iter().map(Op::Rollout));
     Deletion {
@@ -170,7 +175,7 @@ mod tests {
             view("c", Some(Step::Done), false),
             view("d", None, false),
         ];
-        let d = deletion(&policy, &views, now);
+        let d = deletion(&policy, &Config::from_spec(&policy.spec), &views, now);
         assert_eq!(d.wait, None);
         assert_eq!(
             d.plan.ops,
@@ -204,7 +209,7 @@ mod tests {
             view("b", Some(Step::Rebooting), false),
             view("c", None, false),
         ];
-        let d = deletion(&policy, &views, now);
+        let d = deletion(&policy, &Config::from_spec(&policy.spec), &views, now);
         let wait = d.wait.expect("a node in reboot keeps the finalizer");
         assert!(wait <= Duration::from_secs(5));
         assert!(matches!(d.plan.ops[0], Op::GiveBack { ref node, .. } if node == "a"));

@@ -20,7 +20,7 @@ use super::patches::{self, FINALIZER, StoredRaw, phase_name, step_name};
 use super::plan::{self, Plan};
 use super::status::{StatusThrottle, StatusWrite};
 use super::writes::Writes;
-use super::{ControllerConfig, Overlay, Undecodable, policy_ref};
+use super::{ControllerConfig, Overlay, ParsedPolicy, Undecodable, policy_ref};
 use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus, Phase, Step};
 use crate::core::rollout::{self, Contender, NodeView};
 use crate::metrics::ControllerMetrics;
@@ -165,7 +165,7 @@ impl<W: Writes> Reconciler<W> {
     /// One round: decide and act for every policy. Returns when to look again.
     pub(crate) async fn tick(
         &mut self,
-        policies: &[Arc<PatchPolicy>],
+        policies: &[Arc<ParsedPolicy>],
         nodes: &[Arc<Node>],
     ) -> Option<Duration> {
         let now = self.cfg.clock.now();
@@ -183,7 +183,7 @@ impl<W: Writes> Reconciler<W> {
             .collect();
         self.drains.retain(|n| draining.contains(n));
 
-        let mut ordered: Vec<&Arc<PatchPolicy>> = policies.iter().collect();
+        let mut ordered: Vec<&Arc<ParsedPolicy>> = policies.iter().collect();
         ordered.sort_by_key(|p| (!p.spec.urgent, p.name_any()));
         let contenders: Vec<Contender> =
             ordered.iter().map(|p| Contender::from_policy(p)).collect();
@@ -297,7 +297,7 @@ impl<W: Writes> Reconciler<W> {
     /// Events and the notifications due.
     async fn reconcile(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         objects: &mut BTreeMap<String, Arc<Node>>,
         others: &[Contender],
         now: jiff::Timestamp,
@@ -308,9 +308,9 @@ impl<W: Writes> Reconciler<W> {
         self.notifications
             .set_embargo(policy, stored.filter(|_| same));
         let views = self.views(objects);
-        // decide() validates the spec itself: an invalid one halts (Stalled,
-        // reason InvalidSpec) with every problem in the message.
-        let decision = rollout::decide(policy, &views, others, now);
+        // The spec was parsed once for this resourceVersion: an invalid one
+        // halts (Stalled, reason InvalidSpec) with every problem in the message.
+        let decision = rollout::decide_with(policy, &policy.config, &views, others, now);
         let valid = !decision
             .status
             .conditions
@@ -335,7 +335,7 @@ impl<W: Writes> Reconciler<W> {
             .notifications
             .prepare(policy, &mut status, &views, valid, now)
             .await;
-        self.observe(&policy.name_any(), &status, &policy.spec);
+        self.observe(&policy.name_any(), &status, &policy.spec, &policy.config);
         let prev = policy.status.as_ref();
         let phase_note = events::of_phase(
             policy,
@@ -417,7 +417,13 @@ impl<W: Writes> Reconciler<W> {
         }
     }
 
-    fn observe(&self, policy: &str, status: &PatchPolicyStatus, spec: &PatchPolicySpec) {
+    fn observe(
+        &self,
+        policy: &str,
+        status: &PatchPolicyStatus,
+        spec: &PatchPolicySpec,
+        cfg: &rollout::Config,
+    ) {
         if let Some(p) = status.phase {
             self.metrics.set_phase(policy, phase_name(p));
         }
@@ -444,7 +450,6 @@ impl<W: Writes> Reconciler<W> {
         }
         // When the node longest in each step entered it, and the step's
         // timeout (the stuck-node alert compares the two).
-        let cfg = rollout::Config::from_spec(spec);
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         for (step, timeout) in [
             (Step::Draining, Some(cfg.drain_timeout)),
@@ -480,13 +485,13 @@ impl<W: Writes> Reconciler<W> {
     /// finish, and once none is left remove the finalizer.
     async fn finalize(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         objects: &mut BTreeMap<String, Arc<Node>>,
         now: jiff::Timestamp,
     ) -> Result<Option<Duration>, kube::Error> {
         let name = policy.name_any();
         let views = self.views(objects);
-        let deletion = plan::deletion(policy, &views, now);
+        let deletion = plan::deletion(policy, &policy.config, &views, now);
         let written = self.apply_plan(policy, &deletion.plan, objects).await;
         if deletion.wait.is_some() {
             return Ok(deletion.wait);

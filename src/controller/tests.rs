@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::notifications::Notifications;
 use super::reconciler::Reconciler;
 use super::writes::Writes;
-use super::{ControllerConfig, FINALIZER};
+use super::{ControllerConfig, FINALIZER, ParsedPolicy};
 use crate::api::PatchPolicy;
 use crate::core::clock::Clock;
 use crate::core::node_record::{REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION, STEP_LABEL};
@@ -250,12 +250,15 @@ impl Harness {
     }
 
     /// The objects as the watch caches would hold them now.
-    fn caches(&self) -> (Vec<Arc<PatchPolicy>>, Vec<Arc<Node>>) {
+    fn caches(&self) -> (Vec<Arc<ParsedPolicy>>, Vec<Arc<Node>>) {
         let s = self.api.0.lock().unwrap();
         let policies = s
             .policies
             .values()
-            .map(|p| Arc::new(serde_json::from_value(p.clone()).unwrap()))
+            .map(|p| {
+                let policy: PatchPolicy = serde_json::from_value(p.clone()).unwrap();
+                Arc::new(ParsedPolicy::new(policy))
+            })
             .collect();
         let nodes = s
             .nodes
