@@ -1,4 +1,4 @@
-//! Forecast: a discrete-event simulation that drives [`decide`] against a
+//! Forecast: a discrete-event simulation that drives [`decide`](crate::core::rollout::decide) against a
 //! simulated cluster, behind `sofort plan`.
 //!
 //! The simulated cluster answers every action the way a healthy cluster would,
