@@ -67,6 +67,10 @@ pub enum OutputFormat {
     Table,
     /// JSON for programs.
     Json,
+    /// A timeline (SVG): one row per node, bars per step, windows shaded.
+    Svg,
+    /// The timeline and the table as one HTML page.
+    Html,
 }
 
 /// `sofort plan`.

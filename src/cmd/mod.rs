@@ -5,4 +5,5 @@
 //! `crate::testkit` (feature `sandbox`).
 
 pub mod crd;
+pub mod timeline;
 pub mod validate;

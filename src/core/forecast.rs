@@ -445,6 +445,73 @@ pub struct Row {
     pub done: Option<Timestamp>,
     /// `done`, `updated` (already at this revision), `skipped` (no reboot needed), `failed`, `not reached`.
     pub result: String,
+    /// The predicted steps of this node, in time order (`Draining`,
+    /// `Patching`, `Rebooting`, `WaitingReady`, `Settling`; `Failed` is not a span).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpan>,
+}
+
+/// One step of one node in the forecast: `[start, end)`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepSpan {
+    /// The step.
+    pub step: Step,
+    /// When the node entered it.
+    pub start: Timestamp,
+    /// When it left it (the end of the simulation for a step never left).
+    pub end: Timestamp,
+}
+
+/// Collects each node's steps (for this policy) from the decisions the
+/// simulation makes: the step a node shows at the last decision at an instant
+/// is the step it is in from that instant on.
+#[derive(Debug, Default)]
+struct StepLog {
+    /// Open step per node: (step, since).
+    open: BTreeMap<String, (Step, Timestamp)>,
+    done: BTreeMap<String, Vec<StepSpan>>,
+}
+
+impl StepLog {
+    fn observe(&mut self, policy: &str, t: Timestamp, views: &[NodeView]) {
+        for v in views {
+            let step = v
+                .record
+                .as_ref()
+                .filter(|r| r.policy == policy && r.step.in_progress())
+                .map(|r| r.step);
+            let open = self.open.get(&v.name).copied();
+            if open.map(|o| o.0) == step {
+                continue;
+            }
+            if let Some((s, since)) = open {
+                self.open.remove(&v.name);
+                if since < t {
+                    self.done.entry(v.name.clone()).or_default().push(StepSpan {
+                        step: s,
+                        start: since,
+                        end: t,
+                    });
+                }
+            }
+            if let Some(s) = step {
+                self.open.insert(v.name.clone(), (s, t));
+            }
+        }
+    }
+
+    fn finish(mut self, end: Timestamp) -> BTreeMap<String, Vec<StepSpan>> {
+        for (node, (step, start)) in std::mem::take(&mut self.open) {
+            if start < end {
+                self.done
+                    .entry(node)
+                    .or_default()
+                    .push(StepSpan { step, start, end });
+            }
+        }
+        self.done
+    }
 }
 
 /// The whole forecast.
@@ -513,16 +580,18 @@ pub fn forecast_views(
 ) -> Forecast {
     let mut p = policy.clone();
     let mut world = World::new(views);
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    let mut steps = StepLog::default();
     let out = simulate(
         &mut p,
         &mut world,
         now,
         Duration::from_secs(400 * 86400),
-        |_, _, _| {},
+        |t, _, views| steps.observe(&name, t, views),
     );
+    let mut steps = steps.finish(out.end);
     let status = out.last.as_ref().map(|pl| &pl.status);
     let spec = &policy.spec;
-    let name = policy.metadata.name.clone().unwrap_or_default();
     let mut rows: Vec<(usize, Row)> = Vec::new();
     for (i, n) in world.nodes.iter().enumerate() {
         if !selector::selects_node(&spec.node_selector, &n.view.labels) && n.started.is_none() {
@@ -555,6 +624,7 @@ pub fn forecast_views(
                 start: n.started,
                 done: n.finished,
                 result: result.to_string(),
+                steps: steps.remove(&n.view.name).unwrap_or_default(),
             },
         ));
     }
@@ -709,16 +779,16 @@ pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
             None => live::nodes()?,
         };
         let f = forecast(&policy, &nodes, now, a);
+        let zone = policy
+            .spec
+            .maintenance_windows
+            .first()
+            .map(|w| w.time_zone.as_str())
+            .filter(|z| !z.is_empty() && jiff::tz::TimeZone::get(z).is_ok());
         Ok(match args.output {
-            OutputFormat::Table => {
-                let zone = policy
-                    .spec
-                    .maintenance_windows
-                    .first()
-                    .map(|w| w.time_zone.as_str())
-                    .filter(|z| !z.is_empty() && jiff::tz::TimeZone::get(z).is_ok());
-                render_table(&f, zone)
-            }
+            OutputFormat::Table => render_table(&f, zone),
+            OutputFormat::Svg => crate::cmd::timeline::render_svg(&f, &policy.spec, zone),
+            OutputFormat::Html => crate::cmd::timeline::render_html(&f, &policy.spec, zone),
             OutputFormat::Json => {
                 serde_json::to_string_pretty(&f).map_err(|e| PlanError::Usage(e.to_string()))?
                     + "\n"
