@@ -5,5 +5,7 @@
 //! `crate::testkit` (feature `sandbox`).
 
 pub mod crd;
+pub mod kubectl_plugin;
+pub mod status;
 pub mod timeline;
 pub mod validate;

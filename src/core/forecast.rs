@@ -116,6 +116,27 @@ impl World {
         self.views.extend(self.nodes.iter().map(|n| n.view.clone()));
     }
 
+    /// Nodes found in the middle of a step (a forecast from a live cluster)
+    /// finish it as a healthy node would: a node asked to reboot comes back
+    /// `reboot` after `now`, a patch command in flight reports `patch` after.
+    /// A drain in flight is asked for again by decide (its state is `Idle`).
+    pub fn resume_in_flight(&mut self, now: Timestamp) {
+        for n in &mut self.nodes {
+            let Some(step) = n.view.record.as_ref().map(|r| r.step) else {
+                continue;
+            };
+            match step {
+                Step::Rebooting | Step::WaitingReady => {
+                    n.back_at = n.behaviour.reboot.map(|d| add(now, d));
+                }
+                Step::Patching => {
+                    n.patch_at = Some((add(now, n.behaviour.patch), n.behaviour.patch_ok));
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// The node views, as decide sees them.
     pub fn views(&self) -> &[NodeView] {
         &self.views
@@ -580,6 +601,7 @@ pub fn forecast_views(
 ) -> Forecast {
     let mut p = policy.clone();
     let mut world = World::new(views);
+    world.resume_in_flight(now);
     let name = policy.metadata.name.clone().unwrap_or_default();
     let mut steps = StepLog::default();
     let out = simulate(
