@@ -367,3 +367,117 @@ pub fn cell_counts(s: &Screen) -> BTreeMap<&'static str, usize> {
     }
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::PatchPolicySpec;
+    use crate::core::node_record::{NodeRecord, RECORD_ANNOTATION};
+
+    fn node(name: &str, zone: &str, annotations: serde_json::Value) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"zone": zone}, "annotations": annotations},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                "nodeInfo": {"bootID": "b", "machineID": "m", "systemUUID": "u", "kernelVersion": "k",
+                    "osImage": "o", "containerRuntimeVersion": "c", "kubeletVersion": "v",
+                    "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"}},
+        }))
+        .expect("test node")
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-30T10:00:00Z".parse().expect("instant")
+    }
+
+    fn assumptions() -> Assumptions {
+        let m = std::time::Duration::from_secs(60);
+        Assumptions {
+            drain: m,
+            reboot: m,
+            patch: m,
+        }
+    }
+
+    #[test]
+    fn cells_counts_and_groups_follow_the_nodes_records() {
+        let mut spec = PatchPolicySpec::new("r1");
+        spec.rollout.order.group_by = Some("zone".into());
+        let p = PatchPolicy::new("p", spec);
+        let record = NodeRecord {
+            policy: "p".into(),
+            revision: "r1".into(),
+            step: Step::Draining,
+            since: now(),
+            started: now(),
+            was_unschedulable: false,
+            boot_id_before: None,
+            patch: None,
+            reason: None,
+        };
+        let rec = serde_json::to_string(&record).expect("record");
+        let snap = Snapshot {
+            policies: vec![p],
+            nodes: vec![
+                node("b1", "b", serde_json::json!({})),
+                node("a2", "a", serde_json::json!({RECORD_ANNOTATION: rec})),
+                node(
+                    "a1",
+                    "a",
+                    serde_json::json!({"sofort.dev/done": "{\"p\":\"r1\"}"}),
+                ),
+            ],
+            events: vec![EventLine {
+                at: Some(now()),
+                kind: "Normal".into(),
+                reason: "Cordoned".into(),
+                object: "Node/a2".into(),
+                note: "evil \u{1b}[2J note".into(),
+            }],
+        };
+        let s = build(&snap, "t", None, now(), assumptions());
+        let panel = &s.policies[0];
+        assert_eq!((panel.updated, panel.in_progress, panel.total), (1, 1, 3));
+        let groups: Vec<(&str, Vec<(&str, &str)>)> = panel
+            .groups
+            .iter()
+            .map(|(g, cells)| {
+                (
+                    g.as_str(),
+                    cells
+                        .iter()
+                        .map(|c| (c.name.as_str(), c.cell.label()))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("a", vec![("a1", "done"), ("a2", "draining")]),
+                ("b", vec![("b1", "pending")])
+            ]
+        );
+        assert!(
+            panel.forecast.starts_with("forecast completion"),
+            "{}",
+            panel.forecast
+        );
+        assert!(
+            !s.events[0].contains('\u{1b}'),
+            "terminal escapes are removed"
+        );
+        assert!(!s.settled);
+        let lines = plain_lines(&s);
+        assert!(
+            lines.iter().any(|l| l.contains("a1:done  a2:draining")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn clean_bounds_and_defuses_text() {
+        assert_eq!(clean("a\u{1b}]0;x\u{7}b"), "a ]0;x b");
+        let long = "x".repeat(5 * MAX_TEXT);
+        assert_eq!(clean(&long).chars().count(), MAX_TEXT);
+    }
+}

@@ -184,3 +184,120 @@ pub fn draw(f: &mut Frame<'_>, s: &Screen) {
         parts[n + 3],
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui::buffer::Buffer;
+
+    use super::*;
+    use crate::cmd::status::model::NodeCell;
+
+    fn screen() -> Screen {
+        let cell = |name: &str, cell| NodeCell {
+            name: name.into(),
+            cell,
+        };
+        Screen {
+            title: "sofort status  2026-11-30 10:00:00 UTC".into(),
+            policies: vec![PolicyPanel {
+                name: "nightly".into(),
+                revision: "r7".into(),
+                phase: "Progressing".into(),
+                urgent: false,
+                paused: false,
+                updated: 2,
+                total: 4,
+                in_progress: 1,
+                failed: 0,
+                forecast: "forecast completion Mon 2026-11-30 10:20 UTC".into(),
+                message: "blocked: maxUnavailable 1".into(),
+                groups: vec![
+                    (
+                        "zone-a".into(),
+                        vec![cell("a1", Cell::Done), cell("a2", Cell::Done)],
+                    ),
+                    (
+                        "zone-b".into(),
+                        vec![
+                            cell("b1", Cell::Step(Step::Draining)),
+                            cell("b2", Cell::Pending),
+                        ],
+                    ),
+                ],
+            }],
+            events: vec!["10:00:00 Normal  Cordoned  Node/b1  cordoned".into()],
+            settled: false,
+        }
+    }
+
+    fn draw_into(s: &Screen, w: u16, h: u16) -> Buffer {
+        let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+        t.draw(|f| draw(f, s)).expect("draw");
+        t.backend().buffer().clone()
+    }
+
+    fn row(b: &Buffer, y: u16) -> String {
+        (0..b.area.width)
+            .map(|x| b[(x, y)].symbol().to_string())
+            .collect()
+    }
+
+    /// (x, y) of the first occurrence of `text` on the screen.
+    fn find(b: &Buffer, text: &str) -> Option<(u16, u16)> {
+        (0..b.area.height).find_map(|y| {
+            let r = row(b, y);
+            r.find(text)
+                .map(|byte| (r[..byte].chars().count() as u16, y))
+        })
+    }
+
+    #[test]
+    fn nodes_are_cells_coloured_by_step_in_their_group_rows() {
+        let b = draw_into(&screen(), 100, 24);
+        let (ax, ay) = find(&b, "a1").expect("a1 shown");
+        let (bx, by) = find(&b, "b1").expect("b1 shown");
+        assert_eq!(b[(ax, ay)].bg, Color::Green, "done is green");
+        assert_eq!(b[(bx, by)].bg, Color::Yellow, "draining is yellow");
+        let (px, py) = find(&b, "b2").expect("b2 shown");
+        assert_eq!(b[(px, py)].bg, Color::DarkGray, "pending is grey");
+        assert_eq!(ay + 1, by, "zone-b's row follows zone-a's");
+        assert!(row(&b, ay).starts_with("│zone-a"), "{}", row(&b, ay));
+    }
+
+    #[test]
+    fn the_gauge_the_reason_and_the_events_are_shown() {
+        let b = draw_into(&screen(), 100, 24);
+        assert!(row(&b, 0).contains("sofort status"));
+        let (_, gy) = find(&b, "2/4 updated, 1 in progress, 0 failed").expect("gauge label");
+        assert!(row(&b, gy).contains("forecast completion Mon 2026-11-30 10:20"));
+        // Half done: the gauge's filled part covers about half the width.
+        let filled = (0..b.area.width)
+            .filter(|x| b[(*x, gy)].bg == Color::Green)
+            .count();
+        assert!((40..=60).contains(&filled), "filled {filled} of ~98");
+        assert!(find(&b, "blocked: maxUnavailable 1").is_some());
+        assert!(find(&b, "nightly rev r7").is_some());
+        assert!(find(&b, "Node/b1  cordoned").is_some());
+        assert!(find(&b, "q quits").is_some());
+    }
+
+    #[test]
+    fn many_nodes_become_squares_and_a_narrow_screen_does_not_panic() {
+        let mut s = screen();
+        s.policies[0].groups[0].1 = (0..300)
+            .map(|i| NodeCell {
+                name: format!("node-with-a-long-name-{i}"),
+                cell: if i < 100 { Cell::Done } else { Cell::Pending },
+            })
+            .collect();
+        let b = draw_into(&s, 120, 30);
+        let (_, y) = find(&b, "zone-a").expect("group shown");
+        assert!(row(&b, y).contains('■'), "{}", row(&b, y));
+        assert!(find(&b, "node-with-a-long-name-0").is_none());
+        for (w, h) in [(10, 5), (1, 1), (40, 3)] {
+            let _ = draw_into(&s, w, h);
+        }
+    }
+}
