@@ -97,7 +97,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Validate(args) => sofort::cmd::validate::run_cli(&args.files),
-        Command::Plan(args) => sofort::core::forecast::run_cli(&args, jiff::Timestamp::now()),
+        Command::Plan(args) => sofort::cmd::plan::run_cli(&args, jiff::Timestamp::now()),
         Command::Status(args) => sofort::cmd::status::run_cli(&args),
         Command::Pause(args) => sofort::cmd::kubectl_plugin::run_pause(&args.name, true),
         Command::Resume(args) => sofort::cmd::kubectl_plugin::run_pause(&args.name, false),
