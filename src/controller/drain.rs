@@ -29,7 +29,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, EvictParams, ListParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use crate::api::{DrainSpec, OnTimeout};
@@ -329,7 +329,9 @@ pub async fn drain_node(
     // Start from the watch's own first list (one consistent snapshot, no
     // separate list request); the watch then tells what changes.
     let watch_cfg = watcher::Config::default().fields(&fields);
-    let mut events = Box::pin(watcher(pods_all.clone(), watch_cfg));
+    // With backoff: a watch the server keeps ending (or answering 410) is
+    // resumed or re-listed after a growing wait, not at once.
+    let mut events = Box::pin(watcher(pods_all.clone(), watch_cfg).default_backoff());
     let mut live: Pods = HashMap::new();
     let mut relist = None;
     first_list(&mut events, &mut live, &mut relist, node).await?;

@@ -666,3 +666,55 @@ impl Overlay {
 pub(crate) fn policy_ref(p: &PatchPolicy) -> k8s_openapi::api::core::v1::ObjectReference {
     p.object_ref(&())
 }
+
+#[cfg(test)]
+mod decoder_tests {
+    use super::*;
+
+    fn raw(rv: &str, spec: serde_json::Value) -> Arc<DynamicObject> {
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sofort.dev/v1alpha1",
+            "kind": "PatchPolicy",
+            "metadata": {"name": "p", "resourceVersion": rv},
+            "spec": spec,
+        }))
+        .unwrap();
+        Arc::new(obj)
+    }
+
+    #[test]
+    fn a_spec_is_parsed_once_per_resource_version() {
+        let mut decoder = PolicyDecoder::default();
+        let v1 = raw(
+            "1",
+            serde_json::json!({"revision": "r1", "drain": {"timeout": "5m"}}),
+        );
+        let (first, bad) = decoder.decode_all(std::slice::from_ref(&v1));
+        assert!(bad.is_empty());
+        assert_eq!(first[0].config.drain_timeout, Duration::from_secs(300));
+        assert!(first[0].config.errors.is_empty());
+        // The same resourceVersion: the very same parse, not a new one.
+        let (again, _) = decoder.decode_all(std::slice::from_ref(&v1));
+        assert!(Arc::ptr_eq(&first[0], &again[0]));
+        // A new resourceVersion is parsed again, with the CRD's bounds too.
+        let v2 = raw(
+            "2",
+            serde_json::json!({"revision": "r1", "rollout": {"settle": "1s".repeat(33)}}),
+        );
+        let (changed, _) = decoder.decode_all(&[v2]);
+        assert!(!Arc::ptr_eq(&first[0], &changed[0]));
+        assert_eq!(
+            changed[0].config.drain_timeout,
+            Duration::from_secs(15 * 60)
+        );
+        assert!(
+            changed[0]
+                .config
+                .errors
+                .iter()
+                .any(|e| e.starts_with("spec.rollout.settle: ")),
+            "{:?}",
+            changed[0].config.errors
+        );
+    }
+}
