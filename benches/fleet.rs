@@ -238,6 +238,25 @@ impl Env {
         })
         .await;
         let sandbox = or_exit(sandbox, "start the emulator");
+        // The emulator enforces RBAC: the benchmark's own users may do
+        // anything (what the chart grants is tested by the chart RBAC tests;
+        // here only load and timing are measured).
+        let bindings: Vec<serde_json::Value> = ["controller", "agents", "agent-process"]
+            .iter()
+            .map(|user| {
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": format!("bench-{user}")},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+                })
+            })
+            .collect();
+        or_exit(
+            sandbox.create_objects(&bindings),
+            "grant the benchmark's users",
+        );
         let dir = or_exit(tempfile::tempdir(), "scratch directory");
         for (file, token) in [
             ("admin", ADMIN_TOKEN),
