@@ -237,11 +237,7 @@ fn semantic_problems(spec: &PatchPolicySpec) -> Vec<Problem> {
                     ),
                 ));
             }
-            if let Some(t) = &w.template
-                && let Err(e) = crate::notify::Template::parse(t)
-            {
-                out.push(problem(format!("{base}.template"), e.to_string()));
-            }
+            check_channel(&mut out, &base, w);
             let refs = [
                 ("urlSecretRef", Some(&w.url_secret_ref)),
                 ("headersSecretRef", w.headers_secret_ref.as_ref()),
@@ -289,6 +285,9 @@ fn semantic_problems(spec: &PatchPolicySpec) -> Vec<Problem> {
                     public.push((format!("{base}.template"), t.as_str()));
                 }
             }
+            if let Some(t) = &n.public_title {
+                public.push(("spec.notify.publicTitle".into(), t.as_str()));
+            }
             for (i, b) in spec.blackouts.iter().enumerate() {
                 if let Some(r) = &b.reason {
                     public.push((format!("spec.blackouts[{i}].reason"), r.as_str()));
@@ -306,6 +305,15 @@ fn semantic_problems(spec: &PatchPolicySpec) -> Vec<Problem> {
                 }
             }
         }
+    }
+
+    if let Some(t) = spec.notify.as_ref().and_then(|n| n.public_title.as_deref())
+        && (t.trim().is_empty() || t.chars().any(char::is_control))
+    {
+        out.push(problem(
+            "spec.notify.publicTitle",
+            "must be one line of visible text, for example `Web hosting`; remove the field for the default title",
+        ));
     }
 
     // A routine rollout whose windows are all too short can never start a node.
@@ -1179,6 +1187,61 @@ pub fn run_cli(files: &[PathBuf]) -> ExitCode {
             if policies == 1 { "y" } else { "ies" }
         );
         ExitCode::SUCCESS
+    }
+}
+
+/// The template and envelope of one webhook, as its format needs them.
+fn check_channel(out: &mut Vec<Problem>, base: &str, w: &crate::api::Webhook) {
+    use crate::api::WebhookFormat;
+    match (w.format, &w.template) {
+        (WebhookFormat::Generic, None) => out.push(problem(
+            format!("{base}.template"),
+            "format Generic needs a template: the JSON request body, for example {\"title\": \"{summary}\", \"status\": \"{event}\"}",
+        )),
+        (WebhookFormat::Generic, Some(t)) => {
+            if let Err(e) = crate::notify::generic::JsonTemplate::parse(t) {
+                out.push(problem(format!("{base}.template"), e.to_string()));
+            }
+        }
+        (_, Some(t)) => {
+            if let Err(e) = crate::notify::Template::parse(t) {
+                out.push(problem(format!("{base}.template"), e.to_string()));
+            }
+        }
+        (_, None) => {}
+    }
+    match (w.format, &w.email) {
+        (WebhookFormat::Email, None) => out.push(problem(
+            format!("{base}.email"),
+            "format Email needs `email` with `from` and `to` (the recipients)",
+        )),
+        (WebhookFormat::Email, Some(e)) => {
+            if e.from.parse::<lettre::message::Mailbox>().is_err() {
+                out.push(problem(
+                    format!("{base}.email.from"),
+                    "is not an e-mail address such as `Example Hosting <status@example.com>`",
+                ));
+            }
+            if e.to.is_empty() {
+                out.push(problem(
+                    format!("{base}.email.to"),
+                    "name at least one recipient",
+                ));
+            }
+            for (i, t) in e.to.iter().enumerate() {
+                if t.parse::<lettre::message::Mailbox>().is_err() {
+                    out.push(problem(
+                        format!("{base}.email.to[{i}]"),
+                        "is not an e-mail address such as `customers@example.com`",
+                    ));
+                }
+            }
+        }
+        (_, Some(_)) => out.push(problem(
+            format!("{base}.email"),
+            "only format Email uses `email`; remove it or set format: Email",
+        )),
+        (_, None) => {}
     }
 }
 
