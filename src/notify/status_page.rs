@@ -118,8 +118,8 @@ const EN: Words = Words {
     none_history: "No maintenance completed recently.",
     urgent: "Urgent",
     routine: "Routine",
-    servers: "servers affected",
-    updated_of: "updated",
+    servers: "Servers affected",
+    updated_of: "Servers updated",
     started: "Started",
     expected: "Expected completion",
     window: "Window",
@@ -147,8 +147,8 @@ const DE: Words = Words {
     none_history: "In letzter Zeit wurde keine Wartung abgeschlossen.",
     urgent: "Dringend",
     routine: "Routine",
-    servers: "Server betroffen",
-    updated_of: "aktualisiert",
+    servers: "Betroffene Server",
+    updated_of: "Aktualisierte Server",
     started: "Begonnen",
     expected: "Voraussichtliches Ende",
     window: "Zeitfenster",
@@ -753,11 +753,11 @@ impl Board {
     fn atom_text(r: &PublicRollout, b: &Branding) -> String {
         let w = b.words();
         let mut s = format!(
-            "{}: {} ({} {}).",
+            "{}: {}. {}: {}.",
             Board::state_text(r, w),
             r.title,
+            w.servers,
             r.servers,
-            w.servers
         );
         if let Some(sum) = &r.summary {
             let _ = write!(s, " {sum}.");

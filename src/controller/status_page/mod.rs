@@ -160,6 +160,27 @@ pub fn router(current: Shared) -> Router {
 #[derive(Default)]
 struct Expected {
     cache: HashMap<(String, String, u32, String), Option<Timestamp>>,
+    /// The last forecast that gave a completion, per (policy, revision): the
+    /// forecast cannot always continue from nodes caught mid-step.
+    last: HashMap<(String, String), Timestamp>,
+}
+
+/// Expected completion from the progress so far: the time per node spent
+/// since the start, for the nodes still to do. `None` before a node is done.
+pub fn extrapolate(
+    started: Option<Timestamp>,
+    updated: u32,
+    total: u32,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let started = started?;
+    if updated == 0 || updated >= total {
+        return None;
+    }
+    let spent = now.duration_since(started).as_secs_f64().max(0.0);
+    let left = spent / f64::from(updated) * f64::from(total - updated);
+    let left = jiff::SignedDuration::try_from_secs_f64(left).ok()?;
+    now.checked_add(left).ok()
 }
 
 impl Expected {
@@ -180,8 +201,23 @@ impl Expected {
             status.nodes.as_ref().map_or(0, |n| n.updated),
             format!("{phase:?}"),
         );
+        let (name, revision) = (key.0.clone(), key.1.clone());
+        let fallback = |last: &HashMap<(String, String), Timestamp>| {
+            last.get(&(name.clone(), revision.clone()))
+                .copied()
+                .filter(|t| *t > now)
+                .or_else(|| {
+                    let n = status.nodes.as_ref()?;
+                    extrapolate(
+                        status.started_at.as_ref().map(|t| t.0),
+                        n.updated,
+                        n.total,
+                        now,
+                    )
+                })
+        };
         if let Some(e) = self.cache.get(&key) {
-            return *e;
+            return e.or_else(|| fallback(&self.last));
         }
         let p = (**policy).clone();
         let views = views.clone();
@@ -212,12 +248,16 @@ impl Expected {
         .ok()
         .flatten();
         self.cache.insert(key, expected);
-        expected
+        if let Some(e) = expected {
+            self.last.insert((name.clone(), revision.clone()), e);
+        }
+        expected.or_else(|| fallback(&self.last))
     }
 
     fn retain(&mut self, live: &std::collections::HashSet<(String, String)>) {
         self.cache
             .retain(|(name, rev, _, _), _| live.contains(&(name.clone(), rev.clone())));
+        self.last.retain(|k, _| live.contains(k));
     }
 }
 
@@ -349,6 +389,19 @@ mod tests {
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
         (status, headers, body.to_string())
+    }
+
+    #[test]
+    fn extrapolates_from_progress() {
+        let t = |s: i64| Timestamp::from_second(s).unwrap();
+        // 4 of 12 done in 40 min: 80 min to go.
+        assert_eq!(
+            extrapolate(Some(t(0)), 4, 12, t(2400)),
+            Some(t(2400 + 4800))
+        );
+        assert_eq!(extrapolate(Some(t(0)), 0, 12, t(2400)), None);
+        assert_eq!(extrapolate(Some(t(0)), 12, 12, t(2400)), None);
+        assert_eq!(extrapolate(None, 4, 12, t(2400)), None);
     }
 
     #[tokio::test]
