@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Mailboxes};
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
@@ -198,7 +198,10 @@ impl EmailTarget {
                 Security::StartTls => Tls::Required(tls),
             });
         if let Some((u, p)) = &self.credentials {
-            b = b.credentials(Credentials::new(u.clone(), p.clone()));
+            // PLAIN, always inside TLS here; every server offers it.
+            b = b
+                .credentials(Credentials::new(u.clone(), p.clone()))
+                .authentication(vec![Mechanism::Plain]);
         }
         Ok(b.build())
     }
@@ -283,6 +286,12 @@ pub async fn send(
             e.status()
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "permanent error".into())
+        )),
+        // No STARTTLS offered, or a certificate that is not trusted: the same
+        // on every attempt, and never sent in plain text.
+        Ok(Err(e)) if e.is_tls() || e.is_client() => SendResult::Permanent(format!(
+            "{}; the server must offer TLS (smtps://) or STARTTLS (smtp://) with a certificate trusted by the system or the caBundleSecretRef",
+            scrub_error(&e, target)
         )),
         Ok(Err(e)) => SendResult::Transient(scrub_error(&e, target)),
     }
