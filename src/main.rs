@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Validate(args) => sofort::cmd::validate::run_cli(&args.files),
-        Command::Plan(args) => sofort::core::forecast::run_cli(&args, jiff::Timestamp::now()),
+        Command::Plan(args) => sofort::cmd::plan::run_cli(&args, jiff::Timestamp::now()),
         Command::Controller(args) => match sofort::controller::main(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -7,7 +7,8 @@
 
 use serde_json::{Value, json};
 use sofort::api::{PatchPolicy, decode_policy};
-use sofort::core::rollout::{NodeView, decide};
+use sofort::controller::ParsedPolicy;
+use sofort::core::rollout::{NodeView, decide_with};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -98,13 +99,15 @@ fn validate_accepts(doc: &Value) -> Result<bool, serde_json::Error> {
     Ok(report.policies == 1 && report.problems.is_empty())
 }
 
-/// The controller's verdict: it decodes the object, then decides; an invalid
-/// spec halts with reason InvalidSpec.
+/// The controller's verdict: it decodes the object, parses its spec once
+/// (as for every new resourceVersion), then decides with that parse; an
+/// invalid spec halts with reason InvalidSpec.
 fn controller_accepts(doc: &Value) -> bool {
     let policy: PatchPolicy = match decode_policy(doc) {
         Ok(p) => p,
         Err(_) => return false,
     };
+    let parsed = ParsedPolicy::new(policy);
     let nodes = vec![NodeView {
         name: "n1".into(),
         ready: true,
@@ -112,7 +115,7 @@ fn controller_accepts(doc: &Value) -> bool {
         ..NodeView::default()
     }];
     let now = "2026-11-28T02:00:00Z".parse().unwrap_or_default();
-    let plan = decide(&policy, &nodes, &[], now);
+    let plan = decide_with(&parsed.policy, &parsed.config, &nodes, &[], now);
     !plan
         .status
         .conditions
@@ -341,7 +344,63 @@ fn validate_crd_and_controller_agree_on_every_case() -> TestResult {
             with("/spec/maintenanceWindows/0/end", json!("01:00"))?,
             Refused,
         ),
+        (
+            "window timeZone empty",
+            with("/spec/maintenanceWindows/0/timeZone", json!(""))?,
+            Refused,
+        ),
+        (
+            "window timeZone left out (UTC)",
+            with(
+                "/spec/maintenanceWindows",
+                json!([{"days": ["Sat"], "start": "01:00", "end": "06:00"}]),
+            )?,
+            Valid,
+        ),
+        (
+            "window 00:00 to 00:00 (a whole day)",
+            with(
+                "/spec/maintenanceWindows",
+                json!([{"start": "00:00", "end": "00:00", "timeZone": "UTC"}]),
+            )?,
+            Valid,
+        ),
+        (
+            "patch without a command",
+            with("/spec/patch", json!({"command": []}))?,
+            Refused,
+        ),
         // What only code can check.
+        (
+            "window day listed twice",
+            with("/spec/maintenanceWindows/0/days", json!(["Sat", "Sat"]))?,
+            Semantic,
+        ),
+        (
+            "windows shorter than minWindowRemaining",
+            with("/spec/rollout/minWindowRemaining", json!("6h"))?,
+            Semantic,
+        ),
+        (
+            "windows shorter than the timeouts",
+            with("/spec/reboot/timeout", json!("5h"))?,
+            Semantic,
+        ),
+        (
+            "zero patch timeout",
+            with("/spec/patch", json!({"command": ["true"], "timeout": "0s"}))?,
+            Semantic,
+        ),
+        (
+            "announce lead time zero",
+            with("/spec/announce", json!({"leadTime": "0s"}))?,
+            Valid,
+        ),
+        (
+            "maxUnavailable \"3%\"",
+            with("/spec/rollout/maxUnavailable", json!("3%"))?,
+            Valid,
+        ),
         (
             "unknown time zone",
             with("/spec/maintenanceWindows/0/timeZone", json!("Europe/Zurch"))?,

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::drain_workers::{DrainJob, Drains};
 use super::notifications::Notifications;
-use super::{ControllerConfig, Overlay, Undecodable, policy_ref};
+use super::{ControllerConfig, Overlay, ParsedPolicy, Undecodable, policy_ref};
 use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus, Phase, Step};
 use crate::controller::drain::{DrainMode, DrainSettings};
 use crate::core::node_record::{DONE_ANNOTATION, NodeRecord, RECORD_ANNOTATION, STEP_LABEL};
@@ -327,7 +327,7 @@ impl Shell {
     /// One round: decide and act for every policy. Returns when to look again.
     pub(crate) async fn tick(
         &mut self,
-        policies: &[Arc<PatchPolicy>],
+        policies: &[Arc<ParsedPolicy>],
         nodes: &[Arc<Node>],
     ) -> Option<Duration> {
         let now = self.cfg.clock.now();
@@ -348,7 +348,7 @@ impl Shell {
             .collect();
         self.drains.retain(|n| draining.contains(n));
 
-        let mut ordered: Vec<&Arc<PatchPolicy>> = policies.iter().collect();
+        let mut ordered: Vec<&Arc<ParsedPolicy>> = policies.iter().collect();
         ordered.sort_by_key(|p| (!p.spec.urgent, p.name_any()));
         let contenders: Vec<Contender> =
             ordered.iter().map(|p| Contender::from_policy(p)).collect();
@@ -523,7 +523,7 @@ impl Shell {
 
     async fn reconcile(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         objects: &mut BTreeMap<String, Arc<Node>>,
         others: &[Contender],
         now: jiff::Timestamp,
@@ -535,9 +535,9 @@ impl Shell {
         self.notifications
             .set_embargo(policy, stored.filter(|_| same));
         let views = self.views(objects);
-        // decide() validates the spec itself: an invalid one halts (Stalled,
-        // reason InvalidSpec) with every problem in the message.
-        let plan = rollout::decide(policy, &views, others, now);
+        // The spec was parsed once for this resourceVersion: an invalid one
+        // halts (Stalled, reason InvalidSpec) with every problem in the message.
+        let plan = rollout::decide_with(policy, &policy.config, &views, others, now);
         let valid = !plan
             .status
             .conditions
@@ -581,7 +581,7 @@ impl Shell {
             .notifications
             .prepare(policy, &mut status, &views, valid, now)
             .await;
-        self.observe(&name, &status, &policy.spec);
+        self.observe(&name, &status, &policy.spec, &policy.config);
         let phase = status.phase;
         let same_rev = prev_rev.as_deref() == Some(policy.spec.revision.as_str());
         if phase != prev_phase || !same_rev {
@@ -661,7 +661,13 @@ impl Shell {
         Ok(requeue)
     }
 
-    fn observe(&self, policy: &str, status: &PatchPolicyStatus, spec: &PatchPolicySpec) {
+    fn observe(
+        &self,
+        policy: &str,
+        status: &PatchPolicyStatus,
+        spec: &PatchPolicySpec,
+        cfg: &rollout::Config,
+    ) {
         if let Some(p) = status.phase {
             self.metrics.set_phase(policy, phase_name(p));
         }
@@ -688,7 +694,6 @@ impl Shell {
         }
         // When the node longest in each step entered it, and the step's
         // timeout (the stuck-node alert compares the two).
-        let cfg = rollout::Config::from_spec(spec);
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         for (step, timeout) in [
             (Step::Draining, Some(cfg.drain_timeout)),
@@ -725,7 +730,7 @@ impl Shell {
     /// order. False when a write failed.
     async fn apply_batch(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         actions: &[Action],
         batch: &[usize],
         objects: &mut BTreeMap<String, Arc<Node>>,
@@ -815,7 +820,7 @@ impl Shell {
     /// before the write.
     fn after_write(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         action: &Action,
         was: Option<Step>,
         objects: &BTreeMap<String, Arc<Node>>,
@@ -860,10 +865,7 @@ impl Shell {
                             .map(|r| r.since)
                     })
                     .unwrap_or_else(|| self.cfg.clock.now());
-                // Only the drain timeout is needed here: no need to parse the
-                // whole spec (windows, time zones) once more per action.
-                let drain_timeout = crate::core::duration::parse(&policy.spec.drain.timeout)
-                    .unwrap_or(Duration::from_secs(15 * 60));
+                let drain_timeout = policy.config.drain_timeout;
                 let now = self.cfg.clock.now();
                 let left = if *force {
                     // Deleted pods get their grace period plus a minute to go.
@@ -1008,7 +1010,7 @@ impl Shell {
     /// later finish; then the finalizer goes.
     async fn finalize(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         objects: &mut BTreeMap<String, Arc<Node>>,
         now: jiff::Timestamp,
     ) -> Result<Option<Duration>, kube::Error> {
@@ -1048,10 +1050,10 @@ impl Shell {
         }
         if waiting {
             // Let the nodes in reboot finish under a paused copy of the policy.
-            let mut paused = policy.clone();
+            let mut paused = policy.policy.clone();
             paused.spec.paused = true;
             let views = self.views(objects);
-            let plan = rollout::decide(&paused, &views, &[], now);
+            let plan = rollout::decide_with(&paused, &policy.config, &views, &[], now);
             for batch in batches(&plan.actions, plan.first_start) {
                 if !self
                     .apply_batch(policy, &plan.actions, &batch, objects)

@@ -78,6 +78,11 @@ pub enum EmailError {
     InvalidCa,
 }
 
+/// True when `s` is an address lettre can send to (`Name <a@b.example>` or `a@b.example`).
+pub fn is_address(s: &str) -> bool {
+    s.parse::<Mailbox>().is_ok()
+}
+
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());

@@ -29,10 +29,10 @@ use kube::api::DynamicObject;
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 
-use crate::api::{PatchPolicy, Phase};
+use crate::api::Phase;
 use crate::core::clock::Clock;
 use crate::core::forecast::{self, Behaviour};
-use crate::core::rollout::{self, NodeView};
+use crate::core::rollout::NodeView;
 use crate::notify::status_page::{Board, Branding, PublicRollout};
 
 /// Settings of the status listener.
@@ -186,10 +186,11 @@ pub fn extrapolate(
 impl Expected {
     async fn of(
         &mut self,
-        policy: &Arc<PatchPolicy>,
+        parsed: &Arc<super::ParsedPolicy>,
         views: &Arc<Vec<NodeView>>,
         now: Timestamp,
     ) -> Option<Timestamp> {
+        let policy = &parsed.policy;
         let status = policy.status.as_ref()?;
         let phase = status.phase;
         if matches!(phase, Some(Phase::Completed) | Some(Phase::Halted)) {
@@ -219,10 +220,10 @@ impl Expected {
         if let Some(e) = self.cache.get(&key) {
             return e.or_else(|| fallback(&self.last));
         }
-        let p = (**policy).clone();
+        let p = policy.clone();
+        let cfg = parsed.config.clone();
         let views = views.clone();
         let expected = tokio::task::spawn_blocking(move || {
-            let cfg = rollout::Config::from_spec(&p.spec);
             // The step durations `sofort plan` assumes, never longer than the
             // policy's own timeouts (as the notifications say).
             let behaviour = Behaviour::healthy(
@@ -285,9 +286,9 @@ async fn refresh_loop(
     loop {
         let now = clock.now();
         let (good, _broken) = decoder.decode_all(&policies.state());
-        let public: Vec<Arc<PatchPolicy>> = good
+        let public: Vec<Arc<super::ParsedPolicy>> = good
             .into_iter()
-            .filter(|p| p.spec.notify.as_ref().is_some_and(|n| n.status_page))
+            .filter(|p| p.policy.spec.notify.as_ref().is_some_and(|n| n.status_page))
             .collect();
         let views: Arc<Vec<NodeView>> = Arc::new(if public.is_empty() {
             Vec::new()
@@ -300,12 +301,13 @@ async fn refresh_loop(
         });
         let mut rollouts = Vec::with_capacity(public.len());
         let mut live = std::collections::HashSet::new();
-        for p in &public {
+        for parsed in &public {
+            let p = &parsed.policy;
             live.insert((
                 p.metadata.name.clone().unwrap_or_default(),
                 p.spec.revision.clone(),
             ));
-            let e = expected.of(p, &views, now).await;
+            let e = expected.of(parsed, &views, now).await;
             if let Some(r) = PublicRollout::of_policy(p, e) {
                 rollouts.push(r);
             }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::{PatchPolicyStatus, Step};
-use crate::core::budget::{Budget, max_unavailable};
+use crate::core::budget::Budget;
 use crate::core::duration;
 use crate::core::window::{HORIZON_DAYS, human_time};
 
@@ -213,7 +213,7 @@ fn schedule(ctx: &Ctx<'_>, scheduled: Option<Timestamp>) -> Option<Closed> {
 /// plan releases free their slots.
 fn budget(ctx: &Ctx<'_>, classified: &Classified, advanced: &Advanced) -> Budget {
     Budget {
-        max: max_unavailable(&ctx.spec.rollout.max_unavailable, classified.total).unwrap_or(1),
+        max: ctx.cfg.max_unavailable.resolve(classified.total),
         unavailable: classified.unavailable.saturating_sub(advanced.freed),
     }
 }
