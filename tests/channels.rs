@@ -704,3 +704,71 @@ async fn generic_body_fills_a_status_page_products_incident_api() {
         );
     }
 }
+
+// ---------------------------------------------------------------- validation
+
+#[test]
+fn validation_names_what_each_channel_needs() {
+    let problems = |w: Webhook, title: Option<&str>| {
+        let mut s = spec();
+        if let Some(n) = s.notify.as_mut() {
+            n.webhooks = vec![w];
+            n.public_title = title.map(str::to_string);
+        }
+        sofort::cmd::validate::validate_spec(&s)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect::<Vec<_>>()
+    };
+    let ok = |w| problems(w, Some("Web hosting"));
+    assert!(ok(webhook(WebhookFormat::Email, None, Some(envelope()))).is_empty());
+    assert!(ok(webhook(WebhookFormat::Teams, Some("{summary}"), None)).is_empty());
+    assert!(
+        ok(webhook(
+            WebhookFormat::Generic,
+            Some(r#"{"name": "{summary}"}"#),
+            None
+        ))
+        .is_empty()
+    );
+    let one = |w| {
+        let p = ok(w);
+        assert_eq!(p.len(), 1, "{p:?}");
+        p[0].clone()
+    };
+    assert!(
+        one(webhook(WebhookFormat::Email, None, None))
+            .starts_with("spec.notify.webhooks[0].email: format Email needs")
+    );
+    let mut bad = envelope();
+    bad.to.push("nobody".into());
+    assert!(
+        one(webhook(WebhookFormat::Email, None, Some(bad)))
+            .starts_with("spec.notify.webhooks[0].email.to[2]:")
+    );
+    assert!(
+        one(webhook(WebhookFormat::Slack, None, Some(envelope()))).contains("only format Email")
+    );
+    assert!(
+        one(webhook(WebhookFormat::Generic, None, None))
+            .contains("format Generic needs a template")
+    );
+    assert!(
+        one(webhook(
+            WebhookFormat::Generic,
+            Some(r#"{"a": "{nope}"}"#),
+            None
+        ))
+        .contains("string at /a: unknown variable")
+    );
+    // The public title is public: not the embargoed details.
+    let p = problems(
+        webhook(WebhookFormat::Teams, None, None),
+        Some("Fixing CVE-2026-1234"),
+    );
+    assert!(
+        p.iter().any(|p| p
+            .starts_with("spec.notify.publicTitle: contains text of spec.notify.advisory.details")),
+        "{p:?}"
+    );
+}
