@@ -220,16 +220,16 @@ pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
         // Parsed as the controller parses it (the rules and the CRD's bounds).
         let cfg = Config::from_parsed(crate::cmd::validate::parse_spec(&policy.spec));
         let f = forecast_views_with(&policy, &cfg, assumed_views(&policy, &nodes, a), now);
+        let zone = policy
+            .spec
+            .maintenance_windows
+            .first()
+            .map(|w| w.time_zone.as_str())
+            .filter(|z| !z.is_empty() && jiff::tz::TimeZone::get(z).is_ok());
         Ok(match args.output {
-            OutputFormat::Table => {
-                let zone = policy
-                    .spec
-                    .maintenance_windows
-                    .first()
-                    .map(|w| w.time_zone.as_str())
-                    .filter(|z| !z.is_empty() && jiff::tz::TimeZone::get(z).is_ok());
-                render_table(&f, zone)
-            }
+            OutputFormat::Table => render_table(&f, zone),
+            OutputFormat::Svg => crate::cmd::timeline::render_svg(&f, &policy.spec, zone),
+            OutputFormat::Html => crate::cmd::timeline::render_html(&f, &policy.spec, zone),
             OutputFormat::Json => {
                 serde_json::to_string_pretty(&f).map_err(|e| PlanError::Usage(e.to_string()))?
                     + "\n"

@@ -1,4 +1,4 @@
-//! Forecast: a discrete-event simulation that drives [`decide`] against a
+//! Forecast: a discrete-event simulation that drives [`decide`](crate::core::rollout::decide) against a
 //! simulated cluster, behind `sofort plan`.
 //!
 //! The simulated cluster answers every action the way a healthy cluster would,
@@ -112,6 +112,27 @@ impl World {
     fn sync(&mut self) {
         self.views.clear();
         self.views.extend(self.nodes.iter().map(|n| n.view.clone()));
+    }
+
+    /// Nodes found in the middle of a step (a forecast from a live cluster)
+    /// finish it as a healthy node would: a node asked to reboot comes back
+    /// `reboot` after `now`, a patch command in flight reports `patch` after.
+    /// A drain in flight is asked for again by decide (its state is `Idle`).
+    pub fn resume_in_flight(&mut self, now: Timestamp) {
+        for n in &mut self.nodes {
+            let Some(step) = n.view.record.as_ref().map(|r| r.step) else {
+                continue;
+            };
+            match step {
+                Step::Rebooting | Step::WaitingReady => {
+                    n.back_at = n.behaviour.reboot.map(|d| add(now, d));
+                }
+                Step::Patching => {
+                    n.patch_at = Some((add(now, n.behaviour.patch), n.behaviour.patch_ok));
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The node views, as decide sees them.
@@ -365,6 +386,73 @@ pub struct Row {
     pub done: Option<Timestamp>,
     /// `done`, `updated` (already at this revision), `skipped` (no reboot needed), `failed`, `not reached`.
     pub result: String,
+    /// The predicted steps of this node, in time order (`Draining`,
+    /// `Patching`, `Rebooting`, `WaitingReady`, `Settling`; `Failed` is not a span).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpan>,
+}
+
+/// One step of one node in the forecast: `[start, end)`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepSpan {
+    /// The step.
+    pub step: Step,
+    /// When the node entered it.
+    pub start: Timestamp,
+    /// When it left it (the end of the simulation for a step never left).
+    pub end: Timestamp,
+}
+
+/// Collects each node's steps (for this policy) from the decisions the
+/// simulation makes: the step a node shows at the last decision at an instant
+/// is the step it is in from that instant on.
+#[derive(Debug, Default)]
+struct StepLog {
+    /// Open step per node: (step, since).
+    open: BTreeMap<String, (Step, Timestamp)>,
+    done: BTreeMap<String, Vec<StepSpan>>,
+}
+
+impl StepLog {
+    fn observe(&mut self, policy: &str, t: Timestamp, views: &[NodeView]) {
+        for v in views {
+            let step = v
+                .record
+                .as_ref()
+                .filter(|r| r.policy == policy && r.step.in_progress())
+                .map(|r| r.step);
+            let open = self.open.get(&v.name).copied();
+            if open.map(|o| o.0) == step {
+                continue;
+            }
+            if let Some((s, since)) = open {
+                self.open.remove(&v.name);
+                if since < t {
+                    self.done.entry(v.name.clone()).or_default().push(StepSpan {
+                        step: s,
+                        start: since,
+                        end: t,
+                    });
+                }
+            }
+            if let Some(s) = step {
+                self.open.insert(v.name.clone(), (s, t));
+            }
+        }
+    }
+
+    fn finish(mut self, end: Timestamp) -> BTreeMap<String, Vec<StepSpan>> {
+        for (node, (step, start)) in std::mem::take(&mut self.open) {
+            if start < end {
+                self.done
+                    .entry(node)
+                    .or_default()
+                    .push(StepSpan { step, start, end });
+            }
+        }
+        self.done
+    }
 }
 
 /// The whole forecast.
@@ -452,17 +540,20 @@ pub fn forecast_views_with(
 ) -> Forecast {
     let mut p = policy.clone();
     let mut world = World::new(views);
+    world.resume_in_flight(now);
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    let mut steps = StepLog::default();
     let out = simulate_with(
         &mut p,
         cfg,
         &mut world,
         now,
         Duration::from_secs(400 * 86400),
-        |_, _, _| {},
+        |t, _, views| steps.observe(&name, t, views),
     );
+    let mut steps = steps.finish(out.end);
     let status = out.last.as_ref().map(|pl| &pl.status);
     let spec = &policy.spec;
-    let name = policy.metadata.name.clone().unwrap_or_default();
     let mut rows: Vec<(usize, Row)> = Vec::new();
     for (i, n) in world.nodes.iter().enumerate() {
         if !selector::selects_node(&spec.node_selector, &n.view.labels) && n.started.is_none() {
@@ -495,6 +586,7 @@ pub fn forecast_views_with(
                 start: n.started,
                 done: n.finished,
                 result: result.to_string(),
+                steps: steps.remove(&n.view.name).unwrap_or_default(),
             },
         ));
     }
