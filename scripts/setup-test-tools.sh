@@ -5,9 +5,10 @@
 # in tests/helm/requirements.txt. Idempotent: does nothing when the environment
 # already matches the requirements file. Needs Python 3.11+ with venv and pip.
 #
-# Two Debian packages are installed system-wide when their binary is missing:
-# `prometheus` for promtool (the alert and dashboard tests) and `lua5.1` (the
-# Argo CD health check test). This needs root and Debian's mirrors; apt-get
+# Debian packages are installed system-wide when their binary is missing:
+# `prometheus` for promtool (the alert and dashboard tests), `lua5.1` (the
+# Argo CD health check test), `chromium` (the status page tests) and
+# `openssl` (certificates of the SMTP tests). This needs root and Debian's mirrors; apt-get
 # update runs only when something is to be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,9 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)
+# Status page tests: headless Chromium; channel tests: openssl for their certificates.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "setup-test-tools: install the Debian packages ${missing[*]} (promtool, lua5.1); this needs root and apt-get" >&2
@@ -47,4 +51,5 @@ rm -rf "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input --require-virtualenv -r "$req"
 # The Helm library loads at import time; fail here rather than in the tests.
 "$venv/bin/python" -c 'import helm_python, pytest, yaml; print("setup-test-tools: Helm", helm_python.helm_sdk_version(), "ready", file=__import__("sys").stderr)'
+"$venv/bin/python" -c 'import feedparser, aiosmtpd, jsonschema'
 echo "$want" > "$stamp"

@@ -228,6 +228,7 @@ impl Harness {
             debounce: Duration::ZERO,
             watchdog: Duration::from_secs(300),
             clock: Clock::system(),
+            status_page: None,
         };
         let notifications =
             Notifications::start(client.clone(), crate::notify::NotifyMetrics::new());
