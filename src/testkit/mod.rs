@@ -494,37 +494,7 @@ async fn run(args: SandboxArgs, log_file: Option<PathBuf>) -> Result<ExitCode, S
         println!("no policy applied: kubectl apply one (see examples/), Ctrl-C to stop");
         None
     } else {
-        let mut policy = demo_policy(args.urgent, jiff::Timestamp::now());
-        // On the status page: summary while it runs, the advisory once done.
-        policy.spec.notify = Some(crate::api::NotifySpec {
-            status_page: true,
-            public_title: Some("Web hosting".into()),
-            advisory: Some(crate::api::Advisory {
-                summary: "Security maintenance".into(),
-                details: Some(
-                    "CVE-2026-31337 fixed: local privilege escalation in the kernel".into(),
-                ),
-                release: Default::default(),
-            }),
-            ..Default::default()
-        });
-        let name = policy.name_any();
-        watched.push(WatchedPolicy {
-            name: name.clone(),
-            selector: policy.spec.node_selector.clone(),
-            max_unavailable: 2,
-        });
-        let api: Api<PatchPolicy> = Api::all(cluster.client.clone());
-        api.create(&PostParams::default(), &policy).await?;
-        println!(
-            "applied PatchPolicy {name}{}: workers zone by zone, 2 at a time\n",
-            if args.urgent {
-                " (urgent: its maintenance window is closed, it starts anyway)"
-            } else {
-                ""
-            }
-        );
-        Some(name)
+        Some(apply_demo_policy(&cluster, args.urgent, &mut watched).await?)
     };
     let observer = Observer::start(cluster.client.clone(), watched).await;
     let outcome = match &policy_name {
@@ -549,41 +519,7 @@ async fn run(args: SandboxArgs, log_file: Option<PathBuf>) -> Result<ExitCode, S
                 }
             }
         }
-        let patched = obs.reboots.values().filter(|c| **c > 0).count();
-        let makespan = obs
-            .released
-            .values()
-            .max()
-            .zip(obs.first_claim.values().min())
-            .map(|(end, start)| end.saturating_sub(*start));
-        println!("\nsummary");
-        println!("  phase:                 {phase:?}");
-        println!(
-            "  nodes patched:         {patched} (rebooted once each: {})",
-            obs.reboots.values().all(|c| *c == 1)
-        );
-        if let Some(m) = makespan {
-            println!(
-                "  makespan:              {:.1} s (first cordon to last uncordon)",
-                m.as_secs_f64()
-            );
-        }
-        println!(
-            "  max unavailable seen:  {} (maxUnavailable 2)",
-            obs.max_unavailable_seen
-                .values()
-                .max()
-                .copied()
-                .unwrap_or(0)
-        );
-        if obs.violations.is_empty() {
-            println!("  safety rules:          held (independent observer, 0 violations)");
-        } else {
-            println!("  safety rules:          BROKEN");
-            for v in &obs.violations {
-                println!("    - {v}");
-            }
-        }
+        print_summary(phase, &obs);
     }
     if args.exit_when_done && outcome.is_some() {
         cluster.shutdown().await;
@@ -595,6 +531,83 @@ async fn run(args: SandboxArgs, log_file: Option<PathBuf>) -> Result<ExitCode, S
         .map_err(SandboxRunError::Signal)?;
     cluster.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's closing summary, from the independent observer's records.
+fn print_summary(phase: impl std::fmt::Debug, obs: &observer::Observations) {
+    let patched = obs.reboots.values().filter(|c| **c > 0).count();
+    let makespan = obs
+        .released
+        .values()
+        .max()
+        .zip(obs.first_claim.values().min())
+        .map(|(end, start)| end.saturating_sub(*start));
+    println!("\nsummary");
+    println!("  phase:                 {phase:?}");
+    println!(
+        "  nodes patched:         {patched} (rebooted once each: {})",
+        obs.reboots.values().all(|c| *c == 1)
+    );
+    if let Some(m) = makespan {
+        println!(
+            "  makespan:              {:.1} s (first cordon to last uncordon)",
+            m.as_secs_f64()
+        );
+    }
+    println!(
+        "  max unavailable seen:  {} (maxUnavailable 2)",
+        obs.max_unavailable_seen
+            .values()
+            .max()
+            .copied()
+            .unwrap_or(0)
+    );
+    if obs.violations.is_empty() {
+        println!("  safety rules:          held (independent observer, 0 violations)");
+    } else {
+        println!("  safety rules:          BROKEN");
+        for v in &obs.violations {
+            println!("    - {v}");
+        }
+    }
+}
+
+/// Applies the built-in demo policy (on the status page: the summary while it
+/// runs, the advisory once done) and returns its name.
+async fn apply_demo_policy(
+    cluster: &Cluster,
+    urgent: bool,
+    watched: &mut Vec<WatchedPolicy>,
+) -> Result<String, SandboxRunError> {
+    let mut policy = demo_policy(urgent, jiff::Timestamp::now());
+    // On the status page: summary while it runs, the advisory once done.
+    policy.spec.notify = Some(crate::api::NotifySpec {
+        status_page: true,
+        public_title: Some("Web hosting".into()),
+        advisory: Some(crate::api::Advisory {
+            summary: "Security maintenance".into(),
+            details: Some("CVE-2026-31337 fixed: local privilege escalation in the kernel".into()),
+            release: Default::default(),
+        }),
+        ..Default::default()
+    });
+    let name = policy.name_any();
+    watched.push(WatchedPolicy {
+        name: name.clone(),
+        selector: policy.spec.node_selector.clone(),
+        max_unavailable: 2,
+    });
+    let api: Api<PatchPolicy> = Api::all(cluster.client.clone());
+    api.create(&PostParams::default(), &policy).await?;
+    println!(
+        "applied PatchPolicy {name}{}: workers zone by zone, 2 at a time\n",
+        if urgent {
+            " (urgent: its maintenance window is closed, it starts anyway)"
+        } else {
+            ""
+        }
+    );
+    Ok(name)
 }
 
 #[cfg(test)]
