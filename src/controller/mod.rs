@@ -20,6 +20,7 @@
 
 pub mod drain;
 mod drain_workers;
+pub mod gates;
 mod notifications;
 mod shell;
 
