@@ -13,9 +13,13 @@
 //! - [`pods`]: blocking pods, per node.
 //! - [`workload`]: kstatus-style health of a workload object.
 //! - [`cache`]: at most one check per gate per interval.
+//! - [`config`]: `spec.gates`, parsed; [`evaluate`]: every gate over one set
+//!   of observations.
 
 pub mod alerts;
 pub mod cache;
+pub mod config;
+pub mod evaluate;
 pub mod pods;
 pub mod query;
 pub mod workload;
@@ -112,9 +116,10 @@ impl<T> Observed<T> {
 }
 
 /// What to do about a gate closed longer than `gates.timeout`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnGateTimeout {
     /// Stop starting nodes and tell the admins (phase Stalled).
+    #[default]
     Halt,
     /// Go on as if the gate were open.
     Continue,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::api::PatchPolicySpec;
 use crate::core::budget::max_unavailable;
+use crate::core::gates::config::GatesConfig;
 use crate::core::node_record::PatchRequest;
 use crate::core::window::Schedule;
 use crate::core::{duration, selector};
@@ -31,6 +32,8 @@ pub struct Config {
     pub min_remaining: Duration,
     /// Windows and blackouts (always open when they failed to parse).
     pub schedule: Schedule,
+    /// `spec.gates`, parsed (`None`: no gates, or they failed to parse).
+    pub gates: Option<GatesConfig>,
     /// Problems found.
     pub errors: Vec<String>,
 }
@@ -92,6 +95,16 @@ impl Config {
             }),
             None => None,
         };
+        let gates = spec
+            .gates
+            .as_ref()
+            .and_then(|g| match GatesConfig::from_spec(g) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.extend(e);
+                    None
+                }
+            });
         // The full validation knows everything parsing found and more (time
         // zones, windows too short for one node); its messages carry field paths.
         let problems = crate::cmd::validate::validate_spec(spec);
@@ -107,6 +120,7 @@ impl Config {
             lead_time,
             min_remaining,
             schedule,
+            gates,
             errors,
         }
     }
