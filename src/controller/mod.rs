@@ -67,6 +67,8 @@ pub struct ControllerConfig {
     pub debounce: Duration,
     /// `/healthz` fails when the decision loop has not come round for this long.
     pub watchdog: Duration,
+    /// Health gates: at most one check per gate per this interval.
+    pub gate_interval: Duration,
     /// The clock.
     pub clock: Clock,
 }
@@ -143,6 +145,8 @@ impl ControllerConfig {
                 }
                 w
             },
+            gate_interval: dur("gate-interval", &args.gate_interval)?
+                .max(Duration::from_millis(100)),
             clock,
         })
     }

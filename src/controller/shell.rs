@@ -27,6 +27,11 @@ pub const FINALIZER: &str = "sofort.dev/cleanup";
 
 const FIELD_MANAGER: &str = "sofort-controller";
 
+/// The policy's gates, parsed (`None`: none, or invalid).
+fn spec_gates(policy: &PatchPolicy) -> Option<crate::core::gates::config::GatesConfig> {
+    crate::core::gates::config::GatesConfig::from_spec(policy.spec.gates.as_ref()?).ok()
+}
+
 fn params() -> PatchParams {
     PatchParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
@@ -53,6 +58,8 @@ pub(crate) struct Shell {
     status_written: HashMap<String, tokio::time::Instant>,
     /// Each node's view with the resourceVersion it was parsed from.
     view_cache: HashMap<String, (Option<String>, NodeView)>,
+    /// What the health gates look at, fetched at most once per interval.
+    gates: super::gates::GateObserver,
 }
 
 /// A node's step and when it began.
@@ -235,6 +242,7 @@ impl Shell {
             },
         );
         let notifications = Notifications::start(client.clone(), notify_metrics);
+        let gates = super::gates::GateObserver::new(client.clone(), cfg.gate_interval);
         Shell {
             client,
             evict_client,
@@ -249,6 +257,7 @@ impl Shell {
             notifications,
             status_written: HashMap::new(),
             view_cache: HashMap::new(),
+            gates,
         }
     }
 
@@ -537,7 +546,11 @@ impl Shell {
         let views = self.views(objects);
         // decide() validates the spec itself: an invalid one halts (Stalled,
         // reason InvalidSpec) with every problem in the message.
-        let plan = rollout::decide(policy, &views, others, now);
+        let gated = self.gate_observations(policy, now).await;
+        let plan = match &gated {
+            Some(obs) => rollout::decide_gated(policy, &views, others, obs, now),
+            None => rollout::decide(policy, &views, others, now),
+        };
         let valid = !plan
             .status
             .conditions
@@ -616,7 +629,15 @@ impl Shell {
                 _ => {}
             }
         }
+        if gated.is_some() {
+            self.gate_upkeep(policy, &status, now).await;
+        }
         let mut requeue = plan.requeue_after;
+        if gated.is_some() {
+            // Gates change without any watch event: look again each interval.
+            let every = self.cfg.gate_interval;
+            requeue = Some(requeue.map_or(every, |r| r.min(every)));
+        }
         let since_write = self.status_written.get(&name).map(|t| t.elapsed());
         let defer = since_write
             .filter(|e| *e < PROGRESS_INTERVAL)
@@ -659,6 +680,84 @@ impl Shell {
             self.publish(policy_ref(policy), type_, &reason, note, "Notify");
         }
         Ok(requeue)
+    }
+
+    /// The health gates' observations for `policy` (`None`: it has no usable gates).
+    async fn gate_observations(
+        &mut self,
+        policy: &PatchPolicy,
+        now: jiff::Timestamp,
+    ) -> Option<crate::core::gates::evaluate::Observations> {
+        let spec = policy.spec.gates.as_ref()?;
+        let cfg = crate::core::gates::config::GatesConfig::from_spec(spec).ok()?;
+        let name = policy.name_any();
+        Some(
+            self.gates
+                .observe(&name, spec, &cfg, now, &self.metrics)
+                .await,
+        )
+    }
+
+    /// After a decision of a gated policy: Events and metrics for gates that
+    /// opened or closed, and the maintenance silences of the nodes in progress.
+    async fn gate_upkeep(
+        &mut self,
+        policy: &PatchPolicy,
+        status: &PatchPolicyStatus,
+        now: jiff::Timestamp,
+    ) {
+        let name = policy.name_any();
+        let before = policy
+            .status
+            .as_ref()
+            .map(|s| s.gates.as_slice())
+            .unwrap_or(&[]);
+        for g in &status.gates {
+            self.metrics.set_gate_open(&name, &g.name, g.open);
+            let was = before.iter().find(|b| b.name == g.name).map(|b| b.open);
+            if was == Some(g.open) || (was.is_none() && g.open) {
+                continue;
+            }
+            let (type_, reason, note) = if g.open {
+                (
+                    EventType::Normal,
+                    "GateOpened",
+                    format!("gate {} open again", g.name),
+                )
+            } else {
+                let why = g.reason.as_deref().unwrap_or("closed");
+                (
+                    EventType::Warning,
+                    "GateClosed",
+                    format!("gate {} closed: {why}", g.name),
+                )
+            };
+            self.publish(policy_ref(policy), type_, reason, note, "Gate");
+        }
+        for b in before
+            .iter()
+            .filter(|b| !status.gates.iter().any(|g| g.name == b.name))
+        {
+            self.metrics.forget_gate(&name, &b.name);
+        }
+        let (Some(spec), Some(cfg)) = (policy.spec.gates.as_ref(), spec_gates(policy)) else {
+            return;
+        };
+        let active: Vec<String> = status.active.iter().map(|a| a.node.clone()).collect();
+        if let Err(e) = self
+            .gates
+            .maintain_silences(&name, spec, &cfg, &active, now)
+            .await
+        {
+            tracing::warn!(policy = %name, error = %e, "maintenance silences not updated");
+            self.publish(
+                policy_ref(policy),
+                EventType::Warning,
+                "SilenceFailed",
+                format!("maintenance silences not updated: {e}"),
+                "Gate",
+            );
+        }
     }
 
     fn observe(&self, policy: &str, status: &PatchPolicyStatus, spec: &PatchPolicySpec) {
