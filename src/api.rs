@@ -3,7 +3,9 @@
 //! Every doc comment on a field becomes its OpenAPI description, so
 //! `kubectl explain patchpolicy.spec.rollout` reads from here. The schema carries
 //! what the API server can check on its own (patterns, enums, bounds, CEL rules);
-//! [`crate::cmd::validate`] checks the rest and reports every problem with its path.
+//! [`crate::core::spec::parse`] checks the rest and reports every problem with its path.
+//! The patterns and defaults are constants here, used by the schema attributes,
+//! the serde defaults and the parser alike.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -17,7 +19,24 @@ pub const GROUP: &str = "sofort.dev";
 pub const VERSION: &str = "v1alpha1";
 
 /// Go-style duration: one or more `<number><unit>` parts with units `h`, `m`, `s`, `ms`.
+/// Every duration field of the CRD carries it; [`crate::core::duration::parse`]
+/// is the parser behind it.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$";
+/// Longest duration string the CRD admits.
+pub const DURATION_MAX_LENGTH: u32 = 64;
+
+/// Default of `spec.drain.timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: &str = "15m";
+/// Default of `spec.reboot.timeout`.
+pub const DEFAULT_REBOOT_TIMEOUT: &str = "20m";
+/// Default of `spec.patch.timeout`.
+pub const DEFAULT_PATCH_TIMEOUT: &str = "30m";
+/// Default of `spec.rollout.settle`.
+pub const DEFAULT_SETTLE: &str = "2m";
+/// Default of `spec.maintenanceWindows[].timeZone`.
+pub const DEFAULT_TIME_ZONE: &str = "UTC";
+/// Default of `spec.rollout.maxUnavailable`.
+pub const DEFAULT_MAX_UNAVAILABLE: i32 = 1;
 /// Wall-clock time of day, 24-hour `HH:MM`.
 pub const TIME_OF_DAY_PATTERN: &str = r"^([01][0-9]|2[0-3]):[0-5][0-9]$";
 /// CEL rule of `spec.rollout.maxUnavailable`: an integer that fits the API's
@@ -215,23 +234,23 @@ pub struct MaintenanceWindow {
     #[schemars(length(max = 7))]
     pub days: Vec<Weekday>,
     /// Local start time, `HH:MM` (24 h).
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(regex(pattern = TIME_OF_DAY_PATTERN))]
     pub start: String,
     /// Local end time, `HH:MM` (24 h). At or before `start` means the window ends on the next day.
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(regex(pattern = TIME_OF_DAY_PATTERN))]
     pub end: String,
     /// IANA time-zone name such as `Europe/Zurich`; daylight-saving changes are
     /// followed. Default `UTC`.
     #[serde(default = "default_time_zone")]
     #[schemars(
-        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"),
+        regex(pattern = TIME_ZONE_PATTERN),
         length(max = 64)
     )]
     pub time_zone: String,
 }
 
 fn default_time_zone() -> String {
-    "UTC".to_string()
+    DEFAULT_TIME_ZONE.to_string()
 }
 
 /// An absolute range in which no routine work starts.
@@ -259,7 +278,7 @@ pub struct Blackout {
 pub struct Announce {
     /// Minimum time between the announcement (when the revision is first seen) and
     /// the first node starting, for example `48h`.
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub lead_time: String,
 }
 
@@ -280,7 +299,7 @@ pub struct RolloutSpec {
     /// After a node is back (Ready with a new boot ID), wait this long before it
     /// counts as done and the next node may use its slot. Default `2m`.
     #[serde(default = "default_settle")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub settle: String,
     /// Failed nodes tolerated; one more halts the rollout (phase Halted, condition
     /// Stalled) until the revision changes. Default 0.
@@ -290,16 +309,16 @@ pub struct RolloutSpec {
     /// A node starts only when the open window has at least this much time left.
     /// Default: drain timeout + reboot timeout + settle (+ patch timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub min_window_remaining: Option<String>,
 }
 
 fn default_max_unavailable() -> IntOrString {
-    IntOrString::Int(1)
+    IntOrString::Int(DEFAULT_MAX_UNAVAILABLE)
 }
 
 fn default_settle() -> String {
-    "2m".to_string()
+    DEFAULT_SETTLE.to_string()
 }
 
 impl Default for RolloutSpec {
@@ -348,7 +367,7 @@ pub enum OnTimeout {
 pub struct DrainSpec {
     /// Deadline for evicting every pod from one node. Default `15m`.
     #[serde(default = "default_drain_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub timeout: String,
     /// Grace period given to each evicted pod; unset uses the pod's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -369,7 +388,7 @@ pub struct DrainSpec {
 }
 
 fn default_drain_timeout() -> String {
-    "15m".to_string()
+    DEFAULT_DRAIN_TIMEOUT.to_string()
 }
 
 fn default_true() -> bool {
@@ -410,12 +429,12 @@ pub struct RebootSpec {
     /// A node must be Ready with a new boot ID within this time after the reboot
     /// was requested, or it is marked failed. Default `20m`.
     #[serde(default = "default_reboot_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub timeout: String,
 }
 
 fn default_reboot_timeout() -> String {
-    "20m".to_string()
+    DEFAULT_REBOOT_TIMEOUT.to_string()
 }
 
 impl Default for RebootSpec {
@@ -436,12 +455,12 @@ pub struct PatchSpec {
     pub command: Vec<String>,
     /// The command is killed and the node marked failed after this. Default `30m`.
     #[serde(default = "default_patch_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub timeout: String,
 }
 
 fn default_patch_timeout() -> String {
-    "30m".to_string()
+    DEFAULT_PATCH_TIMEOUT.to_string()
 }
 
 /// Notifications to people outside the cluster.

@@ -7,7 +7,8 @@
 
 use serde_json::{Value, json};
 use sofort::api::{PatchPolicy, decode_policy};
-use sofort::core::rollout::{NodeView, decide};
+use sofort::controller::ParsedPolicy;
+use sofort::core::rollout::{NodeView, decide_with};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -98,13 +99,15 @@ fn validate_accepts(doc: &Value) -> Result<bool, serde_json::Error> {
     Ok(report.policies == 1 && report.problems.is_empty())
 }
 
-/// The controller's verdict: it decodes the object, then decides; an invalid
-/// spec halts with reason InvalidSpec.
+/// The controller's verdict: it decodes the object, parses its spec once
+/// (as for every new resourceVersion), then decides with that parse; an
+/// invalid spec halts with reason InvalidSpec.
 fn controller_accepts(doc: &Value) -> bool {
     let policy: PatchPolicy = match decode_policy(doc) {
         Ok(p) => p,
         Err(_) => return false,
     };
+    let parsed = ParsedPolicy::new(policy);
     let nodes = vec![NodeView {
         name: "n1".into(),
         ready: true,
@@ -112,7 +115,7 @@ fn controller_accepts(doc: &Value) -> bool {
         ..NodeView::default()
     }];
     let now = "2026-11-28T02:00:00Z".parse().unwrap_or_default();
-    let plan = decide(&policy, &nodes, &[], now);
+    let plan = decide_with(&parsed.policy, &parsed.config, &nodes, &[], now);
     !plan
         .status
         .conditions

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, watch};
 use crate::api::PatchPolicy;
 use crate::cli::ControllerArgs;
 use crate::core::clock::Clock;
-use crate::core::duration;
+use crate::core::{duration, rollout};
 use crate::metrics::{ControllerMetrics, Health};
 
 pub use shell::FINALIZER;
@@ -454,18 +454,44 @@ fn safe_error(e: &watcher::Error) -> String {
 pub(crate) struct Undecodable {
     /// Metadata of the object, and a default spec (used only to let a
     /// deleted object's nodes go).
-    pub(crate) policy: PatchPolicy,
+    pub(crate) policy: ParsedPolicy,
     /// Which field does not fit, and why.
     pub(crate) error: crate::api::DecodeError,
     /// The stored status, as raw JSON.
     pub(crate) status: Option<serde_json::Value>,
 }
 
-/// A decoded policy, or why it could not be decoded.
-type Decoded = Result<Arc<PatchPolicy>, Arc<Undecodable>>;
+/// A decoded policy with its spec parsed: what every pass of the loop uses,
+/// so the spec is parsed once per resourceVersion, not once per pass.
+pub struct ParsedPolicy {
+    /// The policy as decoded.
+    pub policy: PatchPolicy,
+    /// Its spec, parsed by [`crate::cmd::validate::parse_spec`] (the rules and
+    /// the CRD schema's bounds).
+    pub config: rollout::Config,
+}
 
-/// Decodes raw policy objects one by one; each object is decoded again only
-/// when its resourceVersion changed.
+impl ParsedPolicy {
+    /// Parses the spec of a decoded policy.
+    pub fn new(policy: PatchPolicy) -> ParsedPolicy {
+        let config = rollout::Config::from_parsed(crate::cmd::validate::parse_spec(&policy.spec));
+        ParsedPolicy { policy, config }
+    }
+}
+
+impl std::ops::Deref for ParsedPolicy {
+    type Target = PatchPolicy;
+
+    fn deref(&self) -> &PatchPolicy {
+        &self.policy
+    }
+}
+
+/// A decoded policy, or why it could not be decoded.
+type Decoded = Result<Arc<ParsedPolicy>, Arc<Undecodable>>;
+
+/// Decodes raw policy objects one by one and parses their specs; each object
+/// is decoded and parsed again only when its resourceVersion changed.
 #[derive(Default)]
 struct PolicyDecoder {
     cache: HashMap<String, (Option<String>, Decoded)>,
@@ -475,7 +501,7 @@ impl PolicyDecoder {
     fn decode_all(
         &mut self,
         raw: &[Arc<DynamicObject>],
-    ) -> (Vec<Arc<PatchPolicy>>, Vec<Arc<Undecodable>>) {
+    ) -> (Vec<Arc<ParsedPolicy>>, Vec<Arc<Undecodable>>) {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -512,7 +538,7 @@ pub(crate) fn decode_object(obj: &DynamicObject) -> Decoded {
         map.insert("kind".into(), "PatchPolicy".into());
     }
     match crate::api::decode_policy(&value) {
-        Ok(p) => Ok(Arc::new(p)),
+        Ok(p) => Ok(Arc::new(ParsedPolicy::new(p))),
         Err(error) => {
             let revision = value
                 .pointer("/spec/revision")
@@ -523,7 +549,7 @@ pub(crate) fn decode_object(obj: &DynamicObject) -> Decoded {
                 PatchPolicy::new(&obj.name_any(), crate::api::PatchPolicySpec::new(revision));
             policy.metadata = obj.metadata.clone();
             Err(Arc::new(Undecodable {
-                policy,
+                policy: ParsedPolicy::new(policy),
                 error,
                 status: value.get("status").cloned(),
             }))

@@ -35,9 +35,10 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::ParsedPolicy;
 use crate::api::{NotificationRecord, PatchPolicy, PatchPolicyStatus, Phase, SecretKeyRef};
 use crate::core::forecast::{self, Behaviour};
-use crate::core::rollout::{self, NodeView};
+use crate::core::rollout::NodeView;
 use crate::notify::{
     self, Counts, Delivery, DeliveryConfig, DeliveryReport, Due, Embargo, EventKind, Message,
     Notifier, Outcome, ResolvedWebhook, Rollout, Window,
@@ -188,7 +189,7 @@ impl Notifications {
     /// validation (customers are not told about an invalid spec).
     pub(crate) async fn prepare(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         status: &mut PatchPolicyStatus,
         views: &[NodeView],
         valid: bool,
@@ -458,7 +459,7 @@ impl Notifications {
     /// once per (policy, revision) so every notification says the same.
     async fn expected_completion(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         status: &PatchPolicyStatus,
         views: &[NodeView],
         now: Timestamp,
@@ -467,9 +468,9 @@ impl Notifications {
         if let Some(e) = self.expected.get(&key) {
             return *e;
         }
-        let mut p = policy.clone();
+        let mut p = policy.policy.clone();
         p.status = Some(status.clone());
-        let cfg = rollout::Config::from_spec(&p.spec);
+        let cfg = policy.config.clone();
         // The step durations `sofort plan` assumes, never longer than the
         // policy's own timeouts.
         let behaviour = Behaviour::healthy(
@@ -490,7 +491,7 @@ impl Notifications {
             })
             .collect();
         let expected = tokio::task::spawn_blocking(move || {
-            forecast::forecast_views(&p, world, now).completion
+            forecast::forecast_views_with(&p, &cfg, world, now).completion
         })
         .await
         .ok()

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::drain_workers::{DrainJob, Drains};
 use super::notifications::Notifications;
-use super::{ControllerConfig, Overlay, Undecodable, policy_ref};
+use super::{ControllerConfig, Overlay, ParsedPolicy, Undecodable, policy_ref};
 use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus, Phase, Step};
 use crate::controller::drain::{DrainMode, DrainSettings};
 use crate::core::node_record::{DONE_ANNOTATION, NodeRecord, RECORD_ANNOTATION, STEP_LABEL};
@@ -27,9 +27,9 @@ pub const FINALIZER: &str = "sofort.dev/cleanup";
 
 const FIELD_MANAGER: &str = "sofort-controller";
 
-/// The policy's gates, parsed (`None`: none, or invalid).
-fn spec_gates(policy: &PatchPolicy) -> Option<crate::core::gates::config::GatesConfig> {
-    crate::core::gates::config::GatesConfig::from_spec(policy.spec.gates.as_ref()?).ok()
+/// The policy's gates, parsed once with its spec (`None`: none, or invalid).
+fn spec_gates(policy: &ParsedPolicy) -> Option<&crate::core::gates::config::GatesConfig> {
+    policy.config.gates.as_ref()
 }
 
 fn params() -> PatchParams {
@@ -336,7 +336,7 @@ impl Shell {
     /// One round: decide and act for every policy. Returns when to look again.
     pub(crate) async fn tick(
         &mut self,
-        policies: &[Arc<PatchPolicy>],
+        policies: &[Arc<ParsedPolicy>],
         nodes: &[Arc<Node>],
     ) -> Option<Duration> {
         let now = self.cfg.clock.now();
@@ -357,7 +357,7 @@ impl Shell {
             .collect();
         self.drains.retain(|n| draining.contains(n));
 
-        let mut ordered: Vec<&Arc<PatchPolicy>> = policies.iter().collect();
+        let mut ordered: Vec<&Arc<ParsedPolicy>> = policies.iter().collect();
         ordered.sort_by_key(|p| (!p.spec.urgent, p.name_any()));
         let contenders: Vec<Contender> =
             ordered.iter().map(|p| Contender::from_policy(p)).collect();
@@ -532,7 +532,7 @@ impl Shell {
 
     async fn reconcile(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         objects: &mut BTreeMap<String, Arc<Node>>,
         others: &[Contender],
         now: jiff::Timestamp,
@@ -544,13 +544,17 @@ impl Shell {
         self.notifications
             .set_embargo(policy, stored.filter(|_| same));
         let views = self.views(objects);
-        // decide() validates the spec itself: an invalid one halts (Stalled,
-        // reason InvalidSpec) with every problem in the message.
-        let gated = self.gate_observations(policy, now).await;
-        let plan = match &gated {
-            Some(obs) => rollout::decide_gated(policy, &views, others, obs, now),
-            None => rollout::decide(policy, &views, others, now),
-        };
+        // The spec was parsed once for this resourceVersion: an invalid one
+        // halts (Stalled, reason InvalidSpec) with every problem in the message.
+        let gated = self.gate_observations(policy, &policy.config, now).await;
+        let plan = rollout::decide_with_observed(
+            policy,
+            &policy.config,
+            &views,
+            others,
+            gated.as_ref(),
+            now,
+        );
         let valid = !plan
             .status
             .conditions
@@ -594,7 +598,7 @@ impl Shell {
             .notifications
             .prepare(policy, &mut status, &views, valid, now)
             .await;
-        self.observe(&name, &status, &policy.spec);
+        self.observe(&name, &status, &policy.spec, &policy.config);
         let phase = status.phase;
         let same_rev = prev_rev.as_deref() == Some(policy.spec.revision.as_str());
         if phase != prev_phase || !same_rev {
@@ -686,14 +690,15 @@ impl Shell {
     async fn gate_observations(
         &mut self,
         policy: &PatchPolicy,
+        cfg: &rollout::Config,
         now: jiff::Timestamp,
     ) -> Option<crate::core::gates::evaluate::Observations> {
         let spec = policy.spec.gates.as_ref()?;
-        let cfg = crate::core::gates::config::GatesConfig::from_spec(spec).ok()?;
+        let gates = cfg.gates.as_ref()?;
         let name = policy.name_any();
         Some(
             self.gates
-                .observe(&name, spec, &cfg, now, &self.metrics)
+                .observe(&name, spec, gates, now, &self.metrics)
                 .await,
         )
     }
@@ -702,7 +707,7 @@ impl Shell {
     /// opened or closed, and the maintenance silences of the nodes in progress.
     async fn gate_upkeep(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         status: &PatchPolicyStatus,
         now: jiff::Timestamp,
     ) {
@@ -746,7 +751,7 @@ impl Shell {
         let active: Vec<String> = status.active.iter().map(|a| a.node.clone()).collect();
         if let Err(e) = self
             .gates
-            .maintain_silences(&name, spec, &cfg, &active, now)
+            .maintain_silences(&name, spec, cfg, &active, now)
             .await
         {
             tracing::warn!(policy = %name, error = %e, "maintenance silences not updated");
@@ -760,7 +765,13 @@ impl Shell {
         }
     }
 
-    fn observe(&self, policy: &str, status: &PatchPolicyStatus, spec: &PatchPolicySpec) {
+    fn observe(
+        &self,
+        policy: &str,
+        status: &PatchPolicyStatus,
+        spec: &PatchPolicySpec,
+        cfg: &rollout::Config,
+    ) {
         if let Some(p) = status.phase {
             self.metrics.set_phase(policy, phase_name(p));
         }
@@ -787,7 +798,6 @@ impl Shell {
         }
         // When the node longest in each step entered it, and the step's
         // timeout (the stuck-node alert compares the two).
-        let cfg = rollout::Config::from_spec(spec);
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         for (step, timeout) in [
             (Step::Draining, Some(cfg.drain_timeout)),
@@ -824,7 +834,7 @@ impl Shell {
     /// order. False when a write failed.
     async fn apply_batch(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         actions: &[Action],
         batch: &[usize],
         objects: &mut BTreeMap<String, Arc<Node>>,
@@ -914,7 +924,7 @@ impl Shell {
     /// before the write.
     fn after_write(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         action: &Action,
         was: Option<Step>,
         objects: &BTreeMap<String, Arc<Node>>,
@@ -959,10 +969,7 @@ impl Shell {
                             .map(|r| r.since)
                     })
                     .unwrap_or_else(|| self.cfg.clock.now());
-                // Only the drain timeout is needed here: no need to parse the
-                // whole spec (windows, time zones) once more per action.
-                let drain_timeout = crate::core::duration::parse(&policy.spec.drain.timeout)
-                    .unwrap_or(Duration::from_secs(15 * 60));
+                let drain_timeout = policy.config.drain_timeout;
                 let now = self.cfg.clock.now();
                 let left = if *force {
                     // Deleted pods get their grace period plus a minute to go.
@@ -1107,7 +1114,7 @@ impl Shell {
     /// later finish; then the finalizer goes.
     async fn finalize(
         &mut self,
-        policy: &PatchPolicy,
+        policy: &ParsedPolicy,
         objects: &mut BTreeMap<String, Arc<Node>>,
         now: jiff::Timestamp,
     ) -> Result<Option<Duration>, kube::Error> {
@@ -1147,10 +1154,10 @@ impl Shell {
         }
         if waiting {
             // Let the nodes in reboot finish under a paused copy of the policy.
-            let mut paused = policy.clone();
+            let mut paused = policy.policy.clone();
             paused.spec.paused = true;
             let views = self.views(objects);
-            let plan = rollout::decide(&paused, &views, &[], now);
+            let plan = rollout::decide_with(&paused, &policy.config, &views, &[], now);
             for batch in batches(&plan.actions, plan.first_start) {
                 if !self
                     .apply_batch(policy, &plan.actions, &batch, objects)

@@ -18,19 +18,47 @@ pub struct BudgetError {
     pub value: String,
 }
 
-/// Resolves `maxUnavailable` against the number of selected nodes.
-pub fn max_unavailable(value: &IntOrString, total: usize) -> Result<usize, BudgetError> {
-    let err = |v: String| BudgetError { value: v };
-    match value {
-        IntOrString::Int(n) if *n >= 1 => Ok(*n as usize),
-        IntOrString::Int(n) => Err(err(n.to_string())),
-        IntOrString::String(s) => {
-            // Only a percentage is a string; a number in quotes ("3") is
-            // refused here as by the CRD and `sofort validate`.
-            let p = parse_percent(s).ok_or_else(|| err(s.clone()))?;
-            Ok(((total as u64 * u64::from(p)) / 100).max(1) as usize)
+/// `maxUnavailable`, parsed: a count or a percentage of the selected nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxUnavailable {
+    /// At most this many nodes (at least 1).
+    Count(usize),
+    /// At most this percentage (1 to 100) of the selected nodes, rounded down, at least 1.
+    Percent(u32),
+}
+
+impl Default for MaxUnavailable {
+    fn default() -> Self {
+        MaxUnavailable::Count(crate::api::DEFAULT_MAX_UNAVAILABLE as usize)
+    }
+}
+
+impl MaxUnavailable {
+    /// Parses the spec's value. Only a percentage is a string; a number in
+    /// quotes (`"3"`) is refused, as by the CRD and `sofort validate`.
+    pub fn parse(value: &IntOrString) -> Result<Self, BudgetError> {
+        let err = |v: String| BudgetError { value: v };
+        match value {
+            IntOrString::Int(n) if *n >= 1 => Ok(MaxUnavailable::Count(*n as usize)),
+            IntOrString::Int(n) => Err(err(n.to_string())),
+            IntOrString::String(s) => parse_percent(s)
+                .map(MaxUnavailable::Percent)
+                .ok_or_else(|| err(s.clone())),
         }
     }
+
+    /// How many of `total` selected nodes may be unavailable at once.
+    pub fn resolve(self, total: usize) -> usize {
+        match self {
+            MaxUnavailable::Count(n) => n,
+            MaxUnavailable::Percent(p) => ((total as u64 * u64::from(p)) / 100).max(1) as usize,
+        }
+    }
+}
+
+/// Resolves `maxUnavailable` against the number of selected nodes.
+pub fn max_unavailable(value: &IntOrString, total: usize) -> Result<usize, BudgetError> {
+    MaxUnavailable::parse(value).map(|m| m.resolve(total))
 }
 
 /// A percentage from `1%` to `100%` written as the CRD allows it

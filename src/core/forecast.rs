@@ -264,9 +264,21 @@ pub fn simulate(
     world: &mut World,
     now: Timestamp,
     horizon: Duration,
-    mut observe: impl FnMut(Timestamp, &Decision, &[NodeView]),
+    observe: impl FnMut(Timestamp, &Decision, &[NodeView]),
 ) -> Outcome {
     let cfg = Config::from_spec(&policy.spec);
+    simulate_with(policy, &cfg, world, now, horizon, observe)
+}
+
+/// [`simulate`] with the spec parsed once by the caller.
+pub fn simulate_with(
+    policy: &mut PatchPolicy,
+    cfg: &Config,
+    world: &mut World,
+    now: Timestamp,
+    horizon: Duration,
+    mut observe: impl FnMut(Timestamp, &Decision, &[NodeView]),
+) -> Outcome {
     // The simulated nodes keep their labels, so selection and order are
     // worked out once for the whole simulation.
     let index = NodeIndex::build(&policy.spec, world.views(), true);
@@ -275,7 +287,7 @@ pub fn simulate(
     let mut decisions = 0usize;
     let mut same_t = 0usize;
     loop {
-        let plan = decide_indexed(policy, &cfg, &index, world.views(), &[], t);
+        let plan = decide_indexed(policy, cfg, &index, world.views(), &[], t);
         decisions += 1;
         observe(t, &plan, world.views());
         policy.status = Some(plan.status.clone());
@@ -511,10 +523,21 @@ pub fn forecast_views(
     views: Vec<(NodeView, Behaviour)>,
     now: Timestamp,
 ) -> Forecast {
+    forecast_views_with(policy, &Config::from_spec(&policy.spec), views, now)
+}
+
+/// [`forecast_views`] with the spec parsed once by the caller.
+pub fn forecast_views_with(
+    policy: &PatchPolicy,
+    cfg: &Config,
+    views: Vec<(NodeView, Behaviour)>,
+    now: Timestamp,
+) -> Forecast {
     let mut p = policy.clone();
     let mut world = World::new(views);
-    let out = simulate(
+    let out = simulate_with(
         &mut p,
+        cfg,
         &mut world,
         now,
         Duration::from_secs(400 * 86400),

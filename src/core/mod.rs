@@ -1,6 +1,7 @@
 //! The pure decision core: no Kubernetes client, no I/O, the clock is an
 //! argument. Everything here is tested without a cluster.
 //!
+//! - [`spec`]: the spec parsed once: typed values and every problem with its path.
 //! - [`duration`]: the duration strings of the spec.
 //! - [`window`]: maintenance windows and blackouts.
 //! - [`order`]: which node first (one order key for the core, the forecast and
@@ -23,4 +24,5 @@ pub mod node_record;
 pub mod order;
 pub mod rollout;
 pub mod selector;
+pub mod spec;
 pub mod window;

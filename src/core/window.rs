@@ -141,52 +141,93 @@ pub fn resolve_local(tz: &TimeZone, dt: DateTime) -> Option<Timestamp> {
     }
 }
 
+/// Wall-clock length of a window on an ordinary day (no daylight-saving
+/// change); `None` when a time of day does not parse.
+pub fn window_length(w: &MaintenanceWindow) -> Option<Duration> {
+    let mins = |t: Time| i64::from(t.hour()) * 60 + i64::from(t.minute());
+    let s = mins(parse_time_of_day(&w.start)?);
+    let e = mins(parse_time_of_day(&w.end)?);
+    let len = if e > s { e - s } else { e + 24 * 60 - s };
+    Some(Duration::from_secs(len.unsigned_abs() * 60))
+}
+
+/// One window, compiled; every problem of it on failure.
+fn compile_window(index: usize, w: &MaintenanceWindow) -> Result<Window, Vec<WindowError>> {
+    let mut errors = Vec::new();
+    let tz = TimeZone::get(&w.time_zone).map_err(|_| WindowError::TimeZone {
+        index,
+        zone: w.time_zone.clone(),
+    });
+    let mut time = |field: &'static str, value: &str| {
+        let t = parse_time_of_day(value);
+        if t.is_none() {
+            errors.push(WindowError::TimeOfDay {
+                index,
+                field,
+                value: value.to_string(),
+            });
+        }
+        t
+    };
+    let (start, end) = (time("start", &w.start), time("end", &w.end));
+    let tz = match tz {
+        Ok(tz) => Some(tz),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let (Some(start), Some(end), Some(tz)) = (start, end, tz) else {
+        return Err(errors);
+    };
+    let mut days = [w.days.is_empty(); 7];
+    for d in &w.days {
+        days[weekday_index(d.to_jiff())] = true;
+    }
+    Ok(Window {
+        days,
+        start,
+        end,
+        tz,
+        zone: w.time_zone.clone(),
+    })
+}
+
 impl Schedule {
     /// Compiles windows and blackouts; fails on unknown time zones, bad times of
-    /// day, or blackouts that end before they start.
+    /// day, or blackouts that end before they start (the first such problem).
     pub fn new(windows: &[MaintenanceWindow], blackouts: &[Blackout]) -> Result<Self, WindowError> {
+        Schedule::parse(windows, blackouts).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Compiles windows and blackouts, reporting every problem (never an
+    /// empty list on `Err`). This is the one place that parses a time of day,
+    /// looks up a time zone and checks a blackout's order.
+    pub fn parse(
+        windows: &[MaintenanceWindow],
+        blackouts: &[Blackout],
+    ) -> Result<Self, Vec<WindowError>> {
         let mut out = Schedule::default();
+        let mut errors = Vec::new();
         for (index, w) in windows.iter().enumerate() {
-            let zone = if w.time_zone.is_empty() {
-                "UTC"
-            } else {
-                w.time_zone.as_str()
-            };
-            let tz = TimeZone::get(zone).map_err(|_| WindowError::TimeZone {
-                index,
-                zone: w.time_zone.clone(),
-            })?;
-            let start = parse_time_of_day(&w.start).ok_or_else(|| WindowError::TimeOfDay {
-                index,
-                field: "start",
-                value: w.start.clone(),
-            })?;
-            let end = parse_time_of_day(&w.end).ok_or_else(|| WindowError::TimeOfDay {
-                index,
-                field: "end",
-                value: w.end.clone(),
-            })?;
-            let mut days = [w.days.is_empty(); 7];
-            for d in &w.days {
-                days[weekday_index(d.to_jiff())] = true;
+            match compile_window(index, w) {
+                Ok(window) => out.windows.push(window),
+                Err(e) => errors.extend(e),
             }
-            out.windows.push(Window {
-                days,
-                start,
-                end,
-                tz,
-                zone: zone.to_string(),
-            });
         }
         for (index, b) in blackouts.iter().enumerate() {
             if b.end.0 <= b.start.0 {
-                return Err(WindowError::Blackout { index });
+                errors.push(WindowError::Blackout { index });
+                continue;
             }
             out.blackouts.push(Cut {
                 start: b.start.0,
                 end: b.end.0,
                 reason: b.reason.clone(),
             });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
         }
         out.blackouts.sort_by_key(|c| c.start);
         Ok(out)
@@ -404,6 +445,44 @@ pub fn human_time(at: Timestamp, zone: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hhmm_parsing() {
+        let t = |h, m| Time::new(h, m, 0, 0).ok();
+        assert_eq!(parse_time_of_day("22:00"), t(22, 0));
+        assert_eq!(parse_time_of_day("00:00"), t(0, 0));
+        assert_eq!(parse_time_of_day("24:00"), None);
+        assert_eq!(parse_time_of_day("7:00"), None);
+        assert_eq!(parse_time_of_day("07:60"), None);
+    }
+
+    #[test]
+    fn window_lengths_wrap_past_midnight() {
+        let len = |s, e| window_length(&win(&[], s, e, "UTC")).map(|d| d.as_secs() / 60);
+        assert_eq!(len("22:00", "05:00"), Some(7 * 60));
+        assert_eq!(len("01:00", "06:00"), Some(5 * 60));
+        assert_eq!(len("00:00", "00:00"), Some(24 * 60));
+        assert_eq!(len("25:00", "05:00"), None);
+    }
+
+    #[test]
+    fn parse_reports_every_problem() {
+        let t = |s: &str| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(s.parse().unwrap());
+        let errors = Schedule::parse(
+            &[
+                win(&[], "25:00", "05:00", "Mars/Olympus"),
+                win(&[], "22:00", "05:00", "UTC"),
+            ],
+            &[Blackout {
+                start: t("2026-12-27T00:00:00Z"),
+                end: t("2026-12-24T00:00:00Z"),
+                reason: None,
+            }],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(matches!(errors[2], WindowError::Blackout { index: 0 }));
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as KTime;
 
     fn ts(s: &str) -> Timestamp {

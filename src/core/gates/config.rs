@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::api::{GateTimeoutAction, GatesSpec};
+use crate::core::spec::{Problem, problem};
 use crate::core::{duration, selector};
 
 use super::alerts::{AlertFilter, MatcherTemplate};
@@ -44,9 +45,9 @@ pub struct GatesConfig {
 }
 
 impl GatesConfig {
-    /// Parses `spec`; every problem is returned with its field path under
-    /// `gates`.
-    pub fn from_spec(spec: &GatesSpec) -> Result<GatesConfig, Vec<String>> {
+    /// Parses `spec`; every problem is returned with its field path
+    /// (`spec.gates...`).
+    pub fn from_spec(spec: &GatesSpec) -> Result<GatesConfig, Vec<Problem>> {
         let mut errors = Vec::new();
         let mut cfg = GatesConfig {
             on_timeout: match spec.on_timeout {
@@ -58,7 +59,7 @@ impl GatesConfig {
         };
         if let Some(p) = &spec.prometheus {
             check_source(
-                "gates.prometheus",
+                "spec.gates.prometheus",
                 p.url.as_deref(),
                 p.url_secret_ref.is_some(),
                 &mut errors,
@@ -66,19 +67,28 @@ impl GatesConfig {
             if let Some(a) = &p.alerts {
                 match AlertFilter::new(&a.names, &a.ignore) {
                     Ok(f) => cfg.alerts = Some(f),
-                    Err(e) => errors.push(format!("gates.prometheus.{e}")),
+                    Err(e) => errors.push(problem(
+                        "spec.gates.prometheus.alerts.names",
+                        e.to_string().replace("alerts.names", "entry"),
+                    )),
                 }
             }
             let mut seen = BTreeSet::new();
             for (i, q) in p.queries.iter().enumerate() {
                 if !seen.insert(q.name.as_str()) {
-                    errors.push(format!(
-                        "gates.prometheus.queries[{i}].name: {:?} is used twice; give each query its own name",
-                        super::clean(&q.name)
+                    errors.push(problem(
+                        format!("spec.gates.prometheus.queries[{i}].name"),
+                        format!(
+                            "{:?} is used twice; give each query its own name",
+                            super::clean(&q.name)
+                        ),
                     ));
                 }
                 if q.expr.trim().is_empty() {
-                    errors.push(format!("gates.prometheus.queries[{i}].expr is empty: give a PromQL expression such as 'up == 0'"));
+                    errors.push(problem(
+                        format!("spec.gates.prometheus.queries[{i}].expr"),
+                        "is empty: give a PromQL expression such as 'up == 0'",
+                    ));
                 }
                 cfg.queries.push(QueryConfig {
                     name: q.name.clone(),
@@ -88,7 +98,7 @@ impl GatesConfig {
         }
         if let Some(am) = &spec.alertmanager {
             check_source(
-                "gates.alertmanager",
+                "spec.gates.alertmanager",
                 am.url.as_deref(),
                 am.url_secret_ref.is_some(),
                 &mut errors,
@@ -102,15 +112,19 @@ impl GatesConfig {
             {
                 match MatcherTemplate::parse(m, i) {
                     Ok(t) => cfg.maintenance_silence.push(t),
-                    Err(e) => {
-                        errors.push(format!("gates.alertmanager.silenceDuringMaintenance: {e}"))
-                    }
+                    Err(e) => errors.push(problem(
+                        format!("spec.gates.alertmanager.silenceDuringMaintenance.matchers[{i}]"),
+                        e.to_string(),
+                    )),
                 }
             }
         }
         for (i, b) in spec.blocking_pods.iter().enumerate() {
             if let Err(e) = selector::check(&b.selector) {
-                errors.push(format!("gates.blockingPods[{i}].selector: {e}"));
+                errors.push(problem(
+                    format!("spec.gates.blockingPods[{i}].selector"),
+                    e.to_string(),
+                ));
             }
             cfg.blocking_pods.push(BlockingPods {
                 namespace: b.namespace.clone(),
@@ -128,7 +142,7 @@ impl GatesConfig {
         if let Some(t) = &spec.timeout {
             match duration::parse(t) {
                 Ok(d) => cfg.timeout = Some(d),
-                Err(e) => errors.push(format!("gates.timeout: {e}")),
+                Err(e) => errors.push(problem("spec.gates.timeout", e.to_string())),
             }
         }
         if errors.is_empty() {
@@ -163,10 +177,10 @@ impl GatesConfig {
 }
 
 /// One of `url` and `urlSecretRef`; a `url` in the spec must be absolute http(s).
-fn check_source(path: &str, url: Option<&str>, secret: bool, errors: &mut Vec<String>) {
+fn check_source(path: &str, url: Option<&str>, secret: bool, errors: &mut Vec<Problem>) {
     match (url, secret) {
         (Some(_), true) | (None, false) => {
-            errors.push(format!("{path}: give exactly one of url and urlSecretRef"));
+            errors.push(problem(path, "give exactly one of url and urlSecretRef"));
         }
         (Some(u), false) => {
             let ok = u.parse::<http::Uri>().ok().is_some_and(|uri| {
@@ -175,8 +189,9 @@ fn check_source(path: &str, url: Option<&str>, secret: bool, errors: &mut Vec<St
                     && uri.query().is_none()
             });
             if !ok {
-                errors.push(format!(
-                    "{path}.url must be an absolute http:// or https:// URL without user, password or query, for example http://prometheus.monitoring:9090; put credentials in a Secret and use urlSecretRef"
+                errors.push(problem(
+                    format!("{path}.url"),
+                    "must be an absolute http:// or https:// URL without user, password or query, for example http://prometheus.monitoring:9090; put credentials in a Secret and use urlSecretRef",
                 ));
             }
         }
@@ -246,13 +261,17 @@ mod tests {
             ..GatesSpec::default()
         };
         let errors = GatesConfig::from_spec(&spec).unwrap_err();
-        let text = errors.join("\n");
+        let text = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
         for want in [
-            "gates.prometheus.url must be",
-            "gates.prometheus.alerts.names[0] is not a valid regular expression",
-            "gates.prometheus.queries[1].name",
-            "gates.prometheus.queries[1].expr is empty",
-            "gates.timeout:",
+            "spec.gates.prometheus.url: must be",
+            "spec.gates.prometheus.alerts.names: entry[0] is not a valid regular expression",
+            "spec.gates.prometheus.queries[1].name",
+            "spec.gates.prometheus.queries[1].expr: is empty",
+            "spec.gates.timeout:",
         ] {
             assert!(text.contains(want), "{want} missing in:\n{text}");
         }
@@ -261,6 +280,10 @@ mod tests {
             prometheus: Some(prom(None)),
             ..GatesSpec::default()
         };
-        assert!(GatesConfig::from_spec(&neither).unwrap_err()[0].contains("exactly one of url"));
+        assert!(
+            GatesConfig::from_spec(&neither).unwrap_err()[0]
+                .message
+                .contains("exactly one of url")
+        );
     }
 }

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{GateStatus, PatchPolicyStatus, Step};
-use crate::core::budget::{Budget, max_unavailable};
+use crate::core::budget::Budget;
 use crate::core::duration;
 use crate::core::gates::evaluate::{evaluate, workloads_verdict};
 use crate::core::gates::{GateId, TimeoutState, timeout_state};
@@ -316,7 +316,7 @@ fn schedule(ctx: &Ctx<'_>, scheduled: Option<Timestamp>) -> Option<Closed> {
 /// plan releases free their slots.
 fn budget(ctx: &Ctx<'_>, classified: &Classified, advanced: &Advanced) -> Budget {
     Budget {
-        max: max_unavailable(&ctx.spec.rollout.max_unavailable, classified.total).unwrap_or(1),
+        max: ctx.cfg.max_unavailable.resolve(classified.total),
         unavailable: classified.unavailable.saturating_sub(advanced.freed),
     }
 }

@@ -179,6 +179,20 @@ pub fn decide_with(
     decide_indexed(policy, cfg, &index, nodes, others, now)
 }
 
+/// [`decide_with`] with the health gates' observations (`None`: not
+/// evaluated).
+pub fn decide_with_observed(
+    policy: &PatchPolicy,
+    cfg: &Config,
+    nodes: &[NodeView],
+    others: &[Contender],
+    obs: Option<&Observations>,
+    now: Timestamp,
+) -> Decision {
+    let index = NodeIndex::build(&policy.spec, nodes, false);
+    decide_observed(policy, cfg, &index, nodes, others, obs, now)
+}
+
 /// [`decide_with`] over a prepared [`NodeIndex`] of the same `nodes` (one that
 /// does not fit them is rebuilt).
 pub fn decide_indexed(
