@@ -91,6 +91,7 @@ async fn pushed_metric_fires_an_alert_the_gate_holds_for_until_silenced_or_clear
             starts_at: now,
             ends_at: now + Duration::from_secs(600),
             comment: "sofort test: node w-3".into(),
+            created_by: "sofort".into(),
         })
         .await
         .unwrap();

@@ -207,7 +207,7 @@ impl MonitoringClient {
             matchers: new.matchers.iter().map(AmMatcher::from).collect(),
             starts_at: new.starts_at.to_string(),
             ends_at: new.ends_at.to_string(),
-            created_by: SILENCE_CREATED_BY.to_string(),
+            created_by: new.created_by.clone(),
             comment: new.comment.clone(),
         };
         let json = serde_json::to_vec(&body).map_err(|e| GateHttpError::Decode(e.to_string()))?;
@@ -236,6 +236,8 @@ pub struct NewSilence {
     pub ends_at: Timestamp,
     /// Comment (sofort's silences are found again by it).
     pub comment: String,
+    /// `createdBy`: [`SILENCE_CREATED_BY`] for sofort's own.
+    pub created_by: String,
 }
 
 /// A silence as read back.

@@ -366,6 +366,7 @@ impl GateObserver {
                 starts_at: now,
                 ends_at: now + SILENCE_SPAN,
                 comment,
+                created_by: super::client::SILENCE_CREATED_BY.to_string(),
             })
             .await
             .map_err(|e| format!("Alertmanager {e}"))?;
