@@ -7,7 +7,7 @@ use crate::api::{GateTimeoutAction, GatesSpec};
 use crate::core::spec::{Problem, problem};
 use crate::core::{duration, selector};
 
-use super::alerts::{AlertFilter, MatcherTemplate};
+use super::alerts::{AlertError, AlertFilter, MatcherTemplate};
 use super::pods::BlockingPods;
 use super::workload::WorkloadRef;
 use super::{GateId, OnGateTimeout};
@@ -67,10 +67,11 @@ impl GatesConfig {
             if let Some(a) = &p.alerts {
                 match AlertFilter::new(&a.names, &a.ignore) {
                     Ok(f) => cfg.alerts = Some(f),
-                    Err(e) => errors.push(problem(
-                        "spec.gates.prometheus.alerts.names",
-                        e.to_string().replace("alerts.names", "entry"),
+                    Err(AlertError::Regex { what, reason }) => errors.push(problem(
+                        format!("spec.gates.prometheus.{what}"),
+                        format!("is not a valid regular expression ({reason}); use RE2 syntax as Prometheus does, for example \"Node.*\""),
                     )),
+                    Err(e) => errors.push(problem("spec.gates.prometheus.alerts", e.to_string())),
                 }
             }
             let mut seen = BTreeSet::new();
@@ -268,7 +269,7 @@ mod tests {
             .join("\n");
         for want in [
             "spec.gates.prometheus.url: must be",
-            "spec.gates.prometheus.alerts.names: entry[0] is not a valid regular expression",
+            "spec.gates.prometheus.alerts.names[0]: is not a valid regular expression",
             "spec.gates.prometheus.queries[1].name",
             "spec.gates.prometheus.queries[1].expr: is empty",
             "spec.gates.timeout:",
