@@ -21,6 +21,7 @@ pub mod cache;
 pub mod config;
 pub mod evaluate;
 pub mod pods;
+pub mod preflight;
 pub mod query;
 pub mod workload;
 
