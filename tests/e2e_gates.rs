@@ -278,3 +278,78 @@ async fn an_operators_silence_releases_the_hold_with_respect_silences() {
     assert!(st.gates.iter().all(|g| g.open), "{:?}", st.gates);
     run.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_preflight_reports_nodes_a_pdb_allowing_no_disruption_would_block() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use sofort::api::BlockingPodsGate;
+    use sofort_sandbox::{PdbSpec, Workload};
+    let mut s = scenario();
+    s.workloads = vec![Workload {
+        kind: "Deployment".into(),
+        name: "db".into(),
+        namespace: "shop".into(),
+        replicas: 3,
+        pdb: Some(PdbSpec {
+            max_unavailable: Some(serde_json::json!(0)),
+            ..PdbSpec::default()
+        }),
+        ..Workload::default()
+    }];
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(s, 0, dir.path().join("kubeconfig"))
+        .await
+        .unwrap();
+    cluster.spawn_agents(true).unwrap();
+    let mut cfg = sandbox_controller_config();
+    cfg.gate_interval = Duration::from_millis(500);
+    cluster.spawn_controller(cfg);
+    let client = cluster.client.clone();
+    // Wait for the PDB's status: 0 disruptions allowed once the pods run.
+    eventually(WITHIN, "the db pods running", || async {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "shop");
+        let n = pods
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            .count();
+        (n == 3).then_some(())
+    })
+    .await;
+    let mut spec = PatchPolicySpec::new("r1");
+    spec.paused = true; // only the pre-flight runs
+    spec.gates = Some(GatesSpec {
+        blocking_pods: vec![BlockingPodsGate {
+            namespace: Some("batch".into()),
+            selector: LabelSelector::default(),
+        }],
+        ..GatesSpec::default()
+    });
+    let api: Api<PatchPolicy> = Api::all(client.clone());
+    api.create(&PostParams::default(), &PatchPolicy::new("gated", spec))
+        .await
+        .unwrap();
+    let mut t = Transcript::default();
+    let st = wait_status(&client, &mut t, "the pre-flight", |s| s.preflight.is_some()).await;
+    let pf = st.preflight.clone().unwrap();
+    let nodes_with_db = pf.blocked.len();
+    assert!(nodes_with_db >= 1, "{pf:?}");
+    assert_eq!(
+        pf.summary,
+        format!(
+            "{nodes_with_db} node{} would block: PDB shop/db allows 0 disruptions",
+            if nodes_with_db == 1 { "" } else { "s" }
+        )
+    );
+    assert!(
+        pf.blocked
+            .iter()
+            .all(|b| b.ends_with(": PDB shop/db allows 0 disruptions")),
+        "{pf:?}"
+    );
+    println!("pre-flight: {}\n  {}", pf.summary, pf.blocked.join("\n  "));
+    cluster.shutdown().await;
+}

@@ -27,6 +27,23 @@ pub const FINALIZER: &str = "sofort.dev/cleanup";
 
 const FIELD_MANAGER: &str = "sofort-controller";
 
+/// Whether the pre-flight is due: not yet run for this revision (it was just
+/// announced), or a maintenance window opened since it ran.
+fn preflight_due(
+    prev: Option<&PatchPolicyStatus>,
+    spec: &PatchPolicySpec,
+    now: jiff::Timestamp,
+) -> bool {
+    let Some(pf) = prev
+        .and_then(|s| s.preflight.as_ref())
+        .filter(|p| p.revision == spec.revision)
+    else {
+        return true;
+    };
+    prev.and_then(|s| s.next_window.as_ref())
+        .is_some_and(|w| w.start.0 > pf.checked_at.0 && w.start.0 <= now)
+}
+
 /// The policy's gates, parsed once with its spec (`None`: none, or invalid).
 fn spec_gates(policy: &ParsedPolicy) -> Option<&crate::core::gates::config::GatesConfig> {
     policy.config.gates.as_ref()
@@ -593,6 +610,9 @@ impl Shell {
 
         // Status and rollout-level Events.
         let mut status = plan.status;
+        if gated.is_some() && preflight_due(policy.status.as_ref(), &policy.spec, now) {
+            self.preflight(policy, &views, &mut status, now).await;
+        }
         // Customer notifications due now go into this status write.
         let prepared = self
             .notifications
@@ -701,6 +721,48 @@ impl Shell {
                 .observe(&name, spec, gates, now, &self.metrics)
                 .await,
         )
+    }
+
+    /// Runs the drainability pre-flight over the selected nodes not yet done
+    /// and reports it in status and, when a node would block, in a Warning
+    /// Event for the admins (never in customer notifications).
+    async fn preflight(
+        &mut self,
+        policy: &ParsedPolicy,
+        views: &[NodeView],
+        status: &mut PatchPolicyStatus,
+        now: jiff::Timestamp,
+    ) {
+        let rev = &policy.spec.revision;
+        let nodes: Vec<String> = views
+            .iter()
+            .filter(|v| crate::core::selector::selects_node(&policy.spec.node_selector, &v.labels))
+            .filter(|v| v.done.get(&policy.name_any()) != Some(rev))
+            .map(|v| v.name.clone())
+            .collect();
+        let result = super::gates::preflight::run(
+            &self.client,
+            &self.evict_client,
+            &policy.spec,
+            &nodes,
+            now,
+        )
+        .await;
+        if !result.blocked.is_empty() {
+            let note = format!(
+                "preflight: {}; {}",
+                result.summary,
+                result.blocked.join("; ")
+            );
+            self.publish(
+                policy_ref(policy),
+                EventType::Warning,
+                "PreflightBlocked",
+                note,
+                "Preflight",
+            );
+        }
+        status.preflight = Some(result);
     }
 
     /// After a decision of a gated policy: Events and metrics for gates that

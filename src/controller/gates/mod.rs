@@ -7,5 +7,6 @@ pub mod client;
 
 pub use client::{GateHttpError, Limits, MonitoringClient, NewSilence, SilenceInfo};
 pub mod observer;
+pub mod preflight;
 
 pub use observer::GateObserver;
