@@ -41,6 +41,15 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Forecast which node is patched when, from a policy and a list of nodes.
     Plan(PlanArgs),
+    /// Show the rollouts live: progress per policy, nodes by step, why work
+    /// waits, recent Events (full screen on a terminal; `q` quits).
+    Status(StatusArgs),
+    /// Pause a PatchPolicy: no new node starts; nodes in progress finish.
+    Pause(PolicyNameArgs),
+    /// Resume a paused PatchPolicy.
+    Resume(PolicyNameArgs),
+    /// What sofort will do with a node, and why it waits.
+    Why(WhyArgs),
     /// Run the controller (in the cluster).
     Controller(ControllerArgs),
     /// Run the node agent (one per node, as a DaemonSet).
@@ -67,6 +76,10 @@ pub enum OutputFormat {
     Table,
     /// JSON for programs.
     Json,
+    /// A timeline (SVG): one row per node, bars per step, windows shaded.
+    Svg,
+    /// The timeline and the table as one HTML page.
+    Html,
 }
 
 /// `sofort plan`.
@@ -97,6 +110,51 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+}
+
+/// `sofort status`.
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Show only this PatchPolicy.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Plain lines instead of the full-screen view (the default when stdout
+    /// is not a terminal).
+    #[arg(long)]
+    pub plain: bool,
+    /// With plain lines: keep printing on every change (default: print once).
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between reads of the cluster.
+    #[arg(long, default_value = "2s")]
+    pub interval: String,
+    /// Assumed time to drain one node (for the forecast completion).
+    #[arg(long, default_value = "5m")]
+    pub drain: String,
+    /// Assumed time from reboot request to Ready (for the forecast completion).
+    #[arg(long, default_value = "4m")]
+    pub reboot: String,
+    /// Assumed time the patch command runs (for the forecast completion).
+    #[arg(long, default_value = "5m")]
+    pub patch: String,
+    /// Logs go to standard error even under the full-screen view (default:
+    /// a file, whose path is printed).
+    #[arg(long)]
+    pub log_to_stderr: bool,
+}
+
+/// `sofort pause` and `sofort resume`.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyNameArgs {
+    /// Name of the PatchPolicy.
+    pub name: String,
+}
+
+/// `sofort why`.
+#[derive(Args, Debug, Clone)]
+pub struct WhyArgs {
+    /// Name of the Node.
+    pub node: String,
 }
 
 /// `sofort controller`.
@@ -209,4 +267,11 @@ pub struct SandboxArgs {
     /// Exit after the built-in rollout finished instead of serving on.
     #[arg(long)]
     pub exit_when_done: bool,
+    /// Plain lines instead of the full-screen view (the default when stdout
+    /// is not a terminal).
+    #[arg(long)]
+    pub plain: bool,
+    /// Logs go to standard error (default: a file, whose path is printed).
+    #[arg(long)]
+    pub log_to_stderr: bool,
 }

@@ -344,7 +344,63 @@ fn validate_crd_and_controller_agree_on_every_case() -> TestResult {
             with("/spec/maintenanceWindows/0/end", json!("01:00"))?,
             Refused,
         ),
+        (
+            "window timeZone empty",
+            with("/spec/maintenanceWindows/0/timeZone", json!(""))?,
+            Refused,
+        ),
+        (
+            "window timeZone left out (UTC)",
+            with(
+                "/spec/maintenanceWindows",
+                json!([{"days": ["Sat"], "start": "01:00", "end": "06:00"}]),
+            )?,
+            Valid,
+        ),
+        (
+            "window 00:00 to 00:00 (a whole day)",
+            with(
+                "/spec/maintenanceWindows",
+                json!([{"start": "00:00", "end": "00:00", "timeZone": "UTC"}]),
+            )?,
+            Valid,
+        ),
+        (
+            "patch without a command",
+            with("/spec/patch", json!({"command": []}))?,
+            Refused,
+        ),
         // What only code can check.
+        (
+            "window day listed twice",
+            with("/spec/maintenanceWindows/0/days", json!(["Sat", "Sat"]))?,
+            Semantic,
+        ),
+        (
+            "windows shorter than minWindowRemaining",
+            with("/spec/rollout/minWindowRemaining", json!("6h"))?,
+            Semantic,
+        ),
+        (
+            "windows shorter than the timeouts",
+            with("/spec/reboot/timeout", json!("5h"))?,
+            Semantic,
+        ),
+        (
+            "zero patch timeout",
+            with("/spec/patch", json!({"command": ["true"], "timeout": "0s"}))?,
+            Semantic,
+        ),
+        (
+            "announce lead time zero",
+            with("/spec/announce", json!({"leadTime": "0s"}))?,
+            Valid,
+        ),
+        (
+            "maxUnavailable \"3%\"",
+            with("/spec/rollout/maxUnavailable", json!("3%"))?,
+            Valid,
+        ),
         (
             "unknown time zone",
             with("/spec/maintenanceWindows/0/timeZone", json!("Europe/Zurch"))?,

@@ -132,3 +132,70 @@ fn schema_patterns_guard_times_and_durations() {
         "days are an enum"
     );
 }
+
+/// Every duration field carries the one pattern and length bound, and every
+/// default the CRD shows is the constant serde and the parser use.
+#[test]
+fn duration_fields_and_defaults_come_from_the_api_constants() {
+    use sofort::api::*;
+    let crd = crd();
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("the CRD has a schema");
+    let at = |path: &[&str]| -> JSONSchemaProps {
+        let mut s = schema.clone();
+        for key in path {
+            s = s
+                .properties
+                .as_ref()
+                .and_then(|p| p.get(*key))
+                .cloned()
+                .unwrap_or_else(|| panic!("no field {key} in {path:?}"));
+        }
+        s
+    };
+    let fields: [(&[&str], Option<&str>); 6] = [
+        (&["spec", "drain", "timeout"], Some(DEFAULT_DRAIN_TIMEOUT)),
+        (&["spec", "reboot", "timeout"], Some(DEFAULT_REBOOT_TIMEOUT)),
+        (&["spec", "patch", "timeout"], Some(DEFAULT_PATCH_TIMEOUT)),
+        (&["spec", "rollout", "settle"], Some(DEFAULT_SETTLE)),
+        (&["spec", "rollout", "minWindowRemaining"], None),
+        (&["spec", "announce", "leadTime"], None),
+    ];
+    for (path, default) in fields {
+        let s = at(path);
+        assert_eq!(s.pattern.as_deref(), Some(DURATION_PATTERN), "{path:?}");
+        assert_eq!(
+            s.max_length,
+            Some(i64::from(DURATION_MAX_LENGTH)),
+            "{path:?}"
+        );
+        let shown = s
+            .default
+            .as_ref()
+            .and_then(|d| d.0.as_str().map(str::to_string));
+        assert_eq!(shown.as_deref(), default, "{path:?}");
+    }
+    let tz = at(&["spec", "maintenanceWindows"]).items;
+    let tz = match tz {
+        Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(s)) => s,
+        other => panic!("maintenanceWindows items: {other:?}"),
+    };
+    let zone = &tz.properties.as_ref().expect("window fields")["timeZone"];
+    assert_eq!(zone.pattern.as_deref(), Some(TIME_ZONE_PATTERN));
+    assert_eq!(
+        zone.default.as_ref().and_then(|d| d.0.as_str()),
+        Some(DEFAULT_TIME_ZONE)
+    );
+    for end in ["start", "end"] {
+        let t = &tz.properties.as_ref().expect("window fields")[end];
+        assert_eq!(t.pattern.as_deref(), Some(TIME_OF_DAY_PATTERN), "{end}");
+    }
+    let mu = at(&["spec", "rollout", "maxUnavailable"]);
+    assert_eq!(
+        mu.default.as_ref().and_then(|d| d.0.as_i64()),
+        Some(i64::from(DEFAULT_MAX_UNAVAILABLE))
+    );
+}

@@ -97,6 +97,16 @@ fn the_build_without_default_features_links_no_emulator() -> Result<(), String> 
             "the shipped binary depends on {c}; keep it behind the `sandbox` feature"
         ));
     }
+    // The live view's terminal crates stay out of the agent's and the
+    // controller's image too (feature `tui`).
+    if let Some(c) = shipped
+        .iter()
+        .find(|c| c.starts_with("ratatui") || c.starts_with("crossterm"))
+    {
+        return Err(format!(
+            "the shipped binary depends on {c}; keep it behind the `tui` feature"
+        ));
+    }
     Ok(())
 }
 
@@ -108,6 +118,11 @@ fn the_default_build_has_the_emulator_for_the_demo_and_tests() -> Result<(), Str
     if !default.iter().any(|c| c == "sofort-sandbox") {
         return Err(format!(
             "sofort-sandbox missing from the default tree: {default:?}"
+        ));
+    }
+    if !default.iter().any(|c| c == "ratatui") {
+        return Err(format!(
+            "ratatui missing from the default tree: {default:?}"
         ));
     }
     Ok(())
@@ -135,7 +150,7 @@ fn the_image_is_built_without_default_features() -> Result<(), String> {
         }
         if words
             .iter()
-            .any(|w| *w == "--all-features" || w.contains("sandbox"))
+            .any(|w| *w == "--all-features" || w.contains("sandbox") || w.contains("tui"))
         {
             return Err(format!("the image build turns the sandbox back on: {line}"));
         }

@@ -19,7 +19,7 @@ use crate::patch;
 use crate::registry::{PrinterColumn, Registry, ResourceInfo};
 use crate::schema;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{Change, EventType, Obj, Store, meta_str};
+use crate::store::{Change, EventType, Obj, Route, RouteField, Store, meta_str};
 use crate::table::{self, Include};
 
 /// Everything the handlers share.
@@ -850,6 +850,26 @@ impl Filter {
     fn matches(&self, v: &Value) -> bool {
         self.labels.matches(v) && self.fields.matches(v)
     }
+    /// How the store routes changes to a watch with this filter: by the one
+    /// name or node its field selector pins, else every change.
+    /// (`spec.nodeName=` with no value selects the unbound pods: not routed.)
+    fn route(&self) -> Route {
+        for f in [RouteField::NodeName, RouteField::Name] {
+            if let Some(v) = self.pinned(f) {
+                return Route::Field(f, v.to_string());
+            }
+        }
+        Route::All
+    }
+    fn pinned(&self, f: RouteField) -> Option<&str> {
+        self.fields
+            .required(f.selector_name())
+            .filter(|v| !v.is_empty())
+    }
+    /// The node a pod list is confined to (served from the index).
+    fn node(&self) -> Option<&str> {
+        self.pinned(RouteField::NodeName)
+    }
 }
 
 fn encode_continue(rv: u64, key: &(String, String)) -> String {
@@ -910,7 +930,9 @@ fn list(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
     let page = ctx
         .sh
         .store
-        .list(&info.gr(), ns, start, limit, |v| filter.matches(v));
+        .list_on_node(&info.gr(), ns, filter.node(), start, limit, |v| {
+            filter.matches(v)
+        });
     let rv = token_rv.unwrap_or(page.rv);
     let cont = page.next.as_ref().map(|k| encode_continue(rv, k));
     let rv_s = page.rv.to_string();
@@ -1026,7 +1048,7 @@ async fn watch(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
                 } else {
                     Some(ns.as_str())
                 };
-                let (rv, items, rx) = sh.store.snapshot_and_subscribe(&gr, ns_opt);
+                let (rv, items, rx) = sh.store.snapshot_and_subscribe(&gr, ns_opt, filter.route());
                 sub = rx;
                 last_rv = rv;
                 for o in items.iter().filter(|o| filter.matches(o)) {
@@ -1038,7 +1060,7 @@ async fn watch(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
                     return;
                 }
             }
-            Some(rv) => match sh.store.watch(&gr, rv) {
+            Some(rv) => match sh.store.watch(&gr, rv, filter.route()) {
                 Ok((backlog, rx)) => {
                     sub = rx;
                     last_rv = rv;
@@ -1068,7 +1090,7 @@ async fn watch(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
         loop {
             tokio::select! {
                 ev = sub.recv() => match ev {
-                    Ok(ev) => {
+                    Some(ev) => {
                         if ev.rv <= last_rv { continue; }
                         last_rv = ev.rv;
                         if *ev.gr != *gr { continue; }
@@ -1078,7 +1100,7 @@ async fn watch(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
                             return;
                         }
                     }
-                    Err(_) => return,
+                    None => return,
                 },
                 _ = ticker.tick() => {
                     if bookmarks && tx.send(bookmark(last_rv, false)).await.is_err() {

@@ -325,6 +325,14 @@ impl FieldSelector {
             .iter()
             .all(|(f, neg, v)| (field_value(obj, f) == *v) != *neg)
     }
+
+    /// The value `field` must equal, when the selector requires one.
+    pub fn required(&self, field: &str) -> Option<&str> {
+        self.reqs
+            .iter()
+            .find(|(f, neg, _)| f == field && !neg)
+            .map(|(_, _, v)| v.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,18 @@
 //! The object store: every object of every resource, one global resourceVersion
 //! counter, and a bounded history of changes for watches.
+//!
+//! Watches are routed, not broadcast: each open watch registers for one
+//! resource and, when its field selector pins `metadata.name` or
+//! `spec.nodeName` to one value, for that value only, so a change wakes only
+//! the watches that may want it (at 5,000 nodes, a Node change used to wake
+//! every agent's watch of its own Node). Pods are indexed by `spec.nodeName`
+//! so a list or watch of one node's pods does not scan every pod.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::error::ApiError;
 
@@ -39,9 +46,166 @@ pub enum Change {
 
 type Key = (String, String);
 
+/// Events a watch may fall behind by before it is ended (the client resumes
+/// from the last version it saw, as after a real server drops a slow watch).
+const WATCH_QUEUE: usize = 8192;
+
+/// The field a watch is routed by, when its field selector pins one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteField {
+    /// `metadata.name`.
+    Name,
+    /// `spec.nodeName` (pods).
+    NodeName,
+}
+
+impl RouteField {
+    /// The field selector's name of the field.
+    pub fn selector_name(self) -> &'static str {
+        match self {
+            RouteField::Name => "metadata.name",
+            RouteField::NodeName => "spec.nodeName",
+        }
+    }
+    fn value_of(self, obj: &Value) -> Option<&str> {
+        match self {
+            RouteField::Name => obj.pointer("/metadata/name"),
+            RouteField::NodeName => obj.pointer("/spec/nodeName"),
+        }
+        .and_then(Value::as_str)
+    }
+}
+
+/// Which changes of a resource a watch receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Every change.
+    All,
+    /// Changes of objects whose field has (or had) this value.
+    Field(RouteField, String),
+}
+
+/// Open watches by registration id.
+type Senders = HashMap<u64, mpsc::Sender<Arc<WatchEvent>>>;
+
+#[derive(Default)]
+struct ResourceWatchers {
+    all: Senders,
+    by_field: HashMap<(RouteField, String), Senders>,
+}
+
+#[derive(Default)]
+struct Watchers {
+    next_id: u64,
+    by_gr: HashMap<String, ResourceWatchers>,
+}
+
+impl Watchers {
+    fn add(&mut self, gr: &str, route: Route) -> (u64, mpsc::Receiver<Arc<WatchEvent>>) {
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+        self.next_id += 1;
+        let id = self.next_id;
+        let rw = self.by_gr.entry(gr.to_string()).or_default();
+        match route {
+            Route::All => {
+                rw.all.insert(id, tx);
+            }
+            Route::Field(f, v) => {
+                rw.by_field.entry((f, v)).or_default().insert(id, tx);
+            }
+        }
+        (id, rx)
+    }
+
+    fn remove(&mut self, gr: &str, route: &Route, id: u64) {
+        let Some(rw) = self.by_gr.get_mut(gr) else {
+            return;
+        };
+        match route {
+            Route::All => {
+                rw.all.remove(&id);
+            }
+            Route::Field(f, v) => {
+                let key = (*f, v.clone());
+                if let Some(m) = rw.by_field.get_mut(&key) {
+                    m.remove(&id);
+                    if m.is_empty() {
+                        rw.by_field.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues the event for every watch that may want it; a watch whose
+    /// queue is full (or whose reader is gone) is dropped, which ends it.
+    fn dispatch(&mut self, event: &Arc<WatchEvent>) {
+        let Some(rw) = self.by_gr.get_mut(&*event.gr) else {
+            return;
+        };
+        let send = |m: &mut Senders| {
+            m.retain(|_, tx| tx.try_send(event.clone()).is_ok());
+        };
+        send(&mut rw.all);
+        if rw.by_field.is_empty() {
+            return;
+        }
+        for f in [RouteField::Name, RouteField::NodeName] {
+            let now = f.value_of(&event.object);
+            let before = event.old.as_deref().and_then(|o| f.value_of(o));
+            for v in [now, before.filter(|b| Some(*b) != now)]
+                .into_iter()
+                .flatten()
+            {
+                let key = (f, v.to_string());
+                if let Some(m) = rw.by_field.get_mut(&key) {
+                    send(m);
+                    if m.is_empty() {
+                        rw.by_field.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.by_gr
+            .values()
+            .map(|rw| rw.all.len() + rw.by_field.values().map(HashMap::len).sum::<usize>())
+            .sum()
+    }
+}
+
+/// The changes one watch receives; it unregisters itself when dropped.
+pub struct Subscription {
+    rx: mpsc::Receiver<Arc<WatchEvent>>,
+    watchers: Arc<Mutex<Watchers>>,
+    gr: String,
+    route: Route,
+    id: u64,
+}
+
+impl Subscription {
+    /// The next change, or `None` when the watch was dropped for falling behind.
+    pub async fn recv(&mut self) -> Option<Arc<WatchEvent>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.watchers.lock() {
+            w.remove(&self.gr, &self.route, self.id);
+        }
+    }
+}
+
 struct Inner {
     rv: u64,
     objects: HashMap<Arc<str>, BTreeMap<Key, Obj>>,
+    /// Pods by `spec.nodeName`.
+    pods_by_node: HashMap<String, BTreeSet<Key>>,
     history: VecDeque<Arc<WatchEvent>>,
     history_cap: usize,
     /// Events at or below this version are no longer in the history.
@@ -50,8 +214,17 @@ struct Inner {
 
 pub struct Store {
     inner: RwLock<Inner>,
-    tx: broadcast::Sender<Arc<WatchEvent>>,
+    /// Locked only while `inner` is held (read or write), never the other way.
+    watchers: Arc<Mutex<Watchers>>,
     changed: watch::Sender<u64>,
+}
+
+const PODS: &str = "pods";
+
+fn node_of(obj: &Value) -> Option<&str> {
+    obj.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
 }
 
 pub struct ListPage {
@@ -102,17 +275,17 @@ fn set_meta(obj: &mut Value, field: &str, v: Value) {
 
 impl Store {
     pub fn new(history_cap: usize) -> Self {
-        let (tx, _) = broadcast::channel(16384);
         let (changed, _) = watch::channel(0);
         Store {
             inner: RwLock::new(Inner {
                 rv: 1,
                 objects: HashMap::new(),
+                pods_by_node: HashMap::new(),
                 history: VecDeque::new(),
                 history_cap: history_cap.max(1),
                 compacted: 1,
             }),
-            tx,
+            watchers: Arc::new(Mutex::new(Watchers::default())),
             changed,
         }
     }
@@ -162,7 +335,30 @@ impl Store {
         limit: Option<usize>,
         filter: impl Fn(&Value) -> bool,
     ) -> ListPage {
+        self.list_on_node(gr, ns, None, start_after, limit, filter)
+    }
+
+    /// Pods bound to `node`, from the index (no scan of every pod).
+    pub fn pods_on_node(&self, node: &str) -> Vec<Obj> {
+        self.list_on_node(PODS, None, Some(node), None, None, |_| true)
+            .items
+    }
+
+    /// As [`Store::list`]; with `node`, only pods bound to that node are
+    /// considered (through the index), so `filter` must still check the rest.
+    pub fn list_on_node(
+        &self,
+        gr: &str,
+        ns: Option<&str>,
+        node: Option<&str>,
+        start_after: Option<Key>,
+        limit: Option<usize>,
+        filter: impl Fn(&Value) -> bool,
+    ) -> ListPage {
         let inner = self.read();
+        if let Some(node) = node.filter(|_| gr == PODS) {
+            return Self::list_indexed(&inner, ns, node, start_after, limit, filter);
+        }
         let rv = inner.rv;
         let Some(map) = inner.objects.get(gr) else {
             return ListPage {
@@ -207,6 +403,48 @@ impl Store {
             next,
             remaining,
         }
+    }
+
+    fn list_indexed(
+        inner: &Inner,
+        ns: Option<&str>,
+        node: &str,
+        start_after: Option<Key>,
+        limit: Option<usize>,
+        filter: impl Fn(&Value) -> bool,
+    ) -> ListPage {
+        let mut page = ListPage {
+            rv: inner.rv,
+            items: vec![],
+            next: None,
+            remaining: 0,
+        };
+        let (Some(keys), Some(map)) = (inner.pods_by_node.get(node), inner.objects.get(PODS))
+        else {
+            return page;
+        };
+        let lower = match start_after {
+            Some(k) => std::ops::Bound::Excluded(k),
+            None => std::ops::Bound::Unbounded,
+        };
+        for k in keys.range((lower, std::ops::Bound::Unbounded)) {
+            if ns.is_some_and(|ns| ns != k.0) {
+                continue;
+            }
+            let Some(v) = map.get(k).filter(|v| filter(v)) else {
+                continue;
+            };
+            if limit.is_some_and(|l| page.items.len() >= l) {
+                page.remaining += 1;
+                continue;
+            }
+            page.items.push(v.clone());
+            page.next = Some(k.clone());
+        }
+        if page.remaining == 0 {
+            page.next = None;
+        }
+        page
     }
 
     /// Atomically read-modify-write one object. The closure sees the current
@@ -259,6 +497,19 @@ impl Store {
                 let rv = inner.rv;
                 set_meta(&mut v, "resourceVersion", json!(rv.to_string()));
                 let obj = Arc::new(v);
+                if gr == PODS {
+                    let before = current.as_deref().and_then(node_of);
+                    if before != node_of(&obj) {
+                        Self::unindex(&mut inner, before, &key);
+                        if let Some(n) = node_of(&obj) {
+                            inner
+                                .pods_by_node
+                                .entry(n.to_string())
+                                .or_default()
+                                .insert(key.clone());
+                        }
+                    }
+                }
                 inner
                     .objects
                     .entry(gr_arc.clone())
@@ -283,6 +534,9 @@ impl Store {
                 if let Some(m) = inner.objects.get_mut(gr) {
                     m.remove(&key);
                 }
+                if gr == PODS {
+                    Self::unindex(&mut inner, node_of(&old), &key);
+                }
                 inner.rv += 1;
                 let rv = inner.rv;
                 let mut v = (*old).clone();
@@ -305,12 +559,44 @@ impl Store {
         }
         let result = event.object.clone();
         let rv = event.rv;
-        // Sent under the lock so watchers see events in order and none slips
-        // between a watcher's backlog and its subscription.
-        let _ = self.tx.send(event);
+        // Queued under the lock so watchers see events in order and none
+        // slips between a watcher's backlog and its subscription.
+        if let Ok(mut w) = self.watchers.lock() {
+            w.dispatch(&event);
+        }
         drop(inner);
         self.changed.send_replace(rv);
         Ok((Some(result), extra))
+    }
+
+    fn unindex(inner: &mut Inner, node: Option<&str>, key: &Key) {
+        let Some(node) = node else { return };
+        if let Some(set) = inner.pods_by_node.get_mut(node) {
+            set.remove(key);
+            if set.is_empty() {
+                inner.pods_by_node.remove(node);
+            }
+        }
+    }
+
+    fn subscribe(&self, gr: &str, route: Route) -> Subscription {
+        let (id, rx) = match self.watchers.lock() {
+            Ok(mut w) => w.add(gr, route.clone()),
+            Err(e) => e.into_inner().add(gr, route.clone()),
+        };
+        Subscription {
+            rx,
+            watchers: self.watchers.clone(),
+            gr: gr.to_string(),
+            route,
+            id,
+        }
+    }
+
+    /// Open watch registrations.
+    #[cfg(test)]
+    pub fn watch_count(&self) -> usize {
+        self.watchers.lock().map_or(0, |w| w.count())
     }
 
     /// Drop every object of a resource (when a CRD goes away).
@@ -325,12 +611,12 @@ impl Store {
 
     /// Events after `since` for `gr`, and a subscription for what follows.
     /// Err carries the oldest version still served when `since` is compacted.
-    #[allow(clippy::type_complexity)]
     pub fn watch(
         &self,
         gr: &str,
         since: u64,
-    ) -> Result<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>), u64> {
+        route: Route,
+    ) -> Result<(Vec<Arc<WatchEvent>>, Subscription), u64> {
         let inner = self.read();
         if since < inner.compacted {
             return Err(inner.compacted);
@@ -341,28 +627,32 @@ impl Store {
             .filter(|e| e.rv > since && &*e.gr == gr)
             .cloned()
             .collect();
-        Ok((backlog, self.tx.subscribe()))
+        Ok((backlog, self.subscribe(gr, route)))
     }
 
     /// Current objects plus a subscription, atomically (for watches that start
-    /// with the current state).
-    #[allow(clippy::type_complexity)]
+    /// with the current state). With a `spec.nodeName` route on pods, only
+    /// that node's pods (from the index).
     pub fn snapshot_and_subscribe(
         &self,
         gr: &str,
         ns: Option<&str>,
-    ) -> (u64, Vec<Obj>, broadcast::Receiver<Arc<WatchEvent>>) {
+        route: Route,
+    ) -> (u64, Vec<Obj>, Subscription) {
         let inner = self.read();
-        let rx = self.tx.subscribe();
-        let items = match inner.objects.get(gr) {
-            Some(m) => m
+        let sub = self.subscribe(gr, route.clone());
+        let items = match (&route, inner.objects.get(gr)) {
+            (Route::Field(RouteField::NodeName, node), Some(_)) if gr == PODS => {
+                Self::list_indexed(&inner, ns, node, None, None, |_| true).items
+            }
+            (_, Some(m)) => m
                 .iter()
                 .filter(|(k, _)| ns.is_none_or(|n| n == k.0))
                 .map(|(_, v)| v.clone())
                 .collect(),
-            None => vec![],
+            (_, None) => vec![],
         };
-        (inner.rv, items, rx)
+        (inner.rv, items, sub)
     }
 
     /// Oldest resourceVersion a watch may still resume from.
@@ -375,5 +665,120 @@ impl Store {
         let mut inner = self.write();
         inner.history.clear();
         inner.compacted = inner.rv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(s: &Store, gr: &str, ns: &str, name: &str, v: Value) {
+        let r = s.mutate(gr, ns, name, |_| Ok((Change::Put(v), ())));
+        assert!(r.is_ok());
+    }
+
+    fn pod(name: &str, node: Option<&str>) -> Value {
+        let mut p = json!({"metadata": {"name": name, "namespace": "default"}, "spec": {}});
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = json!(n);
+        }
+        p
+    }
+
+    fn names(items: &[Obj]) -> Vec<&str> {
+        items.iter().map(|o| meta_str(o, "name")).collect()
+    }
+
+    #[test]
+    fn pods_are_indexed_by_node_through_binding_moves_and_deletion() {
+        let s = Store::new(100);
+        put(&s, "pods", "default", "a", pod("a", None));
+        put(&s, "pods", "default", "b", pod("b", Some("w1")));
+        put(&s, "pods", "default", "c", pod("c", Some("w1")));
+        assert!(s.pods_on_node("w1").len() == 2 && s.pods_on_node("w2").is_empty());
+        put(&s, "pods", "default", "a", pod("a", Some("w2")));
+        put(&s, "pods", "default", "b", pod("b", Some("w2")));
+        assert_eq!(names(&s.pods_on_node("w1")), ["c"]);
+        assert_eq!(names(&s.pods_on_node("w2")), ["a", "b"]);
+        let _ = s.mutate("pods", "default", "a", |_| Ok((Change::Delete, ())));
+        assert_eq!(names(&s.pods_on_node("w2")), ["b"]);
+        // Pages through the index as through the whole map.
+        put(&s, "pods", "default", "d", pod("d", Some("w2")));
+        let first = s.list_on_node("pods", None, Some("w2"), None, Some(1), |_| true);
+        assert_eq!((names(&first.items), first.remaining), (vec!["b"], 1));
+        let rest = s.list_on_node("pods", None, Some("w2"), first.next, Some(1), |_| true);
+        assert_eq!((names(&rest.items), rest.next), (vec!["d"], None));
+        // Other resources with a node filter are not confined by the index.
+        put(
+            &s,
+            "events",
+            "default",
+            "e",
+            json!({"metadata": {"name": "e"}}),
+        );
+        assert_eq!(
+            s.list_on_node("events", None, Some("w2"), None, None, |_| true)
+                .items
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn watches_get_only_the_changes_routed_to_them() {
+        let s = Store::new(100);
+        let (_, _, mut n1) =
+            s.snapshot_and_subscribe("nodes", None, Route::Field(RouteField::Name, "n1".into()));
+        let (_, _, mut w1) = s.snapshot_and_subscribe(
+            "pods",
+            None,
+            Route::Field(RouteField::NodeName, "w1".into()),
+        );
+        let (_, _, mut all) = s.snapshot_and_subscribe("pods", None, Route::All);
+        assert_eq!(s.watch_count(), 3);
+        put(&s, "nodes", "", "n2", json!({"metadata": {"name": "n2"}}));
+        put(&s, "nodes", "", "n1", json!({"metadata": {"name": "n1"}}));
+        put(&s, "pods", "default", "p", pod("p", Some("w2")));
+        put(&s, "pods", "default", "p", pod("p", Some("w1")));
+        put(&s, "pods", "default", "q", pod("q", Some("w3")));
+        let _ = s.mutate("pods", "default", "p", |_| Ok((Change::Delete, ())));
+        let got = |e: Option<Arc<WatchEvent>>| {
+            e.map(|e| (e.kind, meta_str(&e.object, "name").to_string()))
+        };
+        assert_eq!(got(n1.recv().await), Some((EventType::Added, "n1".into())));
+        // The move onto w1 and the deletion from it; nothing of w2 or w3.
+        assert_eq!(
+            got(w1.recv().await),
+            Some((EventType::Modified, "p".into()))
+        );
+        assert_eq!(got(w1.recv().await), Some((EventType::Deleted, "p".into())));
+        for want in ["p", "p", "q", "p"] {
+            assert_eq!(got(all.recv().await).map(|x| x.1), Some(want.to_string()));
+        }
+        assert!(n1.rx.try_recv().is_err() && w1.rx.try_recv().is_err());
+        drop(w1);
+        drop(all);
+        assert_eq!(s.watch_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_falls_behind_is_ended_after_its_queue() {
+        let s = Store::new(100);
+        let (_, _, mut sub) = s.snapshot_and_subscribe("pods", None, Route::All);
+        for i in 0..=WATCH_QUEUE {
+            put(
+                &s,
+                "pods",
+                "default",
+                "p",
+                json!({"metadata": {"name": "p"}, "n": i}),
+            );
+        }
+        let mut n = 0;
+        while sub.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, WATCH_QUEUE);
+        assert_eq!(s.watch_count(), 0);
     }
 }

@@ -598,3 +598,83 @@ async fn injected_faults_by_verb_and_resource() -> Result<(), Box<dyn std::error
     env.sandbox.shutdown().await;
     Ok(())
 }
+
+/// Watches pinned to one node's pods or one object by name are routed in the
+/// store; they must see exactly what a filtering watch would, including pods
+/// bound later and moves off the node, and `spec.nodeName=` still selects the
+/// unbound pods.
+#[tokio::test]
+async fn node_and_name_pinned_watches_see_exactly_their_objects()
+-> Result<(), Box<dyn std::error::Error>> {
+    let env = common::bare().await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let pod = |name: &str, node: Option<&str>| -> Result<Pod, serde_json::Error> {
+        let mut v = json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        if let Some(n) = node {
+            v["spec"]["nodeName"] = json!(n);
+        }
+        serde_json::from_value(v)
+    };
+    pods.create(&PostParams::default(), &pod("p1", Some("n1"))?)
+        .await?;
+    let p2 = pods
+        .create(&PostParams::default(), &pod("p2", None)?)
+        .await?;
+    let unbound = pods
+        .list(&ListParams::default().fields("spec.nodeName="))
+        .await?;
+    let names: Vec<_> = unbound
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["p2"]);
+    let rv = p2
+        .metadata
+        .resource_version
+        .clone()
+        .ok_or("no resourceVersion")?;
+    let on_n1 = WatchParams::default().fields("spec.nodeName=n1").timeout(5);
+    let mut node_watch = pods.watch(&on_n1, &rv).await?.boxed();
+    let by_name = WatchParams::default().fields("metadata.name=p2").timeout(5);
+    let mut name_watch = pods.watch(&by_name, &rv).await?.boxed();
+    let label = |v: &str| Patch::Merge(json!({"metadata": {"labels": {"x": v}}}));
+    pods.patch("p2", &PatchParams::default(), &label("1"))
+        .await?;
+    pods.patch("p1", &PatchParams::default(), &label("1"))
+        .await?;
+    pods.create(&PostParams::default(), &pod("p3", Some("n1"))?)
+        .await?;
+    pods.create(&PostParams::default(), &pod("p4", Some("n2"))?)
+        .await?;
+    pods.delete("p1", &DeleteParams::default().grace_period(0))
+        .await?;
+    pods.patch("p2", &PatchParams::default(), &label("2"))
+        .await?;
+    let describe = |e: WatchEvent<Pod>| match e {
+        WatchEvent::Added(p) => format!("ADDED {}", p.metadata.name.unwrap_or_default()),
+        WatchEvent::Modified(p) => format!("MODIFIED {}", p.metadata.name.unwrap_or_default()),
+        WatchEvent::Deleted(p) => format!("DELETED {}", p.metadata.name.unwrap_or_default()),
+        _ => String::new(),
+    };
+    let mut got = vec![];
+    while got.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(5), node_watch.try_next()).await {
+            Ok(Ok(Some(e))) => got.push(describe(e)),
+            _ => break,
+        }
+        got.retain(|s| !s.is_empty());
+    }
+    assert_eq!(got, ["MODIFIED p1", "ADDED p3", "DELETED p1"]);
+    let mut got = vec![];
+    while got.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(5), name_watch.try_next()).await {
+            Ok(Ok(Some(e))) => got.push(describe(e)),
+            _ => break,
+        }
+        got.retain(|s| !s.is_empty());
+    }
+    assert_eq!(got, ["MODIFIED p2", "MODIFIED p2"]);
+    env.sandbox.shutdown().await;
+    Ok(())
+}

@@ -34,6 +34,7 @@ pub mod core;
 pub mod host;
 pub mod metrics;
 pub mod shell;
+mod trim;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -186,6 +187,10 @@ pub async fn termination() {
     }
 }
 
+/// How long after start the agent releases its start-up program pages (see
+/// [`trim`]): its first list of its Node is done by then.
+const STARTUP_PAGES_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn run(parsed: Parsed) -> Result<(), AgentError> {
     let client = kube::Client::try_default()
         .await
@@ -205,7 +210,14 @@ async fn run(parsed: Parsed) -> Result<(), AgentError> {
         }
     }));
     let host: Arc<dyn Host> = Arc::new(parsed.host);
+    // Once start-up is over, its program pages go back to the kernel.
+    let trim = tokio::spawn(async {
+        tokio::time::sleep(STARTUP_PAGES_AFTER).await;
+        let bytes = trim::release_startup_pages();
+        tracing::debug!(bytes, "start-up program pages released");
+    });
     let result = run_agent(client, parsed.config, host, metrics, termination()).await;
+    trim.abort();
     let _ = stop_tx.send(true);
     match server.await {
         Ok(Err(e)) => error!(error = %e, "metrics server failed"),

@@ -15,15 +15,15 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::core::{
-    HostFacts, NodeAction, OwnNode, PolicyFacts, PolicyLookup, SentinelAction, SentinelCheck,
-    decide, decide_sentinel, shown,
+    HostFacts, NodeAction, OwnNode, PatchCommand, PolicyFacts, PolicyLookup, SentinelAction,
+    SentinelCheck, decide, decide_sentinel, shown,
 };
 use super::host::{CommandOutcome, Host, HostError};
 use super::metrics::AgentMetrics;
 use crate::api::PatchPolicy;
 use crate::core::node_record::{
     AGENT_ERROR_ANNOTATION, PATCH_RESULT_ANNOTATION, PatchResult, REBOOT_ACK_ANNOTATION,
-    REBOOT_REQUIRED_LABEL,
+    REBOOT_REQUIRED_LABEL, RebootAck,
 };
 
 /// Retry delay after a failed write to the API (or a failed read of a policy).
@@ -554,83 +554,16 @@ impl NodeAgent {
                     self.event(true, "RebootRefused", "Reboot", reason).await;
                 }
             }
-            NodeAction::AckThenReboot { ack } => {
-                let json = match serde_json::to_string(&ack) {
-                    Ok(j) => j,
-                    Err(e) => {
-                        warn!(error = %e, "cannot encode the reboot ack");
-                        return None;
-                    }
-                };
-                let patch = MetaPatch {
-                    resource_version: rv,
-                    ..MetaPatch::default()
-                }
-                .annotate(REBOOT_ACK_ANNOTATION, json)
-                .clear(AGENT_ERROR_ANNOTATION);
-                if !self.write(patch).await {
-                    return None;
-                }
-                self.remember(|v| {
-                    v.reboot_ack = Some(ack.clone());
-                    v.agent_error = None;
-                });
-                // The API confirmed the ack: from here on, no instance of the
-                // agent asks again for this request before the grace period.
-                info!(node = %node_name, policy = %ack.policy, revision = %ack.revision, boot_id = %ack.boot_id, attempt = ack.attempt, "rebooting the host");
-                self.event(
-                    false,
-                    "Rebooting",
-                    "Reboot",
-                    format!(
-                        "rebooting for policy {} revision {} (boot ID {}, attempt {})",
-                        ack.policy, ack.revision, ack.boot_id, ack.attempt
-                    ),
-                )
-                .await;
-                self.metrics.reboots.inc();
-                match self.host.reboot().await {
-                    Ok(()) => {
-                        self.recheck = Some(
-                            Instant::now() + super::core::REBOOT_GRACE + Duration::from_secs(1),
-                        );
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        warn!(error = %msg, "reboot failed");
-                        let patch = MetaPatch::default().annotate(AGENT_ERROR_ANNOTATION, &msg);
-                        self.write(patch).await;
-                        self.event(true, "RebootFailed", "Reboot", msg).await;
-                    }
-                }
-            }
+            NodeAction::AckThenReboot { ack } => self.ack_then_reboot(ack, rv, &node_name).await,
             NodeAction::RunPatch {
                 policy,
                 revision,
                 request,
             } => {
-                let timeout = request.timeout;
-                info!(node = %node_name, %policy, %revision, ?timeout, "running the patch command of the policy");
-                self.event(
-                    false,
-                    "PatchStarted",
-                    "Patch",
-                    format!(
-                        "running the patch command of policy {policy} revision {revision} (timeout {})",
-                        crate::core::duration::format(timeout)
-                    ),
-                )
-                .await;
-                let host = self.host.clone();
-                let command = request.command;
-                self.in_flight = Some((policy.clone(), revision.clone()));
-                return Some(RunningPatch {
-                    policy,
-                    revision,
-                    timeout,
-                    started: Instant::now(),
-                    fut: Box::pin(async move { host.run_patch(command, timeout).await }),
-                });
+                return Some(
+                    self.start_patch(policy, revision, request, &node_name)
+                        .await,
+                );
             }
             NodeAction::RefusePatch { result } => {
                 warn!(node = %node_name, message = %result.message, "patch refused");
@@ -638,6 +571,90 @@ impl NodeAgent {
             }
         }
         None
+    }
+
+    /// Writes the reboot acknowledgement (conditional on the Node's
+    /// resourceVersion `rv`) and, once stored, reboots the host.
+    async fn ack_then_reboot(&mut self, ack: RebootAck, rv: Option<String>, node_name: &str) {
+        let json = match serde_json::to_string(&ack) {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(error = %e, "cannot encode the reboot ack");
+                return;
+            }
+        };
+        let patch = MetaPatch {
+            resource_version: rv,
+            ..MetaPatch::default()
+        }
+        .annotate(REBOOT_ACK_ANNOTATION, json)
+        .clear(AGENT_ERROR_ANNOTATION);
+        if !self.write(patch).await {
+            return;
+        }
+        self.remember(|v| {
+            v.reboot_ack = Some(ack.clone());
+            v.agent_error = None;
+        });
+        // The API confirmed the ack: from here on, no instance of the
+        // agent asks again for this request before the grace period.
+        info!(node = %node_name, policy = %ack.policy, revision = %ack.revision, boot_id = %ack.boot_id, attempt = ack.attempt, "rebooting the host");
+        self.event(
+            false,
+            "Rebooting",
+            "Reboot",
+            format!(
+                "rebooting for policy {} revision {} (boot ID {}, attempt {})",
+                ack.policy, ack.revision, ack.boot_id, ack.attempt
+            ),
+        )
+        .await;
+        self.metrics.reboots.inc();
+        match self.host.reboot().await {
+            Ok(()) => {
+                self.recheck =
+                    Some(Instant::now() + super::core::REBOOT_GRACE + Duration::from_secs(1));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                warn!(error = %msg, "reboot failed");
+                let patch = MetaPatch::default().annotate(AGENT_ERROR_ANNOTATION, &msg);
+                self.write(patch).await;
+                self.event(true, "RebootFailed", "Reboot", msg).await;
+            }
+        }
+    }
+
+    /// Starts the policy's patch command; its outcome is awaited by the loop.
+    async fn start_patch(
+        &mut self,
+        policy: String,
+        revision: String,
+        request: PatchCommand,
+        node_name: &str,
+    ) -> RunningPatch {
+        let timeout = request.timeout;
+        info!(node = %node_name, %policy, %revision, ?timeout, "running the patch command of the policy");
+        self.event(
+            false,
+            "PatchStarted",
+            "Patch",
+            format!(
+                "running the patch command of policy {policy} revision {revision} (timeout {})",
+                crate::core::duration::format(timeout)
+            ),
+        )
+        .await;
+        let host = self.host.clone();
+        let command = request.command;
+        self.in_flight = Some((policy.clone(), revision.clone()));
+        RunningPatch {
+            policy,
+            revision,
+            timeout,
+            started: Instant::now(),
+            fut: Box::pin(async move { host.run_patch(command, timeout).await }),
+        }
     }
 
     /// Writes a patch; false (and a retry scheduled unless it was a conflict) on failure.

@@ -1,11 +1,14 @@
-//! Validation of PatchPolicy objects: one function that returns *all* problems,
-//! each with its field path and a hint that says how to fix it.
+//! `sofort validate`: every problem of the PatchPolicy documents of YAML
+//! files, each with its field path and a hint that says how to fix it.
 //!
-//! The API server already rejects what the CRD schema can express (patterns,
-//! enums, CEL rules). This module checks everything, including what only code can
-//! check (time-zone names, windows too short for one node, label-key syntax), so
-//! `sofort validate` in a GitOps repository's CI catches mistakes before they are
-//! applied, and the controller reports the same problems in status.
+//! The rules live in the pure core ([`crate::core::spec::parse`]); this module
+//! adds what belongs to files and to the API server: reading multi-document
+//! YAML (bounded in documents, nesting and values), walking the CRD's own
+//! schema the way the API server's structural validation does
+//! ([`SchemaChecker`]), decoding into the controller's types, and the CLI.
+//! [`parse_spec`] is the rules plus the schema's bounds: the controller and
+//! `sofort plan` parse a spec with it, so a GitOps repository's CI, the
+//! controller's `Stalled` message and the forecast report the same problems.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -16,9 +19,7 @@ use serde_json::Value;
 
 use crate::api::{PatchPolicy, PatchPolicySpec};
 use crate::core::spec::Parsed;
-pub use crate::core::spec::{check_label_key, suggest_time_zone};
-
-pub use crate::core::spec::{Problem, problem};
+pub use crate::core::spec::{Problem, check_label_key, problem, suggest_time_zone};
 
 /// Validates a whole PatchPolicy object (metadata and spec).
 pub fn validate_policy(policy: &PatchPolicy) -> Vec<Problem> {

@@ -29,7 +29,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, EvictParams, ListParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use crate::api::{DrainSpec, OnTimeout};
@@ -302,6 +302,8 @@ pub enum DrainMode {
     Force,
 }
 
+type Pods = HashMap<(String, String), Pod>;
+
 /// Drains `node` until `deadline`. `client` is used for reads and deletions;
 /// `evict_client` (built with the default retry off) for evictions. `progress`
 /// receives what currently holds the drain up (for status), `None` when nothing.
@@ -327,68 +329,19 @@ pub async fn drain_node(
     // Start from the watch's own first list (one consistent snapshot, no
     // separate list request); the watch then tells what changes.
     let watch_cfg = watcher::Config::default().fields(&fields);
-    let mut events = Box::pin(watcher(pods_all.clone(), watch_cfg));
-    let mut live: HashMap<(String, String), Pod> = HashMap::new();
+    // With backoff: a watch the server keeps ending (or answering 410) is
+    // resumed or re-listed after a growing wait, not at once.
+    let mut events = Box::pin(watcher(pods_all.clone(), watch_cfg).default_backoff());
+    let mut live: Pods = HashMap::new();
     let mut relist = None;
-    loop {
-        match events.next().await {
-            Some(Ok(watcher::Event::InitDone)) => {
-                apply_event(&mut live, &mut relist, watcher::Event::InitDone);
-                break;
-            }
-            Some(Ok(ev)) => apply_event(&mut live, &mut relist, ev),
-            Some(Err(source)) => {
-                return Err(DrainError::Watch {
-                    node: node.to_string(),
-                    source,
-                });
-            }
-            None => {
-                // Never conclude "drained" from a list that did not finish.
-                return Err(DrainError::WatchEnded {
-                    node: node.to_string(),
-                });
-            }
-        }
-    }
+    first_list(&mut events, &mut live, &mut relist, node).await?;
 
-    let refused: Vec<BlockingPod> = live
-        .values()
-        .filter_map(|p| match classify(p, settings) {
-            Disposition::Refuse(reason) => Some(BlockingPod {
-                pod: format!("{}/{}", key_of(p).0, key_of(p).1),
-                reason,
-                pdbs: Vec::new(),
-            }),
-            _ => None,
-        })
-        .collect();
-    if !refused.is_empty() {
-        let mut refused = refused;
-        refused.sort_by(|a, b| a.pod.cmp(&b.pod));
-        let outcome = DrainOutcome::Refused(refused);
+    if let Some(outcome) = refused(&live, settings) {
         progress.send_replace(Some(outcome.reason()));
         return Ok(outcome);
     }
 
-    let now = tokio::time::Instant::now();
-    let mut pending: BTreeMap<(String, String), Pending> = live
-        .values()
-        .filter(|p| classify(p, settings) == Disposition::Evict)
-        .map(|p| {
-            (
-                key_of(p),
-                Pending {
-                    uid: p.metadata.uid.clone().unwrap_or_default(),
-                    next_try: now,
-                    attempts: 0,
-                    last_reason: "not evicted yet".into(),
-                    pdbs: Vec::new(),
-                    evicted: false,
-                },
-            )
-        })
-        .collect();
+    let mut pending = to_evict(&live, settings, tokio::time::Instant::now());
     let mut evicted_count = 0usize;
 
     loop {
@@ -421,69 +374,15 @@ pub async fn drain_node(
             .map(|(k, _)| k.clone())
             .collect();
         for chunk in due.chunks(settings.max_in_flight) {
-            let results = futures::future::join_all(chunk.iter().map(|(ns, name)| {
-                let api: Api<Pod> = Api::namespaced(evict_client.clone(), ns);
-                let params = EvictParams {
-                    delete_options: settings.grace_period_seconds.map(|g| DeleteParams {
-                        grace_period_seconds: u32::try_from(g).ok(),
-                        ..DeleteParams::default()
-                    }),
-                    post_options: PostParams::default(),
-                };
-                async move { api.evict(name, &params).await }
-            }))
-            .await;
-            for (key, result) in chunk.iter().zip(results) {
-                let Some(p) = pending.get_mut(key) else {
-                    continue;
-                };
-                p.attempts += 1;
-                match result {
-                    Ok(_) => {
-                        p.evicted = true;
-                        evicted_count += 1;
-                        p.last_reason = "evicted, waiting for it to terminate".into();
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 404 => {
-                        p.evicted = true;
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 429 => {
-                        p.last_reason = eviction_refusal(&s);
-                        p.pdbs = pdb_names_from_status(&s, &key.0);
-                        p.next_try = tokio::time::Instant::now()
-                            + jittered(settings.retry_interval, salt_of(&key.1, p.attempts));
-                    }
-                    Err(kube::Error::Api(s))
-                        if s.code == 500
-                            && s.message.contains("more than one PodDisruptionBudget") =>
-                    {
-                        p.last_reason = "is covered by more than one PodDisruptionBudget, which the eviction API does not support; leave one PDB per pod".into();
-                        p.pdbs = matching_pdbs(&client, &key.0, live.get(key)).await;
-                        p.next_try = tokio::time::Instant::now()
-                            + jittered(settings.retry_interval, salt_of(&key.1, p.attempts));
-                    }
-                    Err(e) => {
-                        p.last_reason = format!("eviction failed: {e}");
-                        p.next_try = tokio::time::Instant::now()
-                            + jittered(settings.retry_interval, salt_of(&key.1, p.attempts));
-                    }
-                }
-            }
+            let evict = Evict {
+                client: &client,
+                evict_client: &evict_client,
+                settings,
+            };
+            evicted_count += evict.chunk(chunk, &mut pending, &live).await;
         }
 
-        let blocked: Vec<String> = pending
-            .iter()
-            .filter(|(_, p)| !p.evicted && p.attempts > 0)
-            .map(|((ns, name), p)| {
-                BlockingPod {
-                    pod: format!("{ns}/{name}"),
-                    reason: p.last_reason.clone(),
-                    pdbs: p.pdbs.clone(),
-                }
-                .describe()
-            })
-            .collect();
-        progress.send_replace((!blocked.is_empty()).then(|| blocked.join("; ")));
+        progress.send_replace(blocked(&pending));
 
         // Sleep until a pod changes, the next retry is due, or the deadline.
         let next_retry = pending
@@ -520,6 +419,170 @@ pub async fn drain_node(
     let outcome = DrainOutcome::TimedOut(left);
     progress.send_replace(Some(outcome.reason()));
     Ok(outcome)
+}
+
+/// Takes the pod watch's events up to its first complete list.
+async fn first_list<S>(
+    events: &mut S,
+    live: &mut Pods,
+    relist: &mut Option<Pods>,
+    node: &str,
+) -> Result<(), DrainError>
+where
+    S: futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Unpin,
+{
+    loop {
+        match events.next().await {
+            Some(Ok(watcher::Event::InitDone)) => {
+                apply_event(live, relist, watcher::Event::InitDone);
+                return Ok(());
+            }
+            Some(Ok(ev)) => apply_event(live, relist, ev),
+            Some(Err(source)) => {
+                return Err(DrainError::Watch {
+                    node: node.to_string(),
+                    source,
+                });
+            }
+            None => {
+                // Never conclude "drained" from a list that did not finish.
+                return Err(DrainError::WatchEnded {
+                    node: node.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// The drain is refused when a pod on the node cannot be evicted with these
+/// settings (as `kubectl drain` refuses before evicting anything).
+fn refused(live: &Pods, settings: &DrainSettings) -> Option<DrainOutcome> {
+    let mut refused: Vec<BlockingPod> = live
+        .values()
+        .filter_map(|p| match classify(p, settings) {
+            Disposition::Refuse(reason) => Some(BlockingPod {
+                pod: format!("{}/{}", key_of(p).0, key_of(p).1),
+                reason,
+                pdbs: Vec::new(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if refused.is_empty() {
+        return None;
+    }
+    refused.sort_by(|a, b| a.pod.cmp(&b.pod));
+    Some(DrainOutcome::Refused(refused))
+}
+
+/// The pods that must be evicted, each due at `now`.
+fn to_evict(
+    live: &Pods,
+    settings: &DrainSettings,
+    now: tokio::time::Instant,
+) -> BTreeMap<(String, String), Pending> {
+    live.values()
+        .filter(|p| classify(p, settings) == Disposition::Evict)
+        .map(|p| {
+            (
+                key_of(p),
+                Pending {
+                    uid: p.metadata.uid.clone().unwrap_or_default(),
+                    next_try: now,
+                    attempts: 0,
+                    last_reason: "not evicted yet".into(),
+                    pdbs: Vec::new(),
+                    evicted: false,
+                },
+            )
+        })
+        .collect()
+}
+
+/// What holds the drain up: the pods tried and not evicted, with why.
+fn blocked(pending: &BTreeMap<(String, String), Pending>) -> Option<String> {
+    let blocked: Vec<String> = pending
+        .iter()
+        .filter(|(_, p)| !p.evicted && p.attempts > 0)
+        .map(|((ns, name), p)| {
+            BlockingPod {
+                pod: format!("{ns}/{name}"),
+                reason: p.last_reason.clone(),
+                pdbs: p.pdbs.clone(),
+            }
+            .describe()
+        })
+        .collect();
+    (!blocked.is_empty()).then(|| blocked.join("; "))
+}
+
+/// Evictions of one drain.
+struct Evict<'a> {
+    client: &'a Client,
+    evict_client: &'a Client,
+    settings: &'a DrainSettings,
+}
+
+impl Evict<'_> {
+    /// Evicts the pods of `chunk` concurrently and records each answer in
+    /// `pending`; returns how many were evicted.
+    async fn chunk(
+        &self,
+        chunk: &[(String, String)],
+        pending: &mut BTreeMap<(String, String), Pending>,
+        live: &Pods,
+    ) -> usize {
+        let settings = self.settings;
+        let mut evicted_count = 0;
+        let results = futures::future::join_all(chunk.iter().map(|(ns, name)| {
+            let api: Api<Pod> = Api::namespaced(self.evict_client.clone(), ns);
+            let params = EvictParams {
+                delete_options: settings.grace_period_seconds.map(|g| DeleteParams {
+                    grace_period_seconds: u32::try_from(g).ok(),
+                    ..DeleteParams::default()
+                }),
+                post_options: PostParams::default(),
+            };
+            async move { api.evict(name, &params).await }
+        }))
+        .await;
+        for (key, result) in chunk.iter().zip(results) {
+            let Some(p) = pending.get_mut(key) else {
+                continue;
+            };
+            p.attempts += 1;
+            match result {
+                Ok(_) => {
+                    p.evicted = true;
+                    evicted_count += 1;
+                    p.last_reason = "evicted, waiting for it to terminate".into();
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    p.evicted = true;
+                }
+                Err(kube::Error::Api(s)) if s.code == 429 => {
+                    p.last_reason = eviction_refusal(&s);
+                    p.pdbs = pdb_names_from_status(&s, &key.0);
+                    p.next_try = tokio::time::Instant::now()
+                        + jittered(settings.retry_interval, salt_of(&key.1, p.attempts));
+                }
+                Err(kube::Error::Api(s))
+                    if s.code == 500 && s.message.contains("more than one PodDisruptionBudget") =>
+                {
+                    p.last_reason = "is covered by more than one PodDisruptionBudget, which the eviction API does not support; leave one PDB per pod".into();
+                    p.pdbs = matching_pdbs(self.client, &key.0, live.get(key)).await;
+                    p.next_try = tokio::time::Instant::now()
+                        + jittered(settings.retry_interval, salt_of(&key.1, p.attempts));
+                }
+                Err(e) => {
+                    p.last_reason = format!("eviction failed: {e}");
+                    p.next_try = tokio::time::Instant::now()
+                        + jittered(settings.retry_interval, salt_of(&key.1, p.attempts));
+                }
+            }
+        }
+        evicted_count
+    }
 }
 
 /// Deletes every pod that must leave the node and waits (until `deadline`) for them to go.
@@ -608,11 +671,7 @@ async fn force_node(
 /// Applies one watch event. A re-list (`Init` … `InitDone`) is collected in
 /// `relist` and replaces `live` only when complete, so pods never seem to vanish
 /// while the watch restarts.
-fn apply_event(
-    live: &mut HashMap<(String, String), Pod>,
-    relist: &mut Option<HashMap<(String, String), Pod>>,
-    ev: watcher::Event<Pod>,
-) {
+fn apply_event(live: &mut Pods, relist: &mut Option<Pods>, ev: watcher::Event<Pod>) {
     match ev {
         watcher::Event::Apply(p) => {
             live.insert(key_of(&p), p);

@@ -32,6 +32,20 @@ pub(crate) struct Drains {
     workers: HashMap<String, Worker>,
 }
 
+/// The wait before retrying a drain after its `failures`-th consecutive
+/// error: 1 s doubling up to 30 s, spread ±20 % by node so that the workers
+/// of many nodes do not retry in step.
+fn retry_backoff(failures: u32, node: &str) -> Duration {
+    let base = Duration::from_secs(1)
+        .saturating_mul(1 << failures.saturating_sub(1).min(5))
+        .min(Duration::from_secs(30));
+    let salt = node.bytes().fold(u64::from(failures), |h, b| {
+        h.wrapping_mul(31).wrapping_add(u64::from(b))
+    });
+    // 0.8 ..= 1.2 of the base.
+    base.mul_f64(0.8 + (salt % 401) as f64 / 1000.0)
+}
+
 /// What a drain worker needs to run.
 pub(crate) struct DrainJob {
     pub client: Client,
@@ -85,6 +99,10 @@ impl Drains {
         let forcing = job.mode == DrainMode::Force;
         let revision = job.revision.clone();
         let task = tokio::spawn(async move {
+            // Consecutive failed attempts (list or watch errors): each waits
+            // longer, so a struggling API server is not hammered by every
+            // draining node at once.
+            let mut failures = 0u32;
             loop {
                 let outcome = drain::drain_node(
                     job.client.clone(),
@@ -144,10 +162,12 @@ impl Drains {
                     }
                     Err(e) => {
                         job.metrics.count_evictions("error", 1);
-                        tracing::warn!(node = %job.node, error = %e, "drain interrupted; retrying");
+                        failures += 1;
+                        let wait = retry_backoff(failures, &job.node);
+                        tracing::warn!(node = %job.node, error = %e, ?wait, "drain interrupted; retrying");
                         tx.send_replace(Some(e.to_string()));
                         let _ = job.kick.send(());
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::sleep(wait).await;
                     }
                 }
             }
@@ -232,5 +252,28 @@ mod tests {
         server.await??;
         drains.stop_all();
         Ok(())
+    }
+
+    #[test]
+    fn retries_back_off_to_a_bound_and_spread_by_node() {
+        let secs = |f, n| retry_backoff(f, n).as_secs_f64();
+        for node in ["w-1", "w-2", "worker-4711"] {
+            assert!((0.8..=1.2).contains(&secs(1, node)), "{}", secs(1, node));
+            assert!((1.6..=2.4).contains(&secs(2, node)));
+            for f in 6..40 {
+                assert!(
+                    (24.0..=36.0).contains(&secs(f, node)),
+                    "{f}: {}",
+                    secs(f, node)
+                );
+            }
+        }
+        let spread: std::collections::BTreeSet<u128> = (0..50)
+            .map(|i| retry_backoff(3, &format!("worker-{i}")).as_millis())
+            .collect();
+        assert!(
+            spread.len() > 10,
+            "retries of many nodes should not be in step: {spread:?}"
+        );
     }
 }

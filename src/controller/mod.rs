@@ -12,17 +12,31 @@
 //!   loop (rather than a reconciler per policy) keeps claims across policies
 //!   ordered and free of races: there is a single writer in the process, and
 //!   claims carry the Node's `resourceVersion`, so a stale view loses with a 409.
-//! * **Acting**: [`shell`] applies the actions, writing the node record before
-//!   each side effect, then writes status through the status subresource only,
-//!   and publishes Events.
+//! * **Acting**: [`reconciler`] runs each pass: the decision ([`plan`]: decide's
+//!   actions, or a deleted policy's give-backs), then [`apply`] writes the node
+//!   record before each side effect, then the status through the status
+//!   subresource only, and Events. The patches and Event texts are built by
+//!   pure functions ([`patches`], [`events`], [`status`]); every write goes
+//!   through the [`writes::Writes`] trait ([`kube_writes`] against the API
+//!   server, a recording fake in the reconcile tests).
 //! * **HA**: every replica watches; only the holder of the Lease decides and
 //!   writes.
 
+mod apply;
 pub mod drain;
 mod drain_workers;
+mod events;
+mod gate_upkeep;
 pub mod gates;
+mod kube_writes;
 mod notifications;
-mod shell;
+mod patches;
+mod plan;
+mod reconciler;
+mod status;
+#[cfg(test)]
+mod tests;
+mod writes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,7 +56,7 @@ use crate::core::clock::Clock;
 use crate::core::{duration, rollout};
 use crate::metrics::{ControllerMetrics, Health};
 
-pub use shell::FINALIZER;
+pub use patches::FINALIZER;
 
 /// Settings of a controller process.
 #[derive(Debug, Clone)]
@@ -269,7 +283,7 @@ pub async fn run(
         .boxed();
 
     let (kick_tx, kick_rx) = mpsc::unbounded_channel::<()>();
-    let shell = shell::Shell::new(
+    let shell = reconciler::Reconciler::new(
         client.clone(),
         evict_client,
         cfg.clone(),
@@ -315,7 +329,7 @@ struct LoopInputs<P, N> {
 }
 
 async fn main_loop<P, N>(
-    mut shell: shell::Shell,
+    mut shell: reconciler::Reconciler,
     mut inp: LoopInputs<P, N>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError>
@@ -388,58 +402,93 @@ where
                 continue;
             }
         }
-        let ready = policies_ready && nodes_ready;
-        inp.health.set_ready(ready);
-        let leader = *inp.leader_rx.borrow();
-        if leader != was_leader {
-            tracing::info!(leader, "leadership changed");
-            inp.metrics.set_leader(leader);
-            if !leader {
-                shell.stop_drains();
-            } else {
-                // Pending notification deliveries are picked up again.
-                shell.leadership_gained();
-            }
-            was_leader = leader;
-        }
-        if !ready || !leader {
+        if !leading(
+            &mut shell,
+            &inp,
+            policies_ready && nodes_ready,
+            &mut was_leader,
+        ) {
             continue;
         }
-        // Coalesce the burst of events that usually follows a write.
-        tokio::time::sleep(inp.debounce).await;
-        while let Ok(()) = inp.kick_rx.try_recv() {}
-        // Apply every watch event that is already waiting before deciding:
-        // the select above takes one event per round, and a round costs the
-        // debounce plus the writes of a tick, so without this a busy fleet
-        // (many nodes in flight) outruns the loop and decisions are made on
-        // an ever older view of the nodes.
-        if !drain_ready(&mut inp.policy_events, "PatchPolicy")
-            || !drain_ready(&mut inp.node_events, "Node")
-        {
-            return Ok(());
-        }
-        let raw: Vec<Arc<DynamicObject>> = inp.policy_store.state();
-        let (policies, broken) = decoder.decode_all(&raw);
-        let nodes: Vec<Arc<Node>> = inp.node_store.state();
-        let mut requeue = shell.tick(&policies, &nodes).await;
-        for bad in &broken {
-            if let Some(r) = shell.report_undecodable(bad, &nodes).await {
-                requeue = Some(requeue.map_or(r, |q| q.min(r)));
-            }
-        }
-        // The metric series of deleted policies go with them.
-        let names: std::collections::BTreeSet<String> = raw.iter().map(|o| o.name_any()).collect();
-        for gone in known_policies.difference(&names) {
-            inp.metrics.forget_policy(gone);
-        }
-        known_policies = names;
-        next_wake = requeue.map(|d| tokio::time::Instant::now() + d);
-        // Nodes the stores have not caught up with yet are re-read next round.
-        if shell.has_pending_overlay() {
-            let soon = tokio::time::Instant::now() + Duration::from_millis(500);
-            next_wake = Some(next_wake.map_or(soon, |w| w.min(soon)));
+        match decision_pass(&mut shell, &mut inp, &mut decoder, &mut known_policies).await {
+            Some(wake) => next_wake = wake,
+            None => return Ok(()),
         }
     }
+}
+
+/// Sets readiness, follows leadership changes (drains stop when it is lost;
+/// pending notifications are picked up again when it is gained). True when
+/// this replica should decide now.
+fn leading<P, N>(
+    shell: &mut reconciler::Reconciler,
+    inp: &LoopInputs<P, N>,
+    ready: bool,
+    was_leader: &mut bool,
+) -> bool {
+    inp.health.set_ready(ready);
+    let leader = *inp.leader_rx.borrow();
+    if leader != *was_leader {
+        tracing::info!(leader, "leadership changed");
+        inp.metrics.set_leader(leader);
+        if !leader {
+            shell.stop_drains();
+        } else {
+            // Pending notification deliveries are picked up again.
+            shell.leadership_gained();
+        }
+        *was_leader = leader;
+    }
+    ready && leader
+}
+
+/// One decision pass over the caches. Returns when to wake for the next
+/// one (None inside: only on a change), or None when a watch stream ended.
+async fn decision_pass<P, N>(
+    shell: &mut reconciler::Reconciler,
+    inp: &mut LoopInputs<P, N>,
+    decoder: &mut PolicyDecoder,
+    known_policies: &mut std::collections::BTreeSet<String>,
+) -> Option<Option<tokio::time::Instant>>
+where
+    P: futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Unpin,
+    N: futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Unpin,
+{
+    // Coalesce the burst of events that usually follows a write.
+    tokio::time::sleep(inp.debounce).await;
+    while let Ok(()) = inp.kick_rx.try_recv() {}
+    // Apply every watch event that is already waiting before deciding:
+    // the select above takes one event per round, and a round costs the
+    // debounce plus the writes of a tick, so without this a busy fleet
+    // (many nodes in flight) outruns the loop and decisions are made on
+    // an ever older view of the nodes.
+    if !drain_ready(&mut inp.policy_events, "PatchPolicy")
+        || !drain_ready(&mut inp.node_events, "Node")
+    {
+        return None;
+    }
+    let raw: Vec<Arc<DynamicObject>> = inp.policy_store.state();
+    let (policies, broken) = decoder.decode_all(&raw);
+    let nodes: Vec<Arc<Node>> = inp.node_store.state();
+    let mut requeue = shell.tick(&policies, &nodes).await;
+    for bad in &broken {
+        if let Some(r) = shell.report_undecodable(bad, &nodes).await {
+            requeue = Some(requeue.map_or(r, |q| q.min(r)));
+        }
+    }
+    // The metric series of deleted policies go with them.
+    let names: std::collections::BTreeSet<String> = raw.iter().map(|o| o.name_any()).collect();
+    for gone in known_policies.difference(&names) {
+        inp.metrics.forget_policy(gone);
+    }
+    *known_policies = names;
+    let mut next_wake = requeue.map(|d| tokio::time::Instant::now() + d);
+    // Nodes the stores have not caught up with yet are re-read next round.
+    if shell.has_pending_overlay() {
+        let soon = tokio::time::Instant::now() + Duration::from_millis(500);
+        next_wake = Some(next_wake.map_or(soon, |w| w.min(soon)));
+    }
+    Some(next_wake)
 }
 
 /// A watch error as text fit for a log: values quoted by a decoding error
@@ -622,4 +671,56 @@ impl Overlay {
 /// The object reference used for Events about a policy.
 pub(crate) fn policy_ref(p: &PatchPolicy) -> k8s_openapi::api::core::v1::ObjectReference {
     p.object_ref(&())
+}
+
+#[cfg(test)]
+mod decoder_tests {
+    use super::*;
+
+    fn raw(rv: &str, spec: serde_json::Value) -> Arc<DynamicObject> {
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sofort.dev/v1alpha1",
+            "kind": "PatchPolicy",
+            "metadata": {"name": "p", "resourceVersion": rv},
+            "spec": spec,
+        }))
+        .unwrap();
+        Arc::new(obj)
+    }
+
+    #[test]
+    fn a_spec_is_parsed_once_per_resource_version() {
+        let mut decoder = PolicyDecoder::default();
+        let v1 = raw(
+            "1",
+            serde_json::json!({"revision": "r1", "drain": {"timeout": "5m"}}),
+        );
+        let (first, bad) = decoder.decode_all(std::slice::from_ref(&v1));
+        assert!(bad.is_empty());
+        assert_eq!(first[0].config.drain_timeout, Duration::from_secs(300));
+        assert!(first[0].config.errors.is_empty());
+        // The same resourceVersion: the very same parse, not a new one.
+        let (again, _) = decoder.decode_all(std::slice::from_ref(&v1));
+        assert!(Arc::ptr_eq(&first[0], &again[0]));
+        // A new resourceVersion is parsed again, with the CRD's bounds too.
+        let v2 = raw(
+            "2",
+            serde_json::json!({"revision": "r1", "rollout": {"settle": "1s".repeat(33)}}),
+        );
+        let (changed, _) = decoder.decode_all(&[v2]);
+        assert!(!Arc::ptr_eq(&first[0], &changed[0]));
+        assert_eq!(
+            changed[0].config.drain_timeout,
+            Duration::from_secs(15 * 60)
+        );
+        assert!(
+            changed[0]
+                .config
+                .errors
+                .iter()
+                .any(|e| e.starts_with("spec.rollout.settle: ")),
+            "{:?}",
+            changed[0].config.errors
+        );
+    }
 }

@@ -209,35 +209,12 @@ impl Notifications {
             scrub_status(policy, status);
             return prepared;
         }
-        let phase = status.phase.unwrap_or_default();
         let prev = policy
             .status
             .as_ref()
             .filter(|s| s.revision.as_deref() == Some(policy.spec.revision.as_str()));
-        let counts = status
-            .nodes
-            .as_ref()
-            .map_or_else(Counts::default, |n| Counts {
-                total: n.total,
-                updated: n.updated,
-                failed: n.failed,
-            });
-        let first_window = status.next_window.as_ref().map(|w| Window {
-            start: w.start.0,
-            end: w.end.0,
-        });
         let failed = status.failed.clone();
-        let mut rollout = Rollout {
-            policy: &name,
-            spec: &policy.spec,
-            previous_phase: prev.and_then(|s| s.phase),
-            phase,
-            counts,
-            failed: &failed,
-            first_window,
-            expected_completion: None,
-            now,
-        };
+        let mut rollout = rollout_of(&name, policy, prev, status, &failed, now);
         let due = if valid {
             notify::due(&rollout, &records)
         } else {
@@ -281,88 +258,18 @@ impl Notifications {
                 format!("cannot send notifications: {e}"),
             ));
         }
-
+        let mut out = Queue {
+            rollout: &rollout,
+            embargo: &embargo,
+            resolved: &resolved,
+            records: &mut records,
+            prepared: &mut prepared,
+        };
         if !due.is_empty() {
-            notify::append_records(&mut records, &due, webhooks.iter().map(|w| w.name.as_str()));
-            // Webhooks that cannot be resolved fail at once.
-            for d in &due {
-                for w in webhooks {
-                    if !resolved.contains_key(&w.name) {
-                        notify::event::set_result(
-                            &mut records,
-                            d.kind,
-                            d.node.as_deref(),
-                            d.at,
-                            &w.name,
-                            notify::event::FAILED,
-                        );
-                    }
-                }
-            }
-            prepared.precondition = rv;
-            for d in &due {
-                let m = Message::new(&rollout, d);
-                let event_type = match d.kind {
-                    EventKind::NodeFailed
-                    | EventKind::Halted
-                    | EventKind::CompletedWithFailures => EventType::Warning,
-                    _ => EventType::Normal,
-                };
-                prepared.events.push((
-                    event_type,
-                    format!("Notification{}", d.kind),
-                    format!("{} notification ({}): {}", d.kind, m.id(), m.text()),
-                ));
-                for w in webhooks {
-                    if let Some(r) = resolved.get(&w.name) {
-                        let delivery = Delivery::new(&m, r.clone());
-                        if let Some(delivery) = unless_leaking(
-                            delivery,
-                            &embargo,
-                            d,
-                            &w.name,
-                            &mut records,
-                            &mut prepared.events,
-                        ) {
-                            prepared.deliveries.push(delivery);
-                        }
-                    }
-                }
-            }
+            out.due(&due, webhooks);
+            out.prepared.precondition = rv;
         }
-        for (i, webhook) in resend {
-            let (Some(d), Some(r)) = (Due::from_record(&records, i), resolved.get(&webhook)) else {
-                continue;
-            };
-            // A pending record is only memory, never proof: a completion is
-            // delivered again only when the rollout as decided now has ended
-            // (and the details only go with it when every node is updated).
-            let ended = rollout.phase == Phase::Completed;
-            let completion = matches!(
-                d.kind,
-                EventKind::Completed | EventKind::CompletedWithFailures
-            );
-            if completion
-                && (!ended || (d.kind == EventKind::Completed && !rollout.details_released()))
-            {
-                tracing::warn!(policy = %name, event = %d.kind, webhook = %webhook, "a pending completion record does not match the rollout; not delivered");
-                continue;
-            }
-            let m = Message::new(&rollout, &d);
-            let delivery = Delivery::new(&m, r.clone());
-            let Some(delivery) = unless_leaking(
-                delivery,
-                &embargo,
-                &d,
-                &webhook,
-                &mut records,
-                &mut prepared.events,
-            ) else {
-                continue;
-            };
-            tracing::info!(policy = %name, event = %d.kind, id = %embargo.scrub(m.id()), webhook = %webhook, "delivering a pending notification again");
-            prepared.deliveries.push(delivery);
-        }
+        out.resend(resend);
         status.notifications = records;
         set_condition(status, prev, now);
         scrub_status(policy, status);
@@ -580,6 +487,143 @@ impl Notifications {
             }
         }
         None
+    }
+}
+
+/// What the notifications of one reconcile know of the rollout.
+fn rollout_of<'a>(
+    name: &'a str,
+    policy: &'a PatchPolicy,
+    prev: Option<&PatchPolicyStatus>,
+    status: &PatchPolicyStatus,
+    failed: &'a [crate::api::FailedNode],
+    now: Timestamp,
+) -> Rollout<'a> {
+    let counts = status
+        .nodes
+        .as_ref()
+        .map_or_else(Counts::default, |n| Counts {
+            total: n.total,
+            updated: n.updated,
+            failed: n.failed,
+        });
+    let first_window = status.next_window.as_ref().map(|w| Window {
+        start: w.start.0,
+        end: w.end.0,
+    });
+    Rollout {
+        policy: name,
+        spec: &policy.spec,
+        previous_phase: prev.and_then(|s| s.phase),
+        phase: status.phase.unwrap_or_default(),
+        counts,
+        failed,
+        first_window,
+        expected_completion: None,
+        now,
+    }
+}
+
+/// The deliveries and Events one reconcile queues, and the records they go in.
+struct Queue<'a> {
+    rollout: &'a Rollout<'a>,
+    embargo: &'a Embargo,
+    resolved: &'a HashMap<String, Arc<ResolvedWebhook>>,
+    records: &'a mut Vec<NotificationRecord>,
+    prepared: &'a mut Prepared,
+}
+
+impl Queue<'_> {
+    /// New notifications: their records (failed at once for a webhook that
+    /// cannot be resolved), the Events that mirror them, their deliveries.
+    fn due(&mut self, due: &[Due], webhooks: &[crate::api::Webhook]) {
+        notify::append_records(self.records, due, webhooks.iter().map(|w| w.name.as_str()));
+        // Webhooks that cannot be resolved fail at once.
+        for d in due {
+            for w in webhooks {
+                if !self.resolved.contains_key(&w.name) {
+                    notify::event::set_result(
+                        self.records,
+                        d.kind,
+                        d.node.as_deref(),
+                        d.at,
+                        &w.name,
+                        notify::event::FAILED,
+                    );
+                }
+            }
+        }
+        for d in due {
+            let m = Message::new(self.rollout, d);
+            let event_type = match d.kind {
+                EventKind::NodeFailed | EventKind::Halted | EventKind::CompletedWithFailures => {
+                    EventType::Warning
+                }
+                _ => EventType::Normal,
+            };
+            self.prepared.events.push((
+                event_type,
+                format!("Notification{}", d.kind),
+                format!("{} notification ({}): {}", d.kind, m.id(), m.text()),
+            ));
+            for w in webhooks {
+                if let Some(r) = self.resolved.get(&w.name) {
+                    let delivery = Delivery::new(&m, r.clone());
+                    if let Some(delivery) = unless_leaking(
+                        delivery,
+                        self.embargo,
+                        d,
+                        &w.name,
+                        self.records,
+                        &mut self.prepared.events,
+                    ) {
+                        self.prepared.deliveries.push(delivery);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deliveries the records still show as pending (after a start or a
+    /// change of leader), delivered again.
+    fn resend(&mut self, resend: Vec<(usize, String)>) {
+        let rollout = self.rollout;
+        for (i, webhook) in resend {
+            let (Some(d), Some(r)) = (
+                Due::from_record(self.records, i),
+                self.resolved.get(&webhook),
+            ) else {
+                continue;
+            };
+            // A pending record is only memory, never proof: a completion is
+            // delivered again only when the rollout as decided now has ended
+            // (and the details only go with it when every node is updated).
+            let ended = rollout.phase == Phase::Completed;
+            let completion = matches!(
+                d.kind,
+                EventKind::Completed | EventKind::CompletedWithFailures
+            );
+            if completion
+                && (!ended || (d.kind == EventKind::Completed && !rollout.details_released()))
+            {
+                tracing::warn!(policy = %rollout.policy, event = %d.kind, webhook = %webhook, "a pending completion record does not match the rollout; not delivered");
+                continue;
+            }
+            let m = Message::new(rollout, &d);
+            let delivery = Delivery::new(&m, r.clone());
+            let Some(delivery) = unless_leaking(
+                delivery,
+                self.embargo,
+                &d,
+                &webhook,
+                self.records,
+                &mut self.prepared.events,
+            ) else {
+                continue;
+            };
+            tracing::info!(policy = %rollout.policy, event = %d.kind, id = %self.embargo.scrub(m.id()), webhook = %webhook, "delivering a pending notification again");
+            self.prepared.deliveries.push(delivery);
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Forecast: a discrete-event simulation that drives [`decide`] against a
+//! Forecast: a discrete-event simulation that drives [`decide`](crate::core::rollout::decide) against a
 //! simulated cluster, behind `sofort plan`.
 //!
 //! The simulated cluster answers every action the way a healthy cluster would,
@@ -8,11 +8,11 @@
 //! events, time jumps to the next world event or to decide's `requeue_after`,
 //! so a month of windows costs only as many decisions as there are steps.
 //! Per-node [`Behaviour`] can make a node fail (tests use it).
+//!
+//! Pure: the command around it (`sofort plan`: files, the live cluster, the
+//! table) is [`crate::cmd::plan`].
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -20,13 +20,11 @@ use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 
 use crate::api::{PatchPolicy, Phase, Step};
-use crate::cli::{OutputFormat, PlanArgs};
 use crate::core::node_record::PatchResult;
 use crate::core::order::{self, OrderKey};
 use crate::core::rollout::{
     Action, Config, Decision, DrainState, NodeIndex, NodeView, decide_indexed,
 };
-use crate::core::window::human_time;
 use crate::core::{duration, selector};
 
 /// How one simulated node responds.
@@ -114,6 +112,27 @@ impl World {
     fn sync(&mut self) {
         self.views.clear();
         self.views.extend(self.nodes.iter().map(|n| n.view.clone()));
+    }
+
+    /// Nodes found in the middle of a step (a forecast from a live cluster)
+    /// finish it as a healthy node would: a node asked to reboot comes back
+    /// `reboot` after `now`, a patch command in flight reports `patch` after.
+    /// A drain in flight is asked for again by decide (its state is `Idle`).
+    pub fn resume_in_flight(&mut self, now: Timestamp) {
+        for n in &mut self.nodes {
+            let Some(step) = n.view.record.as_ref().map(|r| r.step) else {
+                continue;
+            };
+            match step {
+                Step::Rebooting | Step::WaitingReady => {
+                    n.back_at = n.behaviour.reboot.map(|d| add(now, d));
+                }
+                Step::Patching => {
+                    n.patch_at = Some((add(now, n.behaviour.patch), n.behaviour.patch_ok));
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The node views, as decide sees them.
@@ -348,96 +367,6 @@ pub fn simulate_with(
     }
 }
 
-/// A problem running `sofort plan`.
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    /// Reading from the cluster.
-    #[error(
-        "cannot read from the cluster: {0}; check KUBECONFIG and that the PatchPolicy CRD is installed"
-    )]
-    Cluster(String),
-    /// Reading a file.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// File.
-        path: String,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// YAML that is not what was expected.
-    #[error("{path}: {message}")]
-    Parse {
-        /// File.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A bad flag value.
-    #[error("{0}")]
-    Usage(String),
-}
-
-/// Reads the first PatchPolicy of a (multi-document) YAML text.
-pub fn parse_policy(text: &str, path: &str) -> Result<PatchPolicy, PlanError> {
-    let perr = |message: String| PlanError::Parse {
-        path: path.to_string(),
-        message,
-    };
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|e| perr(format!("not valid YAML: {e}")))?;
-        if value.get("kind").and_then(|k| k.as_str()) == Some("PatchPolicy") {
-            return serde_yaml::from_value(value).map_err(|e| {
-                perr(format!(
-                    "not a valid PatchPolicy: {e}; check it with `sofort validate -f {path}`"
-                ))
-            });
-        }
-    }
-    Err(perr("no document with kind: PatchPolicy found".into()))
-}
-
-use serde::Deserialize;
-
-/// Reads Node objects from a `v1 List` (or a NodeList, or one Node).
-pub fn parse_nodes(text: &str, path: &str) -> Result<Vec<Node>, PlanError> {
-    let perr = |message: String| PlanError::Parse {
-        path: path.to_string(),
-        message,
-    };
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| perr(format!("not valid YAML: {e}")))?;
-    let items = match value.get("kind").and_then(|k| k.as_str()) {
-        Some("Node") => vec![value.clone()],
-        Some("List") | Some("NodeList") => match value.get("items") {
-            Some(serde_yaml::Value::Sequence(s)) => s.clone(),
-            Some(serde_yaml::Value::Null) | None => Vec::new(),
-            Some(_) => return Err(perr("items is not a list".into())),
-        },
-        _ => {
-            return Err(perr(
-                "expected a v1 List of Node objects, as `kubectl get nodes -o yaml` prints".into(),
-            ));
-        }
-    };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            if item
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .is_some_and(|k| k != "Node")
-            {
-                return Err(perr(format!("items[{i}] is not a Node")));
-            }
-            serde_yaml::from_value::<Node>(item)
-                .map_err(|e| perr(format!("items[{i}] is not a valid Node: {e}")))
-        })
-        .collect()
-}
-
 /// One row of the forecast.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -457,6 +386,73 @@ pub struct Row {
     pub done: Option<Timestamp>,
     /// `done`, `updated` (already at this revision), `skipped` (no reboot needed), `failed`, `not reached`.
     pub result: String,
+    /// The predicted steps of this node, in time order (`Draining`,
+    /// `Patching`, `Rebooting`, `WaitingReady`, `Settling`; `Failed` is not a span).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpan>,
+}
+
+/// One step of one node in the forecast: `[start, end)`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepSpan {
+    /// The step.
+    pub step: Step,
+    /// When the node entered it.
+    pub start: Timestamp,
+    /// When it left it (the end of the simulation for a step never left).
+    pub end: Timestamp,
+}
+
+/// Collects each node's steps (for this policy) from the decisions the
+/// simulation makes: the step a node shows at the last decision at an instant
+/// is the step it is in from that instant on.
+#[derive(Debug, Default)]
+struct StepLog {
+    /// Open step per node: (step, since).
+    open: BTreeMap<String, (Step, Timestamp)>,
+    done: BTreeMap<String, Vec<StepSpan>>,
+}
+
+impl StepLog {
+    fn observe(&mut self, policy: &str, t: Timestamp, views: &[NodeView]) {
+        for v in views {
+            let step = v
+                .record
+                .as_ref()
+                .filter(|r| r.policy == policy && r.step.in_progress())
+                .map(|r| r.step);
+            let open = self.open.get(&v.name).copied();
+            if open.map(|o| o.0) == step {
+                continue;
+            }
+            if let Some((s, since)) = open {
+                self.open.remove(&v.name);
+                if since < t {
+                    self.done.entry(v.name.clone()).or_default().push(StepSpan {
+                        step: s,
+                        start: since,
+                        end: t,
+                    });
+                }
+            }
+            if let Some(s) = step {
+                self.open.insert(v.name.clone(), (s, t));
+            }
+        }
+    }
+
+    fn finish(mut self, end: Timestamp) -> BTreeMap<String, Vec<StepSpan>> {
+        for (node, (step, start)) in std::mem::take(&mut self.open) {
+            if start < end {
+                self.done
+                    .entry(node)
+                    .or_default()
+                    .push(StepSpan { step, start, end });
+            }
+        }
+        self.done
+    }
 }
 
 /// The whole forecast.
@@ -497,7 +493,17 @@ pub struct Assumptions {
 
 /// Forecasts a rollout of `policy` over `nodes` from `now`.
 pub fn forecast(policy: &PatchPolicy, nodes: &[Node], now: Timestamp, a: Assumptions) -> Forecast {
-    let views: Vec<(NodeView, Behaviour)> = nodes
+    forecast_views(policy, assumed_views(policy, nodes, a), now)
+}
+
+/// The simulated cluster of a forecast: each node as decide sees it, healthy
+/// with the assumed step durations.
+pub fn assumed_views(
+    policy: &PatchPolicy,
+    nodes: &[Node],
+    a: Assumptions,
+) -> Vec<(NodeView, Behaviour)> {
+    nodes
         .iter()
         .map(|n| {
             let mut v = NodeView::from_node(n);
@@ -513,8 +519,7 @@ pub fn forecast(policy: &PatchPolicy, nodes: &[Node], now: Timestamp, a: Assumpt
             }
             (v, Behaviour::healthy(a.drain, a.reboot, a.patch))
         })
-        .collect();
-    forecast_views(policy, views, now)
+        .collect()
 }
 
 /// [`forecast`] over prepared views.
@@ -535,17 +540,20 @@ pub fn forecast_views_with(
 ) -> Forecast {
     let mut p = policy.clone();
     let mut world = World::new(views);
+    world.resume_in_flight(now);
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    let mut steps = StepLog::default();
     let out = simulate_with(
         &mut p,
         cfg,
         &mut world,
         now,
         Duration::from_secs(400 * 86400),
-        |_, _, _| {},
+        |t, _, views| steps.observe(&name, t, views),
     );
+    let mut steps = steps.finish(out.end);
     let status = out.last.as_ref().map(|pl| &pl.status);
     let spec = &policy.spec;
-    let name = policy.metadata.name.clone().unwrap_or_default();
     let mut rows: Vec<(usize, Row)> = Vec::new();
     for (i, n) in world.nodes.iter().enumerate() {
         if !selector::selects_node(&spec.node_selector, &n.view.labels) && n.started.is_none() {
@@ -578,6 +586,7 @@ pub fn forecast_views_with(
                 start: n.started,
                 done: n.finished,
                 result: result.to_string(),
+                steps: steps.remove(&n.view.name).unwrap_or_default(),
             },
         ));
     }
@@ -618,194 +627,5 @@ pub fn forecast_views_with(
         },
         decisions: out.decisions,
         nodes,
-    }
-}
-
-fn short_time(t: Option<Timestamp>, zone: Option<&str>) -> String {
-    match t {
-        None => "-".into(),
-        Some(t) => {
-            let full = human_time(t, zone);
-            // Drop the zone name; the header states it once.
-            full.rsplit_once(' ')
-                .map_or(full.clone(), |(a, _)| a.to_string())
-        }
-    }
-}
-
-/// Renders the forecast as a table.
-pub fn render_table(f: &Forecast, zone: Option<&str>) -> String {
-    let z = zone.unwrap_or("UTC");
-    let mut out = String::new();
-    out.push_str(&format!(
-        "PatchPolicy {} revision {}: {} nodes; forecast from {} (times in {z})\n",
-        f.policy,
-        f.revision,
-        f.nodes.len(),
-        short_time(Some(f.now), zone)
-    ));
-    if let Some(s) = f.scheduled_start {
-        out.push_str(&format!("scheduled start: {}\n", short_time(Some(s), zone)));
-    }
-    let gw = f
-        .nodes
-        .iter()
-        .map(|r| r.group.as_deref().unwrap_or("-").len())
-        .max()
-        .unwrap_or(1)
-        .max(5);
-    let nw = f
-        .nodes
-        .iter()
-        .map(|r| r.node.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    out.push_str(&format!(
-        "{:<5}  {:<nw$}  {:<gw$}  {:<20}  {:<20}  RESULT\n",
-        "ORDER", "NODE", "GROUP", "START", "DONE"
-    ));
-    for r in &f.nodes {
-        out.push_str(&format!(
-            "{:<5}  {:<nw$}  {:<gw$}  {:<20}  {:<20}  {}\n",
-            r.order,
-            r.node,
-            r.group.as_deref().unwrap_or("-"),
-            short_time(r.start, zone),
-            short_time(r.done, zone),
-            r.result
-        ));
-    }
-    match (&f.completion, &f.problem) {
-        (Some(c), _) => out.push_str(&format!(
-            "predicted completion: {}\n",
-            short_time(Some(*c), zone)
-        )),
-        (None, Some(p)) => out.push_str(&format!("not predicted to complete: {p}\n")),
-        (None, None) => out.push_str("not predicted to complete\n"),
-    }
-    out
-}
-
-fn read(path: &Path) -> Result<String, PlanError> {
-    std::fs::read_to_string(path).map_err(|source| PlanError::Read {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-fn parse_flag_duration(flag: &str, s: &str) -> Result<Duration, PlanError> {
-    duration::parse(s).map_err(|e| PlanError::Usage(format!("--{flag}: {e}")))
-}
-
-/// Runs `sofort plan`: exit 0 on success, 1 on bad files, 2 on bad usage.
-pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
-    if args.file.is_none() && args.policy.is_none() {
-        eprintln!(
-            "error: give the policy: -f POLICY.yaml, or --policy NAME to read it from the cluster"
-        );
-        return ExitCode::from(2);
-    }
-    let run = || -> Result<String, PlanError> {
-        let now = match &args.now {
-            Some(s) => s
-                .parse::<Timestamp>()
-                .map_err(|e| PlanError::Usage(format!("--now {s:?} is not an RFC 3339 instant ({e}); use for example 2026-11-27T09:00:00+01:00")))?,
-            None => wall_clock,
-        };
-        let a = Assumptions {
-            drain: parse_flag_duration("drain", &args.drain)?,
-            reboot: parse_flag_duration("reboot", &args.reboot)?,
-            patch: parse_flag_duration("patch", &args.patch)?,
-        };
-        let policy = match (&args.file, &args.policy) {
-            (Some(file), _) => parse_policy(&read(file)?, &file.display().to_string())?,
-            (None, Some(name)) => live::policy(name)?,
-            (None, None) => {
-                return Err(PlanError::Usage(
-                    "-f POLICY.yaml or --policy NAME is required".into(),
-                ));
-            }
-        };
-        let nodes = match &args.nodes {
-            Some(path) => parse_nodes(&read(path)?, &path.display().to_string())?,
-            None => live::nodes()?,
-        };
-        let f = forecast(&policy, &nodes, now, a);
-        Ok(match args.output {
-            OutputFormat::Table => {
-                let zone = policy
-                    .spec
-                    .maintenance_windows
-                    .first()
-                    .map(|w| w.time_zone.as_str())
-                    .filter(|z| !z.is_empty() && jiff::tz::TimeZone::get(z).is_ok());
-                render_table(&f, zone)
-            }
-            OutputFormat::Json => {
-                serde_json::to_string_pretty(&f).map_err(|e| PlanError::Usage(e.to_string()))?
-                    + "\n"
-            }
-        })
-    };
-    match run() {
-        Ok(text) => {
-            let _ = std::io::stdout().write_all(text.as_bytes());
-            ExitCode::SUCCESS
-        }
-        Err(e @ PlanError::Usage(_)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Reading the policy and the nodes (with their current progress) from the
-/// cluster the kubeconfig points at.
-mod live {
-    use k8s_openapi::api::core::v1::Node;
-    use kube::api::ListParams;
-    use kube::{Api, Client};
-
-    use super::PlanError;
-    use crate::api::PatchPolicy;
-
-    fn block_on<T>(
-        f: impl std::future::Future<Output = Result<T, PlanError>>,
-    ) -> Result<T, PlanError> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| PlanError::Cluster(e.to_string()))?
-            .block_on(f)
-    }
-
-    async fn client() -> Result<Client, PlanError> {
-        Client::try_default()
-            .await
-            .map_err(|e| PlanError::Cluster(e.to_string()))
-    }
-
-    pub(super) fn policy(name: &str) -> Result<PatchPolicy, PlanError> {
-        block_on(async {
-            let api: Api<PatchPolicy> = Api::all(client().await?);
-            api.get(name)
-                .await
-                .map_err(|e| PlanError::Cluster(format!("PatchPolicy {name}: {e}")))
-        })
-    }
-
-    pub(super) fn nodes() -> Result<Vec<Node>, PlanError> {
-        block_on(async {
-            let api: Api<Node> = Api::all(client().await?);
-            api.list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .map_err(|e| PlanError::Cluster(format!("listing nodes: {e}")))
-        })
     }
 }

@@ -11,14 +11,11 @@
 pub mod host;
 pub mod observer;
 
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -30,8 +27,9 @@ use tokio::sync::watch;
 
 use crate::api::{MaintenanceWindow, PatchPolicy, PatchPolicySpec, Phase, Weekday};
 use crate::cli::SandboxArgs;
+use crate::cmd::status::{self, ViewConfig};
 use crate::controller::{self, ControllerConfig};
-use crate::core::rollout::NodeView;
+use crate::core::forecast::Assumptions;
 use observer::{Observer, WatchedPolicy};
 
 /// Errors of `sofort sandbox`.
@@ -52,6 +50,9 @@ pub enum SandboxRunError {
     /// Ctrl-C could not be awaited.
     #[error("cannot wait for Ctrl-C: {0}")]
     Signal(#[source] std::io::Error),
+    /// The live view failed.
+    #[error("{0}")]
+    View(String),
     /// The chart's access objects shipped with the binary are broken.
     #[error(
         "the chart's RBAC and admission objects (src/testkit/chart-access.yaml) are not valid: {0}"
@@ -109,8 +110,9 @@ async fn config_from_yaml(yaml: &str) -> Result<kube::Config, SandboxRunError> {
         .map_err(|e| SandboxRunError::Kubeconfig(e.to_string()))
 }
 
-/// Entry point of `sofort sandbox`.
-pub fn main(args: &SandboxArgs) -> ExitCode {
+/// Entry point of `sofort sandbox`; `log_file` is where the logs go (printed
+/// with the kubeconfig), `None` when they go to standard error.
+pub fn main(args: &SandboxArgs, log_file: Option<&std::path::Path>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,7 +123,7 @@ pub fn main(args: &SandboxArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args.clone())) {
+    match rt.block_on(run(args.clone(), log_file.map(|p| p.to_path_buf()))) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -374,7 +376,54 @@ fn kubeconfig_path(
     }
 }
 
-async fn run(args: SandboxArgs) -> Result<ExitCode, SandboxRunError> {
+/// The live view's settings for the demo: a quick refresh and the demo
+/// fleet's step durations (twenty times faster than a real one).
+fn demo_view(url: &str, only: Option<String>, exit_when_settled: bool) -> ViewConfig {
+    ViewConfig {
+        title: format!("sofort sandbox {url}"),
+        only,
+        interval: Duration::from_millis(250),
+        assumptions: Assumptions {
+            drain: Duration::from_secs(2),
+            reboot: Duration::from_secs(3),
+            patch: Duration::from_secs(1),
+        },
+        exit_when_settled,
+        watch: true,
+    }
+}
+
+/// The policy's phase when it is Completed or Halted for its revision.
+async fn final_phase(client: &Client, name: &str) -> Result<Option<Phase>, SandboxRunError> {
+    let p = Api::<PatchPolicy>::all(client.clone()).get(name).await?;
+    let status = p.status.unwrap_or_default();
+    Ok(match status.phase {
+        Some(ph @ (Phase::Completed | Phase::Halted))
+            if status.revision.as_deref() == Some(p.spec.revision.as_str()) =>
+        {
+            Some(ph)
+        }
+        _ => None,
+    })
+}
+
+/// Shows the rollout: full screen until `q` (or until done with
+/// `--exit-when-done`), else plain lines until it completes or halts.
+async fn show_rollout(
+    cluster: &Cluster,
+    args: &SandboxArgs,
+    only: Option<String>,
+) -> Result<(), SandboxRunError> {
+    let url = cluster.sandbox.url();
+    let tui = status::use_tui(args.plain);
+    let cfg = demo_view(&url, only, !tui || args.exit_when_done);
+    status::show(cluster.client.clone(), cfg, args.plain)
+        .await
+        .map_err(|e| SandboxRunError::View(e.to_string()))?;
+    Ok(())
+}
+
+async fn run(args: SandboxArgs, log_file: Option<PathBuf>) -> Result<ExitCode, SandboxRunError> {
     let scenario = match &args.scenario {
         Some(p) => Scenario::from_file(p)?,
         None => {
@@ -399,6 +448,9 @@ async fn run(args: SandboxArgs) -> Result<ExitCode, SandboxRunError> {
         "              kubectl --kubeconfig {} get patchpolicies",
         cluster.kubeconfig.display()
     );
+    if let Some(p) = &log_file {
+        println!("  logs:       {}", p.display());
+    }
     cluster.spawn_controller(sandbox_controller_config());
     cluster.spawn_agents(true)?;
 
@@ -427,10 +479,17 @@ async fn run(args: SandboxArgs) -> Result<ExitCode, SandboxRunError> {
         Some(name)
     };
     let observer = Observer::start(cluster.client.clone(), watched).await;
-    let started = Instant::now();
     let outcome = match &policy_name {
-        Some(name) => watch_rollout(&cluster.client, name, started).await?,
-        None => None,
+        Some(name) => {
+            show_rollout(&cluster, &args, Some(name.clone())).await?;
+            final_phase(&cluster.client, name).await?
+        }
+        None => {
+            if status::use_tui(args.plain) {
+                show_rollout(&cluster, &args, None).await?;
+            }
+            None
+        }
     };
     let obs = observer.stop();
     if let Some(phase) = outcome {
@@ -478,7 +537,7 @@ async fn run(args: SandboxArgs) -> Result<ExitCode, SandboxRunError> {
             }
         }
     }
-    if args.exit_when_done && policy_name.is_some() {
+    if args.exit_when_done && outcome.is_some() {
         cluster.shutdown().await;
         return Ok(ExitCode::SUCCESS);
     }
@@ -488,71 +547,6 @@ async fn run(args: SandboxArgs) -> Result<ExitCode, SandboxRunError> {
         .map_err(SandboxRunError::Signal)?;
     cluster.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Shows the rollout until it completes or halts; returns its final phase.
-async fn watch_rollout(
-    client: &Client,
-    name: &str,
-    started: Instant,
-) -> Result<Option<Phase>, SandboxRunError> {
-    let pps: Api<PatchPolicy> = Api::all(client.clone());
-    let nodes: Api<Node> = Api::all(client.clone());
-    let tty = std::io::stdout().is_terminal();
-    let mut last_frame = String::new();
-    loop {
-        let policy = pps.get(name).await?;
-        let list = nodes.list(&ListParams::default()).await?;
-        let status = policy.status.clone().unwrap_or_default();
-        let mut zones: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for n in &list.items {
-            let v = NodeView::from_node(n);
-            let zone = v
-                .labels
-                .get("topology.kubernetes.io/zone")
-                .cloned()
-                .unwrap_or_else(|| "-".into());
-            let step = match &v.record {
-                Some(r) if r.policy == name => format!("{:?}", r.step),
-                _ if v.done.get(name) == Some(&policy.spec.revision) => "Done".into(),
-                _ if !v.ready => "NotReady".into(),
-                _ => "Pending".into(),
-            };
-            zones
-                .entry(zone)
-                .or_default()
-                .push(format!("{}:{step}", v.name));
-        }
-        let mut frame = format!(
-            "{} rev {}  phase {:?}  updated {}\n  {}\n",
-            name,
-            policy.spec.revision,
-            status.phase.unwrap_or_default(),
-            status
-                .nodes
-                .as_ref()
-                .map(|n| n.summary.clone())
-                .unwrap_or_else(|| "-".into()),
-            status.message.clone().unwrap_or_default()
-        );
-        for (zone, ns) in &zones {
-            frame.push_str(&format!("  {zone:8} {}\n", ns.join("  ")));
-        }
-        if frame != last_frame {
-            if tty {
-                print!("\x1b[2J\x1b[H");
-            }
-            print!("[{:6.1}s] {frame}", started.elapsed().as_secs_f64());
-            let _ = std::io::stdout().flush();
-            last_frame = frame;
-        }
-        if let Some(p @ (Phase::Completed | Phase::Halted)) = status.phase
-            && status.revision.as_deref() == Some(policy.spec.revision.as_str())
-        {
-            return Ok(Some(p));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[cfg(test)]

@@ -16,11 +16,11 @@
 //!
 //! # Where a rule goes
 //!
-//! - a rule about one field, or about fields together: [`rules`] (one check
+//! - a rule about one field, or about fields together: `rules` (one check
 //!   function per part of the spec, called from [`parse`]);
-//! - label keys, values and DNS names: [`names`];
+//! - label keys, values and DNS names: `names`;
 //! - windows and blackouts: parsed by [`Schedule::parse`] (the only parser of
-//!   a time of day, a time zone and a blackout's order); [`rules`] turns its
+//!   a time of day, a time zone and a blackout's order); `rules` turns its
 //!   errors into problems;
 //! - a default: a constant in [`crate::api`], used by serde and here.
 

@@ -1,0 +1,580 @@
+//! The per-pass orchestration: reads the caches into decide()'s input, has
+//! the pass decided (a live policy by [`rollout::decide`], a deleted one by
+//! [`plan::deletion`]) and then applies it ([`super::apply`]): node writes,
+//! status, Events, notifications. Every write goes through [`Writes`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use kube::runtime::events::EventType;
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
+
+use super::drain_workers::Drains;
+use super::events::{self, About, Note};
+use super::gate_upkeep::preflight_due;
+use super::gates::GateObserver;
+use super::kube_writes::KubeWrites;
+use super::notifications::{Notifications, Prepared};
+use super::patches::{self, FINALIZER, StoredRaw, phase_name, step_name};
+use super::plan::{self, Plan};
+use super::status::{StatusThrottle, StatusWrite};
+use super::writes::Writes;
+use super::{ControllerConfig, Overlay, ParsedPolicy, Undecodable, policy_ref};
+use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus, Phase, Step};
+use crate::core::rollout::{self, Contender, NodeView};
+use crate::metrics::ControllerMetrics;
+
+/// Decides and acts for every policy, pass after pass, through `W`.
+pub(crate) struct Reconciler<W: Writes = KubeWrites> {
+    pub(super) writes: W,
+    /// For the drain workers (reads, deletions).
+    pub(super) client: Client,
+    /// For evictions (no default retry).
+    pub(super) evict_client: Client,
+    pub(super) cfg: ControllerConfig,
+    pub(super) metrics: ControllerMetrics,
+    /// Asks the loop for another pass soon.
+    pub(super) kick: mpsc::UnboundedSender<()>,
+    pub(super) drains: Drains,
+    /// Nodes this process wrote that the store has not delivered yet.
+    pub(super) overlay: Overlay,
+    /// Events already published for (object, reason, detail), to avoid repeats.
+    pub(super) published: HashSet<String>,
+    /// Generation for which an invalid-spec Event was published, per policy.
+    invalid_seen: HashMap<String, Option<i64>>,
+    /// Customer notifications and the advisory embargo.
+    pub(super) notifications: Notifications,
+    throttle: StatusThrottle,
+    views: ViewCache,
+    /// What the health gates look at, fetched at most once per interval.
+    pub(super) gates: GateObserver,
+}
+
+/// What became of a pass's status.
+enum StatusOutcome {
+    /// Written, or nothing to write.
+    Done,
+    /// Only progress changed: written on a pass after this long.
+    Deferred(Duration),
+    /// The conditional write lost: the policy changed since it was read.
+    Conflict,
+}
+
+impl Reconciler<KubeWrites> {
+    pub(crate) fn new(
+        client: Client,
+        evict_client: Client,
+        cfg: ControllerConfig,
+        metrics: ControllerMetrics,
+        kick: mpsc::UnboundedSender<()>,
+        notify_metrics: crate::notify::NotifyMetrics,
+    ) -> Self {
+        let writes = KubeWrites::new(client.clone(), &cfg.identity);
+        let notifications = Notifications::start(client.clone(), notify_metrics);
+        Reconciler::with_writes(
+            writes,
+            client,
+            evict_client,
+            cfg,
+            metrics,
+            kick,
+            notifications,
+        )
+    }
+}
+
+impl<W: Writes> Reconciler<W> {
+    pub(crate) fn with_writes(
+        writes: W,
+        client: Client,
+        evict_client: Client,
+        cfg: ControllerConfig,
+        metrics: ControllerMetrics,
+        kick: mpsc::UnboundedSender<()>,
+        notifications: Notifications,
+    ) -> Self {
+        let gates = GateObserver::new(client.clone(), cfg.gate_interval);
+        Reconciler {
+            writes,
+            client,
+            evict_client,
+            cfg,
+            metrics,
+            kick,
+            drains: Drains::default(),
+            overlay: Overlay::default(),
+            published: HashSet::new(),
+            invalid_seen: HashMap::new(),
+            notifications,
+            throttle: StatusThrottle::default(),
+            views: ViewCache::default(),
+            gates,
+        }
+    }
+
+    // --- customer notifications (see notifications.rs) ---
+
+    pub(crate) async fn next_report(&mut self) -> Option<crate::notify::DeliveryReport> {
+        self.notifications.recv().await
+    }
+
+    pub(crate) async fn notification_report(&mut self, report: crate::notify::DeliveryReport) {
+        let now = self.cfg.clock.now();
+        if let Some((policy, events)) = self.notifications.on_report(report, now).await {
+            for (type_, reason, note) in events {
+                self.publish(policy_ref(&policy), type_, &reason, &note, "Notify");
+            }
+        }
+    }
+
+    pub(crate) fn leadership_gained(&mut self) {
+        self.notifications.leadership_gained();
+    }
+
+    // --- end customer notifications ---
+
+    pub(crate) fn stop_drains(&mut self) {
+        self.drains.stop_all();
+    }
+
+    pub(crate) fn has_pending_overlay(&self) -> bool {
+        !self.overlay.is_empty()
+    }
+
+    /// Publishes an Event: scrubbed of embargoed text, cut to size.
+    fn publish(
+        &self,
+        reference: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+        action: &str,
+    ) {
+        // The advisory embargo holds for every Event before completion.
+        let note = self.notifications.scrub(note);
+        self.writes
+            .publish(reference, events::event(type_, reason, &note, action));
+    }
+
+    /// Publishes `note` about `policy` or one of its nodes.
+    pub(super) fn emit(&self, policy: &PatchPolicy, note: Note) {
+        let reference = match &note.about {
+            About::Node(n) => events::node_ref(n),
+            About::Policy => policy_ref(policy),
+        };
+        self.publish(reference, note.type_, note.reason, &note.text, note.action);
+    }
+
+    /// One round: decide and act for every policy. Returns when to look again.
+    pub(crate) async fn tick(
+        &mut self,
+        policies: &[Arc<ParsedPolicy>],
+        nodes: &[Arc<Node>],
+    ) -> Option<Duration> {
+        let now = self.cfg.clock.now();
+        let known: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        self.overlay.retain_known(&known);
+        let mut objects = self.freshest(nodes);
+        self.views.retain(&known);
+
+        // Stop drains of nodes that are no longer draining.
+        let draining: HashSet<String> = self
+            .views(&objects)
+            .into_iter()
+            .filter(|v| v.record.as_ref().is_some_and(|r| r.step == Step::Draining))
+            .map(|v| v.name)
+            .collect();
+        self.drains.retain(|n| draining.contains(n));
+
+        let mut ordered: Vec<&Arc<ParsedPolicy>> = policies.iter().collect();
+        ordered.sort_by_key(|p| (!p.spec.urgent, p.name_any()));
+        let contenders: Vec<Contender> =
+            ordered.iter().map(|p| Contender::from_policy(p)).collect();
+
+        let mut requeue: Option<Duration> = None;
+        for policy in ordered {
+            let name = policy.name_any();
+            let others: Vec<Contender> = contenders
+                .iter()
+                .filter(|c| c.name != name)
+                .cloned()
+                .collect();
+            let result = if policy.meta().deletion_timestamp.is_some() {
+                self.finalize(policy, &mut objects, now).await
+            } else {
+                if !policy.finalizers().iter().any(|f| f == FINALIZER) {
+                    self.add_finalizer(policy).await;
+                }
+                self.reconcile(policy, &mut objects, &others, now).await
+            };
+            let r = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    self.metrics.reconcile_error(&name);
+                    let error = self
+                        .notifications
+                        .scrub(&crate::api::redact_decode_message(&e.to_string()));
+                    tracing::warn!(policy = %name, %error, "reconcile failed; retrying soon");
+                    Some(Duration::from_secs(2))
+                }
+            };
+            requeue = earliest(requeue, r);
+        }
+        requeue
+    }
+
+    /// Each node as this process last saw it: the store's copy, or its own
+    /// newer write.
+    fn freshest(&mut self, nodes: &[Arc<Node>]) -> BTreeMap<String, Arc<Node>> {
+        nodes
+            .iter()
+            .map(|n| (n.name_any(), self.overlay.freshest(n)))
+            .collect()
+    }
+
+    /// decide()'s view of every node, with its drain worker's state.
+    fn views(&mut self, objects: &BTreeMap<String, Arc<Node>>) -> Vec<NodeView> {
+        self.views.views(objects, &self.drains)
+    }
+
+    /// A policy the types cannot hold: status `Halted`, `Stalled` with reason
+    /// `InvalidSpec` naming the field, one Warning Event per generation. A
+    /// deleted one lets its nodes go like any deleted policy. Nothing of the
+    /// spec is written or logged: the decode error names the field only.
+    pub(crate) async fn report_undecodable(
+        &mut self,
+        bad: &Undecodable,
+        nodes: &[Arc<Node>],
+    ) -> Option<Duration> {
+        let now = self.cfg.clock.now();
+        let policy = &bad.policy;
+        let name = policy.name_any();
+        if policy.meta().deletion_timestamp.is_some() {
+            if !policy.finalizers().iter().any(|f| f == FINALIZER) {
+                return None;
+            }
+            let mut objects = self.freshest(nodes);
+            return match self.finalize(policy, &mut objects, now).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.metrics.reconcile_error(&name);
+                    let error = crate::api::redact_decode_message(&e.to_string());
+                    tracing::warn!(policy = %name, %error, "cannot finalize; retrying soon");
+                    Some(Duration::from_secs(2))
+                }
+            };
+        }
+        let generation = policy.meta().generation;
+        let message = patches::undecodable_message(&bad.error);
+        self.metrics.set_phase(&name, phase_name(Phase::Halted));
+        if self.invalid_seen.get(&name) != Some(&generation) {
+            self.invalid_seen.insert(name.clone(), generation);
+            let note = Note::policy(EventType::Warning, "InvalidSpec", message.clone(), "Decode");
+            self.emit(policy, note);
+        }
+        let stored = StoredRaw::of(bad.status.as_ref());
+        let patch = patches::undecodable_status_patch(
+            &stored,
+            &message,
+            generation,
+            &policy.spec.revision,
+            now,
+        )?;
+        if let Err(e) = self.writes.patch_status(&name, patch).await {
+            let error = crate::api::redact_decode_message(&e.to_string());
+            tracing::warn!(policy = %name, %error, "cannot write the status of an invalid policy; retrying soon");
+            return Some(Duration::from_secs(2));
+        }
+        None
+    }
+
+    async fn add_finalizer(&self, policy: &PatchPolicy) {
+        let rv = policy.resource_version();
+        let patch = patches::finalizers_patch(policy.finalizers(), true, rv.as_deref());
+        if let Err(e) = self.writes.patch_policy(&policy.name_any(), patch).await {
+            tracing::debug!(policy = %policy.name_any(), error = %e, "cannot add finalizer yet");
+        }
+    }
+
+    /// A live policy's pass: decide, apply the node operations, then status,
+    /// Events and the notifications due.
+    async fn reconcile(
+        &mut self,
+        policy: &ParsedPolicy,
+        objects: &mut BTreeMap<String, Arc<Node>>,
+        others: &[Contender],
+        now: jiff::Timestamp,
+    ) -> Result<Option<Duration>, kube::Error> {
+        let stored = policy.status.as_ref();
+        let same =
+            stored.and_then(|s| s.revision.as_deref()) == Some(policy.spec.revision.as_str());
+        self.notifications
+            .set_embargo(policy, stored.filter(|_| same));
+        let views = self.views(objects);
+        // The spec was parsed once for this resourceVersion: an invalid one
+        // halts (Stalled, reason InvalidSpec) with every problem in the message.
+        let gated = self.gate_observations(policy, &policy.config, now).await;
+        let decision = rollout::decide_with_observed(
+            policy,
+            &policy.config,
+            &views,
+            others,
+            gated.as_ref(),
+            now,
+        );
+        let valid = !decision
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "InvalidSpec");
+        self.note_validity(policy, valid, decision.status.message.as_deref());
+
+        if !self
+            .apply_plan(policy, &Plan::of_decision(&decision), objects)
+            .await
+        {
+            // Later batches may rely on the one that failed (a drain on its
+            // cordon, a start on a freed slot): decide again from fresh
+            // state soon; the records tell where we are.
+            let _ = self.kick.send(());
+        }
+
+        // Status and rollout-level Events.
+        let mut status = decision.status;
+        if gated.is_some() && preflight_due(policy.status.as_ref(), &policy.spec, now) {
+            self.preflight(policy, &views, &mut status, now).await;
+        }
+        // Customer notifications due now go into this status write.
+        let prepared = self
+            .notifications
+            .prepare(policy, &mut status, &views, valid, now)
+            .await;
+        self.observe(&policy.name_any(), &status, &policy.spec, &policy.config);
+        let prev = policy.status.as_ref();
+        let phase_note = events::of_phase(
+            policy,
+            prev.and_then(|s| s.phase),
+            prev.and_then(|s| s.revision.as_deref()),
+            status.phase,
+            status.message.as_deref(),
+            valid,
+        );
+        if let Some(note) = phase_note {
+            self.emit(policy, note);
+        }
+        if gated.is_some() {
+            self.gate_upkeep(policy, &status, now).await;
+        }
+        let mut requeue = decision.requeue_after;
+        if gated.is_some() {
+            // Gates change without any watch event: look again each interval.
+            requeue = earliest(requeue, Some(self.cfg.gate_interval));
+        }
+        match self.write_status(policy, &status, &prepared).await? {
+            StatusOutcome::Done => {}
+            StatusOutcome::Deferred(wait) => requeue = earliest(requeue, Some(wait)),
+            StatusOutcome::Conflict => {
+                let _ = self.kick.send(());
+                return Ok(requeue);
+            }
+        }
+        // Sent only now that the records are stored.
+        self.notifications.set_embargo(policy, Some(&status));
+        for (type_, reason, note) in self.notifications.send(prepared) {
+            self.publish(policy_ref(policy), type_, &reason, &note, "Notify");
+        }
+        Ok(requeue)
+    }
+
+    /// One InvalidSpec Warning Event per generation of an invalid spec.
+    fn note_validity(&mut self, policy: &PatchPolicy, valid: bool, message: Option<&str>) {
+        let name = policy.name_any();
+        if valid {
+            self.invalid_seen.remove(&name);
+            return;
+        }
+        let generation = policy.meta().generation;
+        if self.invalid_seen.get(&name) != Some(&generation) {
+            self.invalid_seen.insert(name, generation);
+            let text = message.unwrap_or_default().to_string();
+            let note = Note::policy(EventType::Warning, "InvalidSpec", text, "Validate");
+            self.emit(policy, note);
+        }
+    }
+
+    /// Writes `status` unless unchanged or held back by the throttle; with new
+    /// notification records, conditional on the resourceVersion they were
+    /// decided from.
+    async fn write_status(
+        &mut self,
+        policy: &PatchPolicy,
+        status: &PatchPolicyStatus,
+        prepared: &Prepared,
+    ) -> Result<StatusOutcome, kube::Error> {
+        let name = policy.name_any();
+        let old = policy.status.as_ref();
+        let now = tokio::time::Instant::now();
+        let precondition = prepared.precondition.as_deref();
+        match self
+            .throttle
+            .decide(&name, old, status, precondition.is_some(), now)
+        {
+            StatusWrite::Unchanged => return Ok(StatusOutcome::Done),
+            StatusWrite::Defer(wait) => return Ok(StatusOutcome::Deferred(wait)),
+            StatusWrite::Now => {}
+        }
+        self.throttle.writing(&name, now);
+        let patch = patches::status_patch(old, status, precondition);
+        match self.writes.patch_status(&name, patch).await {
+            Ok(rv) => {
+                self.notifications.written(policy, rv.as_deref(), status);
+                Ok(StatusOutcome::Done)
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 && precondition.is_some() => {
+                tracing::debug!(policy = %name, "policy changed since it was read; deciding again");
+                Ok(StatusOutcome::Conflict)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn observe(
+        &self,
+        policy: &str,
+        status: &PatchPolicyStatus,
+        spec: &PatchPolicySpec,
+        cfg: &rollout::Config,
+    ) {
+        if let Some(p) = status.phase {
+            self.metrics.set_phase(policy, phase_name(p));
+        }
+        let mut by_step: BTreeMap<&str, i64> = BTreeMap::new();
+        for s in [
+            Step::Draining,
+            Step::Patching,
+            Step::Rebooting,
+            Step::WaitingReady,
+            Step::Settling,
+        ] {
+            by_step.insert(step_name(s), 0);
+        }
+        for a in &status.active {
+            *by_step.entry(step_name(a.step)).or_default() += 1;
+        }
+        if let Some(n) = &status.nodes {
+            by_step.insert("Done", i64::from(n.updated));
+            by_step.insert("Pending", i64::from(n.pending));
+            by_step.insert("Failed", i64::from(n.failed));
+        }
+        for (step, count) in by_step {
+            self.metrics.set_nodes(policy, step, count);
+        }
+        // When the node longest in each step entered it, and the step's
+        // timeout (the stuck-node alert compares the two).
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        for (step, timeout) in [
+            (Step::Draining, Some(cfg.drain_timeout)),
+            (
+                Step::Patching,
+                spec.patch.as_ref().map(|_| cfg.patch_timeout),
+            ),
+            (Step::Rebooting, Some(cfg.reboot_timeout)),
+            (Step::WaitingReady, Some(cfg.reboot_timeout)),
+            (Step::Settling, None),
+        ] {
+            let oldest = status
+                .active
+                .iter()
+                .filter(|a| a.step == step)
+                .map(|a| a.since.0.as_second())
+                .min();
+            self.metrics
+                .set_step_started(policy, step_name(step), oldest);
+            if let Some(t) = timeout {
+                self.metrics
+                    .set_step_timeout(policy, step_name(step), secs(t));
+            }
+        }
+        let open = status
+            .next_window
+            .as_ref()
+            .is_some_and(|w| w.start.0 <= self.cfg.clock.now());
+        self.metrics.set_window_open(policy, open);
+    }
+
+    /// A deleted policy's pass: give its nodes back, let the nodes in reboot
+    /// finish, and once none is left remove the finalizer.
+    async fn finalize(
+        &mut self,
+        policy: &ParsedPolicy,
+        objects: &mut BTreeMap<String, Arc<Node>>,
+        now: jiff::Timestamp,
+    ) -> Result<Option<Duration>, kube::Error> {
+        let name = policy.name_any();
+        let views = self.views(objects);
+        let deletion = plan::deletion(policy, &policy.config, &views, now);
+        let written = self.apply_plan(policy, &deletion.plan, objects).await;
+        if deletion.wait.is_some() {
+            return Ok(deletion.wait);
+        }
+        if !written {
+            return Ok(Some(Duration::from_secs(2)));
+        }
+        // Forget this policy in the done maps? No: they record history and are harmless.
+        let rv = policy.resource_version();
+        let patch = patches::finalizers_patch(policy.finalizers(), false, rv.as_deref());
+        match self.writes.patch_policy(&name, patch).await {
+            Ok(()) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+        self.notifications.forget(&name);
+        tracing::info!(policy = %name, "policy deleted; its nodes are released");
+        Ok(None)
+    }
+}
+
+/// The earlier of two optional wake-ups.
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Each node's view with the resourceVersion it was parsed from. A node's
+/// annotations are parsed again only when its resourceVersion changed: at
+/// 1,000 nodes that parse was most of a decision pass, and passes come every
+/// few milliseconds during a busy wave.
+#[derive(Default)]
+struct ViewCache {
+    cache: HashMap<String, (Option<String>, NodeView)>,
+}
+
+impl ViewCache {
+    fn retain(&mut self, known: &HashSet<String>) {
+        self.cache.retain(|k, _| known.contains(k));
+    }
+
+    fn views(&mut self, objects: &BTreeMap<String, Arc<Node>>, drains: &Drains) -> Vec<NodeView> {
+        objects
+            .iter()
+            .map(|(name, n)| {
+                let rv = n.resource_version();
+                let mut v = match self.cache.get(name) {
+                    Some((cached_rv, view)) if rv.is_some() && *cached_rv == rv => view.clone(),
+                    _ => {
+                        let view = NodeView::from_node(n);
+                        self.cache.insert(name.clone(), (rv, view.clone()));
+                        view
+                    }
+                };
+                v.drain = drains.state(&v.name);
+                v
+            })
+            .collect()
+    }
+}
