@@ -474,6 +474,19 @@ pub struct NotifySpec {
     /// What the maintenance is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advisory: Option<Advisory>,
+    /// Show this policy's rollouts on the public status page (the controller's
+    /// `--status-addr` listener). Off by default: a policy is public only when
+    /// this is `true`. The page shows the public title, the advisory summary,
+    /// a count of servers and times, and the advisory details only once every
+    /// selected node is updated; never policy, node or pod names.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub status_page: bool,
+    /// Title of this policy's rollouts on the status page and in e-mail
+    /// subjects, for example `Web hosting`. Default: the advisory summary, else
+    /// `Server maintenance`. Public: it must not contain the embargoed details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub public_title: Option<String>,
 }
 
 /// Payload format of a webhook.
@@ -484,6 +497,16 @@ pub enum WebhookFormat {
     CloudEvents,
     /// Slack incoming-webhook message.
     Slack,
+    /// Microsoft Teams Workflows webhook ("When a Teams webhook request is
+    /// received"): a message with one Adaptive Card 1.4 attachment.
+    Teams,
+    /// Any JSON API: `template` is a JSON document whose string values may use
+    /// the template variables; each is filled in (JSON-escaped) per notification.
+    Generic,
+    /// E-mail over SMTP. The Secret key of `urlSecretRef` holds
+    /// `smtps://user:password@host:465` (TLS) or `smtp://user:password@host:587`
+    /// (STARTTLS, required); `email` names sender and recipients.
+    Email,
 }
 
 /// A webhook receiver. Its URL lives in a Secret, never in the spec.
@@ -510,6 +533,22 @@ pub struct Webhook {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub template: Option<String>,
+    /// Sender and recipients, for `format: Email` (required there, refused
+    /// for the other formats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSpec>,
+}
+
+/// Sender and recipients of an e-mail channel.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailSpec {
+    /// Sender address, for example `Example Hosting <status@example.com>`.
+    #[schemars(length(min = 3, max = 254))]
+    pub from: String,
+    /// Recipient addresses (a customer list address, for example).
+    #[schemars(length(min = 1, max = 50))]
+    pub to: Vec<String>,
 }
 
 /// Health gates. A gate whose check fails (endpoint unreachable, bad answer)

@@ -200,6 +200,43 @@ pub struct ControllerArgs {
     /// Testing and demos only: the controller's clock starts at this instant (RFC 3339).
     #[arg(long, hide = true, env = "SOFORT_CLOCK_START")]
     pub clock_start: Option<String>,
+    /// The public status page.
+    #[command(flatten)]
+    pub status: Box<StatusPageArgs>,
+}
+
+/// The public status page of `sofort controller` (off unless `--status-addr`).
+#[derive(Args, Debug, Clone)]
+pub struct StatusPageArgs {
+    /// Address of the public status page (`/status`, `/status.json`,
+    /// `/status.atom`); off when not set. Serve it through its own Service,
+    /// apart from the metrics port.
+    #[arg(long, env = "SOFORT_STATUS_ADDR")]
+    pub status_addr: Option<String>,
+    /// Company name shown on the page.
+    #[arg(long, env = "SOFORT_STATUS_COMPANY", default_value = "Service status")]
+    pub status_company: String,
+    /// Logo: an https:// URL or a path on the page's host.
+    #[arg(long, env = "SOFORT_STATUS_LOGO_URL")]
+    pub status_logo_url: Option<String>,
+    /// Accent colour, `#rrggbb`.
+    #[arg(long, env = "SOFORT_STATUS_ACCENT", default_value = "#0b5fff")]
+    pub status_accent: String,
+    /// Language of the page: `en` or `de`.
+    #[arg(long, env = "SOFORT_STATUS_LANGUAGE", default_value = "en")]
+    pub status_language: String,
+    /// Time zone the page shows times in (IANA name).
+    #[arg(long, env = "SOFORT_STATUS_TIME_ZONE", default_value = "UTC")]
+    pub status_time_zone: String,
+    /// Completed rollouts listed, 0 to 50.
+    #[arg(long, env = "SOFORT_STATUS_HISTORY", default_value_t = 10)]
+    pub status_history: usize,
+    /// Public URL of the page, for the links and the id of the Atom feed.
+    #[arg(long, env = "SOFORT_STATUS_BASE_URL")]
+    pub status_base_url: Option<String>,
+    /// How often the page is rendered from the cache (also its `max-age`).
+    #[arg(long, env = "SOFORT_STATUS_REFRESH", default_value = "15s")]
+    pub status_refresh: String,
 }
 
 /// Reboot method of the agent.

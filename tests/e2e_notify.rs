@@ -224,6 +224,7 @@ fn webhook(name: &str, format: WebhookFormat, headers: bool) -> Webhook {
         headers_secret_ref: headers.then(|| r("headers")),
         ca_bundle_secret_ref: None,
         template: None,
+        email: None,
     }
 }
 
@@ -245,6 +246,7 @@ fn policy(urgent: bool, name: &str, details: &str, webhooks: Vec<Webhook>) -> Pa
             details: Some(details.into()),
             release: Default::default(),
         }),
+        ..Default::default()
     });
     p
 }

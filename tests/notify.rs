@@ -120,6 +120,7 @@ fn webhook(name: &str, format: WebhookFormat, template: Option<&str>) -> Webhook
         headers_secret_ref: None,
         ca_bundle_secret_ref: None,
         template: template.map(str::to_string),
+        email: None,
     }
 }
 
@@ -142,6 +143,7 @@ fn spec(urgent: bool) -> PatchPolicySpec {
             details: Some(DETAILS.into()),
             release: Default::default(),
         }),
+        ..Default::default()
     });
     s
 }

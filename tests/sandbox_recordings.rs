@@ -634,8 +634,10 @@ async fn record_rollout() -> Result<(), Error> {
             headers_secret_ref: None,
             ca_bundle_secret_ref: None,
             template: None,
+            email: None,
         }],
         advisory: None,
+        ..Default::default()
     });
     let mut weekend = policy("weekend", "2026-12-01");
     // A window twelve hours from now: closed.

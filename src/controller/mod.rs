@@ -34,6 +34,7 @@ mod patches;
 mod plan;
 mod reconciler;
 mod status;
+pub mod status_page;
 #[cfg(test)]
 mod tests;
 mod writes;
@@ -85,6 +86,8 @@ pub struct ControllerConfig {
     pub gate_interval: Duration,
     /// The clock.
     pub clock: Clock,
+    /// The public status listener, when `--status-addr` is set.
+    pub status_page: Option<status_page::StatusPageConfig>,
 }
 
 /// Errors that stop the controller.
@@ -162,8 +165,48 @@ impl ControllerConfig {
             gate_interval: dur("gate-interval", &args.gate_interval)?
                 .max(Duration::from_millis(100)),
             clock,
+            status_page: status_page_config(&args.status)?,
         })
     }
+}
+
+/// The status listener's settings from its flags; `None` without `--status-addr`.
+fn status_page_config(
+    a: &crate::cli::StatusPageArgs,
+) -> Result<Option<status_page::StatusPageConfig>, ControllerError> {
+    let Some(addr) = a.status_addr.clone().filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let branding = crate::notify::status_page::Branding::new(
+        &a.status_company,
+        a.status_logo_url.as_deref(),
+        &a.status_accent,
+        &a.status_language,
+        &a.status_time_zone,
+        a.status_history,
+        a.status_base_url.as_deref(),
+    )
+    .map_err(|e| ControllerError::Flag {
+        flag: "status-*",
+        message: e.to_string(),
+    })?;
+    let refresh = duration::parse(&a.status_refresh).map_err(|e| ControllerError::Flag {
+        flag: "status-refresh",
+        message: e.to_string(),
+    })?;
+    if refresh < Duration::from_secs(1) || refresh > Duration::from_secs(600) {
+        return Err(ControllerError::Flag {
+            flag: "status-refresh",
+            message: format!("{} is out of range; use 1s to 10m", a.status_refresh),
+        });
+    }
+    Ok(Some(status_page::StatusPageConfig {
+        addr,
+        branding,
+        refresh,
+        history: a.status_history,
+        bound: Default::default(),
+    }))
 }
 
 /// Entry point of `sofort controller`: runs until SIGTERM or Ctrl-C.
@@ -282,6 +325,22 @@ pub async fn run(
         .reflect(node_writer)
         .boxed();
 
+    let status_task = match cfg.status_page.clone() {
+        Some(sp) => {
+            let (addr, task) = status_page::spawn(
+                sp,
+                policy_store.clone(),
+                node_store.clone(),
+                cfg.clock,
+                stop_rx.clone(),
+            )
+            .await?;
+            tracing::info!(%addr, "serving the public status page at /status, /status.json and /status.atom");
+            Some(task)
+        }
+        None => None,
+    };
+
     let (kick_tx, kick_rx) = mpsc::unbounded_channel::<()>();
     let shell = reconciler::Reconciler::new(
         client.clone(),
@@ -313,6 +372,9 @@ pub async fn run(
         task.abort();
     }
     let _ = metrics_task.await;
+    if let Some(t) = status_task {
+        let _ = t.await;
+    }
     looped
 }
 

@@ -757,6 +757,7 @@ mod tests {
                 details: Some(DETAILS.into()),
                 release: Default::default(),
             }),
+            ..Default::default()
         });
         PatchPolicy::new("p", spec)
     }

@@ -229,6 +229,7 @@ impl Harness {
             watchdog: Duration::from_secs(300),
             gate_interval: Duration::from_secs(1),
             clock: Clock::system(),
+            status_page: None,
         };
         let notifications =
             Notifications::start(client.clone(), crate::notify::NotifyMetrics::new());

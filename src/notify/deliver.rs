@@ -66,8 +66,12 @@ pub struct ResolvedWebhook {
     pub name: String,
     /// Payload format.
     pub format: WebhookFormat,
-    /// The parsed user template, if any.
+    /// The parsed user template, if any (text formats).
     pub template: Option<Template>,
+    /// The parsed JSON body template of a `Generic` webhook.
+    pub body: Option<super::generic::JsonTemplate>,
+    /// The server and envelope of an `Email` channel.
+    email: Option<super::email::EmailTarget>,
     url: Uri,
     headers: HeaderMap,
     ca_pem: Option<Vec<u8>>,
@@ -129,6 +133,32 @@ pub enum WebhookError {
         #[source]
         source: TemplateError,
     },
+    /// The JSON body template of a generic webhook is missing or unusable.
+    #[error("webhook {webhook}: template {source}")]
+    Body {
+        /// Webhook name.
+        webhook: String,
+        /// The problem.
+        #[source]
+        source: super::generic::JsonTemplateError,
+    },
+    /// A generic webhook without a template.
+    #[error(
+        "webhook {webhook}: format Generic needs a template: the JSON request body, for example {{\"title\": \"{{summary}}\"}}"
+    )]
+    NoBody {
+        /// Webhook name.
+        webhook: String,
+    },
+    /// An e-mail channel is unusable.
+    #[error("webhook {webhook}: {source}")]
+    Email {
+        /// Webhook name.
+        webhook: String,
+        /// The problem.
+        #[source]
+        source: super::email::EmailError,
+    },
 }
 
 impl ResolvedWebhook {
@@ -143,6 +173,15 @@ impl ResolvedWebhook {
         ca_pem: Option<&[u8]>,
     ) -> Result<ResolvedWebhook, WebhookError> {
         let name = webhook.name.clone();
+        if webhook.format == WebhookFormat::Email {
+            return ResolvedWebhook::email(webhook, url, ca_pem);
+        }
+        if webhook.email.is_some() {
+            return Err(WebhookError::Email {
+                webhook: name,
+                source: super::email::EmailError::Envelope,
+            });
+        }
         let url: Uri = url.trim().parse().map_err(|_| WebhookError::InvalidUrl {
             webhook: name.clone(),
         })?;
@@ -162,6 +201,38 @@ impl ResolvedWebhook {
                 });
             }
         }
+        let (template, body) = ResolvedWebhook::templates(webhook)?;
+        Ok(ResolvedWebhook {
+            name,
+            format: webhook.format,
+            template,
+            body,
+            email: None,
+            url,
+            headers,
+            ca_pem: ca_pem.map(<[u8]>::to_vec),
+        })
+    }
+
+    /// The text template, or for `Generic` the JSON body template (required).
+    fn templates(
+        webhook: &Webhook,
+    ) -> Result<(Option<Template>, Option<super::generic::JsonTemplate>), WebhookError> {
+        let name = &webhook.name;
+        if webhook.format == WebhookFormat::Generic {
+            let src = webhook
+                .template
+                .as_deref()
+                .ok_or_else(|| WebhookError::NoBody {
+                    webhook: name.clone(),
+                })?;
+            let body =
+                super::generic::JsonTemplate::parse(src).map_err(|source| WebhookError::Body {
+                    webhook: name.clone(),
+                    source,
+                })?;
+            return Ok((None, Some(body)));
+        }
         let template = webhook
             .template
             .as_deref()
@@ -171,13 +242,33 @@ impl ResolvedWebhook {
                 webhook: name.clone(),
                 source,
             })?;
+        Ok((template, None))
+    }
+
+    /// An `Email` channel: the SMTP server URL from the Secret, the envelope
+    /// from the spec.
+    fn email(
+        webhook: &Webhook,
+        url: &str,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<ResolvedWebhook, WebhookError> {
+        let name = webhook.name.clone();
+        let target = super::email::EmailTarget::new(url, webhook.email.as_ref(), ca_pem).map_err(
+            |source| WebhookError::Email {
+                webhook: name.clone(),
+                source,
+            },
+        )?;
+        let (template, _) = ResolvedWebhook::templates(webhook)?;
         Ok(ResolvedWebhook {
             name,
-            format: webhook.format,
+            format: WebhookFormat::Email,
             template,
-            url,
-            headers,
-            ca_pem: ca_pem.map(<[u8]>::to_vec),
+            body: None,
+            email: Some(target),
+            url: Uri::from_static("smtp://mail"),
+            headers: HeaderMap::new(),
+            ca_pem: None,
         })
     }
 }
@@ -344,7 +435,10 @@ impl fmt::Debug for Delivery {
 impl Delivery {
     /// Renders `message` for `webhook` (its format and template).
     pub fn new(message: &Message, webhook: Arc<ResolvedWebhook>) -> Delivery {
-        let payload = message.payload(webhook.format, webhook.template.as_ref());
+        let payload = match &webhook.body {
+            Some(body) => message.generic(body),
+            None => message.payload(webhook.format, webhook.template.as_ref()),
+        };
         Delivery {
             kind: message.kind(),
             node: message.node().map(str::to_string),
@@ -908,6 +1002,14 @@ async fn deliver(
 
 async fn attempt(config: &DeliveryConfig, client: &HttpClient, d: &Delivery) -> Attempt {
     let w = &d.webhook;
+    if let Some(target) = &w.email {
+        use super::email::SendResult;
+        return match super::email::send(target, &d.id, &d.payload, config.timeout).await {
+            SendResult::Accepted(code) => Attempt::Done(code),
+            SendResult::Transient(error) => Attempt::Retry { error, after: None },
+            SendResult::Permanent(error) => Attempt::Fatal(error),
+        };
+    }
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(w.url.clone())
@@ -1001,6 +1103,7 @@ mod tests {
             headers_secret_ref: None,
             ca_bundle_secret_ref: None,
             template: template.map(str::to_string),
+            email: None,
         }
     }
 

@@ -216,6 +216,7 @@ mod tests {
                 details: Some("CVE-2026-1234".into()),
                 release: Default::default(),
             }),
+            ..Default::default()
         });
         let status = |phase, updated, failed| PatchPolicyStatus {
             phase: Some(phase),
@@ -247,6 +248,7 @@ mod tests {
                 details: Some("CVE-2026-1234".into()),
                 release: Default::default(),
             }),
+            ..Default::default()
         });
         // Completed (tolerated) with one failed node, or with a node left behind.
         for (updated, failed) in [(2, 1), (2, 0)] {

@@ -433,6 +433,7 @@ mod tests {
                 details: Some("CVE-2026-1234".into()),
                 release: Default::default(),
             }),
+            ..Default::default()
         });
         s
     }

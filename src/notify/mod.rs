@@ -7,8 +7,12 @@
 //!
 //! - [`event`]: the pure decision of which notification is due now
 //!   ([`due`]), with the records in `status.notifications` as its memory;
-//! - [`render`]: the [`Message`] of a notification and its CloudEvents 1.0 and
-//!   Slack payloads, default texts and user [`template`]s;
+//! - [`render`]: the [`Message`] of a notification and its CloudEvents 1.0,
+//!   Slack, Microsoft Teams and e-mail payloads, default texts and user
+//!   [`template`]s; [`generic`]: the JSON body template of a generic webhook;
+//!   [`email`]: the SMTP channel (TLS or required STARTTLS);
+//! - [`status_page`]: the public status page, JSON document and Atom feed,
+//!   rendered purely from the policies that opted in;
 //! - [`embargo`]: the advisory details only in `Completed`, and the
 //!   [`Embargo::scrub`] for Events, status and logs before completion;
 //! - [`deliver`]: background delivery in bounded lanes per policy, webhook and
@@ -52,11 +56,14 @@
 //! learns that the security fix is done.
 
 pub mod deliver;
+pub mod email;
 pub mod embargo;
 pub mod event;
+pub mod generic;
 pub mod metrics;
 pub mod render;
 pub mod secret;
+pub mod status_page;
 pub mod template;
 
 pub use deliver::{

@@ -14,6 +14,8 @@ use crate::api::WebhookFormat;
 pub const CLOUDEVENTS_CONTENT_TYPE: &str = "application/cloudevents+json";
 /// `Content-Type` of a Slack request.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
+/// `Content-Type` of an e-mail body.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Everything one notification may say, fixed when it is due.
 ///
@@ -29,6 +31,7 @@ pub struct Message {
     revision: String,
     urgent: bool,
     summary: String,
+    title: String,
     counts: Counts,
     failed_nodes: Vec<String>,
     window: Option<Window>,
@@ -68,6 +71,17 @@ impl Message {
             Ok(tz) => (tz, tz_name),
             Err(_) => (TimeZone::UTC, "UTC".to_string()),
         };
+        let summary = advisory
+            .map(|a| a.summary.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "Server maintenance".to_string());
+        let title = spec
+            .notify
+            .as_ref()
+            .and_then(|n| n.public_title.as_deref())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map_or_else(|| summary.clone(), str::to_string);
         Message {
             id: due.id(rollout.policy, &spec.revision),
             kind: due.kind,
@@ -76,10 +90,8 @@ impl Message {
             policy: rollout.policy.to_string(),
             revision: spec.revision.clone(),
             urgent: spec.urgent,
-            summary: advisory
-                .map(|a| a.summary.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "Server maintenance".to_string()),
+            summary,
+            title,
             counts: rollout.counts,
             failed_nodes: rollout.failed.iter().map(|f| f.node.clone()).collect(),
             window: rollout.first_window,
@@ -332,10 +344,9 @@ impl Message {
         })
     }
 
-    /// The Slack incoming-webhook message: `text` (notification fallback) and blocks.
-    pub fn slack(&self, template: Option<&Template>) -> Value {
-        let text = self.text_with(template);
-        let title = match self.kind {
+    /// The short headline of this notification, for example `Maintenance started`.
+    pub fn headline(&self) -> &'static str {
+        match self.kind {
             EventKind::Scheduled => "Maintenance scheduled",
             EventKind::UrgentStarted => "Urgent maintenance started",
             EventKind::Started => "Maintenance started",
@@ -344,7 +355,59 @@ impl Message {
             EventKind::Resumed => "Maintenance resumed",
             EventKind::CompletedWithFailures => "Maintenance ended with failures",
             EventKind::Completed => "Maintenance completed",
-        };
+        }
+    }
+
+    /// The public title: `spec.notify.publicTitle`, else the advisory summary.
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// The Microsoft Teams Workflows message: one Adaptive Card (version 1.4)
+    /// with the headline, the text and the facts.
+    pub fn teams(&self, template: Option<&Template>) -> Value {
+        let text = self.text_with(template);
+        let mut facts = vec![
+            json!({"title": "Servers", "value": format!(
+                "{} of {} updated", self.counts.updated, self.counts.total)}),
+            json!({"title": "Policy", "value": self.policy}),
+            json!({"title": "Revision", "value": self.revision}),
+        ];
+        if let Some(e) = self.expected_text() {
+            facts.push(json!({"title": "Expected completion", "value": e}));
+        }
+        json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": null,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [
+                        {"type": "TextBlock", "text": teams_escape(&format!("{}: {}", self.headline(), self.title)),
+                         "weight": "Bolder", "size": "Medium", "wrap": true},
+                        {"type": "TextBlock", "text": teams_escape(&text), "wrap": true},
+                        {"type": "FactSet", "facts": facts},
+                    ],
+                },
+            }],
+        })
+    }
+
+    /// Subject and plain-text body of the e-mail of this notification.
+    pub fn email(&self, template: Option<&Template>) -> (String, String) {
+        let subject = format!("{}: {}", self.title, self.headline());
+        let mut body = self.text_with(template);
+        body.push('\n');
+        (one_line(&subject, 200), body)
+    }
+
+    /// The Slack incoming-webhook message: `text` (notification fallback) and blocks.
+    pub fn slack(&self, template: Option<&Template>) -> Value {
+        let text = self.text_with(template);
+        let title = self.headline();
         json!({
             // The fallback text is parsed for mentions and links too.
             "text": slack_escape(&text),
@@ -367,12 +430,58 @@ impl Message {
         let (content_type, value) = match format {
             WebhookFormat::CloudEvents => (CLOUDEVENTS_CONTENT_TYPE, self.cloudevent(template)),
             WebhookFormat::Slack => (JSON_CONTENT_TYPE, self.slack(template)),
+            WebhookFormat::Teams => (JSON_CONTENT_TYPE, self.teams(template)),
+            // A generic webhook's body is its JSON template (see
+            // `Message::generic`); without one it gets the CloudEvents data.
+            WebhookFormat::Generic => (JSON_CONTENT_TYPE, self.cloudevent(None)["data"].clone()),
+            WebhookFormat::Email => {
+                let (subject, body) = self.email(template);
+                return Payload {
+                    content_type: TEXT_CONTENT_TYPE,
+                    body: body.into_bytes(),
+                    subject: Some(subject),
+                };
+            }
         };
         Payload {
             content_type,
             body: value.to_string().into_bytes(),
+            subject: None,
         }
     }
+
+    /// The body of a generic webhook: its JSON template filled in.
+    pub fn generic(&self, body: &super::generic::JsonTemplate) -> Payload {
+        Payload {
+            content_type: JSON_CONTENT_TYPE,
+            body: body.render(|v| self.variable(v)).to_string().into_bytes(),
+            subject: None,
+        }
+    }
+}
+
+/// Adaptive Card TextBlocks render a Markdown subset: links and emphasis
+/// from spec text are shown as typed.
+fn teams_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(
+            c,
+            '\\' | '[' | ']' | '(' | ')' | '*' | '_' | '`' | '#' | '>' | '<'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `s` on one line (header-safe: no CR/LF or other controls), cut to `max` chars.
+pub fn one_line(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect()
 }
 
 /// Slack's mrkdwn needs `&`, `<` and `>` escaped.
@@ -404,8 +513,10 @@ pub fn event_note(note: &str) -> String {
 pub struct Payload {
     /// `Content-Type` header value.
     pub content_type: &'static str,
-    /// JSON body.
+    /// JSON body (the text body of an e-mail).
     pub body: Vec<u8>,
+    /// The subject of an e-mail; `None` for the other formats.
+    pub subject: Option<String>,
 }
 
 #[cfg(test)]
@@ -431,6 +542,7 @@ mod tests {
                 details: Some(DETAILS.into()),
                 release: Default::default(),
             }),
+            ..Default::default()
         });
         s
     }

@@ -351,6 +351,28 @@ pub fn sandbox_controller_config() -> ControllerConfig {
         watchdog: crate::metrics::DEFAULT_WATCHDOG,
         gate_interval: Duration::from_secs(1),
         clock: crate::core::clock::Clock::system(),
+        status_page: None,
+    }
+}
+
+/// The status page of `sofort sandbox`: on a free local port, re-rendered
+/// every second.
+pub fn sandbox_status_page() -> crate::controller::status_page::StatusPageConfig {
+    crate::controller::status_page::StatusPageConfig {
+        addr: "127.0.0.1:0".into(),
+        branding: crate::notify::status_page::Branding::new(
+            "Example Hosting",
+            None,
+            "#0b5fff",
+            "en",
+            "Europe/Zurich",
+            5,
+            None,
+        )
+        .unwrap_or_default(),
+        refresh: Duration::from_secs(1),
+        history: 5,
+        bound: Default::default(),
     }
 }
 
@@ -451,15 +473,42 @@ async fn run(args: SandboxArgs, log_file: Option<PathBuf>) -> Result<ExitCode, S
     if let Some(p) = &log_file {
         println!("  logs:       {}", p.display());
     }
-    cluster.spawn_controller(sandbox_controller_config());
+    let mut controller_cfg = sandbox_controller_config();
+    let status = sandbox_status_page();
+    let status_bound = status.bound.clone();
+    controller_cfg.status_page = Some(status);
+    cluster.spawn_controller(controller_cfg);
     cluster.spawn_agents(true)?;
+    // The listener binds as the controller starts: wait a moment for its port.
+    for _ in 0..100 {
+        if status_bound.get().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(addr) = status_bound.get() {
+        println!("  status:     http://{addr}/status (also /status.json, /status.atom)");
+    }
 
     let mut watched = Vec::new();
     let policy_name = if args.no_policy {
         println!("no policy applied: kubectl apply one (see examples/), Ctrl-C to stop");
         None
     } else {
-        let policy = demo_policy(args.urgent, jiff::Timestamp::now());
+        let mut policy = demo_policy(args.urgent, jiff::Timestamp::now());
+        // On the status page: summary while it runs, the advisory once done.
+        policy.spec.notify = Some(crate::api::NotifySpec {
+            status_page: true,
+            public_title: Some("Web hosting".into()),
+            advisory: Some(crate::api::Advisory {
+                summary: "Security maintenance".into(),
+                details: Some(
+                    "CVE-2026-31337 fixed: local privilege escalation in the kernel".into(),
+                ),
+                release: Default::default(),
+            }),
+            ..Default::default()
+        });
         let name = policy.name_any();
         watched.push(WatchedPolicy {
             name: name.clone(),

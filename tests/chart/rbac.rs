@@ -253,12 +253,14 @@ fn policy(secret_namespace: &str) -> PatchPolicy {
             headers_secret_ref: None,
             ca_bundle_secret_ref: None,
             template: None,
+            email: None,
         }],
         advisory: Some(Advisory {
             summary: "Kernel maintenance".into(),
             details: None,
             release: Default::default(),
         }),
+        ..Default::default()
     });
     PatchPolicy::new("kernel", spec)
 }

@@ -371,6 +371,14 @@ pub(super) fn patch(
 /// `spec.notify`: webhooks and the advisory.
 pub(super) fn notify(out: &mut Vec<Problem>, spec: &PatchPolicySpec, n: &NotifySpec) {
     webhooks(out, n);
+    if let Some(t) = &n.public_title
+        && (t.trim().is_empty() || t.chars().any(char::is_control))
+    {
+        out.push(problem(
+            "spec.notify.publicTitle",
+            "must be one line of visible text, for example `Web hosting`; remove the field for the default title",
+        ));
+    }
     if n.advisory.is_some() {
         advisory(out, spec, n);
     }
@@ -397,11 +405,7 @@ fn webhooks(out: &mut Vec<Problem>, n: &NotifySpec) {
                 ),
             ));
         }
-        if let Some(t) = &w.template
-            && let Err(e) = crate::notify::Template::parse(t)
-        {
-            out.push(problem(format!("{base}.template"), e.to_string()));
-        }
+        channel(out, &base, w);
         let refs = [
             ("urlSecretRef", Some(&w.url_secret_ref)),
             ("headersSecretRef", w.headers_secret_ref.as_ref()),
@@ -422,6 +426,61 @@ fn webhooks(out: &mut Vec<Problem>, n: &NotifySpec) {
                 }
             }
         }
+    }
+}
+
+/// The template and envelope of one webhook, as its format needs them.
+fn channel(out: &mut Vec<Problem>, base: &str, w: &crate::api::Webhook) {
+    use crate::api::WebhookFormat;
+    match (w.format, &w.template) {
+        (WebhookFormat::Generic, None) => out.push(problem(
+            format!("{base}.template"),
+            "format Generic needs a template: the JSON request body, for example {\"title\": \"{summary}\", \"status\": \"{event}\"}",
+        )),
+        (WebhookFormat::Generic, Some(t)) => {
+            if let Err(e) = crate::notify::generic::JsonTemplate::parse(t) {
+                out.push(problem(format!("{base}.template"), e.to_string()));
+            }
+        }
+        (_, Some(t)) => {
+            if let Err(e) = crate::notify::Template::parse(t) {
+                out.push(problem(format!("{base}.template"), e.to_string()));
+            }
+        }
+        (_, None) => {}
+    }
+    match (w.format, &w.email) {
+        (WebhookFormat::Email, None) => out.push(problem(
+            format!("{base}.email"),
+            "format Email needs `email` with `from` and `to` (the recipients)",
+        )),
+        (WebhookFormat::Email, Some(e)) => {
+            if !crate::notify::email::is_address(&e.from) {
+                out.push(problem(
+                    format!("{base}.email.from"),
+                    "is not an e-mail address such as `Example Hosting <status@example.com>`",
+                ));
+            }
+            if e.to.is_empty() {
+                out.push(problem(
+                    format!("{base}.email.to"),
+                    "name at least one recipient",
+                ));
+            }
+            for (i, t) in e.to.iter().enumerate() {
+                if !crate::notify::email::is_address(t) {
+                    out.push(problem(
+                        format!("{base}.email.to[{i}]"),
+                        "is not an e-mail address such as `customers@example.com`",
+                    ));
+                }
+            }
+        }
+        (_, Some(_)) => out.push(problem(
+            format!("{base}.email"),
+            "only format Email uses `email`; remove it or set format: Email",
+        )),
+        (_, None) => {}
     }
 }
 
@@ -451,6 +510,9 @@ fn advisory(out: &mut Vec<Problem>, spec: &PatchPolicySpec, n: &NotifySpec) {
         if let Some(t) = &w.template {
             public.push((format!("{base}.template"), t.as_str()));
         }
+    }
+    if let Some(t) = &n.public_title {
+        public.push(("spec.notify.publicTitle".into(), t.as_str()));
     }
     for (i, b) in spec.blackouts.iter().enumerate() {
         if let Some(r) = &b.reason {
