@@ -6,22 +6,27 @@
 # already matches the requirements file. Needs Python 3.11+ with venv and pip.
 #
 # Debian packages are installed system-wide when their binary is missing:
-# `prometheus` for promtool (the alert and dashboard tests), `lua5.1` (the
-# Argo CD health check test), `chromium` (the status page tests) and
-# `openssl` (certificates of the SMTP tests). This needs root and Debian's mirrors; apt-get
+# `prometheus` for promtool (the alert and dashboard tests) and for the server
+# the health gate tests start, `lua5.1` (the Argo CD health check test),
+# `prometheus-alertmanager` and `prometheus-pushgateway` (the health gate tests
+# start them on 127.0.0.1 ports of their own), `chromium` (the status page
+# tests) and `openssl` (certificates of the SMTP tests). This needs root and Debian's mirrors; apt-get
 # update runs only when something is to be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
 command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)
+# Health gates: the real Prometheus server, Alertmanager and Pushgateway.
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
 # Status page tests: headless Chromium; channel tests: openssl for their certificates.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup-test-tools: install the Debian packages ${missing[*]} (promtool, lua5.1); this needs root and apt-get" >&2
+    echo "setup-test-tools: install the Debian packages ${missing[*]}; this needs root and apt-get" >&2
     exit 1
   fi
   echo "setup-test-tools: installing ${missing[*]} from Debian" >&2

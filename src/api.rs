@@ -167,6 +167,12 @@ pub struct PatchPolicySpec {
     /// Who is told about the rollout, and what they are told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifySpec>,
+
+    /// Health gates: hold new starts while the cluster is unwell (alerts firing,
+    /// PromQL queries returning series, blocking pods running) and hold a node
+    /// from counting as done until the listed workloads are healthy again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<GatesSpec>,
 }
 
 /// Day of the week a maintenance window starts on.
@@ -545,6 +551,173 @@ pub struct EmailSpec {
     pub to: Vec<String>,
 }
 
+/// Health gates. A gate whose check fails (endpoint unreachable, bad answer)
+/// counts as closed and says so.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatesSpec {
+    /// Prometheus: firing alerts and PromQL queries that hold new starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusGate>,
+    /// Alertmanager: whether its silences count, and silences for the nodes in
+    /// maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<AlertmanagerGate>,
+    /// Pods that hold their node (and with it its group) while they run there,
+    /// for example a backup job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub blocking_pods: Vec<BlockingPodsGate>,
+    /// Workloads that must be healthy (kstatus rules) after each node's settle
+    /// before the node counts as done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub workloads: Vec<WorkloadGate>,
+    /// A gate closed longer than this triggers `onTimeout`. Unset: wait
+    /// without limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"), length(max = 64))]
+    pub timeout: Option<String>,
+    /// `Halt` (default: phase Stalled, admins told) or `Continue` (go on as if
+    /// the gate were open).
+    #[serde(default)]
+    pub on_timeout: GateTimeoutAction,
+    /// With `urgent: true`, skip the Prometheus and blocking-pod gates. The
+    /// budget and PodDisruptionBudgets always hold.
+    #[serde(default)]
+    pub skip_when_urgent: bool,
+}
+
+/// What to do when a gate stays closed longer than `gates.timeout`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GateTimeoutAction {
+    /// Start no more nodes (phase Stalled) and tell the admins.
+    #[default]
+    Halt,
+    /// Go on as if the gate were open.
+    Continue,
+}
+
+/// A Prometheus server whose alerts and queries gate the rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.urlSecretRef)").message("give exactly one of url and urlSecretRef"))]
+pub struct PrometheusGate {
+    /// Base URL, for example `http://prometheus.monitoring:9090`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub url: Option<String>,
+    /// Secret key holding the base URL (same consent rule as webhook Secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding a PEM CA bundle to trust for this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret_ref: Option<SecretKeyRef>,
+    /// Hold new starts while a matching alert fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsGate>,
+    /// Each holds new starts while its PromQL returns any series.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub queries: Vec<QueryGate>,
+}
+
+/// Which firing alerts hold new starts.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsGate {
+    /// Regular expressions on `alertname`, anchored as in Prometheus; an empty
+    /// list means any firing alert.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub names: Vec<String>,
+    /// Label values that never block, such as `severity: [info, none]`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ignore: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// A PromQL query that holds new starts while it returns any series.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryGate {
+    /// Name used in status, Events and metrics.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The PromQL expression, written as an alert condition
+    /// (`... > 5`).
+    #[schemars(length(min = 1, max = 4096))]
+    pub expr: String,
+}
+
+/// An Alertmanager whose silences count, and which silences the alerts of the
+/// nodes in maintenance.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.urlSecretRef)").message("give exactly one of url and urlSecretRef"))]
+pub struct AlertmanagerGate {
+    /// Base URL, for example `http://alertmanager.monitoring:9093`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub url: Option<String>,
+    /// Secret key holding the base URL (same consent rule as webhook Secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding a PEM CA bundle to trust for this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret_ref: Option<SecretKeyRef>,
+    /// A firing alert that an active silence matches does not block (silences
+    /// sofort made for maintenance never unblock).
+    #[serde(default)]
+    pub respect_silences: bool,
+    /// One silence per node in progress, expired when the node is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_during_maintenance: Option<MaintenanceSilence>,
+}
+
+/// The silence made for each node in progress.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceSilence {
+    /// Matchers in Alertmanager's syntax (`label=~"value"`, also `=`, `!=`,
+    /// `!~`); `{node}` stands for the node's name.
+    #[schemars(length(min = 1, max = 16))]
+    pub matchers: Vec<String>,
+}
+
+/// Pods that hold their node while they run on it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockingPodsGate {
+    /// Namespace searched; unset: every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// Which pods.
+    pub selector: LabelSelector,
+}
+
+/// A workload that must be healthy after each node's settle.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadGate {
+    /// API version, for example `apps/v1`.
+    #[schemars(length(min = 1, max = 253))]
+    pub api_version: String,
+    /// Kind, for example `StatefulSet`.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+    /// Namespace; unset for a cluster-scoped kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// Name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
 /// Reference to one key of a Secret.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -678,12 +851,49 @@ pub struct PatchPolicyStatus {
     /// Notifications sent for this revision (most recent last, bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<NotificationRecord>,
+    /// The health gates of this policy: open or closed, since when, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateStatus>,
+    /// The drainability pre-flight: which pods could not be evicted now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<PreflightStatus>,
     /// `Ready`, `Reconciling` and `Stalled`, following kstatus conventions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// One human sentence: what is happening, or why nothing is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// One health gate's state.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStatus {
+    /// Which gate: `alerts`, `query NAME`, `blockingPods` or `workloads`.
+    pub name: String,
+    /// Whether it lets work go on.
+    pub open: bool,
+    /// Since when it is in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// Why it is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The drainability pre-flight of a revision.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreflightStatus {
+    /// When it ran.
+    pub checked_at: Time,
+    /// The revision it ran for.
+    pub revision: String,
+    /// One sentence, for example `2 nodes would block: PDB shop/db allows 0 disruptions`.
+    pub summary: String,
+    /// The nodes that would block, each with why (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
 }
 
 /// A maintenance window instance.
@@ -770,6 +980,7 @@ impl PatchPolicySpec {
             reboot: RebootSpec::default(),
             patch: None,
             notify: None,
+            gates: None,
         }
     }
 }

@@ -192,6 +192,11 @@ pub struct ControllerArgs {
     /// the decision loop has not come round for this long: a pass that hangs.
     #[arg(long, env = "SOFORT_WATCHDOG_TIMEOUT", default_value = "5m")]
     pub watchdog_timeout: String,
+    /// Health gates: each gate is checked at most once per this interval (its
+    /// answer is reused meanwhile); an answer older than three intervals
+    /// closes the gate.
+    #[arg(long, default_value = "30s")]
+    pub gate_interval: String,
     /// Testing and demos only: the controller's clock starts at this instant (RFC 3339).
     #[arg(long, hide = true, env = "SOFORT_CLOCK_START")]
     pub clock_start: Option<String>,

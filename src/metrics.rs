@@ -65,6 +65,8 @@ pub struct ControllerMetrics {
     leader: Gauge,
     step_started: Family<Labels, Gauge>,
     step_timeout: Family<Labels, Gauge>,
+    gate_open: Family<Labels, Gauge>,
+    gate_checks: Family<Labels, Counter>,
     registry: Arc<Registry>,
 }
 
@@ -94,6 +96,18 @@ impl ControllerMetrics {
         let leader = Gauge::default();
         let step_started = Family::<Labels, Gauge>::default();
         let step_timeout = Family::<Labels, Gauge>::default();
+        let gate_open = Family::<Labels, Gauge>::default();
+        let gate_checks = Family::<Labels, Counter>::default();
+        registry.register(
+            "gate_open",
+            "1 while the health gate of the policy is open, 0 while closed",
+            gate_open.clone(),
+        );
+        registry.register(
+            "gate_checks",
+            "Health gate checks by gate kind and result (open, closed, error)",
+            gate_checks.clone(),
+        );
         registry.register("nodes", "Selected nodes by policy and step", nodes.clone());
         registry.register(
             "step_duration_seconds",
@@ -142,6 +156,8 @@ impl ControllerMetrics {
             leader,
             step_started,
             step_timeout,
+            gate_open,
+            gate_checks,
             registry: Arc::new(registry),
         }
     }
@@ -209,6 +225,27 @@ impl ControllerMetrics {
         self.step_timeout
             .get_or_create(&labels(&[("policy", policy), ("step", step)]))
             .set(seconds);
+    }
+
+    /// Sets whether a policy's health gate is open.
+    pub fn set_gate_open(&self, policy: &str, gate: &str, open: bool) {
+        self.gate_open
+            .get_or_create(&labels(&[("policy", policy), ("gate", gate)]))
+            .set(i64::from(open));
+    }
+
+    /// Removes a policy's gate series (the gate was removed from the spec).
+    pub fn forget_gate(&self, policy: &str, gate: &str) {
+        self.gate_open
+            .remove(&labels(&[("policy", policy), ("gate", gate)]));
+    }
+
+    /// Counts one health gate check (`gate`: the gate kind; `result`: open,
+    /// closed or error).
+    pub fn count_gate_check(&self, gate: &str, result: &str) {
+        self.gate_checks
+            .get_or_create(&labels(&[("gate", gate), ("result", result)]))
+            .inc();
     }
 
     /// Removes every series of a policy (after it was deleted), so deleted

@@ -26,6 +26,8 @@ mod apply;
 pub mod drain;
 mod drain_workers;
 mod events;
+mod gate_upkeep;
+pub mod gates;
 mod kube_writes;
 mod notifications;
 mod patches;
@@ -80,6 +82,8 @@ pub struct ControllerConfig {
     pub debounce: Duration,
     /// `/healthz` fails when the decision loop has not come round for this long.
     pub watchdog: Duration,
+    /// Health gates: at most one check per gate per this interval.
+    pub gate_interval: Duration,
     /// The clock.
     pub clock: Clock,
     /// The public status listener, when `--status-addr` is set.
@@ -158,6 +162,8 @@ impl ControllerConfig {
                 }
                 w
             },
+            gate_interval: dur("gate-interval", &args.gate_interval)?
+                .max(Duration::from_millis(100)),
             clock,
             status_page: status_page_config(&args.status)?,
         })

@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 
 use super::drain_workers::Drains;
 use super::events::{self, About, Note};
+use super::gate_upkeep::preflight_due;
+use super::gates::GateObserver;
 use super::kube_writes::KubeWrites;
 use super::notifications::{Notifications, Prepared};
 use super::patches::{self, FINALIZER, StoredRaw, phase_name, step_name};
@@ -47,6 +49,8 @@ pub(crate) struct Reconciler<W: Writes = KubeWrites> {
     pub(super) notifications: Notifications,
     throttle: StatusThrottle,
     views: ViewCache,
+    /// What the health gates look at, fetched at most once per interval.
+    pub(super) gates: GateObserver,
 }
 
 /// What became of a pass's status.
@@ -92,6 +96,7 @@ impl<W: Writes> Reconciler<W> {
         kick: mpsc::UnboundedSender<()>,
         notifications: Notifications,
     ) -> Self {
+        let gates = GateObserver::new(client.clone(), cfg.gate_interval);
         Reconciler {
             writes,
             client,
@@ -106,6 +111,7 @@ impl<W: Writes> Reconciler<W> {
             notifications,
             throttle: StatusThrottle::default(),
             views: ViewCache::default(),
+            gates,
         }
     }
 
@@ -310,7 +316,15 @@ impl<W: Writes> Reconciler<W> {
         let views = self.views(objects);
         // The spec was parsed once for this resourceVersion: an invalid one
         // halts (Stalled, reason InvalidSpec) with every problem in the message.
-        let decision = rollout::decide_with(policy, &policy.config, &views, others, now);
+        let gated = self.gate_observations(policy, &policy.config, now).await;
+        let decision = rollout::decide_with_observed(
+            policy,
+            &policy.config,
+            &views,
+            others,
+            gated.as_ref(),
+            now,
+        );
         let valid = !decision
             .status
             .conditions
@@ -330,6 +344,9 @@ impl<W: Writes> Reconciler<W> {
 
         // Status and rollout-level Events.
         let mut status = decision.status;
+        if gated.is_some() && preflight_due(policy.status.as_ref(), &policy.spec, now) {
+            self.preflight(policy, &views, &mut status, now).await;
+        }
         // Customer notifications due now go into this status write.
         let prepared = self
             .notifications
@@ -348,7 +365,14 @@ impl<W: Writes> Reconciler<W> {
         if let Some(note) = phase_note {
             self.emit(policy, note);
         }
+        if gated.is_some() {
+            self.gate_upkeep(policy, &status, now).await;
+        }
         let mut requeue = decision.requeue_after;
+        if gated.is_some() {
+            // Gates change without any watch event: look again each interval.
+            requeue = earliest(requeue, Some(self.cfg.gate_interval));
+        }
         match self.write_status(policy, &status, &prepared).await? {
             StatusOutcome::Done => {}
             StatusOutcome::Deferred(wait) => requeue = earliest(requeue, Some(wait)),

@@ -227,6 +227,7 @@ impl Harness {
             leader_election: false,
             debounce: Duration::ZERO,
             watchdog: Duration::from_secs(300),
+            gate_interval: Duration::from_secs(1),
             clock: Clock::system(),
             status_page: None,
         };

@@ -11,12 +11,15 @@
 //! - [`node_record`]: the per-node record kept in a Node annotation.
 //! - [`rollout`]: the per-node state machine and `decide()`, as named phases.
 //! - [`forecast`]: the discrete-event simulation behind `sofort plan`.
+//! - [`gates`]: health gates over what the controller observes (alerts,
+//!   queries, silences, pods, workloads).
 //! - [`clock`]: the controller's clock (system time with an optional offset).
 
 pub mod budget;
 pub mod clock;
 pub mod duration;
 pub mod forecast;
+pub mod gates;
 pub mod node_record;
 pub mod order;
 pub mod rollout;

@@ -813,7 +813,7 @@ pub fn start(
     (Notifier { shared }, report_rx)
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One HTTP client per CA bundle (`None`: the system roots only).
 type Clients = HashMap<Option<Vec<u8>>, Result<HttpClient, String>>;
@@ -878,6 +878,16 @@ async fn run_lane(shared: Arc<Shared>, key: LaneKey) {
 }
 
 fn build_client(ca_pem: Option<&[u8]>, config: &DeliveryConfig) -> Result<HttpClient, String> {
+    https_client(ca_pem, config.connect_timeout)
+}
+
+/// An HTTP/1 client for http:// and https:// with the system's CAs plus
+/// `ca_pem` (PEM certificates), connecting within `connect_timeout`. Also
+/// used by the health gates' Prometheus and Alertmanager clients.
+pub(crate) fn https_client(
+    ca_pem: Option<&[u8]>,
+    connect_timeout: std::time::Duration,
+) -> Result<HttpClient, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
@@ -900,7 +910,7 @@ fn build_client(ca_pem: Option<&[u8]>, config: &DeliveryConfig) -> Result<HttpCl
     .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_connect_timeout(Some(connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

@@ -349,6 +349,7 @@ pub fn sandbox_controller_config() -> ControllerConfig {
         leader_election: false,
         debounce: Duration::from_millis(20),
         watchdog: crate::metrics::DEFAULT_WATCHDOG,
+        gate_interval: Duration::from_secs(1),
         clock: crate::core::clock::Clock::system(),
         status_page: None,
     }

@@ -7,6 +7,7 @@ use jiff::Timestamp;
 
 use crate::api::{OnTimeout, Step};
 use crate::core::duration;
+use crate::core::gates::evaluate::workloads_verdict;
 use crate::core::node_record::NodeRecord;
 
 use super::classify::{Class, Classified};
@@ -298,6 +299,12 @@ fn settling(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> Advance {
     if !n.ready || ctx.now < end {
         return Advance::wait((ctx.now < end).then_some(end));
     }
+    // The workloads gate: the node counts as done only once they are healthy.
+    if let (Some(gates), Some(obs)) = (ctx.cfg.gates.as_ref(), ctx.obs)
+        && !workloads_verdict(gates, obs, ctx.now).is_open()
+    {
+        return Advance::wait(Some(add(ctx.now, obs.max_age / 3)));
+    }
     let mut done = n.done.clone();
     done.insert(ctx.name.to_string(), rec.revision.clone());
     let record = NodeRecord {
@@ -323,6 +330,7 @@ mod tests {
     fn at(p: &PatchPolicy, n: &NodeView, now: &str) -> Advance {
         let cfg = Config::from_spec(&p.spec);
         let ctx = Ctx {
+            obs: None,
             name: "p",
             spec: &p.spec,
             cfg: &cfg,
@@ -454,6 +462,7 @@ mod tests {
         let p = policy("p");
         let cfg = Config::from_spec(&p.spec);
         let ctx = Ctx {
+            obs: None,
             name: "p",
             spec: &p.spec,
             cfg: &cfg,

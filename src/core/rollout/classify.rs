@@ -102,6 +102,7 @@ mod tests {
     fn run(p: &crate::api::PatchPolicy, nodes: &[NodeView]) -> Classified {
         let cfg = crate::core::rollout::Config::from_spec(&p.spec);
         let ctx = Ctx {
+            obs: None,
             name: "p",
             spec: &p.spec,
             cfg: &cfg,

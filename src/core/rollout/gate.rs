@@ -6,13 +6,17 @@
 //! gates say. A new gate (for example one on the fleet's health) is one more
 //! check function and one more [`Closed`] variant.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{PatchPolicyStatus, Step};
+use crate::api::{GateStatus, PatchPolicyStatus, Step};
 use crate::core::budget::Budget;
 use crate::core::duration;
+use crate::core::gates::evaluate::{evaluate, workloads_verdict};
+use crate::core::gates::{GateId, TimeoutState, timeout_state};
 use crate::core::window::{HORIZON_DAYS, human_time};
 
 use super::advance::Advanced;
@@ -40,6 +44,23 @@ pub(super) enum Closed {
         /// When the next usable window opens, if one does.
         opens: Option<Timestamp>,
     },
+    /// A health gate (`spec.gates`) is closed.
+    Health {
+        /// The gate, in words (`alerts`, `query api-errors`).
+        gate: String,
+        /// Why, for the message.
+        why: String,
+    },
+    /// A health gate stayed closed longer than `gates.timeout` with
+    /// `onTimeout: Halt`.
+    GateTimedOut {
+        /// The gate.
+        gate: String,
+        /// Why it is closed.
+        why: String,
+        /// Since when.
+        since: Timestamp,
+    },
 }
 
 /// What the gates look at.
@@ -63,6 +84,10 @@ pub(super) struct Gates {
     pub closed: Vec<Closed>,
     /// The budget for starts, after the releases of this plan.
     pub budget: Budget,
+    /// Each health gate's state, for `status.gates`.
+    pub status: Vec<GateStatus>,
+    /// Nodes held by a blocking pod, with the reason.
+    pub blocked_nodes: BTreeMap<String, String>,
 }
 
 impl Gates {
@@ -81,9 +106,17 @@ impl Gates {
         self.is_closed(&Closed::InvalidSpec)
     }
 
-    /// Whether too many nodes failed.
+    /// Whether the rollout is halted: too many nodes failed, or a health
+    /// gate timed out with `onTimeout: Halt`.
     pub fn halted(&self) -> bool {
-        self.is_closed(&Closed::TooManyFailures)
+        self.is_closed(&Closed::TooManyFailures) || self.gate_timed_out().is_some()
+    }
+
+    /// The health gate that timed out with `onTimeout: Halt`, if any.
+    pub fn gate_timed_out(&self) -> Option<&Closed> {
+        self.closed
+            .iter()
+            .find(|c| matches!(c, Closed::GateTimedOut { .. }))
     }
 
     /// The closed time gate (lead time or window), if any.
@@ -118,11 +151,13 @@ pub(super) fn gates(input: &GateInput<'_>) -> Gates {
         .filter(|_| same_rev)
         .map_or(ctx.now, |t| t.0);
     let scheduled = scheduled_start(ctx, announced_at);
+    let health = health(ctx, prev);
     let closed = [
         validity(ctx),
         failures(ctx, classified, advanced),
         pause(ctx),
         schedule(ctx, scheduled),
+        health.closed,
     ]
     .into_iter()
     .flatten()
@@ -132,7 +167,75 @@ pub(super) fn gates(input: &GateInput<'_>) -> Gates {
         scheduled,
         closed,
         budget: budget(ctx, classified, advanced),
+        status: health.status,
+        blocked_nodes: health.blocked_nodes,
     }
+}
+
+/// What the health gates say.
+#[derive(Default)]
+struct Health {
+    closed: Option<Closed>,
+    status: Vec<GateStatus>,
+    blocked_nodes: BTreeMap<String, String>,
+}
+
+/// The health gates of `spec.gates` over the controller's observations:
+/// the first closed one (blocking pods hold only their nodes), with its
+/// timeout; every gate's state with the time it entered it.
+fn health(ctx: &Ctx<'_>, prev: &PatchPolicyStatus) -> Health {
+    let (Some(cfg), Some(obs)) = (ctx.cfg.gates.as_ref(), ctx.obs) else {
+        return Health::default();
+    };
+    let eval = evaluate(cfg, obs, ctx.now, ctx.spec.urgent);
+    let mut verdicts = eval.verdicts.clone();
+    if !cfg.workloads.is_empty() {
+        verdicts.push((GateId::Workloads, workloads_verdict(cfg, obs, ctx.now)));
+    }
+    let mut out = Health {
+        blocked_nodes: eval.blocked_nodes.clone(),
+        ..Health::default()
+    };
+    for (gate, v) in &verdicts {
+        let name = gate.to_string();
+        let since = prev
+            .gates
+            .iter()
+            .find(|g| g.name == name && g.open == v.is_open())
+            .and_then(|g| g.since.as_ref())
+            .map_or(ctx.now, |t| t.0);
+        out.status.push(GateStatus {
+            name: name.clone(),
+            open: v.is_open(),
+            since: Some(Time(since)),
+            reason: v.reason().map(str::to_string),
+        });
+        let Some(why) = v.reason() else { continue };
+        if *gate == GateId::Workloads || out.closed.is_some() && *gate != GateId::BlockingPods {
+            continue;
+        }
+        match timeout_state(since, ctx.now, cfg.timeout, cfg.on_timeout) {
+            TimeoutState::Waiting if *gate == GateId::BlockingPods => {}
+            TimeoutState::Waiting => {
+                out.closed = Some(Closed::Health {
+                    gate: name,
+                    why: why.to_string(),
+                });
+            }
+            TimeoutState::Halted => {
+                out.closed = Some(Closed::GateTimedOut {
+                    gate: name,
+                    why: why.to_string(),
+                    since,
+                });
+            }
+            TimeoutState::Overridden if *gate == GateId::BlockingPods => {
+                out.blocked_nodes.clear();
+            }
+            TimeoutState::Overridden => {}
+        }
+    }
+    out
 }
 
 /// The earliest start: at the announcement when urgent, else the first
@@ -228,6 +331,7 @@ mod tests {
     fn run(p: &PatchPolicy, now: &str, classified: &Classified, advanced: &Advanced) -> Gates {
         let cfg = Config::from_spec(&p.spec);
         let ctx = Ctx {
+            obs: None,
             name: "p",
             spec: &p.spec,
             cfg: &cfg,

@@ -99,6 +99,8 @@ mod advance;
 mod classify;
 mod config;
 mod gate;
+#[cfg(test)]
+mod health_tests;
 mod index;
 mod start;
 mod status;
@@ -113,6 +115,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::api::{PatchPolicy, PatchPolicySpec};
+use crate::core::gates::evaluate::Observations;
 
 pub use action::{Action, Decision};
 pub use config::{Config, PATCH_REPORT_SLACK};
@@ -126,6 +129,10 @@ struct Ctx<'a> {
     spec: &'a PatchPolicySpec,
     cfg: &'a Config,
     now: Timestamp,
+    /// What the controller observed for the health gates; `None` where no
+    /// one observes (the forecast), and then the health gates are not
+    /// evaluated.
+    obs: Option<&'a Observations>,
 }
 
 /// `t + d`, saturating at the end of time.
@@ -147,6 +154,19 @@ pub fn decide(
     decide_with(policy, &cfg, nodes, others, now)
 }
 
+/// [`decide`] with the health gates' observations.
+pub fn decide_gated(
+    policy: &PatchPolicy,
+    nodes: &[NodeView],
+    others: &[Contender],
+    obs: &Observations,
+    now: Timestamp,
+) -> Decision {
+    let cfg = Config::from_spec(&policy.spec);
+    let index = NodeIndex::build(&policy.spec, nodes, false);
+    decide_observed(policy, &cfg, &index, nodes, others, Some(obs), now)
+}
+
 /// [`decide`] with a spec parsed once.
 pub fn decide_with(
     policy: &PatchPolicy,
@@ -159,6 +179,20 @@ pub fn decide_with(
     decide_indexed(policy, cfg, &index, nodes, others, now)
 }
 
+/// [`decide_with`] with the health gates' observations (`None`: not
+/// evaluated).
+pub fn decide_with_observed(
+    policy: &PatchPolicy,
+    cfg: &Config,
+    nodes: &[NodeView],
+    others: &[Contender],
+    obs: Option<&Observations>,
+    now: Timestamp,
+) -> Decision {
+    let index = NodeIndex::build(&policy.spec, nodes, false);
+    decide_observed(policy, cfg, &index, nodes, others, obs, now)
+}
+
 /// [`decide_with`] over a prepared [`NodeIndex`] of the same `nodes` (one that
 /// does not fit them is rebuilt).
 pub fn decide_indexed(
@@ -169,9 +203,23 @@ pub fn decide_indexed(
     others: &[Contender],
     now: Timestamp,
 ) -> Decision {
+    decide_observed(policy, cfg, index, nodes, others, None, now)
+}
+
+/// [`decide_indexed`] with the health gates' observations (`None`: health
+/// gates not evaluated, as in the forecast).
+pub fn decide_observed(
+    policy: &PatchPolicy,
+    cfg: &Config,
+    index: &NodeIndex,
+    nodes: &[NodeView],
+    others: &[Contender],
+    obs: Option<&Observations>,
+    now: Timestamp,
+) -> Decision {
     if !index.fits(nodes) {
         let rebuilt = NodeIndex::build(&policy.spec, nodes, false);
-        return decide_indexed(policy, cfg, &rebuilt, nodes, others, now);
+        return decide_observed(policy, cfg, &rebuilt, nodes, others, obs, now);
     }
     let prev = policy.status.clone().unwrap_or_default();
     let ctx = Ctx {
@@ -179,6 +227,7 @@ pub fn decide_indexed(
         spec: &policy.spec,
         cfg,
         now,
+        obs,
     };
     let classified = classify::classify(&ctx, index, nodes);
     let advanced = advance::advance_all(&ctx, nodes, &classified);

@@ -20,7 +20,12 @@ pub(super) enum Hold {
     UrgentFirst(String, String),
     RebootUnknown(String),
     BrokenRecord(String),
-    Budget { unavailable: usize, max: usize },
+    /// A blocking pod runs on the node (the reason names it).
+    BlockingPod(String),
+    Budget {
+        unavailable: usize,
+        max: usize,
+    },
 }
 
 impl Hold {
@@ -36,6 +41,7 @@ impl Hold {
             Hold::BrokenRecord(n) => format!(
                 "node {n} has an unreadable {RECORD_ANNOTATION} annotation; remove it with `kubectl annotate node {n} {RECORD_ANNOTATION}-`"
             ),
+            Hold::BlockingPod(why) => format!("waiting: {why}"),
             Hold::Budget { unavailable, max } => {
                 format!("blocked: {unavailable} nodes unavailable, maxUnavailable {max}")
             }
@@ -82,7 +88,11 @@ pub(super) fn pick_starts(input: &StartInput<'_>) -> Starts {
         return out;
     };
     let urgent: Vec<&Contender> = urgent_others(input.ctx, input.others);
-    let held = |n: &NodeView| hold_of(input.ctx, &urgent, n);
+    let blocked = &input.gates.blocked_nodes;
+    let held = |n: &NodeView| {
+        hold_of(input.ctx, &urgent, n)
+            .or_else(|| blocked.get(&n.name).cloned().map(Hold::BlockingPod))
+    };
     let mut budget = input.gates.budget;
     let mut todo = Todo::of_group(input, group);
     while let Some(i) = todo.next_node() {
@@ -270,6 +280,7 @@ mod tests {
     fn run(p: &PatchPolicy, nodes: &[NodeView], full_order: bool) -> Starts {
         let cfg = Config::from_spec(&p.spec);
         let ctx = Ctx {
+            obs: None,
             name: "p",
             spec: &p.spec,
             cfg: &cfg,

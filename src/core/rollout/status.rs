@@ -104,6 +104,12 @@ pub(super) fn status(input: &StatusInput<'_>) -> Outcome {
         } else {
             Vec::new()
         },
+        gates: gates.status.clone(),
+        // Written by the controller's pre-flight; kept for its revision.
+        preflight: prev
+            .preflight
+            .clone()
+            .filter(|p| p.revision == spec.revision),
         conditions,
         message: Some(summary.message),
     };
@@ -286,6 +292,11 @@ fn why_not(ctx: &Ctx<'_>, gates: &Gates, starts: &Starts, failed: usize) -> Opti
             }
         )),
         Some(Closed::Window { why, .. }) => Some(why.clone()),
+        Some(Closed::Health { why, .. }) => Some(format!("waiting: {why}")),
+        Some(Closed::GateTimedOut { gate, why, since }) => Some(format!(
+            "halted: gate {gate} closed since {} (longer than gates.timeout): {why}; fix the cause or set gates.onTimeout: Continue",
+            crate::core::gates::hhmm(*since)
+        )),
         // Budget holds last: a node that cannot start for its own reason is more telling.
         None if starts.started() == 0 => starts
             .holds
@@ -344,6 +355,7 @@ fn until(now: Timestamp, t: Timestamp) -> Duration {
 fn conditions(input: &StatusInput<'_>, phase: Phase, message: &str) -> Vec<Condition> {
     let reason = match phase {
         Phase::Halted if input.gates.invalid() => "InvalidSpec",
+        Phase::Halted if input.gates.gate_timed_out().is_some() => "GateTimeout",
         Phase::Halted => "TooManyFailures",
         Phase::Scheduled => "Scheduled",
         Phase::Waiting => "Waiting",
@@ -361,24 +373,59 @@ fn conditions(input: &StatusInput<'_>, phase: Phase, message: &str) -> Vec<Condi
         ("Stalled", phase == Phase::Halted),
     ]
     .into_iter()
-    .map(|(type_, status)| {
-        let s = if status { "True" } else { "False" };
-        let last = input
-            .prev
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == s)
-            .map_or(Time(input.ctx.now), |c| c.last_transition_time.clone());
-        Condition {
-            type_: type_.to_string(),
-            status: s.to_string(),
-            reason: reason.to_string(),
-            message: message.to_string(),
-            observed_generation: input.generation,
-            last_transition_time: last,
-        }
-    })
+    .map(|(type_, status)| condition(input, type_, status, reason, message))
+    .chain(gates_open(input))
     .collect()
+}
+
+fn condition(
+    input: &StatusInput<'_>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+) -> Condition {
+    let s = if status { "True" } else { "False" };
+    let last = input
+        .prev
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == s)
+        .map_or(Time(input.ctx.now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_string(),
+        status: s.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: input.generation,
+        last_transition_time: last,
+    }
+}
+
+/// `GatesOpen`, for policies with health gates: false while any gate is
+/// closed, the message naming each closed gate and why.
+fn gates_open(input: &StatusInput<'_>) -> Option<Condition> {
+    let gates = &input.gates.status;
+    if gates.is_empty() {
+        return None;
+    }
+    let closed: Vec<String> = gates
+        .iter()
+        .filter(|g| !g.open)
+        .map(|g| format!("{}: {}", g.name, g.reason.as_deref().unwrap_or("closed")))
+        .collect();
+    let (reason, message) = if closed.is_empty() {
+        ("AllOpen", "all health gates open".to_string())
+    } else {
+        ("GateClosed", closed.join("; "))
+    };
+    Some(condition(
+        input,
+        "GatesOpen",
+        closed.is_empty(),
+        reason,
+        &message,
+    ))
 }
 
 #[cfg(test)]
@@ -393,6 +440,7 @@ mod tests {
     fn run(p: &PatchPolicy, nodes: &[NodeView], closed: Vec<Closed>, starts: &Starts) -> Outcome {
         let cfg = Config::from_spec(&p.spec);
         let ctx = Ctx {
+            obs: None,
             name: "p",
             spec: &p.spec,
             cfg: &cfg,
@@ -408,6 +456,8 @@ mod tests {
                 max: 1,
                 unavailable: 0,
             },
+            status: Vec::new(),
+            blocked_nodes: Default::default(),
         };
         status(&StatusInput {
             ctx: &ctx,

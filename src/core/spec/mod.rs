@@ -34,6 +34,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::api::{OrderSpec, PatchPolicy, PatchPolicySpec};
 use crate::core::budget::MaxUnavailable;
+use crate::core::gates::config::GatesConfig;
 use crate::core::node_record::PatchRequest;
 use crate::core::window::Schedule;
 
@@ -92,6 +93,8 @@ pub struct Spec {
     pub node_selector: LabelSelector,
     /// `drain.podSelector`.
     pub pod_selector: Option<LabelSelector>,
+    /// `gates`, parsed (`None`: no gates, or they have problems).
+    pub gates: Option<GatesConfig>,
 }
 
 /// The result of [`parse`].
@@ -157,6 +160,16 @@ pub fn parse(spec: &PatchPolicySpec) -> Parsed {
     if let Some(n) = &spec.notify {
         rules::notify(&mut out, spec, n);
     }
+    let gates = spec
+        .gates
+        .as_ref()
+        .and_then(|g| match GatesConfig::from_spec(g) {
+            Ok(c) => Some(c),
+            Err(problems) => {
+                out.extend(problems);
+                None
+            }
+        });
     let default_min = drain.value + reboot.value + settle.value + patch_timeout.value;
     // A routine rollout whose windows are all too short can never start a node.
     if windows.ok && !spec.urgent && !spec.maintenance_windows.is_empty() {
@@ -186,6 +199,7 @@ pub fn parse(spec: &PatchPolicySpec) -> Parsed {
             order: spec.rollout.order.clone(),
             node_selector: spec.node_selector.clone(),
             pod_selector: spec.drain.pod_selector.clone(),
+            gates,
         },
         problems: out,
     }

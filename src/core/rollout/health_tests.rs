@@ -1,0 +1,241 @@
+//! The health gates in whole decisions, through [`decide_gated`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::test_support::{NOW, claims, node, policy, rec, ts};
+use super::*;
+use crate::api::{
+    AlertsGate, BlockingPodsGate, GateTimeoutAction, GatesSpec, Phase, PrometheusGate, Step,
+    WorkloadGate,
+};
+use crate::core::gates::Observed;
+use crate::core::gates::alerts::{Alert, AlertState};
+use crate::core::gates::evaluate::Observations;
+use crate::core::gates::pods::PodView;
+use crate::core::gates::workload::WorkloadRef;
+use crate::core::node_record::NodeRecord;
+
+fn gated(timeout: Option<&str>) -> PatchPolicy {
+    let mut p = policy("p");
+    p.spec.gates = Some(GatesSpec {
+        prometheus: Some(PrometheusGate {
+            url: Some("http://prometheus.monitoring:9090".into()),
+            url_secret_ref: None,
+            ca_bundle_secret_ref: None,
+            alerts: Some(AlertsGate {
+                names: vec!["Node.*".into()],
+                ignore: BTreeMap::new(),
+            }),
+            queries: vec![],
+        }),
+        timeout: timeout.map(Into::into),
+        ..GatesSpec::default()
+    });
+    p
+}
+
+fn alerts(at: Timestamp, firing: bool) -> Observations {
+    let a = Alert {
+        labels: BTreeMap::from([
+            ("alertname".into(), "NodeDiskPressure".into()),
+            ("instance".into(), "w-3:9100".into()),
+        ]),
+        state: if firing {
+            AlertState::Firing
+        } else {
+            AlertState::Pending
+        },
+        active_at: Some(ts("2026-11-27T08:04:00Z")),
+    };
+    Observations {
+        alerts: Some(Observed {
+            at,
+            result: Ok(vec![a]),
+        }),
+        max_age: Duration::from_secs(60),
+        ..Observations::default()
+    }
+}
+
+fn condition<'a>(d: &'a Decision, type_: &str) -> Option<&'a str> {
+    d.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
+}
+
+#[test]
+fn a_firing_alert_holds_new_starts_with_the_reason_and_releases_when_resolved() {
+    let p = gated(None);
+    let nodes = vec![node("w-a1", "a"), node("w-a2", "a")];
+    let now = ts(NOW);
+    let held = decide_gated(&p, &nodes, &[], &alerts(now, true), now);
+    assert!(claims(&held).is_empty());
+    assert_eq!(
+        held.status.message.as_deref(),
+        Some("0/2 updated; waiting: alert NodeDiskPressure firing on w-3 (since 08:04)")
+    );
+    assert_eq!(condition(&held, "GatesOpen"), Some("False"));
+    assert_eq!(held.status.gates[0].name, "alerts");
+    assert!(!held.status.gates[0].open);
+    // The alert resolves: the next decision starts a node.
+    let mut p2 = p.clone();
+    p2.status = Some(held.status.clone());
+    let later = ts("2026-11-27T09:01:00Z");
+    let go = decide_gated(&p2, &nodes, &[], &alerts(later, false), later);
+    assert_eq!(claims(&go), ["w-a1"]);
+    assert_eq!(condition(&go, "GatesOpen"), Some("True"));
+    // Without observations (the forecast) the gates are not evaluated.
+    assert_eq!(claims(&decide(&p, &nodes, &[], now)), ["w-a1"]);
+    // No observation at all is closed (fail safe).
+    let blind = decide_gated(&p, &nodes, &[], &Observations::default(), now);
+    assert!(claims(&blind).is_empty());
+}
+
+#[test]
+fn nodes_in_progress_finish_whatever_the_gates_say() {
+    let p = gated(None);
+    let mut n = node("w-a1", "a");
+    n.record = Some(rec("p", Step::Settling, ts("2026-11-27T08:00:00Z")));
+    n.unschedulable = true;
+    let nodes = vec![n, node("w-a2", "a")];
+    let now = ts(NOW);
+    let d = decide_gated(&p, &nodes, &[], &alerts(now, true), now);
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Release { node, .. } if node == "w-a1"))
+    );
+    assert!(claims(&d).is_empty());
+}
+
+#[test]
+fn a_gate_closed_past_its_timeout_halts_or_continues() {
+    let mut p = gated(Some("30m"));
+    let nodes = vec![node("w-a1", "a")];
+    let t0 = ts(NOW);
+    let first = decide_gated(&p, &nodes, &[], &alerts(t0, true), t0);
+    assert_eq!(first.status.phase, Some(Phase::Waiting));
+    p.status = Some(first.status.clone());
+    let t1 = ts("2026-11-27T09:31:00Z");
+    let halted = decide_gated(&p, &nodes, &[], &alerts(t1, true), t1);
+    assert_eq!(halted.status.phase, Some(Phase::Halted));
+    assert_eq!(condition(&halted, "Stalled"), Some("True"));
+    let msg = halted.status.message.clone().unwrap_or_default();
+    assert!(
+        msg.starts_with("0/1 updated; halted: gate alerts closed since 09:00 (longer than gates.timeout): alert NodeDiskPressure"),
+        "{msg}"
+    );
+    if let Some(g) = p.spec.gates.as_mut() {
+        g.on_timeout = GateTimeoutAction::Continue;
+    }
+    let go = decide_gated(&p, &nodes, &[], &alerts(t1, true), t1);
+    assert_eq!(claims(&go), ["w-a1"]);
+}
+
+#[test]
+fn a_blocking_pod_holds_its_node_and_the_group_waits() {
+    let mut p = policy("p");
+    p.spec.gates = Some(GatesSpec {
+        blocking_pods: vec![BlockingPodsGate {
+            namespace: Some("batch".into()),
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([("app".into(), "backup".into())])),
+                ..LabelSelector::default()
+            },
+        }],
+        ..GatesSpec::default()
+    });
+    p.spec.rollout.max_unavailable =
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2);
+    let now = ts(NOW);
+    let obs = Observations {
+        pods: Some(Observed {
+            at: now,
+            result: Ok(vec![PodView {
+                namespace: "batch".into(),
+                name: "backup-x".into(),
+                labels: BTreeMap::from([("app".into(), "backup".into())]),
+                node: Some("w-a1".into()),
+                phase: "Running".into(),
+                deleting: false,
+            }]),
+        }),
+        max_age: Duration::from_secs(60),
+        ..Observations::default()
+    };
+    let nodes = vec![node("w-a1", "a"), node("w-a2", "a")];
+    let d = decide_gated(&p, &nodes, &[], &obs, now);
+    // w-a1 is held; w-a2 of the same group may go.
+    assert_eq!(claims(&d), ["w-a2"]);
+    let only = vec![node("w-a1", "a")];
+    let d = decide_gated(&p, &only, &[], &obs, now);
+    assert!(claims(&d).is_empty());
+    let msg = d.status.message.unwrap_or_default();
+    assert!(
+        msg.contains("waiting: pod batch/backup-x running on w-a1"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_settled_node_counts_as_done_only_once_the_workloads_are_healthy() {
+    let mut p = policy("p");
+    p.spec.gates = Some(GatesSpec {
+        workloads: vec![WorkloadGate {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            namespace: Some("shop".into()),
+            name: "db".into(),
+        }],
+        ..GatesSpec::default()
+    });
+    let r = WorkloadRef {
+        api_version: "apps/v1".into(),
+        kind: "StatefulSet".into(),
+        namespace: "shop".into(),
+        name: "db".into(),
+    };
+    let mut n = node("w-a1", "a");
+    n.record = Some(NodeRecord {
+        ..rec("p", Step::Settling, ts("2026-11-27T08:00:00Z"))
+    });
+    n.unschedulable = true;
+    let nodes = vec![n];
+    let now = ts(NOW);
+    let with = |ready: i64| Observations {
+        workloads: Some(Observed {
+            at: now,
+            result: Ok(BTreeMap::from([(
+                r.clone(),
+                Some(serde_json::json!({"spec": {"replicas": 3},
+                    "status": {"readyReplicas": ready, "updatedReplicas": 3}})),
+            )])),
+        }),
+        max_age: Duration::from_secs(60),
+        ..Observations::default()
+    };
+    let released = |d: &Decision| {
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Release { .. }))
+    };
+    let wait = decide_gated(&p, &nodes, &[], &with(2), now);
+    assert!(!released(&wait));
+    assert!(wait.requeue_after.is_some(), "looks again");
+    let gate = &wait.status.gates[0];
+    assert_eq!(
+        (gate.name.as_str(), gate.open, gate.reason.as_deref()),
+        (
+            "workloads",
+            false,
+            Some("StatefulSet shop/db: 2/3 replicas ready")
+        )
+    );
+    assert!(released(&decide_gated(&p, &nodes, &[], &with(3), now)));
+}
