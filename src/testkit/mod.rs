@@ -524,7 +524,12 @@ async fn run(args: SandboxArgs, log_file: Option<PathBuf>) -> Result<ExitCode, S
     }
     if args.exit_when_done && outcome.is_some() {
         cluster.shutdown().await;
-        return Ok(ExitCode::SUCCESS);
+        // A broken safety rule fails the run, so scripts can rely on it.
+        return Ok(if obs.violations.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     println!("\nthe cluster keeps running for kubectl; Ctrl-C to stop");
     tokio::signal::ctrl_c()
