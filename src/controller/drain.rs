@@ -198,6 +198,14 @@ pub enum DrainOutcome {
 /// What a forced drain says when the controller may not delete pods.
 pub const POD_DELETE_FORBIDDEN: &str = "pod deletion is not allowed for the controller; set the chart value controller.podDelete=true or use onTimeout: Fail";
 
+/// The blocking pods of a drain, each with its reason, `; `-separated.
+fn describe_all(pods: &[BlockingPod]) -> String {
+    pods.iter()
+        .map(BlockingPod::describe)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl DrainOutcome {
     /// Summary for a failure reason.
     pub fn reason(&self) -> String {
@@ -205,20 +213,8 @@ impl DrainOutcome {
             DrainOutcome::Drained { evicted, forced } => {
                 format!("drained: {evicted} pods evicted, {forced} deleted")
             }
-            DrainOutcome::Refused(pods) => format!(
-                "drain refused: {}",
-                pods.iter()
-                    .map(BlockingPod::describe)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-            DrainOutcome::TimedOut(pods) => format!(
-                "drain timeout: {}",
-                pods.iter()
-                    .map(BlockingPod::describe)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
+            DrainOutcome::Refused(pods) => format!("drain refused: {}", describe_all(pods)),
+            DrainOutcome::TimedOut(pods) => format!("drain timeout: {}", describe_all(pods)),
             DrainOutcome::DeleteForbidden(pods) => format!(
                 "forced drain failed: {POD_DELETE_FORBIDDEN} (pods left: {})",
                 pods.iter()
