@@ -9,16 +9,17 @@ use kube::runtime::events::EventType;
 
 use super::ParsedPolicy;
 use super::events::Note;
+use super::gates::preflight::Job;
 use super::reconciler::Reconciler;
 use super::writes::Writes;
 use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus};
 use crate::core::gates::config::GatesConfig;
-use crate::core::gates::evaluate::Observations;
+use crate::core::gates::evaluate::{NOT_CHECKED, Observations};
 use crate::core::rollout::{self, NodeView};
 
 /// Whether the pre-flight is due: not yet run for this revision (it was just
 /// announced), or a maintenance window opened since it ran.
-pub(super) fn preflight_due(
+fn preflight_due(
     prev: Option<&PatchPolicyStatus>,
     spec: &PatchPolicySpec,
     now: jiff::Timestamp,
@@ -40,8 +41,8 @@ fn spec_gates(policy: &ParsedPolicy) -> Option<&GatesConfig> {
 
 impl<W: Writes> Reconciler<W> {
     /// The health gates' observations for `policy` (`None`: it has no usable gates).
-    pub(super) async fn gate_observations(
-        &mut self,
+    pub(super) fn gate_observations(
+        &self,
         policy: &PatchPolicy,
         cfg: &rollout::Config,
         now: jiff::Timestamp,
@@ -49,38 +50,41 @@ impl<W: Writes> Reconciler<W> {
         let spec = policy.spec.gates.as_ref()?;
         let gates = cfg.gates.as_ref()?;
         let name = policy.name_any();
-        Some(
-            self.gates
-                .observe(&name, spec, gates, now, &self.metrics)
-                .await,
-        )
+        Some(self.gates.observe(&name, spec, gates, now))
     }
 
-    /// Runs the drainability pre-flight over the selected nodes not yet done
-    /// and reports it in status and, when a node would block, in a Warning
-    /// Event for the admins (never in customer notifications).
-    pub(super) async fn preflight(
-        &mut self,
+    /// The drainability pre-flight, for every policy: started in the
+    /// background over the selected nodes not yet done when it is due (a
+    /// revision announced, a window opened); when one has finished, reported
+    /// in status and, when a node would block, in a Warning Event for the
+    /// admins (never in customer notifications).
+    pub(super) fn preflight(
+        &self,
         policy: &ParsedPolicy,
         views: &[NodeView],
         status: &mut PatchPolicyStatus,
         now: jiff::Timestamp,
     ) {
+        let name = policy.name_any();
         let rev = &policy.spec.revision;
-        let nodes: Vec<String> = views
-            .iter()
-            .filter(|v| crate::core::selector::selects_node(&policy.spec.node_selector, &v.labels))
-            .filter(|v| v.done.get(&policy.name_any()) != Some(rev))
-            .map(|v| v.name.clone())
-            .collect();
-        let result = super::gates::preflight::run(
-            &self.client,
-            &self.evict_client,
-            &policy.spec,
-            &nodes,
+        let due = preflight_due(policy.status.as_ref(), &policy.spec, now);
+        let job = || Job {
+            client: self.client.clone(),
+            evict_client: self.evict_client.clone(),
+            spec: policy.spec.clone(),
+            nodes: views
+                .iter()
+                .filter(|v| {
+                    crate::core::selector::selects_node(&policy.spec.node_selector, &v.labels)
+                })
+                .filter(|v| v.done.get(&name) != Some(rev))
+                .map(|v| v.name.clone())
+                .collect(),
             now,
-        )
-        .await;
+        };
+        let Some(result) = self.preflights.poll(&name, rev, due, job) else {
+            return;
+        };
         if !result.blocked.is_empty() {
             let text = format!(
                 "preflight: {}; {}",
@@ -95,8 +99,8 @@ impl<W: Writes> Reconciler<W> {
 
     /// After a decision of a gated policy: Events and metrics for gates that
     /// opened or closed, and the maintenance silences of the nodes in progress.
-    pub(super) async fn gate_upkeep(
-        &mut self,
+    pub(super) fn gate_upkeep(
+        &self,
         policy: &ParsedPolicy,
         status: &PatchPolicyStatus,
         now: jiff::Timestamp,
@@ -107,11 +111,7 @@ impl<W: Writes> Reconciler<W> {
         };
         let name = policy.name_any();
         let active: Vec<String> = status.active.iter().map(|a| a.node.clone()).collect();
-        if let Err(e) = self
-            .gates
-            .maintain_silences(&name, spec, cfg, &active, now)
-            .await
-        {
+        if let Some(e) = self.gates.maintain_silences(&name, spec, cfg, &active, now) {
             tracing::warn!(policy = %name, error = %e, "maintenance silences not updated");
             let text = format!("maintenance silences not updated: {e}");
             let note = Note::policy(EventType::Warning, "SilenceFailed", text, "Gate");
@@ -128,10 +128,17 @@ impl<W: Writes> Reconciler<W> {
             .as_ref()
             .map(|s| s.gates.as_slice())
             .unwrap_or(&[]);
+        // A gate not checked yet (a new policy, a restarted controller) is
+        // closed, but neither closed nor opened in the Events' sense.
+        let unchecked = |r: Option<&str>| r.is_some_and(|r| r.ends_with(NOT_CHECKED));
         for g in &status.gates {
             self.metrics.set_gate_open(&name, &g.name, g.open);
-            let was = before.iter().find(|b| b.name == g.name).map(|b| b.open);
-            if was == Some(g.open) || (was.is_none() && g.open) {
+            let was = before
+                .iter()
+                .find(|b| b.name == g.name)
+                .filter(|b| !unchecked(b.reason.as_deref()))
+                .map(|b| b.open);
+            if was == Some(g.open) || (was.is_none() && g.open) || unchecked(g.reason.as_deref()) {
                 continue;
             }
             let note = if g.open {

@@ -3,7 +3,7 @@
 //! [`plan::deletion`]) and then applies it ([`super::apply`]): node writes,
 //! status, Events, notifications. Every write goes through [`Writes`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 
 use super::drain_workers::Drains;
 use super::events::{self, About, Note};
-use super::gate_upkeep::preflight_due;
 use super::gates::GateObserver;
+use super::gates::preflight::Preflights;
 use super::kube_writes::KubeWrites;
 use super::notifications::{Notifications, Prepared};
 use super::patches::{self, FINALIZER, StoredRaw, phase_name, step_name};
@@ -51,6 +51,8 @@ pub(crate) struct Reconciler<W: Writes = KubeWrites> {
     views: ViewCache,
     /// What the health gates look at, fetched at most once per interval.
     pub(super) gates: GateObserver,
+    /// The drainability pre-flights, run in the background.
+    pub(super) preflights: Preflights,
 }
 
 /// What became of a pass's status.
@@ -96,7 +98,14 @@ impl<W: Writes> Reconciler<W> {
         kick: mpsc::UnboundedSender<()>,
         notifications: Notifications,
     ) -> Self {
-        let gates = GateObserver::new(client.clone(), cfg.gate_interval);
+        let gates = GateObserver::new(
+            client.clone(),
+            cfg.gate_interval,
+            cfg.clock,
+            metrics.clone(),
+            Some(kick.clone()),
+        );
+        let preflights = Preflights::new(Some(kick.clone()));
         Reconciler {
             writes,
             client,
@@ -112,6 +121,7 @@ impl<W: Writes> Reconciler<W> {
             throttle: StatusThrottle::default(),
             views: ViewCache::default(),
             gates,
+            preflights,
         }
     }
 
@@ -189,6 +199,8 @@ impl<W: Writes> Reconciler<W> {
             .collect();
         self.drains.retain(|n| draining.contains(n));
 
+        self.forget_gone(policies);
+
         let mut ordered: Vec<&Arc<ParsedPolicy>> = policies.iter().collect();
         ordered.sort_by_key(|p| (!p.spec.urgent, p.name_any()));
         let contenders: Vec<Contender> =
@@ -224,6 +236,19 @@ impl<W: Writes> Reconciler<W> {
             requeue = earliest(requeue, r);
         }
         requeue
+    }
+
+    /// Drops the gate observations of policies that went away or no longer
+    /// have gates, and the pre-flights of policies that went away.
+    fn forget_gone(&self, policies: &[Arc<ParsedPolicy>]) {
+        let gated: BTreeSet<String> = policies
+            .iter()
+            .filter(|p| p.spec.gates.is_some() && p.meta().deletion_timestamp.is_none())
+            .map(|p| p.name_any())
+            .collect();
+        self.gates.retain(&gated);
+        let live: BTreeSet<String> = policies.iter().map(|p| p.name_any()).collect();
+        self.preflights.retain(&live);
     }
 
     /// Each node as this process last saw it: the store's copy, or its own
@@ -316,7 +341,7 @@ impl<W: Writes> Reconciler<W> {
         let views = self.views(objects);
         // The spec was parsed once for this resourceVersion: an invalid one
         // halts (Stalled, reason InvalidSpec) with every problem in the message.
-        let gated = self.gate_observations(policy, &policy.config, now).await;
+        let gated = self.gate_observations(policy, &policy.config, now);
         let decision = rollout::decide_with_observed(
             policy,
             &policy.config,
@@ -344,9 +369,7 @@ impl<W: Writes> Reconciler<W> {
 
         // Status and rollout-level Events.
         let mut status = decision.status;
-        if gated.is_some() && preflight_due(policy.status.as_ref(), &policy.spec, now) {
-            self.preflight(policy, &views, &mut status, now).await;
-        }
+        self.preflight(policy, &views, &mut status, now);
         // Customer notifications due now go into this status write.
         let prepared = self
             .notifications
@@ -366,7 +389,7 @@ impl<W: Writes> Reconciler<W> {
             self.emit(policy, note);
         }
         if gated.is_some() {
-            self.gate_upkeep(policy, &status, now).await;
+            self.gate_upkeep(policy, &status, now);
         }
         let mut requeue = decision.requeue_after;
         if gated.is_some() {

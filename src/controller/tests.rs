@@ -625,3 +625,89 @@ fn the_fake_applies_merge_patches_like_the_server() {
     merge_patch(&mut v, &json!({"a": {"b": null, "e": 3}, "d": [2]}));
     assert_eq!(v, json!({"a": {"c": 2, "e": 3}, "d": [2]}));
 }
+
+// --- health gates ---
+
+fn named(mut p: Value, name: &str) -> Value {
+    p["metadata"]["name"] = json!(name);
+    p
+}
+
+fn pooled(name: &str, pool: &str) -> Value {
+    let mut n = node(name);
+    n["metadata"]["labels"]["pool"] = json!(pool);
+    n
+}
+
+/// A 127.0.0.1 endpoint that accepts connections and never answers.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    (url, task)
+}
+
+fn gate_reason(h: &Harness, policy: &str) -> String {
+    let s = h.api.0.lock().unwrap();
+    s.policies[policy]["status"]["gates"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// In paused time a pass that waited for the black hole would take the
+// request's timeout (10 s) of virtual time; the pass must take none.
+#[tokio::test(start_paused = true)]
+async fn a_black_holed_gate_endpoint_does_not_delay_another_policys_pass() {
+    let (url, _hole) = black_hole().await;
+    let slow = named(
+        policy(json!({"nodeSelector": {"matchLabels": {"pool": "a"}},
+                      "gates": {"prometheus": {"url": url, "alerts": {}}}})),
+        "a-slow",
+    );
+    let fast = named(
+        policy(json!({"nodeSelector": {"matchLabels": {"pool": "b"}}})),
+        "b-fast",
+    );
+    let mut h = Harness::new(vec![slow, fast], vec![pooled("a1", "a"), pooled("b1", "b")]);
+    for _ in 0..3 {
+        let started = tokio::time::Instant::now();
+        h.pass().await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(100), "a pass took {took:?}");
+    }
+    // The ungated policy decided: b1 is claimed; the gated one fails safe.
+    assert!(unschedulable(&h.server_node("b1")));
+    assert!(!unschedulable(&h.server_node("a1")));
+    assert!(
+        gate_reason(&h, "a-slow").ends_with("not checked yet"),
+        "{}",
+        gate_reason(&h, "a-slow")
+    );
+    // The black-holed check ends at its bound; the gate stays closed and says why.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    h.pass().await;
+    let reason = gate_reason(&h, "a-slow");
+    assert!(reason.contains("check failed"), "{reason}");
+    assert!(!unschedulable(&h.server_node("a1")));
+}
+
+#[tokio::test]
+async fn gate_observations_of_a_deleted_policy_are_dropped() {
+    let (url, _hole) = black_hole().await;
+    let gated = policy(json!({"gates": {"prometheus": {"url": url, "alerts": {}},
+                                        "blockingPods": [{"selector": {"matchLabels": {"app": "x"}}}]}}));
+    let mut h = Harness::new(vec![gated], vec![node("n1")]);
+    h.pass().await;
+    assert!(h.rec.gates.held() >= 2, "{}", h.rec.gates.held());
+    assert_eq!(h.rec.preflights.held(), 1);
+    h.api.0.lock().unwrap().policies.clear();
+    h.pass().await;
+    assert_eq!(h.rec.gates.held(), 0);
+    assert_eq!(h.rec.preflights.held(), 0);
+}

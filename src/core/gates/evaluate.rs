@@ -51,8 +51,11 @@ impl Evaluation {
     }
 }
 
+/// The end of the reason of a gate whose first check has not answered yet.
+pub const NOT_CHECKED: &str = "not checked yet";
+
 fn missing(what: &str) -> Verdict {
-    Verdict::Closed(format!("{what}: not checked yet"))
+    Verdict::Closed(format!("{what}: {NOT_CHECKED}"))
 }
 
 /// The start gates of `cfg` over `obs` at `now` (`urgent`: the policy is

@@ -68,6 +68,25 @@ pub fn summary(blocked: &BTreeMap<String, String>, checked: usize) -> String {
     }
 }
 
+/// Which pods to try, at most `max`, when node `n` has `sizes[n]`: the
+/// first pod of every node, then the second of every node that has one, and
+/// so on, as (node, pod) indices.
+pub fn spread(sizes: &[usize], max: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let deepest = sizes.iter().copied().max().unwrap_or(0);
+    for i in 0..deepest {
+        for (n, &size) in sizes.iter().enumerate() {
+            if out.len() == max {
+                return out;
+            }
+            if i < size {
+                out.push((n, i));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +144,20 @@ mod tests {
             "2 nodes would block: PDB shop/db allows 0 disruptions"
         );
         assert_eq!(summary(&BTreeMap::new(), 3), "all 3 nodes drainable now");
+    }
+
+    #[test]
+    fn spread_takes_every_node_first_pod_before_any_second_and_stops_at_max() {
+        assert_eq!(
+            spread(&[3, 0, 1, 2], 5),
+            vec![(0, 0), (2, 0), (3, 0), (0, 1), (3, 1)]
+        );
+        assert_eq!(spread(&[2, 1], 10), vec![(0, 0), (1, 0), (0, 1)]);
+        assert!(spread(&[], 10).is_empty());
+        assert!(spread(&[5], 0).is_empty());
+        // A large fleet: every node gets one try before any gets two.
+        let order = spread(&[40; 100], 50);
+        assert_eq!(order.len(), 50);
+        assert!(order.iter().all(|&(_, i)| i == 0));
     }
 }
