@@ -95,6 +95,12 @@ pub struct PlanArgs {
     /// Without it, nodes are read from the cluster.
     #[arg(long)]
     pub nodes: Option<PathBuf>,
+    /// Pods and PodDisruptionBudgets file (a `v1 List`, as
+    /// `kubectl get pods,pdb -A -o yaml` prints) for the drainability
+    /// pre-flight with `--nodes` (PDB arithmetic only). Without `--nodes` the
+    /// pre-flight reads the cluster and adds dry-run evictions.
+    #[arg(long)]
+    pub pods: Option<PathBuf>,
     /// Start the forecast at this instant (RFC 3339); default now.
     #[arg(long)]
     pub now: Option<String>,

@@ -281,8 +281,6 @@ async fn an_operators_silence_releases_the_hold_with_respect_silences() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_preflight_reports_nodes_a_pdb_allowing_no_disruption_would_block() {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-    use sofort::api::BlockingPodsGate;
     use sofort_sandbox::{PdbSpec, Workload};
     let mut s = scenario();
     s.workloads = vec![Workload {
@@ -319,15 +317,9 @@ async fn the_preflight_reports_nodes_a_pdb_allowing_no_disruption_would_block() 
         (n == 3).then_some(())
     })
     .await;
+    // A policy without gates: the pre-flight runs for every policy.
     let mut spec = PatchPolicySpec::new("r1");
     spec.paused = true; // only the pre-flight runs
-    spec.gates = Some(GatesSpec {
-        blocking_pods: vec![BlockingPodsGate {
-            namespace: Some("batch".into()),
-            selector: LabelSelector::default(),
-        }],
-        ..GatesSpec::default()
-    });
     let api: Api<PatchPolicy> = Api::all(client.clone());
     api.create(&PostParams::default(), &PatchPolicy::new("gated", spec))
         .await
@@ -351,5 +343,23 @@ async fn the_preflight_reports_nodes_a_pdb_allowing_no_disruption_would_block() 
         "{pf:?}"
     );
     println!("pre-flight: {}\n  {}", pf.summary, pf.blocked.join("\n  "));
+    // `sofort plan` shows the same for the live cluster.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sofort"))
+        .args(["plan", "--policy", "gated", "-o", "json"])
+        .env("KUBECONFIG", dir.path().join("kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        plan["preflight"]["summary"],
+        pf.summary.as_str(),
+        "{plan:#}"
+    );
+    assert_eq!(plan["preflight"]["blocked"], serde_json::json!(pf.blocked));
     cluster.shutdown().await;
 }

@@ -9,11 +9,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
 use serde::Deserialize;
 
-use crate::api::PatchPolicy;
+use crate::api::{PatchPolicy, PreflightStatus};
 use crate::cli::{OutputFormat, PlanArgs};
+use crate::controller::drain::DrainSettings;
+use crate::controller::gates::preflight::{self, nodes_to_check};
 use crate::core::duration;
 use crate::core::forecast::{Assumptions, Forecast, assumed_views, forecast_views_with};
 use crate::core::rollout::Config;
@@ -173,6 +177,94 @@ pub fn render_table(f: &Forecast, zone: Option<&str>) -> String {
     out
 }
 
+/// The pre-flight lines under the table (nothing without a pre-flight).
+pub fn render_preflight(p: Option<&PreflightStatus>) -> String {
+    let Some(p) = p else {
+        return String::new();
+    };
+    let mut out = format!("preflight: {}\n", p.summary);
+    for b in &p.blocked {
+        out.push_str(&format!("  {b}\n"));
+    }
+    out
+}
+
+/// The forecast as JSON, with the pre-flight under `preflight`.
+fn json_output(f: &Forecast, preflight: Option<&PreflightStatus>) -> Result<String, PlanError> {
+    let mut v = serde_json::to_value(f).map_err(|e| PlanError::Usage(e.to_string()))?;
+    if let (Some(p), Some(obj)) = (preflight, v.as_object_mut()) {
+        let p = serde_json::to_value(p).map_err(|e| PlanError::Usage(e.to_string()))?;
+        obj.insert("preflight".into(), p);
+    }
+    Ok(serde_json::to_string_pretty(&v).map_err(|e| PlanError::Usage(e.to_string()))? + "\n")
+}
+
+/// Reads the Pods and PodDisruptionBudgets of a `v1 List` (other kinds are
+/// ignored).
+pub fn parse_pods(
+    text: &str,
+    path: &str,
+) -> Result<(Vec<Pod>, Vec<PodDisruptionBudget>), PlanError> {
+    let perr = |message: String| PlanError::Parse {
+        path: path.to_string(),
+        message,
+    };
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| perr(format!("not valid YAML: {e}")))?;
+    let items = match value.get("items") {
+        Some(serde_yaml::Value::Sequence(s)) => s.clone(),
+        Some(serde_yaml::Value::Null) | None => Vec::new(),
+        Some(_) => return Err(perr("items is not a list".into())),
+    };
+    let (mut pods, mut pdbs) = (Vec::new(), Vec::new());
+    for (i, item) in items.into_iter().enumerate() {
+        match item.get("kind").and_then(|k| k.as_str()) {
+            Some("Pod") => pods.push(
+                serde_yaml::from_value::<Pod>(item)
+                    .map_err(|e| perr(format!("items[{i}] is not a valid Pod: {e}")))?,
+            ),
+            Some("PodDisruptionBudget") => pdbs.push(
+                serde_yaml::from_value::<PodDisruptionBudget>(item).map_err(|e| {
+                    perr(format!(
+                        "items[{i}] is not a valid PodDisruptionBudget: {e}"
+                    ))
+                })?,
+            ),
+            _ => {}
+        }
+    }
+    Ok((pods, pdbs))
+}
+
+/// The pre-flight from files: what `kubectl drain` would refuse and PDB
+/// arithmetic, without dry-run evictions.
+pub fn offline_preflight(
+    spec: &crate::api::PatchPolicySpec,
+    nodes: &[String],
+    pods: &[Pod],
+    pdbs: &[PodDisruptionBudget],
+    now: Timestamp,
+) -> PreflightStatus {
+    let pdbs: Vec<_> = pdbs.iter().map(preflight::pdb_view).collect();
+    let by_node: Vec<(String, Vec<Pod>)> = nodes
+        .iter()
+        .take(preflight::MAX_NODES)
+        .map(|n| {
+            let on: Vec<Pod> = pods
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n))
+                .cloned()
+                .collect();
+            (n.clone(), on)
+        })
+        .collect();
+    let settings = DrainSettings::from_spec(&spec.drain, 1, Duration::from_secs(1));
+    let (blocked, _) = preflight::offline(&pdbs, &by_node, &settings);
+    let mut status = preflight::report(spec, now, &blocked, by_node.len());
+    status.summary = format!("{} (PDB arithmetic, no dry-run evictions)", status.summary);
+    status
+}
+
 fn read(path: &Path) -> Result<String, PlanError> {
     std::fs::read_to_string(path).map_err(|source| PlanError::Read {
         path: path.display().to_string(),
@@ -219,7 +311,21 @@ pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
         };
         // Parsed as the controller parses it (the rules and the CRD's bounds).
         let cfg = Config::from_parsed(crate::cmd::validate::parse_spec(&policy.spec));
-        let f = forecast_views_with(&policy, &cfg, assumed_views(&policy, &nodes, a), now);
+        let views = assumed_views(&policy, &nodes, a);
+        let check = nodes_to_check(
+            &policy.name_any(),
+            &policy.spec,
+            views.iter().map(|(v, _)| v),
+        );
+        let preflight = match (&args.nodes, &args.pods) {
+            (None, _) => Some(live::preflight(&policy.spec, &check, now)?),
+            (Some(_), Some(path)) => {
+                let (pods, pdbs) = parse_pods(&read(path)?, &path.display().to_string())?;
+                Some(offline_preflight(&policy.spec, &check, &pods, &pdbs, now))
+            }
+            (Some(_), None) => None,
+        };
+        let f = forecast_views_with(&policy, &cfg, views, now);
         let zone = policy
             .spec
             .maintenance_windows
@@ -227,13 +333,10 @@ pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
             .map(|w| w.time_zone.as_str())
             .filter(|z| !z.is_empty() && jiff::tz::TimeZone::get(z).is_ok());
         Ok(match args.output {
-            OutputFormat::Table => render_table(&f, zone),
+            OutputFormat::Table => render_table(&f, zone) + &render_preflight(preflight.as_ref()),
             OutputFormat::Svg => crate::cmd::timeline::render_svg(&f, &policy.spec, zone),
             OutputFormat::Html => crate::cmd::timeline::render_html(&f, &policy.spec, zone),
-            OutputFormat::Json => {
-                serde_json::to_string_pretty(&f).map_err(|e| PlanError::Usage(e.to_string()))?
-                    + "\n"
-            }
+            OutputFormat::Json => json_output(&f, preflight.as_ref())?,
         })
     };
     match run() {
@@ -287,6 +390,18 @@ mod live {
         })
     }
 
+    /// The pre-flight against the cluster, dry-run evictions included.
+    pub(super) fn preflight(
+        spec: &crate::api::PatchPolicySpec,
+        nodes: &[String],
+        now: jiff::Timestamp,
+    ) -> Result<crate::api::PreflightStatus, PlanError> {
+        block_on(async {
+            let c = client().await?;
+            Ok(crate::controller::gates::preflight::run(&c, &c, spec, nodes, now).await)
+        })
+    }
+
     pub(super) fn nodes() -> Result<Vec<Node>, PlanError> {
         block_on(async {
             let api: Api<Node> = Api::all(client().await?);
@@ -295,5 +410,48 @@ mod live {
                 .map(|l| l.items)
                 .map_err(|e| PlanError::Cluster(format!("listing nodes: {e}")))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preflight_from_files_names_the_pdb_and_the_unmanaged_pod() {
+        let policy = parse_policy(
+            include_str!("../../examples/nightly-workers.yaml"),
+            "nightly-workers.yaml",
+        )
+        .unwrap();
+        let nodes = parse_nodes(include_str!("../../examples/nodes-12.yaml"), "nodes").unwrap();
+        let (pods, pdbs) = parse_pods(include_str!("../../examples/pods-12.yaml"), "pods").unwrap();
+        assert_eq!((pods.len(), pdbs.len()), (4, 1));
+        let a = Assumptions {
+            drain: Duration::from_secs(300),
+            reboot: Duration::from_secs(240),
+            patch: Duration::from_secs(300),
+        };
+        let views = assumed_views(&policy, &nodes, a);
+        let check = nodes_to_check(
+            &policy.name_any(),
+            &policy.spec,
+            views.iter().map(|(v, _)| v),
+        );
+        assert_eq!(check.len(), 12);
+        let now: Timestamp = "2026-11-27T09:00:00Z".parse().unwrap();
+        let p = offline_preflight(&policy.spec, &check, &pods, &pdbs, now);
+        assert_eq!(
+            render_preflight(Some(&p)),
+            "preflight: 3 nodes would block: PDB shop/db allows 0 disruptions \
+             (PDB arithmetic, no dry-run evictions)\n  \
+             worker-a1: PDB shop/db allows 0 disruptions\n  \
+             worker-b1: PDB shop/db allows 0 disruptions\n  \
+             worker-c1: pod default/debug-shell has no controller that would recreate it; \
+             set spec.drain.force: true to evict it anyway\n"
+        );
+        assert_eq!(render_preflight(None), "");
+        let bad = parse_pods("items: 3", "p.yaml").unwrap_err().to_string();
+        assert_eq!(bad, "p.yaml: items is not a list");
     }
 }

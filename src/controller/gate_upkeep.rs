@@ -9,7 +9,7 @@ use kube::runtime::events::EventType;
 
 use super::ParsedPolicy;
 use super::events::Note;
-use super::gates::preflight::Job;
+use super::gates::preflight::{Job, nodes_to_check};
 use super::reconciler::Reconciler;
 use super::writes::Writes;
 use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus};
@@ -72,14 +72,7 @@ impl<W: Writes> Reconciler<W> {
             client: self.client.clone(),
             evict_client: self.evict_client.clone(),
             spec: policy.spec.clone(),
-            nodes: views
-                .iter()
-                .filter(|v| {
-                    crate::core::selector::selects_node(&policy.spec.node_selector, &v.labels)
-                })
-                .filter(|v| v.done.get(&name) != Some(rev))
-                .map(|v| v.name.clone())
-                .collect(),
+            nodes: nodes_to_check(&name, &policy.spec, views),
             now,
         };
         let Some(result) = self.preflights.poll(&name, rev, due, job) else {
@@ -157,5 +150,50 @@ impl<W: Writes> Reconciler<W> {
         {
             self.metrics.forget_gate(&name, &b.name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::api::{PreflightStatus, WindowStatus};
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_preflight_is_due_for_a_new_revision_and_when_a_window_opened_since() {
+        let spec = PatchPolicySpec::new("r2");
+        assert!(preflight_due(None, &spec, at("2026-11-27T20:00:00Z")));
+        let mut st = PatchPolicyStatus {
+            preflight: Some(PreflightStatus {
+                checked_at: Time(at("2026-11-27T20:00:00Z")),
+                revision: "r1".into(),
+                summary: String::new(),
+                blocked: vec![],
+            }),
+            next_window: Some(WindowStatus {
+                start: Time(at("2026-11-27T22:00:00Z")),
+                end: Time(at("2026-11-28T02:00:00Z")),
+            }),
+            ..PatchPolicyStatus::default()
+        };
+        // Ran for another revision: the new one was just announced.
+        assert!(preflight_due(Some(&st), &spec, at("2026-11-27T20:01:00Z")));
+        if let Some(p) = st.preflight.as_mut() {
+            p.revision = "r2".into();
+        }
+        // Ran for this revision; the window has not opened yet.
+        assert!(!preflight_due(Some(&st), &spec, at("2026-11-27T21:59:59Z")));
+        // The window opened since: again.
+        assert!(preflight_due(Some(&st), &spec, at("2026-11-27T22:00:00Z")));
+        // Ran after it opened: not again.
+        if let Some(p) = st.preflight.as_mut() {
+            p.checked_at = Time(at("2026-11-27T22:00:05Z"));
+        }
+        assert!(!preflight_due(Some(&st), &spec, at("2026-11-27T23:00:00Z")));
     }
 }

@@ -23,6 +23,7 @@ use crate::controller::drain::{Disposition, DrainSettings, classify};
 use crate::core::gates::clean;
 use crate::core::gates::pods::PodView;
 use crate::core::gates::preflight::{PdbView, pdb_block, spread, summary};
+use crate::core::rollout::NodeView;
 
 /// Nodes checked at most per run.
 pub const MAX_NODES: usize = 500;
@@ -54,6 +55,21 @@ pub fn pdb_view(p: &PodDisruptionBudget) -> PdbView {
             .as_ref()
             .map_or(0, |s| i64::from(s.disruptions_allowed)),
     }
+}
+
+/// The nodes a pre-flight of `policy` checks: those its selector selects
+/// that are not yet done at its revision.
+pub fn nodes_to_check<'a>(
+    policy: &str,
+    spec: &PatchPolicySpec,
+    views: impl IntoIterator<Item = &'a NodeView>,
+) -> Vec<String> {
+    views
+        .into_iter()
+        .filter(|v| crate::core::selector::selects_node(&spec.node_selector, &v.labels))
+        .filter(|v| v.done.get(policy) != Some(&spec.revision))
+        .map(|v| v.name.clone())
+        .collect()
 }
 
 /// Dry-run evictions per run at most, spread over the nodes
