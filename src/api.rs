@@ -537,7 +537,54 @@ pub struct Webhook {
     /// for the other formats).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<EmailSpec>,
+    /// Who reads this channel: `Customers` (default) or `Admins`. Only an
+    /// admin channel may subscribe to `nodeEvents`, which name nodes.
+    #[serde(default, skip_serializing_if = "Audience::is_customers")]
+    pub audience: Audience,
+    /// Per-node progress notices for an admin channel (`audience: Admins`):
+    /// `NodeDraining`, `NodeRebooting`, `NodeUncordoned`. Off by default.
+    /// Decided once per node, step and revision when the controller's write
+    /// entering the step succeeds; delivered best effort (see the
+    /// notification docs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub node_events: Vec<NodeEvent>,
 }
+
+// --- Per-node progress notices for admin channels ---
+
+/// Who reads a notification channel.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Audience {
+    /// Customers: rollout notices only, never per-node progress.
+    #[default]
+    Customers,
+    /// The operators: may also get per-node progress (`nodeEvents`), which
+    /// names the nodes.
+    Admins,
+}
+
+impl Audience {
+    /// True for the default, `Customers`.
+    pub fn is_customers(&self) -> bool {
+        *self == Audience::Customers
+    }
+}
+
+/// A per-node progress notice (kured's three), for admin channels.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum NodeEvent {
+    /// The node was cordoned and its pods are being evicted.
+    NodeDraining,
+    /// The node was asked to reboot.
+    NodeRebooting,
+    /// The node is back, released and made schedulable again.
+    NodeUncordoned,
+}
+
+// --- end per-node progress notices ---
 
 /// Sender and recipients of an e-mail channel.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -116,6 +116,8 @@ fn webhook(format: WebhookFormat, template: Option<&str>, email: Option<EmailSpe
         ca_bundle_secret_ref: None,
         template: template.map(str::to_string),
         email,
+        audience: Default::default(),
+        node_events: Vec::new(),
     }
 }
 

@@ -21,7 +21,8 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::Value;
 use sofort::api::{
-    Advisory, Announce, NotifySpec, PatchPolicy, Phase, SecretKeyRef, Webhook, WebhookFormat,
+    Advisory, Announce, Audience, NodeEvent, NotifySpec, PatchPolicy, Phase, SecretKeyRef, Webhook,
+    WebhookFormat,
 };
 use sofort::testkit::{Cluster, demo_policy, sandbox_controller_config};
 use sofort_sandbox::{NodeGroup, Scenario};
@@ -225,6 +226,8 @@ fn webhook(name: &str, format: WebhookFormat, headers: bool) -> Webhook {
         ca_bundle_secret_ref: None,
         template: None,
         email: None,
+        audience: Default::default(),
+        node_events: Vec::new(),
     }
 }
 
@@ -558,6 +561,130 @@ async fn urgent_rollout_says_it_could_not_be_announced() -> Result<(), Box<dyn s
         ["Urgent maintenance started", "Maintenance completed"]
     );
     assert_eq!(slack[0].body["text"], first["data"]["text"]);
+    c.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_channels_get_each_nodes_drain_reboot_and_uncordon_in_order()
+-> Result<(), Box<dyn std::error::Error>> {
+    let mut c = cluster("progress").await;
+    let (rx, base) = Receiver::start().await;
+    secret(
+        &c.client,
+        "customers",
+        &[("url", &format!("{base}/customers"))],
+    )
+    .await;
+    secret(&c.client, "ops", &[("url", &format!("{base}/ops"))]).await;
+    secret(
+        &c.client,
+        "ops-chat",
+        &[("url", &format!("{base}/ops-chat"))],
+    )
+    .await;
+    let details = "CVE-2026-3333 (container escape)";
+    let all = vec![
+        NodeEvent::NodeDraining,
+        NodeEvent::NodeRebooting,
+        NodeEvent::NodeUncordoned,
+    ];
+    let ops = Webhook {
+        audience: Audience::Admins,
+        node_events: all,
+        ..webhook("ops", WebhookFormat::CloudEvents, false)
+    };
+    let chat = Webhook {
+        audience: Audience::Admins,
+        node_events: vec![NodeEvent::NodeRebooting],
+        ..webhook("ops-chat", WebhookFormat::Slack, false)
+    };
+    let p = policy(
+        true,
+        "progress",
+        details,
+        vec![
+            webhook("customers", WebhookFormat::CloudEvents, false),
+            ops,
+            chat,
+        ],
+    );
+    c.spawn_controller(sandbox_controller_config());
+    c.spawn_agents(true)?;
+    Api::<PatchPolicy>::all(c.client.clone())
+        .create(&PostParams::default(), &p)
+        .await?;
+    wait_completed(&c.client, "progress", Duration::from_secs(90)).await;
+    let done = wait_results(&c.client, "progress", Duration::from_secs(20)).await;
+    // Progress notices have no records: status holds the rollout's only.
+    assert_eq!(events_of(&done), ["UrgentStarted", "Completed"]);
+    let ops = wait_for(
+        "every notice at the admin channel",
+        Duration::from_secs(20),
+        async || {
+            let got = rx.accepted("ops");
+            (got.len() >= 11).then_some(got)
+        },
+    )
+    .await;
+    let types = ce_types(&ops);
+    assert_eq!(types.len(), 11, "{types:?}");
+    assert_eq!(
+        types.first().map(String::as_str),
+        Some("dev.sofort.rollout.urgentstarted")
+    );
+    // The last uncordon went out before the completion, in the same lane.
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("dev.sofort.rollout.completed")
+    );
+    let mut per_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in &ops[1..ops.len() - 1] {
+        let data = &r.body["data"];
+        let node = data["node"].as_str().ok_or("no node")?.to_string();
+        let event = data["event"].as_str().ok_or("no event")?.to_string();
+        assert_eq!(
+            r.body["id"],
+            format!("progress/2026-11-27/{}/{node}", event.to_ascii_lowercase())
+        );
+        assert!(!r.raw.contains("CVE-2026-3333"), "{}", r.raw);
+        per_node.entry(node).or_default().push(event);
+    }
+    assert_eq!(per_node.len(), 3, "{per_node:?}");
+    for (node, events) in &per_node {
+        assert_eq!(
+            events,
+            &["NodeDraining", "NodeRebooting", "NodeUncordoned"],
+            "{node}"
+        );
+    }
+    // The chat subscribed to reboots only: one per node, named.
+    let chat = rx.accepted("ops-chat");
+    let titles = slack_titles(&chat);
+    assert_eq!(
+        titles.iter().filter(|t| *t == "Server rebooting").count(),
+        3,
+        "{titles:?}"
+    );
+    assert_eq!(titles.len(), 5, "{titles:?}");
+    for node in per_node.keys() {
+        assert!(chat.iter().any(|r| r.raw.contains(node.as_str())), "{node}");
+    }
+    // The customer channel hears about the rollout, never about a node.
+    let customers = rx.accepted("customers");
+    assert_eq!(
+        ce_types(&customers),
+        [
+            "dev.sofort.rollout.urgentstarted",
+            "dev.sofort.rollout.completed"
+        ]
+    );
+    for node in per_node.keys() {
+        assert!(
+            customers.iter().all(|r| !r.raw.contains(node.as_str())),
+            "{node} named to customers"
+        );
+    }
     c.shutdown().await;
     Ok(())
 }

@@ -121,6 +121,8 @@ fn webhook(name: &str, format: WebhookFormat, template: Option<&str>) -> Webhook
         ca_bundle_secret_ref: None,
         template: template.map(str::to_string),
         email: None,
+        audience: Default::default(),
+        node_events: Vec::new(),
     }
 }
 

@@ -635,6 +635,8 @@ async fn record_rollout() -> Result<(), Error> {
             ca_bundle_secret_ref: None,
             template: None,
             email: None,
+            audience: Default::default(),
+            node_events: Vec::new(),
         }],
         advisory: None,
         ..Default::default()

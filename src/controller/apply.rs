@@ -24,6 +24,7 @@ use crate::api::Step;
 use crate::controller::drain::{DrainMode, DrainSettings};
 use crate::core::node_record::NodeRecord;
 use crate::core::rollout::{Action, NodeView};
+use crate::notify::node_progress;
 
 /// Node writes of one batch in flight at once. With 50 nodes moving in one
 /// pass, one-after-another writes made the last node of a wave wait for the
@@ -102,6 +103,8 @@ impl<W: Writes> Reconciler<W> {
         }
         let results = self.write_nodes(&prepared).await;
         let mut ok = true;
+        // Progress notices of the node writes stored (admin channels).
+        let mut progress = Vec::new();
         for ((op, was, _), result) in prepared.into_iter().zip(results) {
             match result {
                 Some(Err(e)) => {
@@ -113,6 +116,11 @@ impl<W: Writes> Reconciler<W> {
                     let updated = Arc::new(updated);
                     objects.insert(op.node().to_string(), updated.clone());
                     self.overlay.put(updated);
+                    if let Op::Rollout(action) = op
+                        && let Some(kind) = node_progress::notice(action, was.map(|w| w.0))
+                    {
+                        progress.push((kind, op.node().to_string()));
+                    }
                 }
                 None => {}
             }
@@ -124,6 +132,14 @@ impl<W: Writes> Reconciler<W> {
                 self.metrics.observe_step(step_name(step), took.max(0.0));
             }
             self.after_write(policy, op, was.map(|w| w.0), objects);
+        }
+        let now = self.cfg.clock.now();
+        let withheld = self
+            .notifications
+            .node_progress(policy, &progress, now)
+            .await;
+        for (type_, reason, note) in withheld {
+            self.publish_policy(policy, type_, &reason, &note);
         }
         ok
     }

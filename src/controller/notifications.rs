@@ -88,6 +88,8 @@ pub(crate) struct Notifications {
     resumed: HashSet<String>,
     /// Embargoes of policies that have not completed, by policy name.
     embargoes: HashMap<String, Embargo>,
+    /// Resolved admin webhooks for progress notices, by policy name.
+    progress_hooks: HashMap<String, ProgressHooks>,
 }
 
 fn rv_num(rv: Option<&str>) -> Option<u64> {
@@ -115,6 +117,7 @@ impl Notifications {
             expected: HashMap::new(),
             resumed: HashSet::new(),
             embargoes: HashMap::new(),
+            progress_hooks: HashMap::new(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Notifications {
     /// Forgets a deleted policy.
     pub(crate) fn forget(&mut self, policy: &str) {
         self.embargoes.remove(policy);
+        self.progress_hooks.remove(policy);
         self.written.remove(policy);
         self.expected.retain(|(p, _), _| p != policy);
     }
@@ -415,6 +419,13 @@ impl Notifications {
         now: Timestamp,
     ) -> Option<(PatchPolicy, Vec<PolicyEvent>)> {
         let policy_name = report.id.split('/').next().unwrap_or_default().to_string();
+        if report.kind.is_node_progress() {
+            // Best effort, no record to write: the metric counted it.
+            if let Outcome::Failed { error } = &report.outcome {
+                tracing::warn!(policy = %policy_name, webhook = %report.webhook, event = %report.kind, attempts = report.attempts, error = %self.scrub(error), "node progress notice not delivered");
+            }
+            return None;
+        }
         let api: Api<PatchPolicy> = Api::all(self.client.clone());
         for _ in 0..5 {
             let mut policy = match api.get_opt(&policy_name).await {
@@ -489,6 +500,103 @@ impl Notifications {
         None
     }
 }
+
+// --- Per-node progress notices (see notify::node_progress) ---
+
+/// How long the resolved admin webhooks of a policy are reused for progress
+/// notices before their Secrets are read again.
+const PROGRESS_HOOKS_TTL: Duration = Duration::from_secs(30);
+
+/// The resolved webhooks of one policy for its progress notices.
+pub(crate) struct ProgressHooks {
+    read: tokio::time::Instant,
+    generation: Option<i64>,
+    resolved: HashMap<String, Arc<ResolvedWebhook>>,
+}
+
+impl Notifications {
+    /// Queues the progress notices of node writes that were just stored
+    /// (`notices`: event and node, in write order) for the admin channels
+    /// that subscribed to them. Returns the Events for notices withheld by
+    /// the embargo check.
+    pub(crate) async fn node_progress(
+        &mut self,
+        policy: &PatchPolicy,
+        notices: &[(EventKind, String)],
+        now: Timestamp,
+    ) -> Vec<PolicyEvent> {
+        let webhooks = webhooks_of(policy);
+        if notices.is_empty() || !notify::node_progress::any_subscriber(webhooks) {
+            return Vec::new();
+        }
+        let name = policy.name_any();
+        let resolved = self.progress_hooks(policy).await;
+        let stored = policy
+            .status
+            .clone()
+            .filter(|s| s.revision.as_deref() == Some(policy.spec.revision.as_str()))
+            .unwrap_or_default();
+        let rollout = rollout_of(&name, policy, Some(&stored), &stored, &stored.failed, now);
+        // No progress notice carries the details; before their release the
+        // check withholds one whose payload quotes them anyway (a node name,
+        // a template's text).
+        let embargo = Embargo::for_status(&policy.spec, Some(&stored));
+        let mut events = Vec::new();
+        for (kind, node) in notices {
+            let m = Message::new(&rollout, &notify::node_progress::due(*kind, node, now));
+            let subscribed = webhooks
+                .iter()
+                .filter(|w| notify::node_progress::subscribes(w, *kind));
+            for w in subscribed {
+                let Some(r) = resolved.get(&w.name) else {
+                    continue;
+                };
+                let delivery = Delivery::new(&m, r.clone());
+                if delivery.leaks(&embargo) {
+                    events.push(withheld_event(&delivery));
+                    continue;
+                }
+                // A refusal (lane full) is counted and logged by the notifier;
+                // progress notices are best effort and have no record.
+                let _ = self.notifier.enqueue_or_refuse(delivery);
+            }
+        }
+        events
+    }
+
+    /// The policy's webhooks resolved from their Secrets, read again after
+    /// [`PROGRESS_HOOKS_TTL`] or when the spec changed, so a wave of progress
+    /// notices does not read the Secrets once per node.
+    async fn progress_hooks(
+        &mut self,
+        policy: &PatchPolicy,
+    ) -> HashMap<String, Arc<ResolvedWebhook>> {
+        let name = policy.name_any();
+        let generation = policy.metadata.generation;
+        let now = tokio::time::Instant::now();
+        if let Some(h) = self.progress_hooks.get(&name)
+            && h.generation == generation
+            && now.duration_since(h.read) < PROGRESS_HOOKS_TTL
+        {
+            return h.resolved.clone();
+        }
+        let (resolved, errors) = self.resolve(policy).await;
+        for e in errors {
+            tracing::warn!(policy = %name, error = %self.scrub(&e), "cannot send node progress notices");
+        }
+        self.progress_hooks.insert(
+            name,
+            ProgressHooks {
+                read: now,
+                generation,
+                resolved: resolved.clone(),
+            },
+        );
+        resolved
+    }
+}
+
+// --- end per-node progress notices ---
 
 /// What the notifications of one reconcile know of the rollout.
 fn rollout_of<'a>(

@@ -169,6 +169,17 @@ impl<W: Writes> Reconciler<W> {
             .publish(reference, events::event(type_, reason, &note, action));
     }
 
+    /// Publishes a notification Event on `policy`.
+    pub(super) fn publish_policy(
+        &self,
+        policy: &PatchPolicy,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        self.publish(policy_ref(policy), type_, reason, note, "Notify");
+    }
+
     /// Publishes `note` about `policy` or one of its nodes.
     pub(super) fn emit(&self, policy: &PatchPolicy, note: Note) {
         let reference = match &note.about {

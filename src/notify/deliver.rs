@@ -1104,6 +1104,8 @@ mod tests {
             ca_bundle_secret_ref: None,
             template: template.map(str::to_string),
             email: None,
+            audience: Default::default(),
+            node_events: Vec::new(),
         }
     }
 

@@ -48,11 +48,17 @@ pub enum EventKind {
     /// Every selected node is updated (or an admin released the details). The
     /// only notification that carries the advisory details.
     Completed,
+    /// Admin channels only: a node was cordoned and is being drained.
+    NodeDraining,
+    /// Admin channels only: a node was asked to reboot.
+    NodeRebooting,
+    /// Admin channels only: a node is back and released (uncordoned).
+    NodeUncordoned,
 }
 
 impl EventKind {
     /// Every kind, in the order they are emitted within one decision.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Scheduled,
         EventKind::UrgentStarted,
         EventKind::Started,
@@ -61,6 +67,9 @@ impl EventKind {
         EventKind::Resumed,
         EventKind::CompletedWithFailures,
         EventKind::Completed,
+        EventKind::NodeDraining,
+        EventKind::NodeRebooting,
+        EventKind::NodeUncordoned,
     ];
 
     /// The name used in status records, Events and metrics (`NodeFailed`).
@@ -74,7 +83,19 @@ impl EventKind {
             EventKind::Resumed => "Resumed",
             EventKind::CompletedWithFailures => "CompletedWithFailures",
             EventKind::Completed => "Completed",
+            EventKind::NodeDraining => "NodeDraining",
+            EventKind::NodeRebooting => "NodeRebooting",
+            EventKind::NodeUncordoned => "NodeUncordoned",
         }
+    }
+
+    /// True for the per-node progress notices, which go to admin channels
+    /// only and have no status record (see [`super::node_progress`]).
+    pub fn is_node_progress(self) -> bool {
+        matches!(
+            self,
+            EventKind::NodeDraining | EventKind::NodeRebooting | EventKind::NodeUncordoned
+        )
     }
 
     /// Parses a status record's event name.
@@ -196,7 +217,9 @@ impl Due {
     /// restart. `None` for records this version does not know.
     pub fn from_record(records: &[NotificationRecord], index: usize) -> Option<Due> {
         let r = records.get(index)?;
-        let kind = EventKind::parse(&r.event)?;
+        // Node progress notices have no record: one in status is not ours
+        // and must never reach a customer channel.
+        let kind = EventKind::parse(&r.event).filter(|k| !k.is_node_progress())?;
         let seq = records[..=index]
             .iter()
             .filter(|o| o.event == r.event && o.node == r.node)

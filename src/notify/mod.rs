@@ -18,6 +18,8 @@
 //! - [`deliver`]: background delivery in bounded lanes per policy, webhook and
 //!   class (urgent first), with timeouts, retries, backoff and jitter,
 //!   reporting each outcome back; [`metrics`]: the counter;
+//! - [`node_progress`]: the per-node progress notices (draining, rebooting,
+//!   back) for admin channels that subscribed to them;
 //! - [`secret`]: reading the URL, headers and CA bundle from one Secret that
 //!   opted in to webhook use.
 //!
@@ -61,6 +63,7 @@ pub mod embargo;
 pub mod event;
 pub mod generic;
 pub mod metrics;
+pub mod node_progress;
 pub mod render;
 pub mod secret;
 pub mod status_page;

@@ -267,6 +267,18 @@ impl Message {
                     c.updated
                 )
             }
+            EventKind::NodeDraining => format!(
+                "{summary}: server {} is cordoned and being drained.",
+                self.node.as_deref().unwrap_or("?")
+            ),
+            EventKind::NodeRebooting => format!(
+                "{summary}: server {} is rebooting.",
+                self.node.as_deref().unwrap_or("?")
+            ),
+            EventKind::NodeUncordoned => format!(
+                "{summary}: server {} is back and uncordoned.",
+                self.node.as_deref().unwrap_or("?")
+            ),
         }
     }
 
@@ -355,6 +367,9 @@ impl Message {
             EventKind::Resumed => "Maintenance resumed",
             EventKind::CompletedWithFailures => "Maintenance ended with failures",
             EventKind::Completed => "Maintenance completed",
+            EventKind::NodeDraining => "Server draining",
+            EventKind::NodeRebooting => "Server rebooting",
+            EventKind::NodeUncordoned => "Server back",
         }
     }
 

@@ -254,6 +254,8 @@ fn policy(secret_namespace: &str) -> PatchPolicy {
             ca_bundle_secret_ref: None,
             template: None,
             email: None,
+            audience: Default::default(),
+            node_events: Vec::new(),
         }],
         advisory: Some(Advisory {
             summary: "Kernel maintenance".into(),

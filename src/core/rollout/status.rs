@@ -54,8 +54,12 @@ struct Tally {
     active: Vec<ActiveNode>,
     /// Failed for this revision, by name.
     failed: Vec<FailedNode>,
-    /// Released by this plan.
-    done_now: usize,
+    /// Released by this plan: still listed in `active` with the step their
+    /// Node shows, and not yet counted as updated. A node counts as updated
+    /// only once its Node shows the release (the done map of the next pass),
+    /// so a release write that fails never reads as `Completed` while the
+    /// node is still cordoned.
+    releasing: usize,
 }
 
 /// Counts, phase and message after this plan.
@@ -74,6 +78,7 @@ pub(super) fn status(input: &StatusInput<'_>) -> Outcome {
     let (spec, now) = (ctx.spec, ctx.now);
     let same_rev = prev.revision.as_deref() == Some(spec.revision.as_str());
     let tally = tally(input);
+    let releasing = tally.releasing > 0;
     let summary = summarize(input, &tally);
     let phase = summary.phase;
     let started_at =
@@ -115,7 +120,7 @@ pub(super) fn status(input: &StatusInput<'_>) -> Outcome {
     };
     Outcome {
         status,
-        requeue_after: requeue_after(input, summary.pending),
+        requeue_after: requeue_after(input, summary.pending, releasing),
     }
 }
 
@@ -155,9 +160,18 @@ fn tally(input: &StatusInput<'_>) -> Tally {
                 node: n.name.clone(),
                 reason: r.reason.clone().unwrap_or_else(|| "failed".into()),
             });
-        } else if r.step == Step::Done && this_rev && class == Class::InFlight && index.selected(i)
-        {
-            out.done_now += 1;
+        } else if r.step == Step::Done && class == Class::InFlight {
+            // Released by this plan; until the Node shows it, it is in the
+            // step its record shows.
+            if let Some(was) = n.record.as_ref().filter(|w| w.step.in_progress()) {
+                out.releasing += 1;
+                let a = ActiveNode {
+                    node: n.name.clone(),
+                    step: was.step,
+                    since: Time(was.since),
+                };
+                active.push((i, a));
+            }
         }
     }
     out.active = in_order(ctx, index, nodes, active);
@@ -196,7 +210,7 @@ fn summarize(input: &StatusInput<'_>, tally: &Tally) -> Summary {
         ..
     } = input;
     let total = classified.total;
-    let updated = classified.updated + tally.done_now;
+    let updated = classified.updated;
     let in_flight = tally.active.len();
     let pending = classified.todo.saturating_sub(starts.started());
     let failed = tally.failed.len();
@@ -331,10 +345,15 @@ fn next_window(ctx: &Ctx<'_>, gates: &Gates) -> Option<WindowStatus> {
         })
 }
 
-/// When to look again: node deadlines, and the window if work waits for it.
-fn requeue_after(input: &StatusInput<'_>, pending: usize) -> Option<Duration> {
+/// When to look again: node deadlines, a release made by this plan, and the
+/// window if work waits for it.
+fn requeue_after(input: &StatusInput<'_>, pending: usize, releasing: bool) -> Option<Duration> {
     let gates = input.gates;
     let mut wake = input.advanced.wake;
+    if releasing {
+        // The next pass sees the release on the Node and counts it.
+        wake = earliest(wake, Some(input.ctx.now));
+    }
     let waits_for_time = !gates.invalid() && !gates.halted() && !gates.is_closed(&Closed::Paused);
     if waits_for_time && pending > 0 {
         wake = earliest(wake, gates.opens());

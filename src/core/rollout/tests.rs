@@ -502,3 +502,51 @@ fn broken_record_is_reported_not_started() {
             .contains("kubectl annotate node w-a1 sofort.dev/record-")
     );
 }
+
+#[test]
+fn completed_only_once_the_last_release_shows_on_the_node() {
+    let p = policy("p");
+    let mut done = node("w-a1", "a");
+    done.done.insert("p".into(), "r1".into());
+    let mut last = node("w-a2", "a");
+    last.unschedulable = true;
+    last.record = Some(rec("p", Step::Settling, ts("2026-11-27T08:00:00Z")));
+    let nodes = vec![done.clone(), last.clone()];
+    // The plan releases w-a2; its write may still fail (the API server
+    // answers 500), so the status may not say it is done yet.
+    for _attempt in 0..2 {
+        let plan = decide(&p, &nodes, &[], ts(NOW));
+        assert!(
+            matches!(&plan.actions[..], [Action::Release { node, uncordon: true, .. }] if node == "w-a2"),
+            "{:?}",
+            plan.actions
+        );
+        let status = &plan.status;
+        assert_eq!(status.phase, Some(Phase::Progressing), "{status:?}");
+        assert_eq!(status.completed_at, None);
+        let counts = status.nodes.as_ref().unwrap();
+        assert_eq!((counts.updated, counts.in_progress), (1, 1));
+        assert_eq!(
+            status
+                .active
+                .iter()
+                .map(|a| (a.node.as_str(), a.step))
+                .collect::<Vec<_>>(),
+            [("w-a2", Step::Settling)]
+        );
+        // Looked at again at once, not at some later deadline.
+        assert!(
+            plan.requeue_after
+                .is_some_and(|d| d <= Duration::from_millis(100))
+        );
+    }
+    // The release is stored: no record, the done map, uncordoned.
+    let mut released = last;
+    released.record = None;
+    released.unschedulable = false;
+    released.done.insert("p".into(), "r1".into());
+    let plan = decide(&p, &[done, released], &[], ts(NOW));
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert_eq!(plan.status.phase, Some(Phase::Completed));
+    assert_eq!(plan.status.nodes.as_ref().unwrap().updated, 2);
+}

@@ -482,6 +482,12 @@ fn channel(out: &mut Vec<Problem>, base: &str, w: &crate::api::Webhook) {
         )),
         (_, None) => {}
     }
+    if !w.node_events.is_empty() && w.audience == crate::api::Audience::Customers {
+        out.push(problem(
+            format!("{base}.nodeEvents"),
+            "per-node notices name the nodes and go to admin channels only; set `audience: Admins` on this webhook or remove nodeEvents",
+        ));
+    }
 }
 
 fn advisory(out: &mut Vec<Problem>, spec: &PatchPolicySpec, n: &NotifySpec) {
