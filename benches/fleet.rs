@@ -1302,6 +1302,8 @@ async fn urgent(args: &Args, report: &mut Report) {
             start: "00:00".into(),
             end: "00:01".into(),
             time_zone: "Pacific/Kiritimati".into(),
+            weeks_of_month: Vec::new(),
+            offset_days: 0,
         }];
         p.spec.node_selector = LabelSelector {
             match_labels: Some([("kubernetes.io/hostname".to_string(), node.clone())].into()),

@@ -78,6 +78,8 @@ fn main() {
         start: "22:00".into(),
         end: "05:00".into(),
         time_zone: "Europe/Zurich".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
 
     // decide() at 5,000 nodes, 5% budget, 250 nodes in flight, window open.
@@ -108,6 +110,8 @@ fn main() {
         start: "01:00".into(),
         end: "04:00".into(),
         time_zone: "Europe/Zurich".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     let p = policy(IntOrString::String("2%".into()), weekly);
     let start_at: Timestamp = "2026-11-30T09:00:00+01:00".parse().expect("valid instant");

@@ -125,6 +125,14 @@ pub struct PatchPolicySpec {
     #[serde(default)]
     pub paused: bool,
 
+    /// Stop starting new nodes until this instant (RFC 3339, for example
+    /// `2026-12-08T06:00:00+01:00`); after it the pause lifts itself and the
+    /// controller looks again at that instant. Nodes already in progress
+    /// finish. `paused: true` pauses regardless of it. Before 9999-12-30T00:00:00Z.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(LATEST_INSTANT_RULE).message("pausedUntil must be before 9999-12-30T00:00:00Z; for a pause without end use paused: true"))]
+    pub paused_until: Option<Time>,
+
     /// Selects the nodes this policy patches. An empty selector selects every node.
     #[serde(default)]
     pub node_selector: LabelSelector,
@@ -228,6 +236,8 @@ impl Weekday {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.start != self.end || self.start == '00:00'").message("start and end must differ; use start 00:00 and end 00:00 for a full day"))]
+#[x_kube(validation = Rule::new(WEEKS_NEED_DAYS_RULE).message("weeksOfMonth needs days: list the weekdays whose occurrences it counts, for example days: [Tue] with weeksOfMonth: [2]"))]
+#[x_kube(validation = Rule::new(OFFSET_NEEDS_WEEKS_RULE).message("offsetDays counts from a day picked by weeksOfMonth; set weeksOfMonth, or for a weekly window change days instead"))]
 pub struct MaintenanceWindow {
     /// Days the window starts on. Empty means every day.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -247,6 +257,34 @@ pub struct MaintenanceWindow {
         length(max = 64)
     )]
     pub time_zone: String,
+    /// Monthly windows: the window opens only on these occurrences of its
+    /// `days` within the month, `1` to `5` (`2` with `days: [Tue]` is the
+    /// second Tuesday) or `Last` (the last one). A month without a fifth
+    /// occurrence has no window for `5`. Needs `days`. Empty: every week.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 6))]
+    #[x_kube(validation = Rule::new(WEEKS_OF_MONTH_RULE).message("each weeksOfMonth entry must be 1, 2, 3, 4, 5 or Last, each at most once"))]
+    pub weeks_of_month: Vec<IntOrString>,
+    /// With `weeksOfMonth`: the window opens this many days after each day it
+    /// picks (`days: [Tue]`, `weeksOfMonth: [2]`, `offsetDays: 3` opens on the
+    /// Friday after Patch Tuesday, in the next month when the sum passes the
+    /// month's end). From 0 to 27. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0, max = 27))]
+    pub offset_days: u32,
+}
+
+/// Largest `offsetDays` of a maintenance window.
+pub const MAX_OFFSET_DAYS: u32 = 27;
+/// CEL rule of `weeksOfMonth`: 1 to 5 or `Last`, no duplicates.
+pub const WEEKS_OF_MONTH_RULE: &str = "self.all(w, string(w) == 'Last' || (string(w).matches('^[1-5]$') && w == int(string(w)))) && self.all(w, self.exists_one(x, string(x) == string(w)))";
+/// CEL rule of a maintenance window: `weeksOfMonth` needs `days`.
+pub const WEEKS_NEED_DAYS_RULE: &str = "!has(self.weeksOfMonth) || size(self.weeksOfMonth) == 0 || (has(self.days) && size(self.days) > 0)";
+/// CEL rule of a maintenance window: `offsetDays` needs `weeksOfMonth`.
+pub const OFFSET_NEEDS_WEEKS_RULE: &str = "!has(self.offsetDays) || self.offsetDays == 0 || (has(self.weeksOfMonth) && size(self.weeksOfMonth) > 0)";
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_time_zone() -> String {
@@ -1018,6 +1056,7 @@ impl PatchPolicySpec {
             revision: revision.into(),
             urgent: false,
             paused: false,
+            paused_until: None,
             node_selector: LabelSelector::default(),
             maintenance_windows: Vec::new(),
             blackouts: Vec::new(),
@@ -1163,6 +1202,8 @@ mod cel_tests {
             start: s.into(),
             end: e.into(),
             time_zone: "UTC".into(),
+            weeks_of_month: Vec::new(),
+            offset_days: 0,
         };
         let mut p = policy();
         p.spec.maintenance_windows = vec![w("22:00", "05:00"), w("00:00", "00:00")];

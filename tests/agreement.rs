@@ -261,6 +261,130 @@ fn validate_crd_and_controller_agree_on_every_case() -> TestResult {
             )?,
             Refused,
         ),
+        // Monthly windows: weeksOfMonth 1-5 or Last, once each, with days;
+        // offsetDays 0-27 with weeksOfMonth.
+        (
+            "second Saturday",
+            with("/spec/maintenanceWindows/0/weeksOfMonth", json!([2]))?,
+            Valid,
+        ),
+        (
+            "second and last Saturday",
+            with(
+                "/spec/maintenanceWindows/0/weeksOfMonth",
+                json!([2, "Last"]),
+            )?,
+            Valid,
+        ),
+        (
+            "patch Tuesday + 3",
+            with(
+                "/spec/maintenanceWindows/0",
+                json!({"days": ["Tue"], "weeksOfMonth": [2], "offsetDays": 3, "start": "22:00", "end": "04:00", "timeZone": "Europe/Berlin"}),
+            )?,
+            Valid,
+        ),
+        (
+            "last + 27 days",
+            with(
+                "/spec/maintenanceWindows/0",
+                json!({"days": ["Tue"], "weeksOfMonth": ["Last"], "offsetDays": 27, "start": "22:00", "end": "04:00"}),
+            )?,
+            Valid,
+        ),
+        (
+            "offsetDays 28",
+            with(
+                "/spec/maintenanceWindows/0",
+                json!({"days": ["Tue"], "weeksOfMonth": [2], "offsetDays": 28, "start": "22:00", "end": "04:00"}),
+            )?,
+            Refused,
+        ),
+        (
+            "offsetDays -1",
+            with(
+                "/spec/maintenanceWindows/0",
+                json!({"days": ["Tue"], "weeksOfMonth": [2], "offsetDays": -1, "start": "22:00", "end": "04:00"}),
+            )?,
+            Refused,
+        ),
+        (
+            "offsetDays without weeksOfMonth",
+            with("/spec/maintenanceWindows/0/offsetDays", json!(3))?,
+            Refused,
+        ),
+        (
+            "offsetDays 0 without weeksOfMonth",
+            with("/spec/maintenanceWindows/0/offsetDays", json!(0))?,
+            Valid,
+        ),
+        (
+            "weeksOfMonth without days",
+            with(
+                "/spec/maintenanceWindows/0",
+                json!({"weeksOfMonth": [2], "start": "22:00", "end": "04:00"}),
+            )?,
+            Refused,
+        ),
+        (
+            "weeksOfMonth 0",
+            with("/spec/maintenanceWindows/0/weeksOfMonth", json!([0]))?,
+            Refused,
+        ),
+        (
+            "weeksOfMonth 6",
+            with("/spec/maintenanceWindows/0/weeksOfMonth", json!([6]))?,
+            Refused,
+        ),
+        (
+            "weeksOfMonth \"2\"",
+            with("/spec/maintenanceWindows/0/weeksOfMonth", json!(["2"]))?,
+            Refused,
+        ),
+        (
+            "weeksOfMonth last",
+            with("/spec/maintenanceWindows/0/weeksOfMonth", json!(["last"]))?,
+            Refused,
+        ),
+        (
+            "weeksOfMonth 2 twice",
+            with("/spec/maintenanceWindows/0/weeksOfMonth", json!([2, 1, 2]))?,
+            Refused,
+        ),
+        (
+            "weeksOfMonth Last twice",
+            with(
+                "/spec/maintenanceWindows/0/weeksOfMonth",
+                json!(["Last", "Last"]),
+            )?,
+            Refused,
+        ),
+        (
+            "weeksOfMonth empty",
+            with("/spec/maintenanceWindows/0/weeksOfMonth", json!([]))?,
+            Valid,
+        ),
+        // pausedUntil: a timestamp the controller's time type holds.
+        (
+            "pausedUntil next week",
+            with("/spec/pausedUntil", json!("2026-12-08T06:00:00+01:00"))?,
+            Valid,
+        ),
+        (
+            "pausedUntil in the past",
+            with("/spec/pausedUntil", json!("2020-01-01T00:00:00Z"))?,
+            Valid,
+        ),
+        (
+            "pausedUntil 9999-12-31",
+            with("/spec/pausedUntil", json!("9999-12-31T00:00:00Z"))?,
+            Refused,
+        ),
+        (
+            "pausedUntil not a time",
+            with("/spec/pausedUntil", json!("tomorrow"))?,
+            Refused,
+        ),
         // Lengths and list sizes the code relies on.
         (
             "revision 128",

@@ -51,6 +51,8 @@ fn spec() -> PatchPolicySpec {
         start: "22:00".into(),
         end: "05:00".into(),
         time_zone: "Europe/Zurich".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     s.notify = Some(NotifySpec {
         public_title: Some("Web hosting".into()),

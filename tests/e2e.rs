@@ -73,6 +73,8 @@ fn policy(name: &str, revision: &str) -> PatchPolicy {
         start: "00:00".into(),
         end: "00:00".into(),
         time_zone: "UTC".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     spec.rollout.max_unavailable = IntOrString::Int(2);
     spec.rollout.order.group_by = Some(ZONE.into());
@@ -317,6 +319,8 @@ async fn nightly_rollout_waits_for_the_window_then_goes_zone_by_zone()
         start: "22:00".into(),
         end: "05:00".into(),
         time_zone: "Europe/Zurich".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     let obs = Observer::start(env.client(), vec![watched(&p, 2)]).await;
     let t0 = Instant::now();
@@ -391,6 +395,8 @@ async fn urgent_rollout_ignores_a_closed_window_but_keeps_the_budget()
         start: "22:00".into(),
         end: "05:00".into(),
         time_zone: "Europe/Zurich".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     p.spec.announce = Some(sofort::api::Announce {
         lead_time: "48h".into(),
@@ -858,6 +864,8 @@ async fn plan_reads_the_policy_and_nodes_from_the_cluster() -> Result<(), Box<dy
         start: format!("{:02}:00", later.hour()),
         end: format!("{:02}:00", (later.hour() + 2) % 24),
         time_zone: "UTC".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     p.spec.rollout.min_window_remaining = Some("10m".into());
     env.apply(&p).await;

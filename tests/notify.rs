@@ -134,6 +134,8 @@ fn spec(urgent: bool) -> PatchPolicySpec {
         start: "22:00".into(),
         end: "05:00".into(),
         time_zone: "Europe/Zurich".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     s.notify = Some(NotifySpec {
         webhooks: vec![

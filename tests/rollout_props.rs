@@ -160,6 +160,8 @@ fn build(s: &Scenario) -> (PatchPolicy, World, BTreeSet<String>) {
             start: format!("{h:02}:00"),
             end: format!("{:02}:00", (u16::from(*h) + u16::from(*len)) % 24),
             time_zone: tz.to_string(),
+            weeks_of_month: Vec::new(),
+            offset_days: 0,
         })
         .collect();
     spec.blackouts = s

@@ -336,6 +336,8 @@ fn policy(name: &str, revision: &str) -> PatchPolicy {
         start: "00:00".into(),
         end: "00:00".into(),
         time_zone: "UTC".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     spec.rollout.max_unavailable = IntOrString::Int(2);
     spec.rollout.order.group_by = Some(ZONE.into());

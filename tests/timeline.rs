@@ -48,6 +48,8 @@ fn policy(zone_b_name: &str) -> (PatchPolicy, Vec<Node>) {
         start: "22:00".into(),
         end: "05:00".into(),
         time_zone: "UTC".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     spec.blackouts = vec![Blackout {
         start: Time(ts("2026-11-30T22:40:00Z")),

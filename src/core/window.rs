@@ -1,6 +1,6 @@
 //! Maintenance windows and blackouts: when routine work may start.
 //!
-//! A [`Schedule`] is the union of a policy's weekly windows minus its blackouts.
+//! A [`Schedule`] is the union of a policy's weekly (or monthly) windows minus its blackouts.
 //! Empty `maintenanceWindows` means always open (blackouts still apply).
 //!
 //! # Rules
@@ -19,6 +19,15 @@
 //!     `03:00` CEST);
 //!   - a local time inside a **repeated** hour (fall back) uses its **first**
 //!     occurrence (`02:30` on the Zurich autumn night is `02:30` CEST, `00:30Z`).
+//! * **Monthly windows** (`weeksOfMonth`): the window opens only on the listed
+//!   occurrences of its `days` within the local month, `1`-`5` or `Last`
+//!   (`days: [Tue], weeksOfMonth: [2]` is the second Tuesday). A month with
+//!   only four occurrences has no window for `5`; `Last` is the fourth or the
+//!   fifth. `offsetDays` shifts the opening day that many days after the day
+//!   picked, across month ends (`[2]` + 3 is the Friday after Patch Tuesday;
+//!   the second Tuesday of January + 20 days is in February). The occurrence
+//!   is counted on local dates, so the daylight-saving rules below apply to the
+//!   shifted day as to any other.
 //! * Windows overlap or touch: they merge into one open interval, so the time
 //!   remaining is measured to the end of the merged interval.
 //! * Blackouts are absolute `[start, end)` ranges and always win: they cut open
@@ -32,7 +41,9 @@ use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{Blackout, MaintenanceWindow, Weekday};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::api::{Blackout, MAX_OFFSET_DAYS, MaintenanceWindow, Weekday};
 
 /// Furthest into the future the schedule looks for an opening.
 pub const HORIZON_DAYS: i64 = 800;
@@ -61,6 +72,29 @@ pub enum WindowError {
         field: &'static str,
         /// The text given.
         value: String,
+    },
+    /// A `weeksOfMonth` entry that is not 1 to 5 or `Last`, or one listed twice.
+    #[error("maintenanceWindows[{index}].weeksOfMonth[{pos}] {value:?} {why}")]
+    WeekOfMonth {
+        /// Index of the window.
+        index: usize,
+        /// Index in `weeksOfMonth`.
+        pos: usize,
+        /// The value given.
+        value: String,
+        /// What is wrong and how to fix it.
+        why: &'static str,
+    },
+    /// `weeksOfMonth` without `days`, or `offsetDays` without `weeksOfMonth`
+    /// or beyond [`crate::api::MAX_OFFSET_DAYS`].
+    #[error("maintenanceWindows[{index}].{field}: {why}")]
+    Monthly {
+        /// Index of the window.
+        index: usize,
+        /// `weeksOfMonth` or `offsetDays`.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        why: String,
     },
     /// A blackout that ends before it starts.
     #[error("blackouts[{index}] ends at or before its start; the end must be later than the start")]
@@ -92,10 +126,131 @@ impl Interval {
 #[derive(Debug, Clone)]
 struct Window {
     days: [bool; 7],
+    /// `None`: every week.
+    monthly: Option<Monthly>,
     start: Time,
     end: Time,
     tz: TimeZone,
     zone: String,
+}
+
+impl Window {
+    /// Whether an occurrence of this window starts on the local date `day`.
+    fn opens_on(&self, day: Date) -> bool {
+        match &self.monthly {
+            None => self.days[weekday_index(day.weekday())],
+            Some(m) => m
+                .anchor(day)
+                .is_some_and(|a| self.days[weekday_index(a.weekday())] && m.picks(a)),
+        }
+    }
+}
+
+/// The monthly part of a window: which occurrences of its weekdays within a
+/// month it opens on (`weeksOfMonth`), shifted by `offsetDays`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Monthly {
+    /// `nth[k]`: the `k+1`-th occurrence is listed.
+    nth: [bool; 5],
+    /// `Last` is listed.
+    last: bool,
+    /// `offsetDays`.
+    offset: i32,
+}
+
+impl Monthly {
+    /// The day a window opening on `day` counts from: `offset` days earlier.
+    fn anchor(&self, day: Date) -> Option<Date> {
+        day.checked_sub(jiff::Span::new().days(self.offset)).ok()
+    }
+
+    /// Whether `anchor` is a listed occurrence of its weekday in its month.
+    fn picks(&self, anchor: Date) -> bool {
+        let k = ((anchor.day() - 1) / 7) as usize;
+        let last = anchor
+            .checked_add(jiff::Span::new().days(7))
+            .map_or(true, |next| next.month() != anchor.month());
+        self.nth.get(k).copied().unwrap_or(false) || (self.last && last)
+    }
+}
+
+/// One `weeksOfMonth` entry: `Some(1..=5)`, `Some(0)` for `Last`; `None` when
+/// it is neither.
+fn week_of_month(v: &IntOrString) -> Option<u8> {
+    match v {
+        IntOrString::Int(n @ 1..=5) => u8::try_from(*n).ok(),
+        IntOrString::String(s) if s == "Last" => Some(0),
+        _ => None,
+    }
+}
+
+/// `weeksOfMonth` and `offsetDays` of window `index`, compiled.
+fn compile_monthly(
+    index: usize,
+    w: &MaintenanceWindow,
+) -> Result<Option<Monthly>, Vec<WindowError>> {
+    let mut errors = Vec::new();
+    let mut m = Monthly {
+        nth: [false; 5],
+        last: false,
+        offset: 0,
+    };
+    for (pos, v) in w.weeks_of_month.iter().enumerate() {
+        let value = match v {
+            IntOrString::Int(n) => n.to_string(),
+            // Echo only what is short enough to be a mistyped week.
+            IntOrString::String(s) if s.chars().count() <= 8 => s.clone(),
+            IntOrString::String(s) => format!("<{} characters>", s.chars().count()),
+        };
+        let mut bad = |why| {
+            errors.push(WindowError::WeekOfMonth {
+                index,
+                pos,
+                value: value.clone(),
+                why,
+            })
+        };
+        let slot = match week_of_month(v) {
+            None => {
+                bad("is not a week of the month; use 1, 2, 3, 4, 5 or Last");
+                continue;
+            }
+            Some(0) => &mut m.last,
+            Some(n) => &mut m.nth[usize::from(n) - 1],
+        };
+        if *slot {
+            bad("is listed twice; remove the duplicate");
+        }
+        *slot = true;
+    }
+    if !w.weeks_of_month.is_empty() && w.days.is_empty() {
+        errors.push(WindowError::Monthly {
+            index,
+            field: "weeksOfMonth",
+            why: "needs days: list the weekdays whose occurrences it counts, for example days: [Tue] with weeksOfMonth: [2] for the second Tuesday".into(),
+        });
+    }
+    if w.offset_days > MAX_OFFSET_DAYS {
+        errors.push(WindowError::Monthly {
+            index,
+            field: "offsetDays",
+            why: format!(
+                "{} is more than {MAX_OFFSET_DAYS}; an offset of four weeks or more reaches the next occurrence, pick a later week instead",
+                w.offset_days
+            ),
+        });
+    } else if w.offset_days > 0 && w.weeks_of_month.is_empty() {
+        errors.push(WindowError::Monthly {
+            index,
+            field: "offsetDays",
+            why: "counts from a day picked by weeksOfMonth; set weeksOfMonth, or for a weekly window change days instead".into(),
+        });
+    }
+    m.offset = i32::try_from(w.offset_days.min(MAX_OFFSET_DAYS)).unwrap_or(0);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok((!w.weeks_of_month.is_empty()).then_some(m))
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +325,10 @@ fn compile_window(index: usize, w: &MaintenanceWindow) -> Result<Window, Vec<Win
         t
     };
     let (start, end) = (time("start", &w.start), time("end", &w.end));
+    let monthly = compile_monthly(index, w)
+        .map_err(|e| errors.extend(e))
+        .ok()
+        .flatten();
     let tz = match tz {
         Ok(tz) => Some(tz),
         Err(e) => {
@@ -177,7 +336,7 @@ fn compile_window(index: usize, w: &MaintenanceWindow) -> Result<Window, Vec<Win
             None
         }
     };
-    let (Some(start), Some(end), Some(tz)) = (start, end, tz) else {
+    let (Some(start), Some(end), Some(tz), true) = (start, end, tz, errors.is_empty()) else {
         return Err(errors);
     };
     let mut days = [w.days.is_empty(); 7];
@@ -186,6 +345,7 @@ fn compile_window(index: usize, w: &MaintenanceWindow) -> Result<Window, Vec<Win
     }
     Ok(Window {
         days,
+        monthly,
         start,
         end,
         tz,
@@ -278,7 +438,7 @@ impl Schedule {
             let mut day = first.yesterday().unwrap_or(first);
             let last: Date = w.tz.to_datetime(hi).date();
             while day <= last {
-                if w.days[weekday_index(day.weekday())] {
+                if w.opens_on(day) {
                     let end_day = if w.end <= w.start {
                         day.tomorrow().ok()
                     } else {
@@ -443,6 +603,10 @@ pub fn human_time(at: Timestamp, zone: Option<&str>) -> String {
 }
 
 #[cfg(test)]
+#[path = "window_monthly_tests.rs"]
+mod monthly_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -495,6 +659,8 @@ mod tests {
             start: start.into(),
             end: end.into(),
             time_zone: tz.into(),
+            weeks_of_month: Vec::new(),
+            offset_days: 0,
         }
     }
 

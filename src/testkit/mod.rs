@@ -154,6 +154,8 @@ pub fn demo_policy(urgent: bool, now: jiff::Timestamp) -> PatchPolicy {
             start: format!("{h:02}:00"),
             end: format!("{:02}:00", (h + 1) % 24),
             time_zone: "UTC".into(),
+            weeks_of_month: Vec::new(),
+            offset_days: 0,
         }
     } else {
         MaintenanceWindow {
@@ -161,6 +163,8 @@ pub fn demo_policy(urgent: bool, now: jiff::Timestamp) -> PatchPolicy {
             start: "00:00".into(),
             end: "00:00".into(),
             time_zone: "UTC".into(),
+            weeks_of_month: Vec::new(),
+            offset_days: 0,
         }
     };
     spec.maintenance_windows = vec![window];

@@ -32,6 +32,11 @@ pub(super) enum Closed {
     TooManyFailures,
     /// `spec.paused`.
     Paused,
+    /// `spec.pausedUntil` lies ahead: no start before `until`.
+    PausedUntil {
+        /// When the pause lifts itself.
+        until: Timestamp,
+    },
     /// Announced: no start before `at` (lead time, then the first usable window).
     Announced {
         /// The scheduled start.
@@ -117,6 +122,25 @@ impl Gates {
         self.closed
             .iter()
             .find(|c| matches!(c, Closed::GateTimedOut { .. }))
+    }
+
+    /// Whether a pause holds starts (`paused`, or `pausedUntil` ahead).
+    pub fn paused(&self) -> bool {
+        self.closed
+            .iter()
+            .any(|c| matches!(c, Closed::Paused | Closed::PausedUntil { .. }))
+    }
+
+    /// When a `pausedUntil` pause lifts itself; `None` without one, and
+    /// while `paused: true` holds (that pause lifts only by a spec change).
+    pub fn pause_lifts(&self) -> Option<Timestamp> {
+        if self.is_closed(&Closed::Paused) {
+            return None;
+        }
+        self.closed.iter().find_map(|c| match c {
+            Closed::PausedUntil { until } => Some(*until),
+            _ => None,
+        })
     }
 
     /// The closed time gate (lead time or window), if any.
@@ -245,8 +269,12 @@ pub(super) fn scheduled_start(ctx: &Ctx<'_>, announced_at: Timestamp) -> Option<
         return Some(announced_at);
     }
     let cfg = ctx.cfg;
+    // A pause that lifts itself later than the lead time pushes the start,
+    // also once it has lifted (the start stays where it was announced).
+    let paused_until = ctx.spec.paused_until.as_ref().map(|t| t.0);
+    let earliest = add(announced_at, cfg.lead_time).max(paused_until.unwrap_or_default());
     cfg.schedule
-        .next_usable(add(announced_at, cfg.lead_time), cfg.min_remaining)
+        .next_usable(earliest, cfg.min_remaining)
         .map(|(t, _)| t)
 }
 
@@ -265,8 +293,21 @@ fn failures(ctx: &Ctx<'_>, classified: &Classified, advanced: &Advanced) -> Opti
     (failed > u64::from(ctx.spec.rollout.max_failed_nodes)).then_some(Closed::TooManyFailures)
 }
 
+/// `paused: true` pauses until the spec changes; `pausedUntil` until then.
 fn pause(ctx: &Ctx<'_>) -> Option<Closed> {
-    ctx.spec.paused.then_some(Closed::Paused)
+    if ctx.spec.paused {
+        return Some(Closed::Paused);
+    }
+    paused_until(ctx).map(|until| Closed::PausedUntil { until })
+}
+
+/// `spec.pausedUntil` when it lies ahead of now.
+fn paused_until(ctx: &Ctx<'_>) -> Option<Timestamp> {
+    ctx.spec
+        .paused_until
+        .as_ref()
+        .map(|t| t.0)
+        .filter(|t| *t > ctx.now)
 }
 
 /// Lead time, windows, blackouts and the time left in a window; urgent
@@ -351,6 +392,8 @@ mod tests {
             start: "22:00".into(),
             end: "05:00".into(),
             time_zone: "UTC".into(),
+            weeks_of_month: Vec::new(),
+            offset_days: 0,
         }];
     }
 

@@ -96,6 +96,8 @@
 
 mod action;
 mod advance;
+#[cfg(test)]
+mod calendar_tests;
 mod classify;
 mod config;
 mod gate;

@@ -256,7 +256,7 @@ fn phase_of(gates: &Gates, all_done: bool, in_flight: usize) -> Phase {
         Phase::Completed
     } else if gates.halted() {
         Phase::Halted
-    } else if gates.is_closed(&Closed::Paused) {
+    } else if gates.paused() {
         Phase::Paused
     } else if in_flight > 0 {
         Phase::Progressing
@@ -296,6 +296,10 @@ fn why_not(ctx: &Ctx<'_>, gates: &Gates, starts: &Starts, failed: usize) -> Opti
             spec.rollout.max_failed_nodes
         )),
         Some(Closed::Paused) => Some("paused: no new node starts".into()),
+        Some(Closed::PausedUntil { until }) => Some(format!(
+            "paused until {}: no new node starts before then",
+            human_time(*until, first_zone(spec))
+        )),
         Some(Closed::Announced { at }) => Some(format!(
             "announced; starts {}{}",
             human_time(*at, first_zone(spec)),
@@ -354,9 +358,12 @@ fn requeue_after(input: &StatusInput<'_>, pending: usize, releasing: bool) -> Op
         // The next pass sees the release on the Node and counts it.
         wake = earliest(wake, Some(input.ctx.now));
     }
-    let waits_for_time = !gates.invalid() && !gates.halted() && !gates.is_closed(&Closed::Paused);
+    let waits_for_time = !gates.invalid() && !gates.halted() && !gates.paused();
     if waits_for_time && pending > 0 {
         wake = earliest(wake, gates.opens());
+    }
+    if !gates.invalid() && !gates.halted() && pending > 0 {
+        wake = earliest(wake, gates.pause_lifts());
     }
     // Wake at the deadline itself (a node's settle time ends, a step times
     // out, a window opens), not up to a second later: at the end of a wave

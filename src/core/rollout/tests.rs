@@ -58,6 +58,8 @@ fn waits_for_the_window_and_says_so() {
         start: "22:00".into(),
         end: "05:00".into(),
         time_zone: "Europe/Zurich".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     p.spec.announce = Some(Announce {
         lead_time: "48h".into(),
@@ -418,6 +420,8 @@ fn invalid_spec_halts_without_panicking() {
         start: "99:00".into(),
         end: "05:00".into(),
         time_zone: "Nowhere/Land".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     p.spec.drain.timeout = "soon".into();
     p.spec.rollout.max_unavailable = IntOrString::String("lots".into());

@@ -166,6 +166,22 @@ pub(super) fn windows(out: &mut Vec<Problem>, spec: &PatchPolicySpec) -> Windows
                         format!("unknown time zone {zone:?}{hint}"),
                     ));
                 }
+                WindowError::WeekOfMonth {
+                    index,
+                    pos,
+                    value,
+                    why,
+                } if *index == i => {
+                    ok = false;
+                    out.push(problem(
+                        format!("{base}.weeksOfMonth[{pos}]"),
+                        format!("{value:?} {why}"),
+                    ));
+                }
+                WindowError::Monthly { index, field, why } if *index == i => {
+                    ok = false;
+                    out.push(problem(format!("{base}.{field}"), why.clone()));
+                }
                 _ => {}
             }
         }

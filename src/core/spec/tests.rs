@@ -72,6 +72,8 @@ fn bad_fields_fall_back_to_defaults_and_are_all_reported() {
         start: "25:00".into(),
         end: "05:00".into(),
         time_zone: "Europe/Zurch".into(),
+        weeks_of_month: Vec::new(),
+        offset_days: 0,
     }];
     let p = parse(&spec);
     let paths: Vec<&str> = p.problems.iter().map(|p| p.path.as_str()).collect();
@@ -110,4 +112,43 @@ fn added_problems_skip_paths_already_reported() {
     let paths: Vec<&str> = p.problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["spec.rollout.settle", "spec.revision"]);
     assert!(p.problems[0].message.contains("invalid duration"));
+}
+
+#[test]
+fn monthly_window_problems_name_their_field() {
+    let mut spec = PatchPolicySpec::new("r1");
+    spec.maintenance_windows = vec![
+        MaintenanceWindow {
+            days: vec![],
+            start: "22:00".into(),
+            end: "04:00".into(),
+            time_zone: "UTC".into(),
+            weeks_of_month: vec![IntOrString::Int(2), IntOrString::Int(2)],
+            offset_days: 30,
+        },
+        MaintenanceWindow {
+            days: vec![api::Weekday::Tue],
+            start: "22:00".into(),
+            end: "04:00".into(),
+            time_zone: "UTC".into(),
+            weeks_of_month: vec![IntOrString::String("Lst".into())],
+            offset_days: 0,
+        },
+    ];
+    let p = parse(&spec);
+    let paths: Vec<&str> = p.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.maintenanceWindows[0].weeksOfMonth[1]",
+            "spec.maintenanceWindows[0].weeksOfMonth",
+            "spec.maintenanceWindows[0].offsetDays",
+            "spec.maintenanceWindows[1].weeksOfMonth[0]",
+        ],
+        "{:?}",
+        p.problems
+    );
+    assert!(p.problems[3].message.contains("1, 2, 3, 4, 5 or Last"));
+    // A broken window leaves the schedule always open (nothing starts: the spec is invalid).
+    assert!(p.spec.schedule.is_always_open());
 }
