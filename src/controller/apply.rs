@@ -133,6 +133,20 @@ impl<W: Writes> Reconciler<W> {
             }
             self.after_write(policy, op, was.map(|w| w.0), objects);
         }
+        // Queued once the pass's status (and the rollout notices it
+        // records, such as Started) is written: see `flush_progress`.
+        self.progress.extend(progress);
+        ok
+    }
+
+    /// Queues the progress notices of this pass's stored node writes, after
+    /// the rollout-level notices of the same pass, so an admin channel hears
+    /// "started" before the first "draining".
+    pub(super) async fn flush_progress(&mut self, policy: &ParsedPolicy) {
+        let progress = std::mem::take(&mut self.progress);
+        if progress.is_empty() {
+            return;
+        }
         let now = self.cfg.clock.now();
         let withheld = self
             .notifications
@@ -141,7 +155,6 @@ impl<W: Writes> Reconciler<W> {
         for (type_, reason, note) in withheld {
             self.publish_policy(policy, type_, &reason, &note);
         }
-        ok
     }
 
     /// The batch's node writes, at most [`WRITE_CONCURRENCY`] in flight,

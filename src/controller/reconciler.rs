@@ -53,6 +53,8 @@ pub(crate) struct Reconciler<W: Writes = KubeWrites> {
     pub(super) gates: GateObserver,
     /// The drainability pre-flights, run in the background.
     pub(super) preflights: Preflights,
+    /// Progress notices of this pass's node writes, queued after its status.
+    pub(super) progress: Vec<(crate::notify::EventKind, String)>,
 }
 
 /// What became of a pass's status.
@@ -122,6 +124,7 @@ impl<W: Writes> Reconciler<W> {
             views: ViewCache::default(),
             gates,
             preflights,
+            progress: Vec::new(),
         }
     }
 
@@ -407,12 +410,18 @@ impl<W: Writes> Reconciler<W> {
             // Gates change without any watch event: look again each interval.
             requeue = earliest(requeue, Some(self.cfg.gate_interval));
         }
-        match self.write_status(policy, &status, &prepared).await? {
-            StatusOutcome::Done => {}
-            StatusOutcome::Deferred(wait) => requeue = earliest(requeue, Some(wait)),
-            StatusOutcome::Conflict => {
+        let outcome = self.write_status(policy, &status, &prepared).await;
+        match outcome {
+            Ok(StatusOutcome::Done) => {}
+            Ok(StatusOutcome::Deferred(wait)) => requeue = earliest(requeue, Some(wait)),
+            Ok(StatusOutcome::Conflict) => {
                 let _ = self.kick.send(());
+                self.flush_progress(policy).await;
                 return Ok(requeue);
+            }
+            Err(e) => {
+                self.flush_progress(policy).await;
+                return Err(e);
             }
         }
         // Sent only now that the records are stored.
@@ -420,6 +429,7 @@ impl<W: Writes> Reconciler<W> {
         for (type_, reason, note) in self.notifications.send(prepared) {
             self.publish(policy_ref(policy), type_, &reason, &note, "Notify");
         }
+        self.flush_progress(policy).await;
         Ok(requeue)
     }
 
@@ -551,6 +561,7 @@ impl<W: Writes> Reconciler<W> {
         let views = self.views(objects);
         let deletion = plan::deletion(policy, &policy.config, &views, now);
         let written = self.apply_plan(policy, &deletion.plan, objects).await;
+        self.flush_progress(policy).await;
         if deletion.wait.is_some() {
             return Ok(deletion.wait);
         }
