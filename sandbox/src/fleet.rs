@@ -376,10 +376,17 @@ impl Fleet {
         self.rebooting.remove(node);
         let boot = new_uid();
         let now = now_rfc3339();
-        let b = boot.clone();
+        // The host is up (new boot ID, sentinel gone) before its kubelet
+        // reports Ready, so whoever sees the Ready Node sees the new host.
+        if let Some(h) = self.host(node) {
+            let mut s = h.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.boot_id = boot.clone();
+            s.up = true;
+            s.reboot_required = false;
+        }
         self.update("nodes", "", node, |n| {
             n["status"]["conditions"] = ready_conditions(true, &now);
-            n["status"]["nodeInfo"]["bootID"] = json!(b);
+            n["status"]["nodeInfo"]["bootID"] = json!(boot);
             if let Some(t) = n["spec"]["taints"].as_array_mut() {
                 t.retain(|t| t["key"] != "node.kubernetes.io/not-ready");
                 if t.is_empty()
@@ -389,12 +396,6 @@ impl Fleet {
                 }
             }
         });
-        if let Some(h) = self.host(node) {
-            let mut s = h.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.boot_id = boot;
-            s.up = true;
-            s.reboot_required = false;
-        }
         tracing::info!(node, "simulated node back after reboot");
     }
 
