@@ -234,7 +234,7 @@ fn summarize(input: &StatusInput<'_>, tally: &Tally) -> Summary {
     } else {
         let mut parts = vec![progress];
         parts.extend(in_flight_text(&tally.active));
-        if let Some(w) = why_not(ctx, gates, &input.advanced, starts, failed) {
+        if let Some(w) = why_not(ctx, gates, input.advanced, starts, failed) {
             parts.push(w);
         } else if phase == Phase::Waiting && pending > 0 {
             parts.push("nothing can start now".into());
