@@ -20,8 +20,8 @@ pub(crate) type Hosts = Arc<Mutex<HashMap<String, SimHost>>>;
 
 /// An annotation that makes the workload controllers report a Deployment,
 /// ReplicaSet, StatefulSet or DaemonSet unhealthy while its value is `true`:
-/// one replica (one scheduled node for a DaemonSet) fewer is reported ready
-/// and available than there are, whatever its pods say. Its pods stay as
+/// at most one replica (one node for a DaemonSet) fewer than desired is
+/// reported ready and available, whatever its pods say. Its pods stay as
 /// they are, so PodDisruptionBudgets and evictions do not change.
 pub const UNHEALTHY_ANNOTATION: &str = "sandbox.sofort.dev/unhealthy";
 
