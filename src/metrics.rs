@@ -105,7 +105,7 @@ impl ControllerMetrics {
         );
         registry.register(
             "gate_checks",
-            "Health gate checks by gate kind and result (open, closed, error)",
+            "Health gate checks by gate (alerts, query, silences, blockingPods, workloads) and result (ok: answered; error: failed, the gate counts as closed)",
             gate_checks.clone(),
         );
         registry.register("nodes", "Selected nodes by policy and step", nodes.clone());
@@ -240,9 +240,11 @@ impl ControllerMetrics {
             .remove(&labels(&[("policy", policy), ("gate", gate)]));
     }
 
-    /// Counts one health gate check (`gate`: the gate kind; `result`: open,
-    /// closed or error).
-    pub fn count_gate_check(&self, gate: &str, result: &str) {
+    /// Counts one health gate check (`gate`: the gate kind, or `silences`;
+    /// `ok`: it answered, else it failed and the result label is `error`).
+    /// Whether the answer opens or closes the gate is `sofort_gate_open`.
+    pub fn count_gate_check(&self, gate: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
         self.gate_checks
             .get_or_create(&labels(&[("gate", gate), ("result", result)]))
             .inc();
@@ -545,6 +547,9 @@ mod tests {
         m.set_step_started("workers", "Rebooting", Some(1_796_000_100));
         m.set_step_started("workers", "Rebooting", None);
         m.set_step_timeout("workers", "Draining", 900);
+        m.set_gate_open("workers", "query api-errors", false);
+        m.count_gate_check("alerts", true);
+        m.count_gate_check("workloads", false);
         let text = m.render();
         for want in [
             "sofort_nodes{policy=\"workers\",step=\"Draining\"} 2",
@@ -557,12 +562,24 @@ mod tests {
             "sofort_leader 1",
             "sofort_step_started_timestamp_seconds{policy=\"workers\",step=\"Draining\"} 1796000000",
             "sofort_step_timeout_seconds{policy=\"workers\",step=\"Draining\"} 900",
+            "sofort_gate_open{policy=\"workers\",gate=\"query api-errors\"} 0",
+            "sofort_gate_checks_total{gate=\"alerts\",result=\"ok\"} 1",
+            "sofort_gate_checks_total{gate=\"workloads\",result=\"error\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
         assert!(
             !text.contains("step=\"Rebooting\""),
             "removed series: {text}"
+        );
+        // The help text names the result labels the checks emit.
+        let help = text
+            .lines()
+            .find(|l| l.starts_with("# HELP sofort_gate_checks"))
+            .unwrap_or_default();
+        assert!(
+            help.contains("result (ok: ") && help.contains("; error: "),
+            "{help}"
         );
     }
 

@@ -6,6 +6,12 @@
 //! `respectSilences`; `silenceDuringMaintenance` creates a silence per node in
 //! progress and expires it when the node is done (read back from
 //! Alertmanager).
+//!
+//! The blocking-pod and workloads gates and the pre-flight run against the
+//! sandbox alone: a pod matching `blockingPods` holds its node and its group
+//! until it is deleted; a StatefulSet made unhealthy (the sandbox's
+//! `sandbox.sofort.dev/unhealthy` annotation) holds the next node after its
+//! settle, the status naming it, until it is healthy again.
 
 #[path = "support/monitoring.rs"]
 mod monitoring;
@@ -89,8 +95,22 @@ struct Run {
 }
 
 async fn start(p: &PatchPolicy) -> Run {
+    start_with(scenario(), p).await
+}
+
+async fn start_with(s: Scenario, p: &PatchPolicy) -> Run {
+    start_then(s, p, |_| async {}).await
+}
+
+/// Starts the sandbox, agents and controller, runs `before` (with the
+/// admin client), then applies `p`.
+async fn start_then<F, Fut>(s: Scenario, p: &PatchPolicy, before: F) -> Run
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(scenario(), 0, dir.path().join("kubeconfig"))
+    let mut cluster = Cluster::start(s, 0, dir.path().join("kubeconfig"))
         .await
         .unwrap();
     cluster.spawn_agents(true).unwrap();
@@ -98,6 +118,7 @@ async fn start(p: &PatchPolicy) -> Run {
     cfg.gate_interval = Duration::from_millis(500);
     cluster.spawn_controller(cfg);
     let client = cluster.client.clone();
+    before(client.clone()).await;
     let api: Api<PatchPolicy> = Api::all(client.clone());
     api.create(&PostParams::default(), p).await.unwrap();
     Run {
@@ -149,7 +170,7 @@ async fn wait_status(
     client: &Client,
     t: &mut Transcript,
     what: &str,
-    want: impl Fn(&PatchPolicyStatus) -> bool,
+    mut want: impl FnMut(&PatchPolicyStatus) -> bool,
 ) -> PatchPolicyStatus {
     let deadline = Instant::now() + WITHIN;
     loop {
@@ -362,4 +383,218 @@ async fn the_preflight_reports_nodes_a_pdb_allowing_no_disruption_would_block() 
     );
     assert_eq!(plan["preflight"]["blocked"], serde_json::json!(pf.blocked));
     cluster.shutdown().await;
+}
+
+/// A gated policy without Prometheus or Alertmanager: one node at a time,
+/// a settle long enough for a test to change a workload while a node is in
+/// it.
+fn sandbox_policy(gates: GatesSpec) -> PatchPolicy {
+    let mut spec = PatchPolicySpec::new("r1");
+    spec.urgent = true;
+    spec.rollout.max_unavailable = IntOrString::Int(1);
+    spec.rollout.settle = "3s".into();
+    spec.drain.timeout = "30s".into();
+    spec.reboot.timeout = "60s".into();
+    spec.gates = Some(gates);
+    PatchPolicy::new("gated", spec)
+}
+
+fn updated(st: &PatchPolicyStatus) -> u32 {
+    st.nodes.as_ref().map_or(0, |n| n.updated)
+}
+
+fn active(st: &PatchPolicyStatus) -> Vec<&str> {
+    st.active.iter().map(|a| a.node.as_str()).collect()
+}
+
+/// How often each node has rebooted, in name order.
+fn reboots(run: &Run) -> Vec<(String, u64)> {
+    let mut names = run.cluster.sandbox.node_names();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let count = run.cluster.sandbox.host(&n).map_or(0, |h| h.reboot_count());
+            (n, count)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocking_pod_holds_its_node_and_its_group_until_it_is_deleted() {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use kube::api::DeleteParams;
+    use sofort::api::BlockingPodsGate;
+    // Two groups (zones), a first: w-01 and w-03 in zone-a, w-02 and w-04 in
+    // zone-b. The backup runs on w-03.
+    let mut s = scenario();
+    s.nodes[0].count = 4;
+    s.nodes[0].zones = vec!["zone-a".into(), "zone-b".into()];
+    let mut p = sandbox_policy(GatesSpec {
+        blocking_pods: vec![BlockingPodsGate {
+            namespace: Some("batch".into()),
+            selector: LabelSelector {
+                match_labels: Some([("app".to_string(), "nightly-backup".to_string())].into()),
+                ..LabelSelector::default()
+            },
+        }],
+        ..GatesSpec::default()
+    });
+    p.spec.rollout.order.group_by = Some("topology.kubernetes.io/zone".into());
+    let run = start_then(s, &p, |client| async move {
+        let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        ns.create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "batch"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "batch");
+        let pod = serde_json::json!({
+            "metadata": {"name": "backup-x", "labels": {"app": "nightly-backup"}},
+            "spec": {"nodeName": "w-03", "containers": [{"name": "backup", "image": "registry.example/backup:1.0"}]},
+        });
+        pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap())
+            .await
+            .unwrap();
+        eventually(WITHIN, "the backup running", || async {
+            let p = pods.get("backup-x").await.ok()?;
+            (p.status?.phase.as_deref() == Some("Running")).then_some(())
+        })
+        .await;
+    })
+    .await;
+    let mut t = Transcript::default();
+    let waiting = "waiting: pod batch/backup-x running on w-03";
+    // w-01 goes; w-03 is held, and zone-b waits for zone-a to finish.
+    let st = wait_status(&run.client, &mut t, "w-03 held after w-01", |st| {
+        updated(st) == 1
+            && st.active.is_empty()
+            && st.message.as_deref().is_some_and(|m| m.contains(waiting))
+    })
+    .await;
+    assert_eq!(st.phase, Some(Phase::Waiting), "{:?}", st.message);
+    assert_eq!(
+        st.message.as_deref(),
+        Some("1/4 updated; waiting: pod batch/backup-x running on w-03")
+    );
+    let gate = st.gates.iter().find(|g| g.name == "blockingPods");
+    assert!(
+        gate.is_some_and(
+            |g| !g.open && g.reason.as_deref() == Some("pod batch/backup-x running on w-03")
+        ),
+        "{:?}",
+        st.gates
+    );
+    // Held for several gate intervals: nothing else starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = wait_status(&run.client, &mut t, "the hold", |st| {
+        st.message.as_deref().is_some_and(|m| m.contains(waiting))
+    })
+    .await;
+    assert_eq!((updated(&st), active(&st)), (1, vec![]));
+    let only_w01: Vec<(String, u64)> = [("w-01", 1), ("w-02", 0), ("w-03", 0), ("w-04", 0)]
+        .into_iter()
+        .map(|(n, c)| (n.to_string(), c))
+        .collect();
+    assert_eq!(reboots(&run), only_w01, "only w-01 ran");
+
+    let pods: Api<Pod> = Api::namespaced(run.client.clone(), "batch");
+    pods.delete("backup-x", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let st = wait_status(&run.client, &mut t, "completion", |st| {
+        st.phase == Some(Phase::Completed)
+    })
+    .await;
+    assert_eq!(updated(&st), 4);
+    assert!(st.gates.iter().all(|g| g.open), "{:?}", st.gates);
+    println!("blocking pod, status over time:\n{}", t.lines.join("\n"));
+    run.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unhealthy_workload_holds_the_next_node_after_its_settle_until_it_is_healthy() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use kube::api::{Patch, PatchParams};
+    use sofort::api::WorkloadGate;
+    use sofort_sandbox::{UNHEALTHY_ANNOTATION, Workload};
+    let mut s = scenario();
+    s.workloads = vec![Workload {
+        kind: "StatefulSet".into(),
+        name: "db".into(),
+        namespace: "shop".into(),
+        replicas: 3,
+        ..Workload::default()
+    }];
+    let p = sandbox_policy(GatesSpec {
+        workloads: vec![WorkloadGate {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            namespace: Some("shop".into()),
+            name: "db".into(),
+        }],
+        ..GatesSpec::default()
+    });
+    let run = start_with(s, &p).await;
+    let sts: Api<StatefulSet> = Api::namespaced(run.client.clone(), "shop");
+    let mark = |value: serde_json::Value| {
+        let sts = sts.clone();
+        async move {
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {UNHEALTHY_ANNOTATION: value}}});
+            sts.patch("db", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    let mut t = Transcript::default();
+    // The first node passes the healthy StatefulSet; then it turns unhealthy
+    // while the second is in progress.
+    wait_status(&run.client, &mut t, "w-01 passed", |st| {
+        updated(st) == 1 || active(st).contains(&"w-02")
+    })
+    .await;
+    mark(serde_json::json!("true")).await;
+    let held = "1/3 updated; w-02 Settling; waiting: StatefulSet shop/db: 2/3 replicas ready";
+    let st = wait_status(&run.client, &mut t, "w-02 held after its settle", |st| {
+        st.message.as_deref() == Some(held)
+    })
+    .await;
+    let gate = st.gates.iter().find(|g| g.name == "workloads");
+    assert!(
+        gate.is_some_and(
+            |g| !g.open && g.reason.as_deref() == Some("StatefulSet shop/db: 2/3 replicas ready")
+        ),
+        "{:?}",
+        st.gates
+    );
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "GatesOpen" && c.status == "False"),
+        "{:?}",
+        st.conditions
+    );
+    // Held for several gate intervals: w-02 stays settling, w-03 waits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = wait_status(&run.client, &mut t, "the hold", |st| {
+        st.message.as_deref() == Some(held)
+    })
+    .await;
+    assert_eq!((updated(&st), active(&st)), (1, vec!["w-02"]));
+
+    mark(serde_json::Value::Null).await;
+    let st = wait_status(&run.client, &mut t, "completion", |st| {
+        st.phase == Some(Phase::Completed)
+    })
+    .await;
+    assert_eq!(updated(&st), 3);
+    assert!(st.gates.iter().all(|g| g.open), "{:?}", st.gates);
+    println!(
+        "unhealthy workload, status over time:\n{}",
+        t.lines.join("\n")
+    );
+    run.cluster.shutdown().await;
 }

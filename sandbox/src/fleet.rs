@@ -26,6 +26,31 @@ pub(crate) type Hosts = Arc<Mutex<HashMap<String, SimHost>>>;
 /// the host is rebooting the annotation waits until it is back up.
 pub const NEEDS_REBOOT_ANNOTATION: &str = "sandbox.sofort.dev/needs-reboot";
 
+/// An annotation that makes the workload controllers report a Deployment,
+/// ReplicaSet, StatefulSet or DaemonSet unhealthy while its value is `true`:
+/// at most one replica (one node for a DaemonSet) fewer than desired is
+/// reported ready and available, whatever its pods say. Its pods stay as
+/// they are, so PodDisruptionBudgets and evictions do not change.
+pub const UNHEALTHY_ANNOTATION: &str = "sandbox.sofort.dev/unhealthy";
+
+/// Whether `obj` carries [`UNHEALTHY_ANNOTATION`]` = "true"`.
+fn marked_unhealthy(obj: &Value) -> bool {
+    obj.pointer("/metadata/annotations")
+        .and_then(|a| a.get(UNHEALTHY_ANNOTATION))
+        .and_then(Value::as_str)
+        == Some("true")
+}
+
+/// `have` ready replicas of `want`, as reported: one short of `want` at most
+/// while the object is marked unhealthy.
+fn reported_ready(obj: &Value, have: i64, want: i64) -> i64 {
+    if marked_unhealthy(obj) {
+        have.min(want - 1).max(0)
+    } else {
+        have
+    }
+}
+
 struct Timing {
     pod_start: (Duration, Duration),
     pod_termination: Duration,
@@ -755,7 +780,8 @@ impl Fleet {
                 .iter()
                 .find(|r| meta_str(r, "name") == rs_name)
                 .map_or(0, |r| r["status"]["replicas"].as_i64().unwrap_or(0));
-            let available = sum("availableReplicas");
+            let available = reported_ready(&d, sum("availableReplicas"), replicas);
+            let ready = reported_ready(&d, sum("readyReplicas"), replicas);
             let now = now_rfc3339();
             let avail_status = if available >= replicas {
                 "True"
@@ -773,7 +799,7 @@ impl Fleet {
             self.set_status(
                 "deployments.apps",
                 &d,
-                json!({"observedGeneration": d["metadata"]["generation"], "replicas": sum("replicas"), "updatedReplicas": updated, "readyReplicas": sum("readyReplicas"), "availableReplicas": available, "unavailableReplicas": (replicas - available).max(0), "conditions": conds}),
+                json!({"observedGeneration": d["metadata"]["generation"], "replicas": sum("replicas"), "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": available, "unavailableReplicas": (replicas - available).max(0), "conditions": conds}),
             );
         }
         for rs in self.sh.store.all("replicasets.apps", None) {
@@ -804,7 +830,8 @@ impl Fleet {
                     self.delete("", "pods", ns, meta_str(p, "name"), None);
                 }
             }
-            let ready = owned.iter().filter(|p| pod_ready(p)).count();
+            let ready = owned.iter().filter(|p| pod_ready(p)).count() as i64;
+            let ready = reported_ready(&rs, ready, want as i64);
             self.set_status(
                 "replicasets.apps",
                 &rs,
@@ -854,7 +881,8 @@ impl Fleet {
                 }
             }
             let act: Vec<&&&Arc<Value>> = owned.iter().filter(|p| active(p)).collect();
-            let ready = act.iter().filter(|p| pod_ready(p)).count();
+            let ready = act.iter().filter(|p| pod_ready(p)).count() as i64;
+            let ready = reported_ready(&s, ready, want);
             self.set_status(
                 "statefulsets.apps",
                 &s,
@@ -933,7 +961,8 @@ impl Fleet {
             let ready = targets
                 .iter()
                 .filter(|n| on(n).iter().any(|p| pod_ready(p)))
-                .count();
+                .count() as i64;
+            let ready = reported_ready(&ds, ready, targets.len() as i64);
             self.set_status(
                 "daemonsets.apps",
                 &ds,

@@ -5,7 +5,8 @@
 //! it can do: leader election, a rollout whose drains evict pods, a pod that
 //! no eviction can move (two PodDisruptionBudgets cover it) so the drain times
 //! out and `drain.onTimeout: Force` deletes it, a webhook notification
-//! whose URL is in a Secret, and a second revision whose identical node
+//! whose URL is in a Secret, a workloads health gate over one workload of
+//! each `apps` kind, and a second revision whose identical node
 //! Events the Recorder patches into series. The sandbox's request log gives every API call
 //! of that token. The sandbox enforces the rendered chart's RBAC (its
 //! authorizer evaluates API group, resource and subresource, verb, namespace
@@ -31,8 +32,8 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
 use sofort::api::{
-    Advisory, NotifySpec, OnTimeout, PatchPolicy, PatchPolicySpec, Phase, SecretKeyRef, Webhook,
-    WebhookFormat,
+    Advisory, GatesSpec, NotifySpec, OnTimeout, PatchPolicy, PatchPolicySpec, Phase, SecretKeyRef,
+    Webhook, WebhookFormat, WorkloadGate,
 };
 use sofort::cli::{Cli, Command as Sub};
 use sofort::testkit::Cluster;
@@ -176,7 +177,8 @@ fn bound_grants(case: &str, docs: &[(String, Value)], namespace: &str, sa: &str)
 
 /// Two workers; `web` drains by eviction, `db` is covered by two
 /// PodDisruptionBudgets, so the eviction API refuses it and only the forced
-/// drain moves it.
+/// drain moves it. A StatefulSet, a DaemonSet and a bare ReplicaSet join
+/// `web` in the policy's workloads gate.
 fn scenario() -> Scenario {
     let mut s = Scenario::empty();
     s.speed = 50.0;
@@ -212,13 +214,41 @@ fn scenario() -> Scenario {
             pdb: Some(pdb),
             ..Workload::default()
         },
+        Workload {
+            kind: "StatefulSet".into(),
+            name: "queue".into(),
+            namespace: "shop".into(),
+            replicas: 1,
+            ..Workload::default()
+        },
+        Workload {
+            kind: "DaemonSet".into(),
+            name: "agent".into(),
+            namespace: "shop".into(),
+            ..Workload::default()
+        },
     ];
-    s.objects = vec![json!({
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": {"name": "db-second", "namespace": "shop"},
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "db"}}},
-    })];
+    s.objects = vec![
+        json!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "db-second", "namespace": "shop"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "db"}}},
+        }),
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {"name": "cache", "namespace": "shop"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "cache"}},
+                "template": {
+                    "metadata": {"labels": {"app": "cache"}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.example/cache:1.0"}]},
+                },
+            },
+        }),
+    ];
     s
 }
 
@@ -241,6 +271,22 @@ fn policy(secret_namespace: &str) -> PatchPolicy {
     spec.drain.timeout = "3s".into();
     spec.drain.on_timeout = OnTimeout::Force;
     spec.reboot.timeout = "30s".into();
+    // One workload of each kind the chart grants `get` on.
+    let workload = |kind: &str, name: &str| WorkloadGate {
+        api_version: "apps/v1".into(),
+        kind: kind.into(),
+        namespace: Some("shop".into()),
+        name: name.into(),
+    };
+    spec.gates = Some(GatesSpec {
+        workloads: vec![
+            workload("Deployment", "web"),
+            workload("StatefulSet", "queue"),
+            workload("DaemonSet", "agent"),
+            workload("ReplicaSet", "cache"),
+        ],
+        ..GatesSpec::default()
+    });
     spec.notify = Some(NotifySpec {
         webhooks: vec![Webhook {
             name: WEBHOOK_SECRET.into(),
@@ -352,7 +398,7 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes()
         .create(&PostParams::default(), &secret)
         .await?;
     cluster.spawn_agents(false)?;
-    crate::pods::wait_pods_ready(&client, 3).await;
+    crate::pods::wait_pods_ready(&client, 7).await;
 
     let log = std::fs::File::create(dir.join("controller.log"))?;
     let controller = Controller(
@@ -366,6 +412,7 @@ async fn controller_rbac_grants_exactly_the_calls_the_controller_makes()
             .args(["--lease-duration", "3s"])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(["--eviction-retry", "500ms", "--debounce", "20ms"])
+            .args(["--gate-interval", "500ms"])
             .env("KUBECONFIG", &controller_kubeconfig)
             .env("SOFORT_LOG", "info")
             .stdout(Stdio::null())

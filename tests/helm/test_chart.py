@@ -240,6 +240,7 @@ def test_controller_rbac_is_exactly_what_it_calls(chart):
         (("",), ("pods",), ("list", "watch"), ()),
         (("",), ("pods/eviction",), ("create",), ()),
         (("policy",), ("poddisruptionbudgets",), ("list",), ()),
+        (("apps",), ("deployments", "statefulsets", "daemonsets", "replicasets"), ("get",), ()),
         (("sofort.dev",), ("patchpolicies",), ("get", "list", "watch", "patch"), ()),
         (("sofort.dev",), ("patchpolicies/status",), ("patch",), ()),
         (("events.k8s.io",), ("events",), ("create", "patch"), ()),

@@ -602,7 +602,7 @@ impl Fetcher {
 }
 
 fn count<T>(metrics: &ControllerMetrics, gate: &str, r: &Result<T, String>) {
-    metrics.count_gate_check(gate, if r.is_ok() { "ok" } else { "error" });
+    metrics.count_gate_check(gate, r.is_ok());
 }
 
 fn pod_view(p: &Pod) -> PodView {

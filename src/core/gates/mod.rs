@@ -45,7 +45,7 @@ pub enum GateId {
 
 impl GateId {
     /// The gate's kind, for the `gate` label of `sofort_gate_checks_total`
-    /// (bounded: four values).
+    /// (bounded: four values; Alertmanager's silences count as `silences`).
     pub fn kind(&self) -> &'static str {
         match self {
             GateId::Alerts => "alerts",

@@ -22,6 +22,8 @@ pub(super) struct Advance {
     pub record: Option<NodeRecord>,
     /// When to look at the node again (a deadline, the end of settling).
     pub wake: Option<Timestamp>,
+    /// Why the workloads gate keeps the settled node from counting as done.
+    pub held: Option<String>,
 }
 
 impl Advance {
@@ -39,6 +41,7 @@ impl Advance {
             action: Some(action),
             record: None,
             wake,
+            held: None,
         }
     }
 
@@ -48,6 +51,7 @@ impl Advance {
             action: Some(action),
             record: Some(record),
             wake,
+            held: None,
         }
     }
 }
@@ -64,6 +68,10 @@ pub(super) struct Advanced {
     /// Ready nodes this plan uncordons and releases: their budget slots are
     /// free for starts applied after the release.
     pub freed: usize,
+    /// Why the workloads gate keeps settled nodes from counting as done
+    /// (the first such node's reason), for the status message: it is what
+    /// holds the rollout then, not the budget those nodes still take.
+    pub workloads_hold: Option<String>,
 }
 
 /// Advances every node classified in flight.
@@ -81,7 +89,11 @@ pub(super) fn advance_all(ctx: &Ctx<'_>, nodes: &[NodeView], classified: &Classi
             action,
             record,
             wake,
+            held,
         } = advance(ctx, n, rec);
+        if out.workloads_hold.is_none() {
+            out.workloads_hold = held;
+        }
         if let Some(a) = action {
             if matches!(a, Action::Release { uncordon: true, .. }) && n.ready {
                 out.freed += 1;
@@ -167,6 +179,7 @@ fn draining(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> Advance {
             action: (n.drain == DrainState::Idle).then(|| drain(false)),
             record: None,
             wake: Some(deadline),
+            held: None,
         };
     }
     match ctx.spec.drain.on_timeout {
@@ -301,9 +314,12 @@ fn settling(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> Advance {
     }
     // The workloads gate: the node counts as done only once they are healthy.
     if let (Some(gates), Some(obs)) = (ctx.cfg.gates.as_ref(), ctx.obs)
-        && !workloads_verdict(gates, obs, ctx.now).is_open()
+        && let Some(why) = workloads_verdict(gates, obs, ctx.now).reason()
     {
-        return Advance::wait(Some(add(ctx.now, obs.max_age / 3)));
+        return Advance {
+            held: Some(why.to_string()),
+            ..Advance::wait(Some(add(ctx.now, obs.max_age / 3)))
+        };
     }
     let mut done = n.done.clone();
     done.insert(ctx.name.to_string(), rec.revision.clone());
@@ -365,6 +381,7 @@ mod tests {
                 }),
                 record: None,
                 wake: Some(ts("2026-11-27T09:15:00Z")),
+                held: None,
             }
         );
     }

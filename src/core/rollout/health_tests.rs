@@ -206,7 +206,8 @@ fn a_settled_node_counts_as_done_only_once_the_workloads_are_healthy() {
         ..rec("p", Step::Settling, ts("2026-11-27T08:00:00Z"))
     });
     n.unschedulable = true;
-    let nodes = vec![n];
+    // A second node waits for the slot the held one keeps.
+    let nodes = vec![n, node("w-a2", "a")];
     let now = ts(NOW);
     let with = |ready: i64| Observations {
         workloads: Some(Observed {
@@ -237,5 +238,22 @@ fn a_settled_node_counts_as_done_only_once_the_workloads_are_healthy() {
             Some("StatefulSet shop/db: 2/3 replicas ready")
         )
     );
-    assert!(released(&decide_gated(&p, &nodes, &[], &with(3), now)));
+    // The workloads hold the rollout, not the budget the held node takes.
+    assert_eq!(
+        wait.status.message.as_deref(),
+        Some("0/2 updated; w-a1 Settling; waiting: StatefulSet shop/db: 2/3 replicas ready")
+    );
+    assert!(claims(&wait).is_empty(), "w-a2 waits for the slot");
+    let healthy = decide_gated(&p, &nodes, &[], &with(3), now);
+    assert!(released(&healthy));
+    assert!(
+        !healthy
+            .status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("StatefulSet"),
+        "{:?}",
+        healthy.status.message
+    );
 }

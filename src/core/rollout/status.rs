@@ -234,7 +234,7 @@ fn summarize(input: &StatusInput<'_>, tally: &Tally) -> Summary {
     } else {
         let mut parts = vec![progress];
         parts.extend(in_flight_text(&tally.active));
-        if let Some(w) = why_not(ctx, gates, starts, failed) {
+        if let Some(w) = why_not(ctx, gates, input.advanced, starts, failed) {
             parts.push(w);
         } else if phase == Phase::Waiting && pending > 0 {
             parts.push("nothing can start now".into());
@@ -282,8 +282,15 @@ fn in_flight_text(active: &[ActiveNode]) -> Option<String> {
     }
 }
 
-/// Why no (more) node starts: the first closed gate, else the most telling hold.
-fn why_not(ctx: &Ctx<'_>, gates: &Gates, starts: &Starts, failed: usize) -> Option<String> {
+/// Why no (more) node starts: the first closed gate, else the workloads that
+/// keep settled nodes from counting as done, else the most telling hold.
+fn why_not(
+    ctx: &Ctx<'_>,
+    gates: &Gates,
+    advanced: &Advanced,
+    starts: &Starts,
+    failed: usize,
+) -> Option<String> {
     let spec = ctx.spec;
     match gates.closed.first() {
         Some(Closed::InvalidSpec) => Some(format!(
@@ -315,6 +322,12 @@ fn why_not(ctx: &Ctx<'_>, gates: &Gates, starts: &Starts, failed: usize) -> Opti
             "halted: gate {gate} closed since {} (longer than gates.timeout): {why}; fix the cause or set gates.onTimeout: Continue",
             crate::core::gates::hhmm(*since)
         )),
+        // Settled nodes held by the workloads gate keep their budget slots:
+        // the workloads, not the budget, hold the rollout.
+        None if advanced.workloads_hold.is_some() => advanced
+            .workloads_hold
+            .as_ref()
+            .map(|why| format!("waiting: {why}")),
         // Budget holds last: a node that cannot start for its own reason is more telling.
         None if starts.started() == 0 => starts
             .holds
