@@ -117,6 +117,9 @@ pub(super) fn status(input: &StatusInput<'_>) -> Outcome {
             .filter(|p| p.revision == spec.revision),
         conditions,
         message: Some(summary.message),
+        // Rounds are planned outside decide (see `crate::core::round`).
+        round: prev.round.clone(),
+        next_round: prev.next_round.clone(),
     };
     Outcome {
         status,
