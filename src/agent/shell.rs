@@ -300,6 +300,9 @@ struct NodeAgent {
     /// event from before its result was written must not start it again.
     ran: Option<(String, String)>,
     recheck: Option<Instant>,
+    /// The boot ID changed under this process: check the sentinel now, so the
+    /// label does not keep saying a reboot is required after the reboot.
+    sentinel_due: bool,
 }
 
 /// Runs the agent on a stream of its own Node until `shutdown` completes.
@@ -333,6 +336,7 @@ where
         node: None,
         published: None,
         last_sentinel_error: None,
+        sentinel_due: false,
         in_flight: None,
         unwritten: None,
         ran: None,
@@ -359,6 +363,9 @@ where
                     }
                     if let Some(started) = shell.on_node(&node).await {
                         running = Some(started);
+                    }
+                    if std::mem::take(&mut shell.sentinel_due) {
+                        next_check = Some(Instant::now());
                     }
                 }
             },
@@ -503,7 +510,12 @@ impl NodeAgent {
         // Re-read the boot ID: a host can restart under a running agent (a
         // simulated host, or a soft reboot that keeps the pod's process).
         match self.host.boot_id().await {
-            Ok(b) => self.boot_id = b,
+            Ok(b) => {
+                if b != self.boot_id {
+                    self.sentinel_due = true;
+                }
+                self.boot_id = b;
+            }
             Err(e) => warn!(error = %e, "cannot re-read the boot ID; using the one read before"),
         }
         let Some((view, _)) = &self.node else {

@@ -358,6 +358,38 @@ pub fn finish(plan: &RoundPlan, status: &mut PatchPolicyStatus) {
             }
         }
     }
+    let next = &plan.next;
+    let after = match (&round, next.due) {
+        (None, 0) => Some(
+            "no selected node reports reboot-required; a round is planned when one does"
+                .to_string(),
+        ),
+        (Some(r), 0) if r.phase == RoundPhase::Completed => Some(format!(
+            "round {} completed; no node due for the next round",
+            r.id
+        )),
+        (Some(r), due) if r.phase == RoundPhase::Completed => Some(format!(
+            "round {} completed; {due} node{} due for the next round, earliest start {}",
+            r.id,
+            if due == 1 { "" } else { "s" },
+            next.earliest_start
+                .as_ref()
+                .map_or_else(|| "not in sight".to_string(), |t| t.0.to_string())
+        )),
+        (Some(r), _) => status
+            .message
+            .as_ref()
+            .map(|m| format!("round {}: {m}", r.id)),
+        (None, _) => None,
+    };
+    if let Some(m) = after {
+        status.message = Some(m);
+    }
+    if let (Some(r), Some(m)) = (&round, status.message.as_mut())
+        && !r.gone.is_empty()
+    {
+        m.push_str(&format!("; deleted, not counted: {}", r.gone.join(", ")));
+    }
     status.round = round;
     status.next_round = Some(plan.next.clone());
 }

@@ -301,14 +301,31 @@ impl Cluster {
     /// Runs one real agent per simulated node, each against its simulated
     /// host, with a ServiceAccount token bound to its node.
     pub fn spawn_agents(&mut self, allow_host_commands: bool) -> Result<(), SandboxRunError> {
+        self.spawn_agents_checking_every(allow_host_commands, Duration::from_secs(30))
+    }
+
+    /// Makes the simulated host of `node` create (`true`) or remove its
+    /// reboot-required sentinel; its agent reports it at its next check. A
+    /// reboot removes it.
+    pub fn set_reboot_required(&self, node: &str, required: bool) -> Result<(), SandboxRunError> {
+        self.sandbox.host(node)?.set_reboot_required(required);
+        Ok(())
+    }
+
+    /// [`Cluster::spawn_agents`] with agents checking their sentinel every
+    /// `check_interval`.
+    pub fn spawn_agents_checking_every(
+        &mut self,
+        allow_host_commands: bool,
+        check_interval: Duration,
+    ) -> Result<(), SandboxRunError> {
         for node in self.sandbox.node_names() {
             let (ns, name) = &self.agent_account;
             let token = self.sandbox.mint_token(ns, name, Some(&node));
             let yaml = self.sandbox.kubeconfig_yaml_for(Some(&token));
             let sim = self.sandbox.host(&node)?;
             let host: Arc<dyn crate::agent::host::Host> = Arc::new(host::SandboxHost::new(sim));
-            let config =
-                crate::agent::AgentConfig::new(&node, Duration::from_secs(30), allow_host_commands);
+            let config = crate::agent::AgentConfig::new(&node, check_interval, allow_host_commands);
             let stop = self.stopper();
             let metrics = Arc::new(crate::agent::metrics::AgentMetrics::new());
             self.tasks.push(tokio::spawn(async move {
