@@ -130,7 +130,7 @@ async fn label(client: &Client, node: &str) -> Option<String> {
 }
 
 fn reboots(c: &Cluster) -> Vec<u64> {
-    ["worker-0", "worker-1", "worker-2"]
+    ["worker-01", "worker-02", "worker-03"]
         .iter()
         .map(|n| {
             c.sandbox
@@ -164,13 +164,13 @@ async fn standing_policy_reboots_due_nodes_once_each_in_spaced_announced_rounds(
         .await?;
 
     let t0 = Instant::now();
-    c.set_reboot_required("worker-0", true)?;
+    c.set_reboot_required("worker-01", true)?;
     c.spawn_controller(sandbox_controller_config());
     c.spawn_agents_checking_every(true, Duration::from_millis(500))?;
     wait_for(
-        "worker-0 to report reboot-required",
+        "worker-01 to report reboot-required",
         Duration::from_secs(10),
-        async || (label(&c.client, "worker-0").await.as_deref() == Some("true")).then_some(()),
+        async || (label(&c.client, "worker-01").await.as_deref() == Some("true")).then_some(()),
     )
     .await;
     Api::<PatchPolicy>::all(c.client.clone())
@@ -184,15 +184,15 @@ async fn standing_policy_reboots_due_nodes_once_each_in_spaced_announced_rounds(
         async || round(&c.client).await,
     )
     .await;
-    assert_eq!(r1.nodes, ["worker-0"]);
+    assert_eq!(r1.nodes, ["worker-01"]);
     assert_eq!(r1.phase, RoundPhase::Scheduled);
     assert!(r1.id.starts_with("r1-"), "{}", r1.id);
-    // worker-1 becomes due after the announcement: it waits for round 2.
-    c.set_reboot_required("worker-1", true)?;
+    // worker-02 becomes due after the announcement: it waits for round 2.
+    c.set_reboot_required("worker-02", true)?;
     wait_for(
-        "worker-1 to report reboot-required",
+        "worker-02 to report reboot-required",
         Duration::from_secs(10),
-        async || (label(&c.client, "worker-1").await.as_deref() == Some("true")).then_some(()),
+        async || (label(&c.client, "worker-02").await.as_deref() == Some("true")).then_some(()),
     )
     .await;
     let r1 = wait_for("round 1 to complete", Duration::from_secs(30), async || {
@@ -203,12 +203,12 @@ async fn standing_policy_reboots_due_nodes_once_each_in_spaced_announced_rounds(
     .await;
     assert_eq!(
         r1.nodes,
-        ["worker-0"],
+        ["worker-01"],
         "a late-due node joined an announced round"
     );
     assert_eq!(reboots(&c), [1, 0, 0]);
 
-    // Round 2: worker-1 only, no earlier than minRoundInterval after round 1 started.
+    // Round 2: worker-02 only, no earlier than minRoundInterval after round 1 started.
     let r2 = wait_for("round 2 to complete", Duration::from_secs(40), async || {
         round(&c.client)
             .await
@@ -216,7 +216,7 @@ async fn standing_policy_reboots_due_nodes_once_each_in_spaced_announced_rounds(
     })
     .await;
     assert!(r2.id.starts_with("r2-"), "{}", r2.id);
-    assert_eq!(r2.nodes, ["worker-1"]);
+    assert_eq!(r2.nodes, ["worker-02"]);
     let started = |r: &RoundStatus| r.started_at.as_ref().map(|t| t.0);
     let (s1, s2) = (
         started(&r1).ok_or("r1 never started")?,

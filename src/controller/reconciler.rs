@@ -381,8 +381,14 @@ impl<W: Writes> Reconciler<W> {
             policy: p,
             config: c,
         };
-        self.reconcile_with(&effective, views, objects, others, Some(&plan), now)
-            .await
+        let requeue = self
+            .reconcile_with(&effective, views, objects, others, Some(&plan), now)
+            .await?;
+        let wake = plan.wake_at.map(|t| {
+            let d = t.duration_since(now);
+            Duration::try_from(d).unwrap_or(Duration::ZERO) + Duration::from_millis(10)
+        });
+        Ok(earliest(requeue, wake))
     }
 
     /// Writes a newly planned round into the status before any node starts

@@ -63,6 +63,9 @@ pub struct RoundPlan {
     pub planned: bool,
     /// Members found gone in this pass, for an Event.
     pub newly_gone: Vec<String>,
+    /// When to look again to plan the next round (nodes are due but the
+    /// round interval holds it back).
+    pub wake_at: Option<Timestamp>,
 }
 
 /// Whether `policy` is a standing policy.
@@ -208,6 +211,7 @@ pub fn plan(
         .and_then(round_start)
         .map(|t| add(t, cfg.min_round_interval));
     let mut planned = false;
+    let mut wake_at = None;
     let valid = cfg.errors.is_empty();
 
     if open {
@@ -245,6 +249,9 @@ pub fn plan(
                 .unwrap_or(Timestamp::MIN)
         });
         let may_plan = spec.urgent || announce_from.is_none_or(|t| now >= t);
+        if !due.is_empty() && !may_plan {
+            wake_at = announce_from;
+        }
         if !due.is_empty() && may_plan {
             let count = current
                 .as_ref()
@@ -307,6 +314,7 @@ pub fn plan(
         next,
         planned,
         newly_gone,
+        wake_at,
     }
 }
 

@@ -117,6 +117,15 @@ fn a_round_freezes_its_due_set_and_a_later_due_node_waits_for_the_next() {
 
     // The next round takes b, not before minRoundInterval after r1 started
     // (announced a lead time ahead).
+    let cfg = Config::from_spec(&p.spec);
+    let early = plan(
+        &p.spec,
+        &cfg,
+        p.status.as_ref(),
+        &nodes,
+        ts("2026-12-02T09:59:00Z"),
+    );
+    assert_eq!(early.wake_at, Some(ts("2026-12-02T10:00:00Z")));
     assert!(pass(&mut p, &nodes, ts("2026-12-02T09:59:00Z")).is_empty());
     assert_eq!(round(&p).id, "r1-20261201");
     let next = p.status.as_ref().unwrap().next_round.clone().unwrap();
