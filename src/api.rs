@@ -1287,6 +1287,17 @@ mod cel_tests {
     }
 
     #[test]
+    fn revision_may_be_empty_only_on_a_standing_policy() {
+        let mut p = policy();
+        p.spec.revision = String::new();
+        assert!(p.validate_cel().is_err());
+        p.spec.trigger = Trigger::RebootRequired;
+        assert!(p.validate_cel().is_ok(), "{:?}", p.validate_cel());
+        p.spec.revision = "2026-12".into();
+        assert!(p.validate_cel().is_ok());
+    }
+
+    #[test]
     fn max_unavailable_rule() {
         for ok in [
             IntOrString::Int(1),
