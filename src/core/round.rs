@@ -402,6 +402,65 @@ pub fn finish(plan: &RoundPlan, status: &mut PatchPolicyStatus) {
     status.next_round = Some(plan.next.clone());
 }
 
+/// The round `sofort plan` forecasts for a standing policy: the current one
+/// while it is open, else the next one as it would be planned at the
+/// earliest instant it may be (returned with the plan).
+pub fn to_forecast(
+    policy: &PatchPolicy,
+    cfg: &Config,
+    nodes: &[NodeView],
+    now: Timestamp,
+) -> (RoundPlan, Timestamp) {
+    let p = plan(&policy.spec, cfg, policy.status.as_ref(), nodes, now);
+    let open = p
+        .round
+        .as_ref()
+        .is_some_and(|r| r.phase != RoundPhase::Completed);
+    match p.wake_at {
+        Some(at) if !p.planned && !open => (
+            plan(&policy.spec, cfg, policy.status.as_ref(), nodes, at),
+            at,
+        ),
+        _ => (p, now),
+    }
+}
+
+/// One line about the round [`to_forecast`] found.
+pub fn describe(plan: &RoundPlan, planned_at: Timestamp) -> String {
+    let Some(r) = plan.round.as_ref() else {
+        return "no selected node reports reboot-required: no round to forecast".into();
+    };
+    if !plan.planned && r.phase == RoundPhase::Completed {
+        return format!(
+            "round {} completed; no selected node reports reboot-required",
+            r.id
+        );
+    }
+    let members = members_of(r);
+    let names: Vec<&str> = members.iter().map(String::as_str).take(20).collect();
+    let more = if members.len() > names.len() {
+        ", …"
+    } else {
+        ""
+    };
+    let which = if plan.planned {
+        format!("next round, planned at {planned_at}")
+    } else {
+        format!("current round, {:?}", r.phase)
+    };
+    let start = r
+        .scheduled_start
+        .as_ref()
+        .map_or_else(|| "no usable window".to_string(), |t| t.0.to_string());
+    format!(
+        "round {} ({which}): {} node{} due: {}{more}; earliest start {start}",
+        r.id,
+        members.len(),
+        if members.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    )
+}
+
 #[cfg(test)]
 #[path = "round_tests.rs"]
 mod tests;
