@@ -329,3 +329,15 @@ fn the_forecast_shows_the_next_round_as_it_would_be_planned() {
         "round r2-20261202 (next round, planned at 2026-12-02T10:00:00Z): 1 node due: b; earliest start 2026-12-02T11:00:00Z"
     );
 }
+
+#[test]
+fn a_policy_switched_back_to_revision_drops_its_rounds() {
+    let mut p = standing();
+    let nodes = vec![node("a", true)];
+    pass(&mut p, &nodes, ts("2026-12-01T10:00:00Z"));
+    assert!(p.status.as_ref().unwrap().round.is_some());
+    p.spec.trigger = Trigger::Revision;
+    p.spec.revision = "v1".into();
+    let d = rollout::decide(&p, &nodes, &[], ts("2026-12-01T10:01:00Z"));
+    assert_eq!((d.status.round, d.status.next_round), (None, None));
+}
