@@ -95,6 +95,18 @@ pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]
         description = "Nodes done out of nodes selected"
     ),
     printcolumn(
+        name = "Round",
+        type_ = "string",
+        json_path = ".status.round.id",
+        description = "Current round of a standing policy (trigger RebootRequired)"
+    ),
+    printcolumn(
+        name = "Round phase",
+        type_ = "string",
+        json_path = ".status.round.phase",
+        description = "Phase of the current round: Scheduled, Running or Completed"
+    ),
+    printcolumn(
         name = "Next window",
         type_ = "string",
         json_path = ".status.nextWindow.start",
@@ -109,11 +121,24 @@ pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]
     cel
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(REVISION_REQUIRED_RULE).message("revision is required unless trigger is RebootRequired"))]
 pub struct PatchPolicySpec {
     /// Identifies the patch level to roll out. Bump it (for example in Git) to start
     /// a new rollout; every selected node is processed once per revision.
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^\S(.*\S)?$"))]
+    /// Required with `trigger: Revision`. With `trigger: RebootRequired` it is
+    /// optional: its value when the policy is created forces nothing, and
+    /// changing it later makes the next round cover every selected node.
+    #[serde(default)]
+    #[schemars(length(max = 128), regex(pattern = r"^(\S(.*\S)?)?$"))]
     pub revision: String,
+
+    /// What makes a node due. `Revision` (default): every selected node once
+    /// per `revision`. `RebootRequired`: a standing policy; a node is due
+    /// whenever its agent reports `sofort.dev/reboot-required=true`, and due
+    /// nodes are patched in announced rounds (`status.round`); `reboot.when`
+    /// is then `IfRequired`.
+    #[serde(default)]
+    pub trigger: Trigger,
 
     /// Start now: ignore maintenance windows, blackouts and the announce lead time.
     /// The unavailability budget and PodDisruptionBudgets still hold. Urgent
@@ -181,6 +206,20 @@ pub struct PatchPolicySpec {
     /// from counting as done until the listed workloads are healthy again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<GatesSpec>,
+}
+
+/// CEL rule of the spec: `revision` may be empty only on a standing policy.
+pub const REVISION_REQUIRED_RULE: &str = "(has(self.trigger) && self.trigger == 'RebootRequired') || (has(self.revision) && self.revision != '')";
+
+/// What makes a node due (`spec.trigger`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Trigger {
+    /// Every selected node once per `spec.revision`.
+    #[default]
+    Revision,
+    /// A standing policy: a node is due whenever its agent reports that it
+    /// needs a reboot; due nodes are grouped into announced rounds.
+    RebootRequired,
 }
 
 /// Day of the week a maintenance window starts on.
@@ -349,6 +388,12 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub min_window_remaining: Option<String>,
+    /// Standing policies (`trigger: RebootRequired`): the least time from the
+    /// start of one round to the start of the next, for example `24h`.
+    /// Default `0s`. Urgent rounds ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
+    pub min_round_interval: Option<String>,
 }
 
 fn default_max_unavailable() -> IntOrString {
@@ -367,6 +412,7 @@ impl Default for RolloutSpec {
             settle: default_settle(),
             max_failed_nodes: 0,
             min_window_remaining: None,
+            min_round_interval: None,
         }
     }
 }
@@ -948,6 +994,77 @@ pub struct PatchPolicyStatus {
     /// One human sentence: what is happening, or why nothing is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Standing policies: the current round (absent with `trigger: Revision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<RoundStatus>,
+    /// Standing policies: the round after the current one (absent with
+    /// `trigger: Revision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_round: Option<NextRoundStatus>,
+}
+
+/// Phase of a round of a standing policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RoundPhase {
+    /// Announced; no node has started yet.
+    #[default]
+    Scheduled,
+    /// Nodes of the round are being processed.
+    Running,
+    /// Every member is done, not needed, failed or gone.
+    Completed,
+}
+
+/// One round of a standing policy: the nodes due when it was planned.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoundStatus {
+    /// Round id such as `r3-20261202` (count, then the UTC day it was
+    /// planned); node records, notifications and CloudEvents ids carry it.
+    pub id: String,
+    /// The members: nodes due when the round was planned, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// `Scheduled`, `Running` or `Completed`.
+    pub phase: RoundPhase,
+    /// Earliest start: after the announce lead time and `minRoundInterval`,
+    /// in the first usable window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_start: Option<Time>,
+    /// When its first node started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When its last node finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Members whose Node was deleted: their slot is free, they are not
+    /// counted as failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone: Vec<String>,
+    /// Planned after a change of `spec.revision`: covers every selected node,
+    /// with `reboot.when` as written.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fleet_wide: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The round after the current one.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NextRoundStatus {
+    /// When it could start if it were planned now: after the lead time and
+    /// `minRoundInterval`, in the first usable window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_start: Option<Time>,
+    /// Nodes due that are not in the current round.
+    pub due: u32,
+    /// The `spec.revision` the rounds have taken into account; a different
+    /// `spec.revision` makes the next round cover every selected node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// One health gate's state.
@@ -1054,6 +1171,7 @@ impl PatchPolicySpec {
     pub fn new(revision: impl Into<String>) -> Self {
         PatchPolicySpec {
             revision: revision.into(),
+            trigger: Trigger::Revision,
             urgent: false,
             paused: false,
             paused_until: None,
@@ -1166,6 +1284,17 @@ mod cel_tests {
             "{:?}",
             policy().validate_cel()
         );
+    }
+
+    #[test]
+    fn revision_may_be_empty_only_on_a_standing_policy() {
+        let mut p = policy();
+        p.spec.revision = String::new();
+        assert!(p.validate_cel().is_err());
+        p.spec.trigger = Trigger::RebootRequired;
+        assert!(p.validate_cel().is_ok(), "{:?}", p.validate_cel());
+        p.spec.revision = "2026-12".into();
+        assert!(p.validate_cel().is_ok());
     }
 
     #[test]

@@ -50,6 +50,8 @@ fn crd_is_cluster_scoped_with_status_and_names() {
             "Urgent",
             "Phase",
             "Updated",
+            "Round",
+            "Round phase",
             "Next window",
             "Age"
         ]

@@ -36,7 +36,8 @@
 //! - the policy exists,
 //! - its `nodeSelector` selects this node (control-plane nodes only when the
 //!   selector asks for them, as the controller selects),
-//! - its `spec.revision` equals the record's revision, or the policy's own
+//! - its `spec.revision` (for a standing policy: the id of its current round,
+//!   `status.round.id`) equals the record's revision, or the policy's own
 //!   status lists this node in `status.active` (the controller is still
 //!   finishing it under the revision it started with: a started node always
 //!   finishes, even when `spec.revision` was bumped meanwhile), and
@@ -204,7 +205,7 @@ pub enum PolicyLookup {
 pub struct PolicyFacts {
     /// `metadata.name`.
     pub name: String,
-    /// `spec.revision`.
+    /// `spec.revision`; for a standing policy the id of its current round.
     pub revision: String,
     /// Whether `spec.nodeSelector` selects this node (see [`crate::core::selector::selects_node`]).
     pub selects_node: bool,
@@ -233,7 +234,7 @@ impl PolicyFacts {
         });
         PolicyFacts {
             name: policy.metadata.name.clone().unwrap_or_default(),
-            revision: spec.revision.clone(),
+            revision: crate::core::round::effective_revision(policy),
             selects_node: crate::core::selector::check(&spec.node_selector).is_ok()
                 && crate::core::selector::selects_node(&spec.node_selector, node_labels),
             in_progress_here: !node_name.is_empty()

@@ -336,11 +336,11 @@ where
         node: None,
         published: None,
         last_sentinel_error: None,
+        sentinel_due: false,
         in_flight: None,
         unwritten: None,
         ran: None,
         recheck: None,
-        sentinel_due: false,
     };
     let mut nodes = std::pin::pin!(nodes);
     let mut shutdown = std::pin::pin!(shutdown);

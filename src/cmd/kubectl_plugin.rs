@@ -132,7 +132,7 @@ fn explain_one(
     let head = format!(
         "PatchPolicy {} revision {}",
         clean(name),
-        clean(&spec.revision)
+        clean(&crate::core::round::effective_revision(p))
     );
     match model::cell_of(p, v) {
         Cell::Done => format!("{head}: done, the node is at this revision."),

@@ -21,6 +21,7 @@ use crate::controller::gates::preflight::{self, nodes_to_check};
 use crate::core::duration;
 use crate::core::forecast::{Assumptions, Forecast, assumed_views, forecast_views_with};
 use crate::core::rollout::Config;
+use crate::core::round;
 use crate::core::window::human_time;
 
 /// A problem running `sofort plan`.
@@ -190,8 +191,16 @@ pub fn render_preflight(p: Option<&PreflightStatus>) -> String {
 }
 
 /// The forecast as JSON, with the pre-flight under `preflight`.
-fn json_output(f: &Forecast, preflight: Option<&PreflightStatus>) -> Result<String, PlanError> {
+fn json_output(
+    f: &Forecast,
+    preflight: Option<&PreflightStatus>,
+    round: Option<&crate::api::RoundStatus>,
+) -> Result<String, PlanError> {
     let mut v = serde_json::to_value(f).map_err(|e| PlanError::Usage(e.to_string()))?;
+    if let (Some(r), Some(obj)) = (round, v.as_object_mut()) {
+        let r = serde_json::to_value(r).map_err(|e| PlanError::Usage(e.to_string()))?;
+        obj.insert("round".into(), r);
+    }
     if let (Some(p), Some(obj)) = (preflight, v.as_object_mut()) {
         let p = serde_json::to_value(p).map_err(|e| PlanError::Usage(e.to_string()))?;
         obj.insert("preflight".into(), p);
@@ -312,6 +321,15 @@ pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
         // Parsed as the controller parses it (the rules and the CRD's bounds).
         let cfg = Config::from_parsed(crate::cmd::validate::parse_spec(&policy.spec));
         let views = assumed_views(&policy, &nodes, a);
+        // A standing policy: forecast its current or next round.
+        let (policy, cfg, round) = if round::is_standing(&policy.spec) {
+            let plain: Vec<_> = views.iter().map(|(v, _)| v.clone()).collect();
+            let (plan, at) = round::to_forecast(&policy, &cfg, &plain, now);
+            let (p, c) = round::effective(&policy, &cfg, &plan);
+            (p, c, Some((round::describe(&plan, at), plan)))
+        } else {
+            (policy, cfg, None)
+        };
         let check = nodes_to_check(
             &policy.name_any(),
             &policy.spec,
@@ -325,18 +343,31 @@ pub fn run_cli(args: &PlanArgs, wall_clock: Timestamp) -> ExitCode {
             }
             (Some(_), None) => None,
         };
-        let f = forecast_views_with(&policy, &cfg, views, now);
+        let mut f = forecast_views_with(&policy, &cfg, views, now);
+        if let Some(members) = cfg.round.as_ref().map(|r| &r.members) {
+            f.nodes.retain(|r| members.contains(&r.node));
+        }
         let zone = policy
             .spec
             .maintenance_windows
             .first()
             .map(|w| w.time_zone.as_str())
             .filter(|z| !z.is_empty() && jiff::tz::TimeZone::get(z).is_ok());
+        let round_line = round
+            .as_ref()
+            .map(|(line, _)| format!("{line}\n"))
+            .unwrap_or_default();
         Ok(match args.output {
-            OutputFormat::Table => render_table(&f, zone) + &render_preflight(preflight.as_ref()),
+            OutputFormat::Table => {
+                round_line + &render_table(&f, zone) + &render_preflight(preflight.as_ref())
+            }
             OutputFormat::Svg => crate::cmd::timeline::render_svg(&f, &policy.spec, zone),
             OutputFormat::Html => crate::cmd::timeline::render_html(&f, &policy.spec, zone),
-            OutputFormat::Json => json_output(&f, preflight.as_ref())?,
+            OutputFormat::Json => json_output(
+                &f,
+                preflight.as_ref(),
+                round.as_ref().and_then(|(_, p)| p.round.as_ref()),
+            )?,
         })
     };
     match run() {

@@ -25,6 +25,7 @@ use super::writes::Writes;
 use super::{ControllerConfig, Overlay, ParsedPolicy, Undecodable, policy_ref};
 use crate::api::{PatchPolicy, PatchPolicySpec, PatchPolicyStatus, Phase, Step};
 use crate::core::rollout::{self, Contender, NodeView};
+use crate::core::round;
 use crate::metrics::ControllerMetrics;
 
 /// Decides and acts for every policy, pass after pass, through `W`.
@@ -347,12 +348,101 @@ impl<W: Writes> Reconciler<W> {
         others: &[Contender],
         now: jiff::Timestamp,
     ) -> Result<Option<Duration>, kube::Error> {
+        let views = self.views(objects);
+        if !round::is_standing(&policy.spec) {
+            return self
+                .reconcile_with(policy, views, objects, others, None, now)
+                .await;
+        }
+        // A standing policy: plan the round, then decide on it as on a
+        // revision (its id), with only its members to do.
+        let plan = round::plan(
+            &policy.spec,
+            &policy.config,
+            policy.status.as_ref(),
+            &views,
+            now,
+        );
+        if let Some(r) = &plan.round {
+            for gone in &plan.newly_gone {
+                let text = format!(
+                    "node {gone} of round {} was deleted; its slot is free and it is not counted as failed",
+                    r.id
+                );
+                let note = Note::policy(EventType::Normal, "RoundMemberGone", text, "Round");
+                self.emit(policy, note);
+            }
+        }
+        if plan.planned {
+            return self.announce_round(policy, &plan).await;
+        }
+        let (p, c) = round::effective(&policy.policy, &policy.config, &plan);
+        let effective = ParsedPolicy {
+            policy: p,
+            config: c,
+        };
+        let requeue = self
+            .reconcile_with(&effective, views, objects, others, Some(&plan), now)
+            .await?;
+        let wake = plan.wake_at.map(|t| {
+            let d = t.duration_since(now);
+            Duration::try_from(d).unwrap_or(Duration::ZERO) + Duration::from_millis(10)
+        });
+        Ok(earliest(requeue, wake))
+    }
+
+    /// Writes a newly planned round into the status before any node starts
+    /// under it (the agent checks a node's record against the round id the
+    /// status holds); the next pass decides on it.
+    async fn announce_round(
+        &mut self,
+        policy: &ParsedPolicy,
+        plan: &round::RoundPlan,
+    ) -> Result<Option<Duration>, kube::Error> {
+        let mut status = policy.status.clone().unwrap_or_default();
+        status.round = plan.round.clone();
+        status.next_round = Some(plan.next.clone());
+        match self
+            .write_status(policy, &status, &Prepared::default())
+            .await?
+        {
+            StatusOutcome::Deferred(wait) => return Ok(Some(wait)),
+            StatusOutcome::Done | StatusOutcome::Conflict => {}
+        }
+        if let Some(r) = &plan.round {
+            let start = r
+                .scheduled_start
+                .as_ref()
+                .map_or_else(|| "no usable window yet".to_string(), |t| t.0.to_string());
+            let text = format!(
+                "round {} planned for {} node{}, earliest start {start}",
+                r.id,
+                r.nodes.len(),
+                if r.nodes.len() == 1 { "" } else { "s" }
+            );
+            let note = Note::policy(EventType::Normal, "RoundPlanned", text, "Round");
+            self.emit(policy, note);
+        }
+        let _ = self.kick.send(());
+        Ok(None)
+    }
+
+    /// [`Self::reconcile`] over `policy` as decide sees it (a standing
+    /// policy's effective policy, with its round `plan`).
+    async fn reconcile_with(
+        &mut self,
+        policy: &ParsedPolicy,
+        views: Vec<NodeView>,
+        objects: &mut BTreeMap<String, Arc<Node>>,
+        others: &[Contender],
+        plan: Option<&round::RoundPlan>,
+        now: jiff::Timestamp,
+    ) -> Result<Option<Duration>, kube::Error> {
         let stored = policy.status.as_ref();
         let same =
             stored.and_then(|s| s.revision.as_deref()) == Some(policy.spec.revision.as_str());
         self.notifications
             .set_embargo(policy, stored.filter(|_| same));
-        let views = self.views(objects);
         // The spec was parsed once for this resourceVersion: an invalid one
         // halts (Stalled, reason InvalidSpec) with every problem in the message.
         let gated = self.gate_observations(policy, &policy.config, now);
@@ -383,6 +473,9 @@ impl<W: Writes> Reconciler<W> {
 
         // Status and rollout-level Events.
         let mut status = decision.status;
+        if let Some(plan) = plan {
+            round::finish(plan, &mut status);
+        }
         self.preflight(policy, &views, &mut status, now);
         // Customer notifications due now go into this status write.
         let prepared = self

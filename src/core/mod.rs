@@ -10,6 +10,8 @@
 //! - [`selector`]: label selectors over nodes.
 //! - [`node_record`]: the per-node record kept in a Node annotation.
 //! - [`rollout`]: the per-node state machine and `decide()`, as named phases.
+//! - [`round`]: rounds of a standing policy: the effective revision and
+//!   members decide works on.
 //! - [`forecast`]: the discrete-event simulation behind `sofort plan`.
 //! - [`gates`]: health gates over what the controller observes (alerts,
 //!   queries, silences, pods, workloads).
@@ -23,6 +25,7 @@ pub mod gates;
 pub mod node_record;
 pub mod order;
 pub mod rollout;
+pub mod round;
 pub mod selector;
 pub mod spec;
 pub mod window;

@@ -408,10 +408,12 @@ impl PublicRollout {
     pub fn of_policy(policy: &PatchPolicy, expected: Option<Timestamp>) -> Option<PublicRollout> {
         let spec = &policy.spec;
         let notify = spec.notify.as_ref().filter(|n| n.status_page)?;
+        // A standing policy's rollouts are its rounds.
+        let revision = crate::core::round::effective_revision(policy);
         let status = policy
             .status
             .as_ref()
-            .filter(|s| s.revision.as_deref() == Some(spec.revision.as_str()))?;
+            .filter(|s| s.revision.as_deref() == Some(revision.as_str()))?;
         let embargo = Embargo::for_status(spec, Some(status));
         let scrub = |s: &str| clip(&embargo.scrub(s));
         let advisory = notify.advisory.as_ref();
@@ -474,7 +476,7 @@ impl PublicRollout {
             .or_else(|| policy.metadata.name.clone())
             .unwrap_or_default();
         Some(PublicRollout {
-            id: short_hash(&format!("{uid}\u{0}{}", spec.revision)),
+            id: short_hash(&format!("{uid}\u{0}{revision}")),
             summary: summary.filter(|s| *s != title),
             title,
             urgent: spec.urgent,

@@ -304,6 +304,14 @@ impl Cluster {
         self.spawn_agents_checking_every(allow_host_commands, Duration::from_secs(30))
     }
 
+    /// Makes the simulated host of `node` create (`true`) or remove its
+    /// reboot-required sentinel; its agent reports it at its next check. A
+    /// reboot removes it.
+    pub fn set_reboot_required(&self, node: &str, required: bool) -> Result<(), SandboxRunError> {
+        self.sandbox.host(node)?.set_reboot_required(required);
+        Ok(())
+    }
+
     /// Like [`Cluster::spawn_agents`], with the agents checking the
     /// reboot-required sentinel every `check_interval` (plus jitter).
     pub fn spawn_agents_checking_every(

@@ -99,7 +99,7 @@ pub struct NodeCell {
 pub struct PolicyPanel {
     /// Name.
     pub name: String,
-    /// `spec.revision`.
+    /// `spec.revision` (a standing policy: its current round id).
     pub revision: String,
     /// Phase (`-` before the controller wrote status for this revision).
     pub phase: String,
@@ -155,8 +155,18 @@ pub fn clean(s: &str) -> String {
 pub fn cell_of(policy: &PatchPolicy, v: &NodeView) -> Cell {
     let name = policy.metadata.name.as_deref().unwrap_or("");
     let spec = &policy.spec;
+    // A standing policy works on its current round: its id and members.
+    let revision = crate::core::round::effective_revision(policy);
+    let members = crate::core::round::stored_members(policy);
+    let if_required = spec.reboot.when == RebootWhen::IfRequired
+        || crate::core::round::is_standing(spec)
+            && !policy
+                .status
+                .as_ref()
+                .and_then(|s| s.round.as_ref())
+                .is_some_and(|r| r.fleet_wide);
     match &v.record {
-        Some(r) if r.policy == name && r.revision == spec.revision => {
+        Some(r) if r.policy == name && r.revision == revision => {
             return match r.step {
                 Step::Failed => Cell::Failed,
                 Step::Done => Cell::Done,
@@ -168,9 +178,11 @@ pub fn cell_of(policy: &PatchPolicy, v: &NodeView) -> Cell {
         Some(r) if r.policy != name && r.step.in_progress() => return Cell::OtherPolicy,
         _ => {}
     }
-    if v.done.get(name) == Some(&spec.revision) {
+    if v.done.get(name) == Some(&revision) {
         Cell::Done
-    } else if spec.reboot.when == RebootWhen::IfRequired && v.reboot_required == Some(false) {
+    } else if if_required && v.reboot_required == Some(false)
+        || members.is_some_and(|m| !m.contains(&v.name))
+    {
         Cell::Skipped
     } else if !v.ready {
         Cell::NotReady
@@ -189,7 +201,8 @@ fn panel(
     let name = p.metadata.name.clone().unwrap_or_default();
     let spec = &p.spec;
     let status = p.status.clone().unwrap_or_default();
-    let current = status.revision.as_deref() == Some(spec.revision.as_str());
+    let current =
+        status.revision.as_deref() == Some(crate::core::round::effective_revision(p).as_str());
     let zone = spec
         .maintenance_windows
         .first()
@@ -250,7 +263,7 @@ fn panel(
     };
     PolicyPanel {
         name: clean(&name),
-        revision: clean(&spec.revision),
+        revision: clean(&crate::core::round::effective_revision(p)),
         phase: phase.map_or_else(|| "-".into(), |ph| format!("{ph:?}")),
         urgent: spec.urgent,
         paused: spec.paused,

@@ -198,7 +198,7 @@ impl Expected {
         }
         let key = (
             policy.metadata.name.clone().unwrap_or_default(),
-            policy.spec.revision.clone(),
+            crate::core::round::effective_revision(policy),
             status.nodes.as_ref().map_or(0, |n| n.updated),
             format!("{phase:?}"),
         );
@@ -305,7 +305,7 @@ async fn refresh_loop(
             let p = &parsed.policy;
             live.insert((
                 p.metadata.name.clone().unwrap_or_default(),
-                p.spec.revision.clone(),
+                crate::core::round::effective_revision(p),
             ));
             let e = expected.of(parsed, &views, now).await;
             if let Some(r) = PublicRollout::of_policy(p, e) {

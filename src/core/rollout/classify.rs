@@ -17,6 +17,9 @@ pub(super) enum Class {
     NotNeeded,
     /// Still to do.
     Todo,
+    /// Selected, but not a member of the standing policy's current round: it
+    /// counts against the budget and is left alone.
+    Outside,
 }
 
 /// The output of [`classify`].
@@ -25,8 +28,10 @@ pub(super) struct Classified {
     /// Per node (same positions as the input): its class, `None` when the
     /// policy has nothing to do with it.
     pub classes: Vec<Option<Class>>,
-    /// Selected nodes.
+    /// Selected nodes (members of the current round, for a standing policy).
     pub total: usize,
+    /// Selected nodes, members or not: the base of a percentage budget.
+    pub budget_base: usize,
     /// Selected nodes done or not needing the update.
     pub updated: usize,
     /// Selected nodes failed for this revision.
@@ -57,6 +62,14 @@ pub(super) fn class_of(ctx: &Ctx<'_>, n: &NodeView, selected: bool) -> Option<Cl
     match ours {
         Some(r) if r.step.in_progress() => Some(Class::InFlight),
         _ if !selected => None,
+        _ if ctx
+            .cfg
+            .round
+            .as_ref()
+            .is_some_and(|r| !r.members.contains(&n.name)) =>
+        {
+            Some(Class::Outside)
+        }
         Some(r) if r.step == Step::Failed && r.revision == spec.revision => Some(Class::Failed),
         _ if n.done.get(ctx.name) == Some(&spec.revision) => Some(Class::Done),
         _ if spec.reboot.when == RebootWhen::IfRequired && n.reboot_required == Some(false) => {
@@ -77,11 +90,14 @@ pub(super) fn classify(ctx: &Ctx<'_>, index: &NodeIndex, nodes: &[NodeView]) -> 
         let class = class_of(ctx, n, selected);
         if let Some(c) = class {
             if selected {
-                out.total += 1;
+                out.budget_base += 1;
+                if c != Class::Outside {
+                    out.total += 1;
+                }
                 match c {
                     Class::Done | Class::NotNeeded => out.updated += 1,
                     Class::Failed => out.failed += 1,
-                    Class::InFlight => {}
+                    Class::InFlight | Class::Outside => {}
                     Class::Todo => out.todo += 1,
                 }
             }

@@ -20,6 +20,20 @@ pub struct Config {
     pub spec: Spec,
     /// Problems found, each `path: message`.
     pub errors: Vec<String>,
+    /// A standing policy's current round: only its members are to do, and
+    /// none starts before its earliest start. `None`: every selected node.
+    pub round: Option<RoundScope>,
+}
+
+/// What decide needs of a round of a standing policy (see [`crate::core::round`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundScope {
+    /// The round's members still present; other selected nodes count against
+    /// the budget but are not to do.
+    pub members: std::collections::BTreeSet<String>,
+    /// No member starts before this instant (`minRoundInterval` after the
+    /// previous round's start); `None` for an urgent round.
+    pub not_before: Option<jiff::Timestamp>,
 }
 
 impl Deref for Config {
@@ -36,6 +50,7 @@ impl Config {
         Config {
             errors: parsed.problems.iter().map(ToString::to_string).collect(),
             spec: parsed.spec,
+            round: None,
         }
     }
 

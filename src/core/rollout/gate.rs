@@ -273,6 +273,13 @@ pub(super) fn scheduled_start(ctx: &Ctx<'_>, announced_at: Timestamp) -> Option<
     // also once it has lifted (the start stays where it was announced).
     let paused_until = ctx.spec.paused_until.as_ref().map(|t| t.0);
     let earliest = add(announced_at, cfg.lead_time).max(paused_until.unwrap_or_default());
+    // A round of a standing policy waits for `minRoundInterval`.
+    let earliest = earliest.max(
+        cfg.round
+            .as_ref()
+            .and_then(|r| r.not_before)
+            .unwrap_or_default(),
+    );
     cfg.schedule
         .next_usable(earliest, cfg.min_remaining)
         .map(|(t, _)| t)
@@ -357,7 +364,7 @@ fn schedule(ctx: &Ctx<'_>, scheduled: Option<Timestamp>) -> Option<Closed> {
 /// plan releases free their slots.
 fn budget(ctx: &Ctx<'_>, classified: &Classified, advanced: &Advanced) -> Budget {
     Budget {
-        max: ctx.cfg.max_unavailable.resolve(classified.total),
+        max: ctx.cfg.max_unavailable.resolve(classified.budget_base),
         unavailable: classified.unavailable.saturating_sub(advanced.freed),
     }
 }
@@ -462,6 +469,7 @@ mod tests {
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("50%".into());
         let classified = Classified {
             total: 6,
+            budget_base: 6,
             failed: 1,
             unavailable: 3,
             ..Classified::default()

@@ -120,7 +120,7 @@ use crate::api::{PatchPolicy, PatchPolicySpec};
 use crate::core::gates::evaluate::Observations;
 
 pub use action::{Action, Decision};
-pub use config::{Config, PATCH_REPORT_SLACK};
+pub use config::{Config, PATCH_REPORT_SLACK, RoundScope};
 pub use index::NodeIndex;
 pub use view::{Contender, DrainState, NodeView};
 

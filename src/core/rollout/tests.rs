@@ -347,6 +347,7 @@ fn urgent_policies_go_first_and_claims_are_exclusive() {
         urgent: true,
         revision: "cve-1".into(),
         selector: LabelSelector::default(),
+        members: None,
         active: true,
     };
     let plan = decide(&p, &nodes, std::slice::from_ref(&urgent), ts(NOW));

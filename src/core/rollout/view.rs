@@ -128,10 +128,12 @@ pub struct Contender {
     pub name: String,
     /// `spec.urgent`.
     pub urgent: bool,
-    /// `spec.revision`.
+    /// `spec.revision`, or a standing policy's current round id.
     pub revision: String,
     /// `spec.nodeSelector`.
     pub selector: LabelSelector,
+    /// A standing policy's current round members (`None`: every selected node).
+    pub members: Option<std::collections::BTreeSet<String>>,
     /// Wants to start nodes: not paused, not Halted, not Completed.
     pub active: bool,
 }
@@ -140,12 +142,13 @@ impl Contender {
     /// Builds the contender view of another policy.
     pub fn from_policy(p: &PatchPolicy) -> Contender {
         let phase = p.status.as_ref().and_then(|s| s.phase);
-        let same_rev =
-            p.status.as_ref().and_then(|s| s.revision.as_deref()) == Some(p.spec.revision.as_str());
+        let revision = crate::core::round::effective_revision(p);
+        let same_rev = p.status.as_ref().and_then(|s| s.revision.as_deref()) == Some(&revision);
         Contender {
             name: p.metadata.name.clone().unwrap_or_default(),
             urgent: p.spec.urgent,
-            revision: p.spec.revision.clone(),
+            members: crate::core::round::stored_members(p),
+            revision,
             selector: p.spec.node_selector.clone(),
             active: !(p.spec.paused
                 || (same_rev && matches!(phase, Some(Phase::Halted) | Some(Phase::Completed)))),
@@ -155,6 +158,7 @@ impl Contender {
     pub(super) fn wants(&self, node: &NodeView) -> bool {
         self.active
             && selector::selects_node(&self.selector, &node.labels)
+            && self.members.as_ref().is_none_or(|m| m.contains(&node.name))
             && node.done.get(&self.name) != Some(&self.revision)
             && !node.record.as_ref().is_some_and(|r| {
                 r.policy == self.name && r.revision == self.revision && r.step == Step::Failed

@@ -81,6 +81,8 @@ pub struct Spec {
     pub patch_timeout: Duration,
     /// `announce.leadTime`; zero without `spec.announce`.
     pub lead_time: Duration,
+    /// `rollout.minRoundInterval`; zero without it.
+    pub min_round_interval: Duration,
     /// `rollout.minWindowRemaining`, or drain + reboot + settle + patch timeouts.
     pub min_remaining: Duration,
     /// Windows and blackouts (always open when any of them failed to parse).
@@ -128,13 +130,24 @@ impl Parsed {
 /// Parses and checks a spec: the typed values and every problem.
 pub fn parse(spec: &PatchPolicySpec) -> Parsed {
     let mut out = Vec::new();
-    rules::revision(&mut out, &spec.revision);
+    rules::revision(
+        &mut out,
+        &spec.revision,
+        spec.trigger == crate::api::Trigger::RebootRequired,
+    );
     rules::selector(&mut out, "spec.nodeSelector", &spec.node_selector);
     let windows = rules::windows(&mut out, spec);
     let lead_time = spec.announce.as_ref().map_or(Duration::ZERO, |a| {
         rules::duration(&mut out, "spec.announce.leadTime", &a.lead_time, true, "0s").value
     });
     let max_unavailable = rules::max_unavailable(&mut out, &spec.rollout.max_unavailable);
+    let min_round_interval = spec
+        .rollout
+        .min_round_interval
+        .as_deref()
+        .map_or(Duration::ZERO, |d| {
+            rules::duration(&mut out, "spec.rollout.minRoundInterval", d, true, "0s").value
+        });
     let settle = rules::duration(
         &mut out,
         "spec.rollout.settle",
@@ -193,6 +206,7 @@ pub fn parse(spec: &PatchPolicySpec) -> Parsed {
             patch,
             patch_timeout: patch_timeout.value,
             lead_time,
+            min_round_interval,
             min_remaining,
             schedule: windows.schedule,
             max_unavailable,

@@ -104,12 +104,16 @@ pub(super) fn metadata(policy: &PatchPolicy) -> Vec<Problem> {
     out
 }
 
-/// `spec.revision`: not empty, no surrounding spaces, at most 128 characters.
-pub(super) fn revision(out: &mut Vec<Problem>, rev: &str) {
+/// `spec.revision`: not empty (empty allowed on a standing policy), no
+/// surrounding spaces, at most 128 characters.
+pub(super) fn revision(out: &mut Vec<Problem>, rev: &str, standing: bool) {
+    if rev.is_empty() && standing {
+        return;
+    }
     if rev.trim().is_empty() {
         out.push(problem(
             "spec.revision",
-            "must not be empty; set it to the patch level, for example \"2026-11-27\"",
+            "is required and must not be empty; set it to the patch level, for example \"2026-11-27\", or use trigger: RebootRequired for a standing policy",
         ));
     } else if rev.trim() != rev {
         out.push(problem(
