@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use crate::api::{OnTimeout, Step};
 use crate::core::duration;
 use crate::core::gates::evaluate::workloads_verdict;
+use crate::core::gates::{TimeoutState, timeout_state};
 use crate::core::node_record::NodeRecord;
 
 use super::classify::{Class, Classified};
@@ -22,8 +23,9 @@ pub(super) struct Advance {
     pub record: Option<NodeRecord>,
     /// When to look at the node again (a deadline, the end of settling).
     pub wake: Option<Timestamp>,
-    /// Why the workloads gate keeps the settled node from counting as done.
-    pub held: Option<String>,
+    /// Why the workloads gate keeps the settled node from counting as done,
+    /// and since when (the end of its settle).
+    pub held: Option<(String, Timestamp)>,
 }
 
 impl Advance {
@@ -72,6 +74,9 @@ pub(super) struct Advanced {
     /// (the first such node's reason), for the status message: it is what
     /// holds the rollout then, not the budget those nodes still take.
     pub workloads_hold: Option<String>,
+    /// Since when the workloads gate holds a settled node (the earliest), for
+    /// `gates.timeout`.
+    pub workloads_held_since: Option<Timestamp>,
 }
 
 /// Advances every node classified in flight.
@@ -91,8 +96,12 @@ pub(super) fn advance_all(ctx: &Ctx<'_>, nodes: &[NodeView], classified: &Classi
             wake,
             held,
         } = advance(ctx, n, rec);
-        if out.workloads_hold.is_none() {
-            out.workloads_hold = held;
+        if let Some((why, since)) = held {
+            if out.workloads_hold.is_none() {
+                out.workloads_hold = Some(why);
+            }
+            out.workloads_held_since =
+                Some(out.workloads_held_since.map_or(since, |t| t.min(since)));
         }
         if let Some(a) = action {
             if matches!(a, Action::Release { uncordon: true, .. }) && n.ready {
@@ -313,11 +322,15 @@ fn settling(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> Advance {
         return Advance::wait((ctx.now < end).then_some(end));
     }
     // The workloads gate: the node counts as done only once they are healthy.
+    // Held since its settle ended; past `gates.timeout` with `onTimeout:
+    // Continue` it counts as done anyway (with Halt the rollout halts, see
+    // `gate::health`, and the node stays held).
     if let (Some(gates), Some(obs)) = (ctx.cfg.gates.as_ref(), ctx.obs)
         && let Some(why) = workloads_verdict(gates, obs, ctx.now).reason()
+        && timeout_state(end, ctx.now, gates.timeout, gates.on_timeout) != TimeoutState::Overridden
     {
         return Advance {
-            held: Some(why.to_string()),
+            held: Some((why.to_string(), end)),
             ..Advance::wait(Some(add(ctx.now, obs.max_age / 3)))
         };
     }

@@ -175,7 +175,7 @@ pub(super) fn gates(input: &GateInput<'_>) -> Gates {
         .filter(|_| same_rev)
         .map_or(ctx.now, |t| t.0);
     let scheduled = scheduled_start(ctx, announced_at);
-    let health = health(ctx, prev);
+    let health = health(ctx, prev, advanced.workloads_held_since);
     let closed = [
         validity(ctx),
         failures(ctx, classified, advanced),
@@ -207,7 +207,11 @@ struct Health {
 /// The health gates of `spec.gates` over the controller's observations:
 /// the first closed one (blocking pods hold only their nodes), with its
 /// timeout; every gate's state with the time it entered it.
-fn health(ctx: &Ctx<'_>, prev: &PatchPolicyStatus) -> Health {
+fn health(
+    ctx: &Ctx<'_>,
+    prev: &PatchPolicyStatus,
+    workloads_held_since: Option<Timestamp>,
+) -> Health {
     let (Some(cfg), Some(obs)) = (ctx.cfg.gates.as_ref(), ctx.obs) else {
         return Health::default();
     };
@@ -235,7 +239,22 @@ fn health(ctx: &Ctx<'_>, prev: &PatchPolicyStatus) -> Health {
             reason: v.reason().map(str::to_string),
         });
         let Some(why) = v.reason() else { continue };
-        if *gate == GateId::Workloads || out.closed.is_some() && *gate != GateId::BlockingPods {
+        if *gate == GateId::Workloads {
+            // Holds settled nodes only (see `advance::settling`); holding one
+            // for longer than the timeout with Halt, it halts the rollout.
+            if out.closed.is_none()
+                && let Some(held) = workloads_held_since
+                && timeout_state(held, ctx.now, cfg.timeout, cfg.on_timeout) == TimeoutState::Halted
+            {
+                out.closed = Some(Closed::GateTimedOut {
+                    gate: name,
+                    why: why.to_string(),
+                    since: held,
+                });
+            }
+            continue;
+        }
+        if out.closed.is_some() && *gate != GateId::BlockingPods {
             continue;
         }
         match timeout_state(since, ctx.now, cfg.timeout, cfg.on_timeout) {

@@ -257,3 +257,74 @@ fn a_settled_node_counts_as_done_only_once_the_workloads_are_healthy() {
         healthy.status.message
     );
 }
+
+/// A policy with a workloads gate over `shop/db` and `gates.timeout`, a node
+/// whose settle ended at 08:02 (58 minutes before [`NOW`]) and a StatefulSet
+/// with 2 of 3 replicas ready.
+fn held_for_58_minutes(timeout: &str, on_timeout: GateTimeoutAction) -> Decision {
+    let mut p = policy("p");
+    p.spec.gates = Some(GatesSpec {
+        workloads: vec![WorkloadGate {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            namespace: Some("shop".into()),
+            name: "db".into(),
+        }],
+        timeout: Some(timeout.into()),
+        on_timeout,
+        ..GatesSpec::default()
+    });
+    let r = WorkloadRef {
+        api_version: "apps/v1".into(),
+        kind: "StatefulSet".into(),
+        namespace: "shop".into(),
+        name: "db".into(),
+    };
+    let mut n = node("w-a1", "a");
+    n.record = Some(rec("p", Step::Settling, ts("2026-11-27T08:00:00Z")));
+    n.unschedulable = true;
+    let now = ts(NOW);
+    let obs = Observations {
+        workloads: Some(Observed {
+            at: now,
+            result: Ok(BTreeMap::from([(
+                r,
+                Some(serde_json::json!({"spec": {"replicas": 3},
+                    "status": {"readyReplicas": 2, "updatedReplicas": 3}})),
+            )])),
+        }),
+        max_age: Duration::from_secs(60),
+        ..Observations::default()
+    };
+    decide_gated(&p, &[n, node("w-a2", "a")], &[], &obs, now)
+}
+
+#[test]
+fn the_workloads_gate_times_out_from_the_end_of_the_held_nodes_settle() {
+    let released = |d: &Decision| {
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Release { .. }))
+    };
+    // Within the timeout: held, the rollout goes on waiting.
+    let within = held_for_58_minutes("1h", GateTimeoutAction::Halt);
+    assert!(!released(&within));
+    assert_ne!(within.status.phase, Some(Phase::Halted));
+    // Past it with Halt: the node stays held and the rollout halts.
+    let halted = held_for_58_minutes("30m", GateTimeoutAction::Halt);
+    assert!(!released(&halted));
+    assert_eq!(halted.status.phase, Some(Phase::Halted));
+    assert!(
+        halted
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "GateTimeout"),
+        "{:?}",
+        halted.status.conditions
+    );
+    // Past it with Continue: the node counts as done anyway.
+    let continued = held_for_58_minutes("30m", GateTimeoutAction::Continue);
+    assert!(released(&continued));
+    assert_ne!(continued.status.phase, Some(Phase::Halted));
+}
