@@ -161,6 +161,8 @@ mod tests {
             boot_id_before: Some("b0".into()),
             patch: None,
             reason: None,
+            labels: Default::default(),
+            drain_after: None,
         });
         v
     }
