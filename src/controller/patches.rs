@@ -71,11 +71,7 @@ fn forget_record() -> Value {
 /// `current`: the node's record as last read; the maintenance labels it
 /// lists and the next record does not are removed in the same write, those
 /// the next record adds are set.
-pub(crate) fn node_patch(
-    op: &Op,
-    rv: Option<&str>,
-    current: Option<&NodeRecord>,
-) -> Option<Value> {
+pub(crate) fn node_patch(op: &Op, rv: Option<&str>, current: Option<&NodeRecord>) -> Option<Value> {
     let (mut patch, next) = match op {
         Op::Rollout(action) => (action_patch(action, rv)?, next_record(action)),
         Op::GiveBack {
@@ -140,7 +136,10 @@ pub(crate) fn taint_patch(node: &Node, add: bool) -> Option<Value> {
     if current.iter().any(is_pending_taint) == add {
         return None;
     }
-    let mut taints: Vec<Taint> = current.into_iter().filter(|t| !is_pending_taint(t)).collect();
+    let mut taints: Vec<Taint> = current
+        .into_iter()
+        .filter(|t| !is_pending_taint(t))
+        .collect();
     if add {
         taints.push(Taint {
             key: PENDING_REBOOT_TAINT.to_string(),

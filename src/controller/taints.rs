@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use k8s_openapi::api::core::v1::Node;
 
 use super::patches;
@@ -74,10 +74,7 @@ impl<W: Writes> Reconciler<W> {
                 .boxed()
             })
             .collect();
-        let results: Vec<_> = futures::stream::iter(futures)
-            .buffered(16)
-            .collect()
-            .await;
+        let results: Vec<_> = futures::stream::iter(futures).buffered(16).collect().await;
         let mut again = left > 0;
         for (node, result) in results {
             match result {

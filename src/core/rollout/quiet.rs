@@ -298,14 +298,20 @@ mod tests {
             Some(ts("2026-11-27T09:00:30Z"))
         );
         assert_eq!(drain_after(&set, Duration::ZERO, now), None);
-        assert_eq!(drain_after(&BTreeMap::new(), Duration::from_secs(30), now), None);
+        assert_eq!(
+            drain_after(&BTreeMap::new(), Duration::from_secs(30), now),
+            None
+        );
 
         let mut claimed = rec("p", Step::Draining, now);
         claimed.labels = set.clone();
         // The claim sets them; a step change writes no label; the release
         // removes exactly the recorded ones.
         let writes = label_writes(None, Some(&claimed));
-        assert_eq!(writes, [("lb-exclude".to_string(), Some("true".to_string()))].into());
+        assert_eq!(
+            writes,
+            [("lb-exclude".to_string(), Some("true".to_string()))].into()
+        );
         let next = NodeRecord {
             step: Step::Rebooting,
             ..claimed.clone()
@@ -324,5 +330,87 @@ mod tests {
             [("lb-exclude".to_string(), None)].into()
         );
         assert!(label_writes(None, None).is_empty());
+    }
+
+    fn labelled(wait: &str) -> PatchPolicy {
+        let mut p = policy("p");
+        p.spec.rollout.node_labels = Some(crate::api::NodeLabelsSpec {
+            during: map(&[("lb-exclude", "true"), ("maintenance", "yes")]),
+            wait_after_set: Some(wait.into()),
+        });
+        p
+    }
+
+    #[test]
+    fn a_claim_sets_the_missing_labels_and_waits_before_draining() {
+        let p = labelled("30s");
+        let mut n = node("w-a1", "a");
+        n.labels.insert("maintenance".into(), "admin".into());
+        let d = decide(&p, std::slice::from_ref(&n), &[], ts(NOW));
+        let [Action::Claim { record, .. }] = &d.actions[..] else {
+            panic!("one claim and no drain yet: {:?}", d.actions);
+        };
+        assert_eq!(record.labels, map(&[("lb-exclude", "true")]));
+        assert_eq!(record.drain_after, Some(ts("2026-11-27T09:00:30Z")));
+
+        // During the wait: nothing; the wake is its end.
+        n.record = Some(record.clone());
+        n.unschedulable = true;
+        let d = decide(
+            &p,
+            std::slice::from_ref(&n),
+            &[],
+            ts("2026-11-27T09:00:10Z"),
+        );
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert_eq!(d.requeue_after, Some(Duration::from_secs(20)));
+        // Then the drain, whose timeout counts from the end of the wait.
+        let d = decide(
+            &p,
+            std::slice::from_ref(&n),
+            &[],
+            ts("2026-11-27T09:15:10Z"),
+        );
+        assert!(
+            matches!(&d.actions[..], [Action::Drain { force: false, .. }]),
+            "{:?}",
+            d.actions
+        );
+        assert_eq!(record.drain_start(), ts("2026-11-27T09:00:30Z"));
+    }
+
+    #[test]
+    fn without_a_wait_or_labels_the_drain_starts_with_the_claim() {
+        for p in [labelled("0s"), policy("p")] {
+            let n = node("w-a1", "a");
+            let d = decide(&p, std::slice::from_ref(&n), &[], ts(NOW));
+            assert!(
+                matches!(&d.actions[..], [Action::Claim { record, .. }, Action::Drain { .. }] if record.drain_after.is_none()),
+                "{:?}",
+                d.actions
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_drops_the_labels_from_the_record() {
+        let p = labelled("0s");
+        let mut n = node("w-a1", "a");
+        let mut r = rec("p", Step::Draining, ts(NOW));
+        r.labels = map(&[("lb-exclude", "true")]);
+        n.record = Some(r.clone());
+        n.unschedulable = true;
+        n.drain = crate::core::rollout::DrainState::Failed {
+            reason: "pods would not go".into(),
+        };
+        let d = decide(&p, std::slice::from_ref(&n), &[], ts(NOW));
+        let [Action::MarkFailed { record, .. }] = &d.actions[..] else {
+            panic!("{:?}", d.actions);
+        };
+        assert!(record.labels.is_empty());
+        assert_eq!(
+            label_writes(Some(&r), Some(record)),
+            [("lb-exclude".to_string(), None)].into()
+        );
     }
 }
