@@ -27,6 +27,9 @@ use crate::core::rollout::{self, NodeView};
 /// Taint writes of one tick at most.
 pub(crate) const TAINT_WRITES_PER_PASS: usize = 20;
 
+/// One taint write in flight: the node and its answer (None: nothing to write).
+type TaintWrite<'a> = BoxFuture<'a, (String, Option<Result<Node, kube::Error>>)>;
+
 /// How soon to look again when writes were left over or failed.
 const AGAIN: Duration = Duration::from_secs(1);
 
@@ -57,7 +60,7 @@ impl<W: Writes> Reconciler<W> {
             .collect();
         let (changes, left) = rollout::taint_changes(&wanted, &tainted, TAINT_WRITES_PER_PASS);
         let writes = &self.writes;
-        let futures: Vec<BoxFuture<'_, (String, Option<Result<Node, kube::Error>>)>> = changes
+        let futures: Vec<TaintWrite<'_>> = changes
             .iter()
             .map(|c| {
                 let patch = objects
