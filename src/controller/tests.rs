@@ -820,3 +820,38 @@ async fn quiet_drains_taint_queued_nodes_and_label_only_what_sofort_set() {
     assert_eq!(taints(&n2), json!([gpu]), "claimed: the taint goes");
     assert_eq!(taints(&n1), json!([]), "done: never tainted again");
 }
+
+#[tokio::test]
+async fn a_taint_another_policy_still_wants_stays_until_none_does() {
+    // Both policies select n1 and announce a day ahead: no node starts yet.
+    let ahead = json!({"announce": {"leadTime": "24h"}});
+    let a = named(policy(ahead.clone()), "a");
+    let b = named(policy(ahead), "b");
+    let mut h = Harness::new(vec![a, b], vec![node("n1")]);
+    h.pass().await;
+    let pending = json!([{"key": PENDING_REBOOT_TAINT, "effect": "PreferNoSchedule"}]);
+    assert_eq!(taints(&h.server_node("n1")), pending);
+    let node_writes = |w: &[Write]| w.iter().filter(|w| w.kind().0 == "node").count();
+    assert_eq!(
+        node_writes(&h.take_writes()),
+        1,
+        "one taint for two policies"
+    );
+
+    let pause = |h: &Harness, name: &str| {
+        let mut s = h.api.0.lock().unwrap();
+        let p = s.policies.get_mut(name).unwrap();
+        p["spec"]["paused"] = json!(true);
+        p["metadata"]["generation"] = json!(2);
+    };
+    // `a` pauses: `b` still wants the taint, so it stays.
+    pause(&h, "a");
+    h.pass().await;
+    assert_eq!(taints(&h.server_node("n1")), pending);
+    assert_eq!(node_writes(&h.take_writes()), 0);
+    // `b` pauses too: nobody wants it, it goes.
+    pause(&h, "b");
+    h.pass().await;
+    assert_eq!(taints(&h.server_node("n1")), json!([]));
+    assert_eq!(node_writes(&h.take_writes()), 1);
+}
