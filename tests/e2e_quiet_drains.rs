@@ -271,3 +271,70 @@ async fn queued_nodes_are_tainted_and_maintained_nodes_labelled_until_uncordoned
     env.finish().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_controller_killed_while_a_node_waits_after_labelling_resumes_from_the_node() -> TestResult
+{
+    let mut env = Env::start("quiet-restart", 2).await?;
+    env.start_controller()?;
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "sofort.dev/v1alpha1", "kind": "PatchPolicy",
+        "metadata": {"name": "quiet"},
+        "spec": {
+            "revision": "r1",
+            "rollout": {
+                "settle": "1s", "maxUnavailable": 1,
+                "nodeLabels": {"during": {LB: "true"}, "waitAfterSet": "3s"},
+            },
+            "drain": {"timeout": "30s"},
+            "reboot": {"timeout": "60s"},
+        },
+    }))?;
+    let raw: Api<DynamicObject> =
+        Api::all_with(env.client()?, &ApiResource::erase::<PatchPolicy>(&()));
+    raw.create(&PostParams::default(), &policy).await?;
+
+    // The first node is labelled, cordoned and waiting: kill the controller.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let waiting = loop {
+        let nodes = env.nodes().await?;
+        if let Some(n) = nodes.iter().find(|n| label(n, LB).is_some()) {
+            break n.name_any();
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no node labelled in time\n{}", env.log()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    if let Some(mut c) = env.controller.take() {
+        c.kill()?;
+        c.wait()?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.start_controller()?;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.status("quiet").await?["phase"] != "Completed" {
+        if Instant::now() > deadline {
+            return Err(format!("not Completed in time\n{}", env.log()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in env.nodes().await? {
+        let name = n.name_any();
+        assert_eq!(label(&n, LB), None, "{name} kept the label");
+        assert!(!unschedulable(&n), "{name} left cordoned");
+        assert!(!has_pending(&n), "{name} still tainted");
+        let done = n
+            .annotations()
+            .get("sofort.dev/done")
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            done.contains("\"quiet\":\"r1\""),
+            "{name} (killed while {waiting} waited): {done}"
+        );
+    }
+    env.finish().await;
+    Ok(())
+}
