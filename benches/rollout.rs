@@ -34,6 +34,8 @@ fn fleet(n: usize, now: Timestamp, in_flight: usize) -> Vec<NodeView> {
                 boot_id_before: None,
                 patch: None,
                 reason: None,
+                labels: Default::default(),
+                drain_after: None,
             });
             NodeView {
                 name: format!("node-{i:05}"),

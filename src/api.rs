@@ -394,6 +394,37 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub min_round_interval: Option<String>,
+    /// Labels sofort puts on each node while it is maintained (set before its
+    /// drain starts, removed with its uncordon), for load-balancer exclusion or
+    /// alert inhibition. See `docs/quiet-drains.md`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_labels: Option<NodeLabelsSpec>,
+}
+
+/// Most labels `spec.rollout.nodeLabels.during` may hold.
+pub const MAX_DURING_LABELS: usize = 16;
+
+/// Labels on a node during its maintenance.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLabelsSpec {
+    /// Label key → value, set on the node (with its cordon) before its drain
+    /// starts and removed with its uncordon, for example
+    /// `node.kubernetes.io/exclude-from-external-load-balancers: "true"`. A
+    /// label the node already carries is left as it is and never removed.
+    /// Keys under `sofort.dev/`, `kubernetes.io/`, `k8s.io/` (and their
+    /// subdomains such as `node-role.kubernetes.io/`) are refused, except
+    /// `node.kubernetes.io/exclude-from-external-load-balancers` and
+    /// `node.kubernetes.io/exclude-disruption`. At most 16.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 16), inner(length(max = 63)))]
+    pub during: std::collections::BTreeMap<String, String>,
+    /// After setting the labels, wait this long before the drain begins (load
+    /// balancers deregister the node). Default `0s`; the node is cordoned
+    /// during the wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
+    pub wait_after_set: Option<String>,
 }
 
 fn default_max_unavailable() -> IntOrString {
@@ -413,6 +444,7 @@ impl Default for RolloutSpec {
             max_failed_nodes: 0,
             min_window_remaining: None,
             min_round_interval: None,
+            node_labels: None,
         }
     }
 }

@@ -211,6 +211,8 @@ fn record(step: Step, patch: Option<PatchRequest>) -> NodeRecord {
         boot_id_before: Some("boot-a".into()),
         patch,
         reason: None,
+        labels: Default::default(),
+        drain_after: None,
     }
 }
 

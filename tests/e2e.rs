@@ -908,6 +908,8 @@ async fn kubectl_applies_the_crd_and_examples_and_shows_printer_columns()
         "examples/canary-then-rest.yaml",
         "-f",
         "examples/urgent-security.yaml",
+        "-f",
+        "examples/quiet-drains.yaml",
     ]);
     assert!(
         out.status.success(),
@@ -933,7 +935,13 @@ async fn kubectl_applies_the_crd_and_examples_and_shows_printer_columns()
     ] {
         assert!(header.contains(col), "column {col} missing in {header:?}");
     }
-    for name in ["workers-nightly", "canary", "rest", "security-kernel"] {
+    for name in [
+        "workers-nightly",
+        "canary",
+        "rest",
+        "security-kernel",
+        "web-quiet",
+    ] {
         assert!(text.contains(name), "{name} missing in\n{text}");
     }
     let out = env.kubectl(&["explain", "patchpolicy.spec.rollout"]);
@@ -942,7 +950,8 @@ async fn kubectl_applies_the_crd_and_examples_and_shows_printer_columns()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("maxUnavailable"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("maxUnavailable") && text.contains("nodeLabels"));
     env.finish().await;
     Ok(())
 }

@@ -665,6 +665,8 @@ mod tests {
                 timeout_seconds: 60,
             }),
             reason: None,
+            labels: Default::default(),
+            drain_after: None,
         }
     }
 

@@ -99,7 +99,9 @@ impl<W: Writes> Reconciler<W> {
             }
             let object = objects.get(op.node());
             let rv = object.and_then(|n| n.resource_version());
-            prepared.push((op, step_of(object), patches::node_patch(op, rv.as_deref())));
+            let current = object.and_then(|n| NodeView::from_node(n).record);
+            let patch = patches::node_patch(op, rv.as_deref(), current.as_ref());
+            prepared.push((op, step_of(object), patch));
         }
         let results = self.write_nodes(&prepared).await;
         let mut ok = true;
@@ -242,9 +244,16 @@ impl<W: Writes> Reconciler<W> {
         force: bool,
         objects: &BTreeMap<String, Arc<Node>>,
     ) {
+        // The drain timeout counts from the end of the wait after setting
+        // the maintenance labels, if there was one.
         let since = record
-            .map(|r| r.since)
-            .or_else(|| step_of(objects.get(node)).map(|s| s.1))
+            .map(NodeRecord::drain_start)
+            .or_else(|| {
+                objects
+                    .get(node)
+                    .and_then(|n| NodeView::from_node(n).record)
+                    .map(|r| r.drain_start())
+            })
             .unwrap_or_else(|| self.cfg.clock.now());
         let drain_timeout = policy.config.drain_timeout;
         let now = self.cfg.clock.now();

@@ -297,6 +297,8 @@ mod tests {
             boot_id_before: None,
             patch: None,
             reason: Some("drain timeout: pod a/b".into()),
+            labels: Default::default(),
+            drain_after: None,
         }
     }
 

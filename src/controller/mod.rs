@@ -35,6 +35,7 @@ mod plan;
 mod reconciler;
 mod status;
 pub mod status_page;
+mod taints;
 #[cfg(test)]
 mod tests;
 mod writes;

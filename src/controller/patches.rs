@@ -8,8 +8,13 @@ use serde_json::{Value, json};
 
 use super::plan::Op;
 use crate::api::{PatchPolicyStatus, Phase, Step};
-use crate::core::node_record::{DONE_ANNOTATION, NodeRecord, RECORD_ANNOTATION, STEP_LABEL};
-use crate::core::rollout::Action;
+use k8s_openapi::api::core::v1::{Node, Taint};
+
+use crate::core::node_record::{
+    DONE_ANNOTATION, NodeRecord, PENDING_REBOOT_EFFECT, PENDING_REBOOT_TAINT, RECORD_ANNOTATION,
+    STEP_LABEL,
+};
+use crate::core::rollout::{self, Action};
 
 /// Finalizer that lets sofort clean its node records when a policy is deleted.
 pub const FINALIZER: &str = "sofort.dev/cleanup";
@@ -63,9 +68,12 @@ fn forget_record() -> Value {
 
 /// The node write `op` needs, as a merge patch (None: no write). `rv`: the
 /// node's resourceVersion as last read (a claim is conditional on it).
-pub(crate) fn node_patch(op: &Op, rv: Option<&str>) -> Option<Value> {
-    match op {
-        Op::Rollout(action) => action_patch(action, rv),
+/// `current`: the node's record as last read; the maintenance labels it
+/// lists and the next record does not are removed in the same write, those
+/// the next record adds are set.
+pub(crate) fn node_patch(op: &Op, rv: Option<&str>, current: Option<&NodeRecord>) -> Option<Value> {
+    let (mut patch, next) = match op {
+        Op::Rollout(action) => (action_patch(action, rv)?, next_record(action)),
         Op::GiveBack {
             uncordon: give_back_uncordon,
             ..
@@ -74,9 +82,76 @@ pub(crate) fn node_patch(op: &Op, rv: Option<&str>) -> Option<Value> {
             if *give_back_uncordon {
                 merge(&mut patch, uncordon());
             }
-            Some(patch)
+            (patch, None)
         }
+    };
+    let labels: serde_json::Map<String, Value> = rollout::label_writes(current, next)
+        .into_iter()
+        .map(|(k, v)| (k, v.map_or(Value::Null, Value::String)))
+        .collect();
+    if !labels.is_empty() {
+        merge(&mut patch, json!({"metadata": {"labels": labels}}));
     }
+    Some(patch)
+}
+
+/// The record an action leaves on the node (`None`: it goes), for the
+/// actions that write one.
+fn next_record(action: &Action) -> Option<&NodeRecord> {
+    match action {
+        Action::Claim { record, .. }
+        | Action::CordonAgain { record, .. }
+        | Action::RequestPatch { record, .. }
+        | Action::RequestReboot { record, .. }
+        | Action::SetStep { record, .. }
+        | Action::MarkFailed { record, .. } => Some(record),
+        Action::Drain { record, .. } => record.as_ref(),
+        Action::Release { .. } => None,
+    }
+}
+
+/// Whether `node` carries sofort's pending-reboot taint.
+pub(crate) fn has_pending_taint(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(is_pending_taint))
+}
+
+fn is_pending_taint(t: &Taint) -> bool {
+    t.key == PENDING_REBOOT_TAINT && t.effect == PENDING_REBOOT_EFFECT
+}
+
+/// The node's taint list with sofort's pending-reboot taint added or
+/// removed, every other taint kept as it is; conditional on the node's
+/// resourceVersion (the list is replaced whole, so a taint someone added
+/// meanwhile makes the write fail instead of being lost). None: nothing to
+/// change.
+pub(crate) fn taint_patch(node: &Node, add: bool) -> Option<Value> {
+    let current: Vec<Taint> = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    if current.iter().any(is_pending_taint) == add {
+        return None;
+    }
+    let mut taints: Vec<Taint> = current
+        .into_iter()
+        .filter(|t| !is_pending_taint(t))
+        .collect();
+    if add {
+        taints.push(Taint {
+            key: PENDING_REBOOT_TAINT.to_string(),
+            effect: PENDING_REBOOT_EFFECT.to_string(),
+            ..Taint::default()
+        });
+    }
+    let rv = node.metadata.resource_version.as_deref();
+    Some(json!({
+        "metadata": {"resourceVersion": rv},
+        "spec": {"taints": taints},
+    }))
 }
 
 fn action_patch(action: &Action, rv: Option<&str>) -> Option<Value> {
@@ -308,6 +383,8 @@ mod tests {
             boot_id_before: None,
             patch: None,
             reason: None,
+            labels: Default::default(),
+            drain_after: None,
         }
     }
 
@@ -348,13 +425,13 @@ mod tests {
         assert!(batches(&[], 0).is_empty());
         // A release writes the uncordon with the record removal; a claim is
         // conditional on the node's resourceVersion; a drain alone writes nothing.
-        let p = node_patch(&release("a"), None).unwrap();
+        let p = node_patch(&release("a"), None, None).unwrap();
         assert_eq!(p["spec"], json!({"unschedulable": null}));
         assert!(p["metadata"]["annotations"][RECORD_ANNOTATION].is_null());
-        let p = node_patch(&cordon("c"), Some("7")).unwrap();
+        let p = node_patch(&cordon("c"), Some("7"), None).unwrap();
         assert_eq!(p["spec"]["unschedulable"], true);
         assert_eq!(p["metadata"]["resourceVersion"], "7");
-        assert!(node_patch(&drain("c"), None).is_none());
+        assert!(node_patch(&drain("c"), None, None).is_none());
     }
 
     #[test]
@@ -364,7 +441,7 @@ mod tests {
             uncordon,
             announce: true,
         };
-        let p = node_patch(&give_back(true), None).unwrap();
+        let p = node_patch(&give_back(true), None, None).unwrap();
         assert_eq!(
             p,
             json!({
@@ -372,7 +449,7 @@ mod tests {
                 "spec": {"unschedulable": null},
             })
         );
-        let p = node_patch(&give_back(false), None).unwrap();
+        let p = node_patch(&give_back(false), None, None).unwrap();
         assert!(p.get("spec").is_none());
         assert!(p["metadata"]["labels"][STEP_LABEL].is_null());
     }

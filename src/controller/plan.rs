@@ -11,6 +11,9 @@ use crate::api::{PatchPolicy, Step};
 use crate::core::rollout::{self, Action, Config, Decision, DrainState, NodeView};
 
 /// One node write and what goes with it.
+// A pass holds a handful of these for a moment; boxing the action would
+// cost an allocation per operation for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
     /// A rollout action of decide.
@@ -161,6 +164,8 @@ mod tests {
             boot_id_before: Some("b0".into()),
             patch: None,
             reason: None,
+            labels: Default::default(),
+            drain_after: None,
         });
         v
     }

@@ -56,6 +56,9 @@ pub(crate) struct Reconciler<W: Writes = KubeWrites> {
     pub(super) preflights: Preflights,
     /// Progress notices of this pass's node writes, queued after its status.
     pub(super) progress: Vec<(crate::notify::EventKind, String)>,
+    /// Nodes queued by the policies decided so far in this tick: they carry
+    /// the pending-reboot taint (see `taints`).
+    queued: BTreeSet<String>,
 }
 
 /// What became of a pass's status.
@@ -126,6 +129,7 @@ impl<W: Writes> Reconciler<W> {
             gates,
             preflights,
             progress: Vec::new(),
+            queued: BTreeSet::new(),
         }
     }
 
@@ -222,6 +226,7 @@ impl<W: Writes> Reconciler<W> {
             ordered.iter().map(|p| Contender::from_policy(p)).collect();
 
         let mut requeue: Option<Duration> = None;
+        self.queued.clear();
         for policy in ordered {
             let name = policy.name_any();
             let others: Vec<Contender> = contenders
@@ -250,7 +255,9 @@ impl<W: Writes> Reconciler<W> {
             };
             requeue = earliest(requeue, r);
         }
-        requeue
+        let queued = std::mem::take(&mut self.queued);
+        let again = self.sync_taints(&queued, &mut objects).await;
+        earliest(requeue, again)
     }
 
     /// Drops the gate observations of policies that went away or no longer
@@ -454,6 +461,12 @@ impl<W: Writes> Reconciler<W> {
             gated.as_ref(),
             now,
         );
+        self.queued.extend(rollout::queued_nodes(
+            policy,
+            &policy.config,
+            &views,
+            &decision,
+        ));
         let valid = !decision
             .status
             .conditions

@@ -21,7 +21,9 @@ use super::writes::Writes;
 use super::{ControllerConfig, FINALIZER, ParsedPolicy};
 use crate::api::PatchPolicy;
 use crate::core::clock::Clock;
-use crate::core::node_record::{REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION, STEP_LABEL};
+use crate::core::node_record::{
+    PENDING_REBOOT_TAINT, REBOOT_REQUIRED_LABEL, RECORD_ANNOTATION, STEP_LABEL,
+};
 use crate::core::rollout::DrainState;
 use crate::metrics::ControllerMetrics;
 
@@ -322,6 +324,17 @@ fn kinds(writes: &[Write]) -> Vec<(&'static str, &str)> {
     writes.iter().map(Write::kind).collect()
 }
 
+fn taints(node: &Value) -> Value {
+    node.pointer("/spec/taints").cloned().unwrap_or(json!([]))
+}
+
+fn label(node: &Value, key: &str) -> Option<String> {
+    node.pointer("/metadata/labels")
+        .and_then(|l| l.get(key))
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
 fn unschedulable(node: &Value) -> bool {
     node.pointer("/spec/unschedulable") == Some(&json!(true))
 }
@@ -335,8 +348,22 @@ async fn claims_and_cordons_the_first_node_only() {
     let writes = h.take_writes();
     assert_eq!(
         kinds(&writes),
-        vec![("policy", "p"), ("node", "n1"), ("status", "p")],
+        vec![
+            ("policy", "p"),
+            ("node", "n1"),
+            ("status", "p"),
+            ("node", "n2")
+        ],
         "{writes:#?}"
+    );
+    // n2 waits its turn: it gets the pending-reboot taint, conditionally.
+    let Write::Node(_, taint) = &writes[3] else {
+        unreachable!()
+    };
+    assert_eq!(
+        taint,
+        &json!({"metadata": {"resourceVersion": "1"},
+                "spec": {"taints": [{"key": PENDING_REBOOT_TAINT, "effect": "PreferNoSchedule"}]}})
     );
     // The finalizer first, conditional on the policy as read.
     let Write::Policy(_, fin) = &writes[0] else {
@@ -462,9 +489,11 @@ async fn a_deleted_policy_releases_its_nodes_and_then_its_finalizer() {
     let writes = h.take_writes();
     assert_eq!(
         kinds(&writes),
-        vec![("node", "n1"), ("policy", "p")],
+        vec![("node", "n1"), ("policy", "p"), ("node", "n2")],
         "{writes:#?}"
     );
+    // No policy wants n2 any more: its taint goes.
+    assert_eq!(taints(&h.server_node("n2")), json!([]));
     let n1 = h.server_node("n1");
     assert!(
         !unschedulable(&n1),
@@ -710,4 +739,119 @@ async fn gate_observations_of_a_deleted_policy_are_dropped() {
     h.pass().await;
     assert_eq!(h.rec.gates.held(), 0);
     assert_eq!(h.rec.preflights.held(), 0);
+}
+
+#[tokio::test]
+async fn quiet_drains_taint_queued_nodes_and_label_only_what_sofort_set() {
+    let spec = json!({"rollout": {"nodeLabels": {"during": {
+        "lb-exclude": "true", "example.com/maintenance": "yes"}}}});
+    let mut n1 = node("n1");
+    n1["metadata"]["labels"]["example.com/maintenance"] = json!("admin");
+    let mut n2 = node("n2");
+    let gpu = json!({"key": "example.com/gpu", "value": "a100", "effect": "NoSchedule"});
+    n2["spec"] = json!({"taints": [gpu.clone()]});
+    let mut h = Harness::new(vec![policy(spec)], vec![n1, n2]);
+    // The taint write loses once (someone changed n2): tried again soon.
+    h.fail_next_write("n2", 409);
+    let again = h.pass().await;
+    assert!(
+        again.is_some_and(|d| d <= Duration::from_secs(1)),
+        "{again:?}"
+    );
+    assert_eq!(taints(&h.server_node("n2")), json!([gpu.clone()]));
+    h.take_writes();
+    h.pass().await;
+    let writes = h.take_writes();
+    assert_eq!(kinds(&writes), vec![("node", "n2")], "{writes:#?}");
+    // The admin's taint is kept, sofort's added.
+    let pending = json!({"key": PENDING_REBOOT_TAINT, "effect": "PreferNoSchedule"});
+    assert_eq!(
+        taints(&h.server_node("n2")),
+        json!([gpu.clone(), pending.clone()])
+    );
+    // A pass with nothing new writes no taint again.
+    h.pass().await;
+    assert_eq!(h.take_writes(), vec![]);
+
+    // n1 was claimed with the label it lacked; the admin's own stays as it was.
+    let n1 = h.server_node("n1");
+    assert_eq!(label(&n1, "lb-exclude").as_deref(), Some("true"));
+    assert_eq!(
+        label(&n1, "example.com/maintenance").as_deref(),
+        Some("admin")
+    );
+    let record: Value = serde_json::from_str(
+        n1["metadata"]["annotations"][RECORD_ANNOTATION]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["labels"], json!({"lb-exclude": "true"}));
+
+    // n1 comes back and has settled: its release removes the recorded label
+    // with the uncordon, in one write; n2 is claimed and loses its taint.
+    {
+        let mut s = h.api.0.lock().unwrap();
+        let n1 = s.nodes.get_mut("n1").unwrap();
+        let settled = json!({"policy": "p", "revision": "r1", "step": "Settling",
+            "since": "2020-01-01T00:00:00Z", "started": "2020-01-01T00:00:00Z",
+            "wasUnschedulable": false, "bootIdBefore": "b-old",
+            "labels": {"lb-exclude": "true"}});
+        n1["metadata"]["annotations"][RECORD_ANNOTATION] = json!(settled.to_string());
+        n1["metadata"]["labels"][STEP_LABEL] = json!("Settling");
+        n1["metadata"]["resourceVersion"] = json!("900");
+    }
+    h.pass().await;
+    let writes = h.take_writes();
+    let Write::Node(_, release) = &writes[0] else {
+        panic!("{writes:#?}")
+    };
+    assert!(release["metadata"]["labels"]["lb-exclude"].is_null());
+    assert_eq!(release["spec"], json!({"unschedulable": null}));
+    let n1 = h.server_node("n1");
+    assert!(!unschedulable(&n1));
+    assert_eq!(label(&n1, "lb-exclude"), None);
+    assert_eq!(
+        label(&n1, "example.com/maintenance").as_deref(),
+        Some("admin")
+    );
+    let n2 = h.server_node("n2");
+    assert!(unschedulable(&n2), "n2 takes the freed slot");
+    assert_eq!(taints(&n2), json!([gpu]), "claimed: the taint goes");
+    assert_eq!(taints(&n1), json!([]), "done: never tainted again");
+}
+
+#[tokio::test]
+async fn a_taint_another_policy_still_wants_stays_until_none_does() {
+    // Both policies select n1 and announce a day ahead: no node starts yet.
+    let ahead = json!({"announce": {"leadTime": "24h"}});
+    let a = named(policy(ahead.clone()), "a");
+    let b = named(policy(ahead), "b");
+    let mut h = Harness::new(vec![a, b], vec![node("n1")]);
+    h.pass().await;
+    let pending = json!([{"key": PENDING_REBOOT_TAINT, "effect": "PreferNoSchedule"}]);
+    assert_eq!(taints(&h.server_node("n1")), pending);
+    let node_writes = |w: &[Write]| w.iter().filter(|w| w.kind().0 == "node").count();
+    assert_eq!(
+        node_writes(&h.take_writes()),
+        1,
+        "one taint for two policies"
+    );
+
+    let pause = |h: &Harness, name: &str| {
+        let mut s = h.api.0.lock().unwrap();
+        let p = s.policies.get_mut(name).unwrap();
+        p["spec"]["paused"] = json!(true);
+        p["metadata"]["generation"] = json!(2);
+    };
+    // `a` pauses: `b` still wants the taint, so it stays.
+    pause(&h, "a");
+    h.pass().await;
+    assert_eq!(taints(&h.server_node("n1")), pending);
+    assert_eq!(node_writes(&h.take_writes()), 0);
+    // `b` pauses too: nobody wants it, it goes.
+    pause(&h, "b");
+    h.pass().await;
+    assert_eq!(taints(&h.server_node("n1")), json!([]));
+    assert_eq!(node_writes(&h.take_writes()), 1);
 }

@@ -12,6 +12,11 @@
 //! | `sofort.dev/reboot-ack` | annotation | agent | JSON [`RebootAck`]: written just before the agent reboots |
 //! | `sofort.dev/patch-result` | annotation | agent | JSON [`PatchResult`] of the host patch command |
 //! | `sofort.dev/agent-error` | annotation | agent | last sentinel/patch/reboot error, empty when healthy |
+//! | `sofort.dev/pending-reboot` | taint (`PreferNoSchedule`, no value) | controller | the node is queued in an announced rollout |
+//!
+//! The labels of `spec.rollout.nodeLabels.during` that sofort set on a node
+//! are listed in its record ([`NodeRecord::labels`]), so only those are
+//! removed again, also after a restart.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +38,11 @@ pub const REBOOT_ACK_ANNOTATION: &str = "sofort.dev/reboot-ack";
 pub const PATCH_RESULT_ANNOTATION: &str = "sofort.dev/patch-result";
 /// Annotation written by the agent when something on the host went wrong.
 pub const AGENT_ERROR_ANNOTATION: &str = "sofort.dev/agent-error";
+/// Taint key (effect `PreferNoSchedule`, no value) on nodes queued in an
+/// announced rollout: workloads stop landing on nodes about to be drained.
+pub const PENDING_REBOOT_TAINT: &str = "sofort.dev/pending-reboot";
+/// Effect of [`PENDING_REBOOT_TAINT`].
+pub const PENDING_REBOOT_EFFECT: &str = "PreferNoSchedule";
 
 /// What the controller records about a node it has claimed. Written (as one
 /// annotation plus the step label, in one patch) *before* each step is taken.
@@ -63,6 +73,23 @@ pub struct NodeRecord {
     /// Why the node failed (step `Failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Labels of `spec.rollout.nodeLabels.during` that sofort set on the node
+    /// (those the node did not carry already): removed again with the
+    /// uncordon, the failure or the give-back, and only those.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// No eviction before this instant (`spec.rollout.nodeLabels.waitAfterSet`
+    /// after the labels were set); the drain timeout counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_after: Option<jiff::Timestamp>,
+}
+
+impl NodeRecord {
+    /// When the drain proper begins: the step start, or the end of the wait
+    /// after setting the labels.
+    pub fn drain_start(&self) -> jiff::Timestamp {
+        self.drain_after.map_or(self.since, |t| t.max(self.since))
+    }
 }
 
 /// A request to run the policy's host patch command. It carries no command:
@@ -176,6 +203,8 @@ mod tests {
             boot_id_before: Some("b-1".into()),
             patch: None,
             reason: None,
+            labels: Default::default(),
+            drain_after: None,
         };
         let json = serde_json::to_string(&rec).unwrap();
         assert!(json.contains("\"bootIdBefore\":\"b-1\""), "{json}");
@@ -200,6 +229,8 @@ mod tests {
                 timeout_seconds: 60,
             }),
             reason: None,
+            labels: Default::default(),
+            drain_after: None,
         };
         let json: serde_json::Value = serde_json::to_value(&rec).unwrap();
         assert_eq!(json["patch"], serde_json::json!({"timeoutSeconds": 60}));

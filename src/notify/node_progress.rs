@@ -105,6 +105,8 @@ mod tests {
             boot_id_before: None,
             patch: None,
             reason: None,
+            labels: Default::default(),
+            drain_after: None,
         }
     }
 

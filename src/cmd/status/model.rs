@@ -426,6 +426,8 @@ mod tests {
             boot_id_before: None,
             patch: None,
             reason: None,
+            labels: Default::default(),
+            drain_after: None,
         };
         let rec = serde_json::to_string(&record).expect("record");
         let snap = Snapshot {

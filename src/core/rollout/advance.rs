@@ -147,8 +147,12 @@ fn step_to(ctx: &Ctx<'_>, rec: &NodeRecord, step: Step) -> NodeRecord {
 
 /// Fails the node with `reason`, uncordoning it if sofort cordoned it.
 fn fail(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord, reason: String) -> Advance {
+    // The maintenance labels go with the failure (the node is back in
+    // service or left to the admin).
     let record = NodeRecord {
         reason: Some(reason),
+        labels: Default::default(),
+        drain_after: None,
         ..step_to(ctx, rec, Step::Failed)
     };
     let action = Action::MarkFailed {
@@ -168,9 +172,13 @@ fn cordon_again(n: &NodeView, rec: &NodeRecord, wake: Option<Timestamp>) -> Adva
 }
 
 fn draining(ctx: &Ctx<'_>, n: &NodeView, rec: &NodeRecord) -> Advance {
-    let deadline = add(rec.since, ctx.cfg.drain_timeout);
+    let deadline = add(rec.drain_start(), ctx.cfg.drain_timeout);
     if !n.unschedulable {
         return cordon_again(n, rec, Some(deadline));
+    }
+    if let Some(at) = rec.drain_after.filter(|at| ctx.now < *at) {
+        // Labels set, load balancers deregistering: no eviction yet.
+        return Advance::wait(Some(at));
     }
     let blocker = match &n.drain {
         DrainState::Drained => return after_drain(ctx, n, rec),

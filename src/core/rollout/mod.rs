@@ -104,6 +104,7 @@ mod gate;
 #[cfg(test)]
 mod health_tests;
 mod index;
+mod quiet;
 mod start;
 mod status;
 #[cfg(test)]
@@ -122,6 +123,9 @@ use crate::core::gates::evaluate::Observations;
 pub use action::{Action, Decision};
 pub use config::{Config, PATCH_REPORT_SLACK, RoundScope};
 pub use index::NodeIndex;
+pub use quiet::{
+    TaintChange, drain_after, label_writes, labels_to_set, queued_nodes, taint_changes,
+};
 pub use view::{Contender, DrainState, NodeView};
 
 /// What every phase knows of the decision being made.

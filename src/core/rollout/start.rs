@@ -10,7 +10,7 @@ use crate::core::order::{self, OrderKey};
 
 use super::classify::{Class, Classified, unavailable};
 use super::gate::Gates;
-use super::{Action, Contender, Ctx, NodeIndex, NodeView};
+use super::{Action, Contender, Ctx, NodeIndex, NodeView, quiet};
 
 /// Why a node did not start, for the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +249,16 @@ fn claim(ctx: &Ctx<'_>, i: usize, n: &NodeView, out: &mut Starts) {
         boot_id_before: None,
         patch: None,
         reason: None,
+        labels: Default::default(),
+        drain_after: None,
+    };
+    // The maintenance labels go on with the cordon; with a wait after
+    // setting them the drain begins once it is over (see `advance`).
+    let labels = quiet::labels_to_set(&ctx.cfg.during_labels, &n.labels);
+    let record = NodeRecord {
+        drain_after: quiet::drain_after(&labels, ctx.cfg.wait_after_set, ctx.now),
+        labels,
+        ..record
     };
     out.actions.push(Action::Claim {
         node: n.name.clone(),
@@ -256,11 +266,13 @@ fn claim(ctx: &Ctx<'_>, i: usize, n: &NodeView, out: &mut Starts) {
     });
     // The drain starts right after the claim is written (the controller
     // applies a plan in order and stops at the first failed write).
-    out.actions.push(Action::Drain {
-        node: n.name.clone(),
-        record: None,
-        force: false,
-    });
+    if record.drain_after.is_none() {
+        out.actions.push(Action::Drain {
+            node: n.name.clone(),
+            record: None,
+            force: false,
+        });
+    }
     out.records.insert(i, record);
 }
 

@@ -38,6 +38,8 @@ pub(super) fn rec(policy: &str, step: Step, since: Timestamp) -> NodeRecord {
         boot_id_before: None,
         patch: None,
         reason: None,
+        labels: Default::default(),
+        drain_after: None,
     }
 }
 

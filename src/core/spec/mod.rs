@@ -38,7 +38,9 @@ use crate::core::gates::config::GatesConfig;
 use crate::core::node_record::PatchRequest;
 use crate::core::window::Schedule;
 
-pub use names::{check_label_key, is_dns_label, is_dns_subdomain};
+pub use names::{
+    check_during_label_key, check_label_key, check_label_value, is_dns_label, is_dns_subdomain,
+};
 pub use rules::suggest_time_zone;
 
 /// One problem in a policy.
@@ -97,6 +99,10 @@ pub struct Spec {
     pub pod_selector: Option<LabelSelector>,
     /// `gates`, parsed (`None`: no gates, or they have problems).
     pub gates: Option<GatesConfig>,
+    /// `rollout.nodeLabels.during` (empty when it has problems).
+    pub during_labels: std::collections::BTreeMap<String, String>,
+    /// `rollout.nodeLabels.waitAfterSet` (zero by default).
+    pub wait_after_set: Duration,
 }
 
 /// The result of [`parse`].
@@ -183,7 +189,9 @@ pub fn parse(spec: &PatchPolicySpec) -> Parsed {
                 None
             }
         });
-    let default_min = drain.value + reboot.value + settle.value + patch_timeout.value;
+    let (during_labels, wait_after_set) = rules::node_labels(&mut out, spec);
+    let default_min =
+        drain.value + reboot.value + settle.value + patch_timeout.value + wait_after_set;
     // A routine rollout whose windows are all too short can never start a node.
     if windows.ok && !spec.urgent && !spec.maintenance_windows.is_empty() {
         let needed = match &min_remaining {
@@ -214,6 +222,8 @@ pub fn parse(spec: &PatchPolicySpec) -> Parsed {
             node_selector: spec.node_selector.clone(),
             pod_selector: spec.drain.pod_selector.clone(),
             gates,
+            during_labels,
+            wait_after_set,
         },
         problems: out,
     }

@@ -32,6 +32,40 @@ pub fn check_label_value(v: &str) -> Result<(), String> {
     }
 }
 
+/// Labels under these prefixes (and their subdomains) belong to Kubernetes
+/// or to sofort itself and may not be set by `rollout.nodeLabels.during`.
+const RESERVED_PREFIXES: [&str; 3] = ["sofort.dev", "kubernetes.io", "k8s.io"];
+
+/// Reserved labels that exist to be set during maintenance.
+pub const ALLOWED_RESERVED_LABELS: [&str; 2] = [
+    "node.kubernetes.io/exclude-from-external-load-balancers",
+    "node.kubernetes.io/exclude-disruption",
+];
+
+/// Checks a key of `rollout.nodeLabels.during`: a valid label key, not under a
+/// reserved prefix (`sofort.dev`, `kubernetes.io`, `k8s.io` or a subdomain of
+/// one, such as `node-role.kubernetes.io`) unless it is one of
+/// [`ALLOWED_RESERVED_LABELS`].
+pub fn check_during_label_key(key: &str) -> Result<(), String> {
+    check_label_key(key)?;
+    if ALLOWED_RESERVED_LABELS.contains(&key) {
+        return Ok(());
+    }
+    let Some((prefix, _)) = key.rsplit_once('/') else {
+        return Ok(());
+    };
+    let reserved = RESERVED_PREFIXES
+        .iter()
+        .any(|r| prefix == *r || prefix.ends_with(&format!(".{r}")));
+    if reserved {
+        return Err(format!(
+            "{key:?} is reserved: labels under sofort.dev/, kubernetes.io/ and k8s.io/ (and their subdomains) belong to Kubernetes or sofort; allowed of these are only {}",
+            ALLOWED_RESERVED_LABELS.join(" and ")
+        ));
+    }
+    Ok(())
+}
+
 fn is_label_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
@@ -71,5 +105,35 @@ mod tests {
         assert!(check_label_key("UPPER.example/x").is_err());
         assert!(check_label_key(&"a".repeat(64)).is_err());
         assert!(check_label_key("example.com/").is_err());
+    }
+
+    #[test]
+    fn during_labels_refuse_reserved_prefixes_but_the_exclusion_labels() {
+        for ok in [
+            "node.kubernetes.io/exclude-from-external-load-balancers",
+            "node.kubernetes.io/exclude-disruption",
+            "example.com/maintenance",
+            "maintenance",
+            "kubernetes.io.example.com/x",
+        ] {
+            assert!(check_during_label_key(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "sofort.dev/step",
+            "sofort.dev/anything",
+            "x.sofort.dev/y",
+            "kubernetes.io/hostname",
+            "node.kubernetes.io/instance-type",
+            "node-role.kubernetes.io/worker",
+            "k8s.io/x",
+            "Bad Key",
+        ] {
+            assert!(check_during_label_key(bad).is_err(), "{bad}");
+        }
+        assert!(
+            check_during_label_key("node-role.kubernetes.io/worker")
+                .unwrap_err()
+                .contains("reserved")
+        );
     }
 }

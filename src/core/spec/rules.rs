@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::names::{check_label_key, check_label_value, is_dns_label, is_dns_subdomain};
+use super::names::{self, check_label_key, check_label_value, is_dns_label, is_dns_subdomain};
 use super::{Problem, problem};
 use crate::api::{DrainSpec, NotifySpec, OrderSpec, PatchPolicy, PatchPolicySpec, PatchSpec};
 use crate::core::budget::MaxUnavailable;
@@ -605,4 +605,64 @@ pub(super) fn selector(out: &mut Vec<Problem>, base: &str, sel: &LabelSelector) 
             )),
         }
     }
+}
+
+/// `rollout.nodeLabels`: the labels (valid keys and values, none reserved,
+/// none the policy selects or orders by) and the wait after setting them.
+pub(super) fn node_labels(
+    out: &mut Vec<Problem>,
+    spec: &PatchPolicySpec,
+) -> (std::collections::BTreeMap<String, String>, Duration) {
+    let Some(nl) = &spec.rollout.node_labels else {
+        return (Default::default(), Duration::ZERO);
+    };
+    let base = "spec.rollout.nodeLabels";
+    let wait = nl.wait_after_set.as_deref().map_or(Duration::ZERO, |w| {
+        duration(out, &format!("{base}.waitAfterSet"), w, true, "0s").value
+    });
+    let before = out.len();
+    if nl.during.len() > crate::api::MAX_DURING_LABELS {
+        out.push(problem(
+            format!("{base}.during"),
+            format!(
+                "{} labels; at most {} are allowed",
+                nl.during.len(),
+                crate::api::MAX_DURING_LABELS
+            ),
+        ));
+    }
+    let sel = &spec.node_selector;
+    let mut used: Vec<&str> = sel
+        .match_labels
+        .iter()
+        .flat_map(|m| m.keys().map(String::as_str))
+        .collect();
+    used.extend(
+        sel.match_expressions
+            .iter()
+            .flatten()
+            .map(|e| e.key.as_str()),
+    );
+    used.extend(spec.rollout.order.group_by.as_deref());
+    used.extend(spec.rollout.order.sort_by.iter().map(String::as_str));
+    for (key, value) in &nl.during {
+        let path = format!("{base}.during[{key:?}]");
+        if let Err(e) = names::check_during_label_key(key) {
+            out.push(problem(path.clone(), e));
+            continue;
+        }
+        if let Err(e) = names::check_label_value(value) {
+            out.push(problem(path.clone(), e));
+        }
+        if used.contains(&key.as_str()) {
+            out.push(problem(
+                path,
+                "the policy selects or orders nodes by this label; setting it during maintenance would change which nodes the policy works on",
+            ));
+        }
+    }
+    if out.len() > before {
+        return (Default::default(), wait);
+    }
+    (nl.during.clone(), wait)
 }

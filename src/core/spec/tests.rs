@@ -184,3 +184,57 @@ fn min_round_interval_is_parsed_and_checked() {
         ["spec.rollout.minRoundInterval"]
     );
 }
+
+#[test]
+fn node_labels_are_checked_as_label_keys_and_values_and_none_reserved() {
+    let mut spec = PatchPolicySpec::new("r1");
+    spec.node_selector.match_labels = Some([("pool".to_string(), "web".to_string())].into());
+    spec.rollout.node_labels = Some(api::NodeLabelsSpec {
+        during: [
+            (
+                "node.kubernetes.io/exclude-from-external-load-balancers",
+                "true",
+            ),
+            ("example.com/maintenance", "yes"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into(),
+        wait_after_set: Some("30s".into()),
+    });
+    let p = parse(&spec);
+    assert!(p.is_valid(), "{:?}", p.problems);
+    assert_eq!(p.spec.during_labels.len(), 2);
+    assert_eq!(p.spec.wait_after_set, Duration::from_secs(30));
+    // The wait is part of the time one node needs in a window.
+    assert_eq!(
+        p.spec.min_remaining,
+        Duration::from_secs((15 + 20 + 2) * 60 + 30)
+    );
+
+    let during = [
+        ("sofort.dev/step", "x"),
+        ("node-role.kubernetes.io/worker", ""),
+        ("example.com/bad-value", "not ok!"),
+        ("pool", "maintenance"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
+    spec.rollout.node_labels = Some(api::NodeLabelsSpec {
+        during,
+        wait_after_set: Some("soon".into()),
+    });
+    let p = parse(&spec);
+    let paths: Vec<&str> = p.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.rollout.nodeLabels.waitAfterSet",
+            "spec.rollout.nodeLabels.during[\"example.com/bad-value\"]",
+            "spec.rollout.nodeLabels.during[\"node-role.kubernetes.io/worker\"]",
+            "spec.rollout.nodeLabels.during[\"pool\"]",
+            "spec.rollout.nodeLabels.during[\"sofort.dev/step\"]",
+        ]
+    );
+    // An invalid set is not applied at all.
+    assert!(p.spec.during_labels.is_empty());
+}
