@@ -322,6 +322,44 @@ async fn sentinel_appears_label_flips_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn host_restarted_under_the_agent_is_checked_at_once() {
+    let host = Arc::new(FakeHost::new("boot-a"));
+    host.set_sentinel(Ok(true));
+    let cluster = FakeCluster::new(node(false, "boot-a", None));
+    let agent = Agent::start(&cluster, host.clone(), false);
+    until("the first check", || label_writes(&cluster).len() == 1).await;
+    assert_eq!(label_writes(&cluster), ["true"]);
+
+    // The host reboots (the sentinel goes with it) while this process keeps
+    // running; the kubelet reports the new boot ID.
+    host.set_sentinel(Ok(false));
+    host.set_boot_id("boot-b");
+    cluster.update(|n| {
+        if let Some(info) = n.status.as_mut().and_then(|s| s.node_info.as_mut()) {
+            info.boot_id = "boot-b".into();
+        }
+    });
+    // Far sooner than the check interval.
+    run_for(Duration::from_secs(1)).await;
+    assert_eq!(label_writes(&cluster), ["true", "false"]);
+
+    // Node updates without a new boot ID do not add checks.
+    let checks = || {
+        host.calls()
+            .iter()
+            .filter(|c| **c == HostCall::RebootRequired)
+            .count()
+    };
+    let before = checks();
+    for _ in 0..5 {
+        cluster.update(|n| n.metadata.generation = Some(2));
+        run_for(Duration::from_secs(1)).await;
+    }
+    assert_eq!(checks(), before);
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn label_already_right_is_not_rewritten_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = FakeCluster::new(node(false, "boot-a", None));

@@ -18,6 +18,14 @@ use crate::store::{Change, meta_str, new_uid, now_rfc3339};
 
 pub(crate) type Hosts = Arc<Mutex<HashMap<String, SimHost>>>;
 
+/// Node annotation that asks the node's simulated host to create its
+/// reboot-required sentinel, as an unattended upgrade would (`kubectl annotate
+/// node NAME sandbox.sofort.dev/needs-reboot=true`). The fleet removes it once
+/// the sentinel exists, so it is a one-shot request: the next reboot clears the
+/// sentinel and nothing sets it again. Only the value `true` is acted on; while
+/// the host is rebooting the annotation waits until it is back up.
+pub const NEEDS_REBOOT_ANNOTATION: &str = "sandbox.sofort.dev/needs-reboot";
+
 struct Timing {
     pod_start: (Duration, Duration),
     pod_termination: Duration,
@@ -368,10 +376,17 @@ impl Fleet {
         self.rebooting.remove(node);
         let boot = new_uid();
         let now = now_rfc3339();
-        let b = boot.clone();
+        // The host is up (new boot ID, sentinel gone) before its kubelet
+        // reports Ready, so whoever sees the Ready Node sees the new host.
+        if let Some(h) = self.host(node) {
+            let mut s = h.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.boot_id = boot.clone();
+            s.up = true;
+            s.reboot_required = false;
+        }
         self.update("nodes", "", node, |n| {
             n["status"]["conditions"] = ready_conditions(true, &now);
-            n["status"]["nodeInfo"]["bootID"] = json!(b);
+            n["status"]["nodeInfo"]["bootID"] = json!(boot);
             if let Some(t) = n["spec"]["taints"].as_array_mut() {
                 t.retain(|t| t["key"] != "node.kubernetes.io/not-ready");
                 if t.is_empty()
@@ -381,12 +396,6 @@ impl Fleet {
                 }
             }
         });
-        if let Some(h) = self.host(node) {
-            let mut s = h.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.boot_id = boot;
-            s.up = true;
-            s.reboot_required = false;
-        }
         tracing::info!(node, "simulated node back after reboot");
     }
 
@@ -416,6 +425,7 @@ impl Fleet {
             }
         }
         let nodes = self.sh.store.all("nodes", None);
+        self.sentinel_requests(&nodes);
         let simulated: HashSet<String> = self
             .hosts
             .lock()
@@ -437,6 +447,43 @@ impl Fleet {
         self.ready_at.retain(|k, _| live.contains(k.as_str()));
         self.gone_at.retain(|k, _| live.contains(k.as_str()));
         next
+    }
+
+    /// Acts on [`NEEDS_REBOOT_ANNOTATION`]: creates the sentinel of each
+    /// requesting node's host that is up, then removes the annotation.
+    fn sentinel_requests(&mut self, nodes: &[Arc<Value>]) {
+        for n in nodes {
+            let requested = n
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(NEEDS_REBOOT_ANNOTATION))
+                .and_then(Value::as_str)
+                == Some("true");
+            if !requested {
+                continue;
+            }
+            let name = meta_str(n, "name");
+            let Some(host) = self.host(name) else {
+                continue;
+            };
+            if self.rebooting.contains_key(name) || !host.is_up() {
+                continue;
+            }
+            host.set_reboot_required(true);
+            self.update("nodes", "", name, |n| {
+                if let Some(a) = n["metadata"]["annotations"].as_object_mut() {
+                    a.remove(NEEDS_REBOOT_ANNOTATION);
+                    if a.is_empty()
+                        && let Some(m) = n["metadata"].as_object_mut()
+                    {
+                        m.remove("annotations");
+                    }
+                }
+            });
+            tracing::info!(
+                node = name,
+                "simulated host created its reboot-required sentinel on request"
+            );
+        }
     }
 
     /// Bind pods without a node to the least-loaded fitting node.

@@ -47,6 +47,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use error::{ApiError, SandboxError};
 pub use faults::{FaultEffect, FaultRule, Faults, RequestRecord, Stats};
+pub use fleet::NEEDS_REBOOT_ANNOTATION;
 pub use host::{PatchBehaviour, PatchOutcome, SimHost, SimHostError};
 pub use scenario::{
     DurationRange, NodeGroup, PdbSpec, Scenario, SimDuration, Timing, Workload, parse_duration,

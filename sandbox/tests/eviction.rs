@@ -264,3 +264,125 @@ async fn reboot_through_the_simulated_host() -> Result<(), Box<dyn std::error::E
     env.sandbox.shutdown().await;
     Ok(())
 }
+
+/// The node's `sandbox.sofort.dev/needs-reboot` annotation, if any.
+async fn needs_reboot(nodes: &Api<k8s_openapi::api::core::v1::Node>, name: &str) -> Option<String> {
+    nodes
+        .get(name)
+        .await
+        .ok()?
+        .metadata
+        .annotations?
+        .get(sofort_sandbox::NEEDS_REBOOT_ANNOTATION)
+        .cloned()
+}
+
+async fn annotate(
+    nodes: &Api<k8s_openapi::api::core::v1::Node>,
+    name: &str,
+    value: &str,
+) -> Result<(), kube::Error> {
+    let patch =
+        json!({"metadata": {"annotations": {sofort_sandbox::NEEDS_REBOOT_ANNOTATION: value}}});
+    nodes
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn needs_reboot_annotation_creates_the_sentinel_once()
+-> Result<(), Box<dyn std::error::Error>> {
+    let env = common::start(SandboxConfig::with_scenario(scenario(vec![]))).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.client.clone());
+    let (w1, w2, w3) = (
+        env.sandbox.host("worker-01")?,
+        env.sandbox.host("worker-02")?,
+        env.sandbox.host("worker-03")?,
+    );
+    // Any value but "true" is left alone; "true" is consumed.
+    annotate(&nodes, "worker-03", "false").await?;
+    annotate(&nodes, "worker-01", "true").await?;
+    common::eventually(Duration::from_secs(5), "worker-01 consumed", || {
+        let nodes = nodes.clone();
+        async move {
+            needs_reboot(&nodes, "worker-01")
+                .await
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(w1.reboot_required()?, "the request created the sentinel");
+    assert!(!w2.reboot_required()? && !w3.reboot_required()?);
+    assert_eq!(
+        needs_reboot(&nodes, "worker-03").await.as_deref(),
+        Some("false")
+    );
+    // The next reboot clears the sentinel, and nothing sets it again.
+    let before = w1.boot_id();
+    w1.reboot();
+    common::eventually(Duration::from_secs(5), "worker-01 back", || {
+        let w1 = w1.clone();
+        async move { w1.is_up().then_some(()) }
+    })
+    .await;
+    assert_ne!(w1.boot_id(), before);
+    assert!(!w1.reboot_required()?);
+    assert_eq!(needs_reboot(&nodes, "worker-01").await, None);
+
+    // A request made while the host is down waits until it is back up, so
+    // the reboot that is under way does not clear it.
+    env.sandbox.faults().node_never_returns("worker-02", true);
+    w2.reboot();
+    common::eventually(Duration::from_secs(5), "worker-02 down", || {
+        let w2 = w2.clone();
+        async move { (!w2.is_up()).then_some(()) }
+    })
+    .await;
+    annotate(&nodes, "worker-02", "true").await?;
+    annotate(&nodes, "worker-03", "true").await?;
+    common::eventually(Duration::from_secs(5), "worker-03 consumed", || {
+        let nodes = nodes.clone();
+        async move {
+            needs_reboot(&nodes, "worker-03")
+                .await
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(w3.reboot_required()?);
+    assert_eq!(
+        needs_reboot(&nodes, "worker-02").await.as_deref(),
+        Some("true"),
+        "kept while the host is down"
+    );
+    assert!(!w2.reboot_required()?);
+    env.sandbox.faults().node_never_returns("worker-02", false);
+    common::eventually(
+        Duration::from_secs(10),
+        "worker-02 consumed after it is back",
+        || {
+            let nodes = nodes.clone();
+            async move {
+                needs_reboot(&nodes, "worker-02")
+                    .await
+                    .is_none()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(w2.is_up());
+    assert!(
+        w2.reboot_required()?,
+        "the sentinel was created after the reboot"
+    );
+    env.sandbox.shutdown().await;
+    Ok(())
+}

@@ -3,7 +3,9 @@
 //! It is the only part of sofort that touches a host. It watches its own Node
 //! (one watch, no polling) and
 //! - reports whether the host needs a reboot as the label
-//!   `sofort.dev/reboot-required`, written only when it changes;
+//!   `sofort.dev/reboot-required`, written only when it changes (checked
+//!   every interval, and at once when the host's boot ID changes under a
+//!   running agent);
 //! - runs the policy's host patch command once per (policy, revision) when the
 //!   controller sets step `Patching`, if host commands are allowed — the
 //!   command read from the PatchPolicy, never from the Node;

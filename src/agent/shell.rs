@@ -300,8 +300,8 @@ struct NodeAgent {
     /// event from before its result was written must not start it again.
     ran: Option<(String, String)>,
     recheck: Option<Instant>,
-    /// The boot ID changed under this process: check the sentinel now, so the
-    /// label does not keep saying a reboot is required after the reboot.
+    /// The host restarted under this process: check the sentinel now rather
+    /// than at the next interval, as an agent started after the boot would.
     sentinel_due: bool,
 }
 
@@ -512,6 +512,7 @@ impl NodeAgent {
         match self.host.boot_id().await {
             Ok(b) => {
                 if b != self.boot_id {
+                    info!(boot_id = %b, "the host restarted; checking the reboot sentinel now");
                     self.sentinel_due = true;
                 }
                 self.boot_id = b;

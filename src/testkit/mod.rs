@@ -312,8 +312,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// [`Cluster::spawn_agents`] with agents checking their sentinel every
-    /// `check_interval`.
+    /// Like [`Cluster::spawn_agents`], with the agents checking the
+    /// reboot-required sentinel every `check_interval` (plus jitter).
     pub fn spawn_agents_checking_every(
         &mut self,
         allow_host_commands: bool,
