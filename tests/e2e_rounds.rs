@@ -267,3 +267,79 @@ async fn standing_policy_reboots_due_nodes_once_each_in_spaced_announced_rounds(
     c.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_deleted_mid_round_frees_its_slot_and_is_not_a_failure()
+-> Result<(), Box<dyn std::error::Error>> {
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "sofort-e2e-rounds-gone-{}.kubeconfig",
+        std::process::id()
+    ));
+    let mut c = Cluster::start(scenario(), 0, kubeconfig).await?;
+    for n in ["worker-01", "worker-02", "worker-03"] {
+        c.set_reboot_required(n, true)?;
+    }
+    c.spawn_controller(sandbox_controller_config());
+    c.spawn_agents_checking_every(true, Duration::from_millis(500))?;
+    wait_for(
+        "every node to report reboot-required",
+        Duration::from_secs(10),
+        async || {
+            for n in ["worker-01", "worker-02", "worker-03"] {
+                if label(&c.client, n).await.as_deref() != Some("true") {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let mut p = standing_policy();
+    p.spec.notify = None;
+    p.spec.announce = None;
+    p.spec.rollout.max_unavailable =
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1);
+    p.spec.rollout.order.group_by = None;
+    Api::<PatchPolicy>::all(c.client.clone())
+        .create(&PostParams::default(), &p)
+        .await?;
+    // The first member in order is claimed; the cloud replaces it.
+    let nodes = Api::<Node>::all(c.client.clone());
+    wait_for(
+        "worker-01 to be claimed",
+        Duration::from_secs(15),
+        async || {
+            let n = nodes.get("worker-01").await.ok()?;
+            n.metadata
+                .annotations?
+                .contains_key("sofort.dev/record")
+                .then_some(())
+        },
+    )
+    .await;
+    nodes.delete("worker-01", &Default::default()).await?;
+    let r = wait_for(
+        "the round to complete",
+        Duration::from_secs(40),
+        async || {
+            round(&c.client)
+                .await
+                .filter(|r| r.phase == RoundPhase::Completed)
+        },
+    )
+    .await;
+    assert_eq!(r.nodes, ["worker-01", "worker-02", "worker-03"]);
+    assert_eq!(r.gone, ["worker-01"]);
+    let p = Api::<PatchPolicy>::all(c.client.clone())
+        .get(POLICY)
+        .await?;
+    let st = p.status.ok_or("no status")?;
+    assert!(st.failed.is_empty(), "{:?}", st.failed);
+    assert_eq!(
+        st.nodes.map(|n| (n.total, n.updated, n.failed)),
+        Some((2, 2, 0))
+    );
+    assert_eq!(&reboots(&c)[1..], [1, 1]);
+    c.shutdown().await;
+    Ok(())
+}

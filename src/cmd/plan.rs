@@ -464,15 +464,6 @@ mod tests {
             patch: Duration::from_secs(300),
         };
         let views = assumed_views(&policy, &nodes, a);
-        // A standing policy: forecast its current or next round.
-        let (policy, cfg, round) = if round::is_standing(&policy.spec) {
-            let plain: Vec<_> = views.iter().map(|(v, _)| v.clone()).collect();
-            let (plan, at) = round::to_forecast(&policy, &cfg, &plain, now);
-            let (p, c) = round::effective(&policy, &cfg, &plan);
-            (p, c, Some((round::describe(&plan, at), plan)))
-        } else {
-            (policy, cfg, None)
-        };
         let check = nodes_to_check(
             &policy.name_any(),
             &policy.spec,

@@ -295,3 +295,49 @@ fn a_revision_policy_has_no_rounds() {
     assert_eq!(effective_revision(&p), "r7");
     assert_eq!(stored_members(&p), None);
 }
+
+#[test]
+fn the_forecast_shows_the_next_round_as_it_would_be_planned() {
+    let mut p = standing();
+    let mut nodes = vec![node("a", true), node("b", false)];
+    let t0 = ts("2026-12-01T10:00:00Z");
+    pass(&mut p, &nodes, t0);
+    let cfg = Config::from_spec(&p.spec);
+    // While the round is open, the forecast is of it.
+    let (current, at) = to_forecast(&p, &cfg, &nodes, ts("2026-12-01T10:01:00Z"));
+    assert_eq!((current.planned, at), (false, ts("2026-12-01T10:01:00Z")));
+    assert!(
+        describe(&current, at)
+            .starts_with("round r1-20261201 (current round, Scheduled): 1 node due: a;")
+    );
+    assert_eq!(pass(&mut p, &nodes, ts("2026-12-01T11:00:00Z")), vec!["a"]);
+    done(&mut nodes[0], "r1-20261201");
+    pass(&mut p, &nodes, ts("2026-12-01T11:10:00Z"));
+    nodes[1].reboot_required = Some(true);
+    // Completed; b is due but the interval holds: planned 24h - 1h after r1 started.
+    let (next, at) = to_forecast(&p, &cfg, &nodes, ts("2026-12-01T12:00:00Z"));
+    assert_eq!(at, ts("2026-12-02T10:00:00Z"));
+    assert!(next.planned);
+    let r = next.round.clone().unwrap();
+    assert_eq!(
+        (r.id.as_str(), r.nodes.clone()),
+        ("r2-20261202", vec!["b".to_string()])
+    );
+    assert_eq!(r.scheduled_start, Some(Time(ts("2026-12-02T11:00:00Z"))));
+    assert_eq!(
+        describe(&next, at),
+        "round r2-20261202 (next round, planned at 2026-12-02T10:00:00Z): 1 node due: b; earliest start 2026-12-02T11:00:00Z"
+    );
+}
+
+#[test]
+fn a_policy_switched_back_to_revision_drops_its_rounds() {
+    let mut p = standing();
+    let nodes = vec![node("a", true)];
+    pass(&mut p, &nodes, ts("2026-12-01T10:00:00Z"));
+    assert!(p.status.as_ref().unwrap().round.is_some());
+    p.spec.trigger = Trigger::Revision;
+    p.spec.revision = "v1".into();
+    let d = rollout::decide(&p, &nodes, &[], ts("2026-12-01T10:01:00Z"));
+    assert_eq!((d.status.round, d.status.next_round), (None, None));
+}

@@ -117,9 +117,10 @@ pub(super) fn status(input: &StatusInput<'_>) -> Outcome {
             .filter(|p| p.revision == spec.revision),
         conditions,
         message: Some(summary.message),
-        // Rounds are planned outside decide (see `crate::core::round`).
-        round: prev.round.clone(),
-        next_round: prev.next_round.clone(),
+        // Rounds are planned outside decide (see `crate::core::round`);
+        // a policy decided without a round scope has none.
+        round: ctx.cfg.round.as_ref().and(prev.round.clone()),
+        next_round: ctx.cfg.round.as_ref().and(prev.next_round.clone()),
     };
     Outcome {
         status,

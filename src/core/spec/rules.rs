@@ -113,7 +113,7 @@ pub(super) fn revision(out: &mut Vec<Problem>, rev: &str, standing: bool) {
     if rev.trim().is_empty() {
         out.push(problem(
             "spec.revision",
-            "must not be empty; set it to the patch level, for example \"2026-11-27\", or use trigger: RebootRequired for a standing policy",
+            "is required and must not be empty; set it to the patch level, for example \"2026-11-27\", or use trigger: RebootRequired for a standing policy",
         ));
     } else if rev.trim() != rev {
         out.push(problem(

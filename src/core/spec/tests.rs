@@ -152,3 +152,35 @@ fn monthly_window_problems_name_their_field() {
     // A broken window leaves the schedule always open (nothing starts: the spec is invalid).
     assert!(p.spec.schedule.is_always_open());
 }
+
+#[test]
+fn revision_is_optional_only_on_a_standing_policy() {
+    let mut spec = PatchPolicySpec::new("");
+    let paths = |s: &PatchPolicySpec| -> Vec<String> {
+        parse(s).problems.into_iter().map(|p| p.path).collect()
+    };
+    assert_eq!(paths(&spec), ["spec.revision"]);
+    spec.trigger = api::Trigger::RebootRequired;
+    assert!(paths(&spec).is_empty());
+    // Spaces are refused either way.
+    spec.revision = " ".into();
+    assert_eq!(paths(&spec), ["spec.revision"]);
+}
+
+#[test]
+fn min_round_interval_is_parsed_and_checked() {
+    let mut spec = PatchPolicySpec::new("r1");
+    spec.rollout.min_round_interval = Some("24h".into());
+    let p = parse(&spec);
+    assert!(p.is_valid(), "{:?}", p.problems);
+    assert_eq!(p.spec.min_round_interval, Duration::from_secs(24 * 3600));
+    spec.rollout.min_round_interval = Some("a day".into());
+    let p = parse(&spec);
+    assert_eq!(
+        p.problems
+            .iter()
+            .map(|p| p.path.as_str())
+            .collect::<Vec<_>>(),
+        ["spec.rollout.minRoundInterval"]
+    );
+}
