@@ -388,9 +388,20 @@ pub async fn demo(cluster: &Cluster) -> Result<ExitCode, SandboxRunError> {
     let mut late_asked = false;
     let deadline = Instant::now() + DEADLINE;
     let ending = loop {
-        let p = api.get(POLICY).await?;
+        // A refused read is retried at the next look, until the deadline.
+        let (p, (steps, _)) = match (api.get(POLICY).await, node_states(cluster).await) {
+            (Ok(p), Ok(n)) => (p, n),
+            (Err(e), _) | (_, Err(SandboxRunError::Api(e))) => {
+                tracing::warn!(error = %e, "reading the demo's policy or nodes failed; retrying");
+                if Instant::now() >= deadline {
+                    break Ending::TimedOut;
+                }
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            (_, Err(e)) => return Err(e),
+        };
         let status = p.status.as_ref();
-        let (steps, _) = node_states(cluster).await?;
         for l in narrator.update(status, &steps, jiff::Timestamp::now()) {
             println!("{l}");
         }
