@@ -304,6 +304,11 @@ pub struct SandboxArgs {
     /// Do not apply the built-in policy; wait for `kubectl apply`.
     #[arg(long)]
     pub no_policy: bool,
+    /// Unattended patching: apply a standing policy (`trigger:
+    /// RebootRequired`) and show two rounds of the nodes that need a reboot,
+    /// as plain lines.
+    #[arg(long, conflicts_with_all = ["urgent", "no_policy"])]
+    pub unattended: bool,
     /// Where to write the kubeconfig.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,

@@ -237,3 +237,60 @@ fn the_sandbox_demo_prints_plain_lines_and_keeps_its_logs_in_a_file() -> TestRes
     std::fs::remove_file(&log)?;
     Ok(())
 }
+
+#[test]
+fn the_unattended_sandbox_demo_runs_two_rounds_and_exits_zero() -> TestResult {
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_sofort"))
+        .args([
+            "sandbox",
+            "--nodes",
+            "8",
+            "--unattended",
+            "--exit-when-done",
+            "--plain",
+        ])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // With 8 nodes: worker-01 and worker-05 need a reboot from the start,
+    // worker-03 and worker-07 once round 1 is announced.
+    let line = |needle: &str| {
+        stdout
+            .lines()
+            .position(|l| l.contains(needle))
+            .ok_or_else(|| format!("no line with {needle:?} in\n{stdout}"))
+    };
+    let r1 = line("announced: 2 nodes (worker-01, worker-05)")?;
+    let late = line("so they wait for the next round")?;
+    let r1_done = line(" completed at ")?;
+    let r2 = line("announced: 2 nodes (worker-03, worker-07)")?;
+    assert!(r1 < late && late < r1_done && r1_done < r2, "{stdout}");
+    assert!(
+        stdout.contains("rounds:                2 completed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "(worker-01, worker-03, worker-05, worker-07): exactly those that needed it, once each"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 violations"), "{stdout}");
+    let apart: f64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("round starts apart:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .ok_or("no gap between the rounds printed")?;
+    assert!(
+        apart >= 20.0,
+        "rounds {apart} s apart, less than minRoundInterval"
+    );
+    eprintln!("unattended demo: {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(log) = stdout.lines().find_map(|l| l.trim().strip_prefix("logs:")) {
+        std::fs::remove_file(PathBuf::from(log.trim()))?;
+    }
+    Ok(())
+}

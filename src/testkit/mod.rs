@@ -10,6 +10,7 @@
 
 pub mod host;
 pub mod observer;
+pub mod unattended;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -499,7 +500,12 @@ async fn run(args: SandboxArgs, log_file: Option<PathBuf>) -> Result<ExitCode, S
     let status_bound = status.bound.clone();
     controller_cfg.status_page = Some(status);
     cluster.spawn_controller(controller_cfg);
-    cluster.spawn_agents(true)?;
+    if args.unattended {
+        // Sandbox scale: the agents report a sentinel within a second.
+        cluster.spawn_agents_checking_every(true, unattended::AGENT_CHECK)?;
+    } else {
+        cluster.spawn_agents(true)?;
+    }
     // The listener binds as the controller starts: wait a moment for its port.
     for _ in 0..100 {
         if status_bound.get().is_some() {
@@ -511,6 +517,14 @@ async fn run(args: SandboxArgs, log_file: Option<PathBuf>) -> Result<ExitCode, S
         println!("  status:     http://{addr}/status (also /status.json, /status.atom)");
     }
 
+    if args.unattended {
+        let code = unattended::demo(&cluster).await?;
+        if args.exit_when_done {
+            cluster.shutdown().await;
+            return Ok(code);
+        }
+        return serve_until_ctrl_c(cluster).await;
+    }
     let mut watched = Vec::new();
     let policy_name = if args.no_policy {
         println!("no policy applied: kubectl apply one (see examples/), Ctrl-C to stop");
@@ -552,6 +566,11 @@ async fn run(args: SandboxArgs, log_file: Option<PathBuf>) -> Result<ExitCode, S
             ExitCode::FAILURE
         });
     }
+    serve_until_ctrl_c(cluster).await
+}
+
+/// Keeps the cluster up for kubectl until Ctrl-C.
+async fn serve_until_ctrl_c(cluster: Cluster) -> Result<ExitCode, SandboxRunError> {
     println!("\nthe cluster keeps running for kubectl; Ctrl-C to stop");
     tokio::signal::ctrl_c()
         .await
