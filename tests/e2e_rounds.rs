@@ -129,6 +129,25 @@ async fn label(client: &Client, node: &str) -> Option<String> {
         .cloned()
 }
 
+/// Nodes carrying sofort's pending-reboot taint.
+async fn tainted(client: &Client) -> Vec<String> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    nodes
+        .into_iter()
+        .filter(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| t.key == "sofort.dev/pending-reboot"))
+        })
+        .filter_map(|n| n.metadata.name)
+        .collect()
+}
+
 fn reboots(c: &Cluster) -> Vec<u64> {
     ["worker-01", "worker-02", "worker-03"]
         .iter()
@@ -187,6 +206,21 @@ async fn standing_policy_reboots_due_nodes_once_each_in_spaced_announced_rounds(
     assert_eq!(r1.nodes, ["worker-01"]);
     assert_eq!(r1.phase, RoundPhase::Scheduled);
     assert!(r1.id.starts_with("r1-"), "{}", r1.id);
+    // While round 1 is announced its member, and only it, is tainted so that
+    // workloads stop landing on it.
+    let queued = wait_for(
+        "round 1's member to be tainted or started",
+        Duration::from_secs(10),
+        async || {
+            let t = tainted(&c.client).await;
+            let started = round(&c.client)
+                .await
+                .is_some_and(|r| r.phase != RoundPhase::Scheduled);
+            (!t.is_empty() || started).then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(queued, ["worker-01"], "taints while round 1 was announced");
     // worker-02 becomes due after the announcement: it waits for round 2.
     c.set_reboot_required("worker-02", true)?;
     wait_for(
@@ -231,6 +265,10 @@ async fn standing_policy_reboots_due_nodes_once_each_in_spaced_announced_rounds(
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(reboots(&c), [1, 1, 0]);
     assert_eq!(round(&c.client).await.map(|r| r.id), Some(r2.id.clone()));
+    assert!(
+        tainted(&c.client).await.is_empty(),
+        "a taint outlived its round"
+    );
 
     // Each round announced on its own: Scheduled, Started, Completed.
     let ids: Vec<String> = wait_for(
