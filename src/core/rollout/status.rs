@@ -6,8 +6,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
-    ActiveNode, FailedNode, HistoryEntry, NodeCounts, PatchPolicySpec, PatchPolicyStatus, Phase, Step,
-    WindowStatus,
+    ActiveNode, FailedNode, HistoryEntry, NodeCounts, PatchPolicySpec, PatchPolicyStatus, Phase,
+    Step, WindowStatus,
 };
 use crate::core::duration;
 use crate::core::node_record::{NodeRecord, RECORD_ANNOTATION};
