@@ -2,9 +2,10 @@
 //! policies that opted in (`spec.notify.statusPage: true`), rendered as an
 //! HTML page, a versioned JSON document and an Atom feed.
 //!
-//! Everything here is pure: [`PublicRollout::of_policy`] turns a policy (spec
-//! and status, as cached by the controller) into the few public facts, and
-//! [`Board`] renders them. The HTTP listener
+//! Everything here is pure: [`PublicRollout::all_of_policy`] turns a policy
+//! (spec and status, as cached by the controller) into the few public facts
+//! of its current rollout and of the completed ones in its `status.history`,
+//! and [`Board`] renders them. The HTTP listener
 //! (`crate::controller::status_page`) only serves what was rendered here.
 //!
 //! What is public: the public title (`notify.publicTitle`, else the advisory
