@@ -1020,6 +1020,10 @@ pub struct PatchPolicyStatus {
     /// The drainability pre-flight: which pods could not be evicted now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preflight: Option<PreflightStatus>,
+    /// The last 10 completed rollouts, oldest first: one entry per rollout,
+    /// appended when it completes (the public status page lists them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
     /// `Ready`, `Reconciling` and `Stalled`, following kstatus conventions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -1097,6 +1101,46 @@ pub struct NextRoundStatus {
     /// `spec.revision` makes the next round cover every selected node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+}
+
+/// `status.history` keeps this many completed rollouts.
+pub const MAX_STATUS_HISTORY: usize = 10;
+
+/// A completed rollout in `status.history`: counts and times only.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Which rollout: the revision it rolled out, or the id of a round.
+    pub id: String,
+    /// Whether it was urgent.
+    #[serde(default)]
+    pub urgent: bool,
+    /// When its first node started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it completed.
+    pub completed_at: Time,
+    /// Nodes it selected.
+    pub nodes: u32,
+    /// Nodes that failed.
+    #[serde(default)]
+    pub failed: u32,
+}
+
+impl HistoryEntry {
+    /// `history` with `entry` appended, once per id: an entry with the same
+    /// id already there is kept as it is (a rollout completes once; a
+    /// status written again, or read again after a restart, adds nothing).
+    /// At most [`MAX_STATUS_HISTORY`] entries, the oldest dropped first.
+    pub fn append(history: &[HistoryEntry], entry: HistoryEntry) -> Vec<HistoryEntry> {
+        let mut out: Vec<HistoryEntry> = history.to_vec();
+        if !out.iter().any(|h| h.id == entry.id) {
+            out.push(entry);
+        }
+        let excess = out.len().saturating_sub(MAX_STATUS_HISTORY);
+        out.drain(..excess);
+        out
+    }
 }
 
 /// One health gate's state.

@@ -9,8 +9,11 @@
 //! progress" and shows neither the details nor any policy, node or revision
 //! name. Resumed to completion, the page says the details, and the feed's
 //! entry keeps its id with a later `updated`.
+//! A second revision follows: the page lists the first in its history while
+//! the second waits, and both once it is done, each with its own feed entry.
 //!
-//! `SOFORT_UPDATE_DOCS_SCREENSHOTS=1` also copies the screenshots to `docs/`.
+//! The pictures in `docs/` come from the demo instead
+//! (`scripts/status-page-screenshots.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,6 +31,7 @@ const DETAILS: &str = "CVE-2026-31337 fixed: local privilege escalation in the k
 const CVE: &str = "CVE-2026-31337";
 const POLICY: &str = "kernel-hotfix-prod";
 const REVISION: &str = "rev-kernel-7";
+const NEXT_REVISION: &str = "rev-kernel-8";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -177,7 +181,14 @@ async fn check_schema(doc: &str, dir: &Path, name: &str) {
 /// None of what must stay private: the details before completion, and at
 /// any time policy, node and pod names, the revision, failure reasons.
 fn assert_private(what: &str, text: &str, details_allowed: bool) {
-    for secret in [POLICY, "hidden-policy", "worker-", REVISION, "Hidden title"] {
+    for secret in [
+        POLICY,
+        "hidden-policy",
+        "worker-",
+        REVISION,
+        NEXT_REVISION,
+        "Hidden title",
+    ] {
         assert!(!text.contains(secret), "{what}: {secret:?} leaked:\n{text}");
     }
     assert_eq!(
@@ -385,16 +396,90 @@ async fn page_and_feed_follow_an_urgent_rollout_under_embargo() {
     );
     assert_private("feed after", &atom_after, true);
 
-    if std::env::var_os("SOFORT_UPDATE_DOCS_SCREENSHOTS").is_some() {
-        for name in [
-            "status-page-in-progress-phone.png",
-            "status-page-in-progress.png",
-            "status-page-completed-phone.png",
-            "status-page-completed.png",
-        ] {
-            std::fs::copy(shots.join(name), repo().join("docs").join(name)).unwrap();
-        }
-        std::fs::write(repo().join("docs/status-page-urgent.atom"), &atom_after).unwrap();
-    }
+    // The next rollout, held before its start: the page shows it as current
+    // and the one before in the history, from status.history.
+    let next = Patch::Merge(json!({"spec": {"revision": NEXT_REVISION, "paused": true}}));
+    api.patch(POLICY, &PatchParams::default(), &next)
+        .await
+        .unwrap();
+    let first_id = after["history"][0]["id"].clone();
+    let between: Value = wait_for(
+        "the page to show the next rollout and the history",
+        Duration::from_secs(60),
+        async || {
+            let (code, body) = http_get(&format!("{base}/status.json")).await;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (code == 200 && v["current"][0]["id"].is_string() && v["history"][0]["id"] == first_id)
+                .then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(between["status"], "securityMaintenance");
+    assert_ne!(between["current"][0]["id"], first_id);
+    let earlier = &between["history"][0];
+    assert_eq!(earlier["state"], "completed");
+    assert_eq!(earlier["servers"], json!({"total": 3, "updated": 3}));
+    assert_eq!(earlier["completed"], after["history"][0]["completed"]);
+    assert_eq!(
+        earlier["details"],
+        Value::Null,
+        "the details of an earlier rollout are not kept"
+    );
+    let (_, json_between) = http_get(&format!("{base}/status.json")).await;
+    assert_private("JSON between", &json_between, false);
+    check_schema(&json_between, work.path(), "between.json").await;
+
+    // Done as well: two items in the history, two entries in the feed.
+    let resume = Patch::Merge(json!({"spec": {"paused": false}}));
+    api.patch(POLICY, &PatchParams::default(), &resume)
+        .await
+        .unwrap();
+    let both: Value = wait_for(
+        "the page to show both rollouts completed",
+        Duration::from_secs(90),
+        async || {
+            let (code, body) = http_get(&format!("{base}/status.json")).await;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (code == 200 && v["history"].as_array().is_some_and(|h| h.len() == 2)).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(both["status"], "operational");
+    assert_eq!(both["history"][0]["details"], DETAILS);
+    assert_eq!(both["history"][1]["id"], first_id);
+    assert!(
+        both["history"][0]["completed"].as_str() >= both["history"][1]["completed"].as_str(),
+        "newest first: {both}"
+    );
+    let (_, json_both) = http_get(&format!("{base}/status.json")).await;
+    assert_private("JSON with history", &json_both, true);
+    check_schema(&json_both, work.path(), "both.json").await;
+    let dom = chromium_view(
+        &format!("{base}/status"),
+        &[(1280, shots.join("status-page-history.png"))],
+    )
+    .await;
+    assert_eq!(
+        dom.matches("class=\"item urgent\"").count(),
+        2,
+        "two completed urgent items: {dom}"
+    );
+    assert_private("page with history", &dom, true);
+    let (_, atom_both) = http_get(&format!("{base}/status.atom")).await;
+    assert_private("feed with history", &atom_both, true);
+    let feed_both = feedparser(&atom_both, work.path(), "both.atom").await;
+    let ids: Vec<&str> = feed_both["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{feed_both}");
+    assert!(
+        ids.contains(&entry_id.as_str()),
+        "the first entry keeps its id: {ids:?}"
+    );
+    assert_ne!(ids[0], ids[1]);
+
     c.shutdown().await;
 }

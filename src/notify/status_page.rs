@@ -2,9 +2,10 @@
 //! policies that opted in (`spec.notify.statusPage: true`), rendered as an
 //! HTML page, a versioned JSON document and an Atom feed.
 //!
-//! Everything here is pure: [`PublicRollout::of_policy`] turns a policy (spec
-//! and status, as cached by the controller) into the few public facts, and
-//! [`Board`] renders them. The HTTP listener
+//! Everything here is pure: [`PublicRollout::all_of_policy`] turns a policy
+//! (spec and status, as cached by the controller) into the few public facts
+//! of its current rollout and of the completed ones in its `status.history`,
+//! and [`Board`] renders them. The HTTP listener
 //! (`crate::controller::status_page`) only serves what was rendered here.
 //!
 //! What is public: the public title (`notify.publicTitle`, else the advisory
@@ -26,7 +27,7 @@ use super::embargo::Embargo;
 use crate::api::{PatchPolicy, Phase};
 
 /// `schema` of the JSON document; bumped on incompatible changes.
-pub const JSON_SCHEMA: &str = "https://sofort.dev/schemas/status/v1";
+pub const JSON_SCHEMA: &str = "https://sofort.dev/schemas/status/v2";
 /// At most this many rollouts per section (current, upcoming).
 pub const MAX_LISTED: usize = 50;
 /// At most this many completed rollouts in the history.
@@ -396,11 +397,88 @@ pub struct PublicRollout {
     pub changed: Timestamp,
 }
 
+/// What rollout ids are made of: the policy's uid (else its name).
+fn policy_key(policy: &PatchPolicy) -> String {
+    policy
+        .metadata
+        .uid
+        .clone()
+        .or_else(|| policy.metadata.name.clone())
+        .unwrap_or_default()
+}
+
 fn clip(s: &str) -> String {
     super::render::one_line(s.trim(), MAX_TEXT)
 }
 
 impl PublicRollout {
+    /// Every public rollout of `policy`: its current one (see
+    /// [`PublicRollout::of_policy`]) and the completed ones of
+    /// `status.history`, or nothing when it did not opt in
+    /// (`notify.statusPage`). A history entry of the current rollout is left
+    /// to the current one, which knows more (summary, details), so every id
+    /// appears once.
+    ///
+    /// A history entry has counts and times only: its title is the policy's
+    /// public title (scrubbed by the current rollout's embargo), else
+    /// "Server maintenance"; its summary and details are not known any more
+    /// (the spec's advisory is the current rollout's) and stay empty.
+    pub fn all_of_policy(policy: &PatchPolicy, expected: Option<Timestamp>) -> Vec<PublicRollout> {
+        let spec = &policy.spec;
+        let Some(notify) = spec.notify.as_ref().filter(|n| n.status_page) else {
+            return Vec::new();
+        };
+        let current = PublicRollout::of_policy(policy, expected);
+        let Some(status) = policy.status.as_ref() else {
+            return current.into_iter().collect();
+        };
+        let same = Some(status).filter(|s| s.revision.as_deref() == Some(spec.revision.as_str()));
+        let embargo = Embargo::for_status(spec, same);
+        let title = notify
+            .public_title
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| clip(&embargo.scrub(t)))
+            .unwrap_or_else(|| "Server maintenance".to_string());
+        let uid = policy_key(policy);
+        let mut out: Vec<PublicRollout> = Vec::with_capacity(status.history.len() + 1);
+        for h in status
+            .history
+            .iter()
+            .rev()
+            .take(crate::api::MAX_STATUS_HISTORY)
+        {
+            let id = short_hash(&format!("{uid}\u{0}{}", h.id));
+            if current.as_ref().is_some_and(|c| c.id == id) || out.iter().any(|o| o.id == id) {
+                continue;
+            }
+            let failed = h.failed.min(h.nodes);
+            out.push(PublicRollout {
+                id,
+                title: title.clone(),
+                summary: None,
+                urgent: h.urgent,
+                state: if failed == 0 {
+                    State::Completed
+                } else {
+                    State::CompletedPartly
+                },
+                servers: h.nodes,
+                updated: h.nodes - failed,
+                window: None,
+                announced: None,
+                scheduled_start: None,
+                started: h.started_at.as_ref().map(|t| t.0),
+                expected: None,
+                completed: Some(h.completed_at.0),
+                details: None,
+                changed: h.completed_at.0,
+            });
+        }
+        current.into_iter().chain(out).collect()
+    }
+
     /// The public facts of `policy`, or `None` when it did not opt in
     /// (`notify.statusPage`), has no status for its revision yet, or halted
     /// before anything started (an admin matter, not the customers').
@@ -469,12 +547,7 @@ impl PublicRollout {
             .flatten()
             .max()
             .unwrap_or(Timestamp::UNIX_EPOCH);
-        let uid = policy
-            .metadata
-            .uid
-            .clone()
-            .or_else(|| policy.metadata.name.clone())
-            .unwrap_or_default();
+        let uid = policy_key(policy);
         Some(PublicRollout {
             id: short_hash(&format!("{uid}\u{0}{revision}")),
             summary: summary.filter(|s| *s != title),
@@ -856,8 +929,8 @@ const CSS: &str = "*{box-sizing:border-box}body{margin:0;font:16px/1.5 system-ui
 mod tests {
     use super::*;
     use crate::api::{
-        Advisory, FailedNode, NodeCounts, NotificationRecord, NotifySpec, PatchPolicySpec,
-        PatchPolicyStatus, WindowStatus,
+        Advisory, FailedNode, HistoryEntry, NodeCounts, NotificationRecord, NotifySpec,
+        PatchPolicySpec, PatchPolicyStatus, WindowStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -1100,6 +1173,170 @@ mod tests {
         next.spec.revision = "r2".into();
         next.status.as_mut().unwrap().revision = Some("r2".into());
         assert_ne!(id(&board(&[next]).atom(&b)), id(&running.atom(&b)));
+    }
+
+    fn entry(id: &str, completed: &str, nodes: u32, failed: u32) -> HistoryEntry {
+        HistoryEntry {
+            id: id.into(),
+            urgent: false,
+            started_at: Some(Time(ts("2026-11-01T08:00:00Z"))),
+            completed_at: Time(ts(completed)),
+            nodes,
+            failed,
+        }
+    }
+
+    /// A policy whose current revision runs, with two earlier ones done.
+    fn with_history() -> PatchPolicy {
+        let mut p = policy("secret-web", true, Phase::Progressing, 4, &[]);
+        p.status.as_mut().unwrap().history = vec![
+            entry("2026-10-kernel-secret", "2026-10-05T03:00:00Z", 12, 0),
+            entry("2026-11-kernel-secret", "2026-11-02T03:00:00Z", 12, 1),
+        ];
+        p
+    }
+
+    #[test]
+    fn the_history_lists_earlier_rollouts_newest_first_with_counts_and_times_only() {
+        let b = branding();
+        let p = with_history();
+        let all = PublicRollout::all_of_policy(&p, None);
+        assert_eq!(all.len(), 3);
+        let board = Board::new(all, 5, ts("2026-12-01T09:30:00Z"));
+        assert_eq!(board.current.len(), 1);
+        let h = &board.history;
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].completed, Some(ts("2026-11-02T03:00:00Z")));
+        assert_eq!(h[0].state, State::CompletedPartly);
+        assert_eq!((h[0].servers, h[0].updated), (12, 11));
+        assert_eq!(h[1].state, State::Completed);
+        assert_eq!(h[1].changed, ts("2026-10-05T03:00:00Z"));
+        for r in h {
+            assert_eq!(r.title, "Web hosting");
+            assert_eq!((r.summary.as_deref(), r.details.as_deref()), (None, None));
+            assert!(!r.urgent);
+        }
+        let ids: std::collections::HashSet<&str> = board
+            .current
+            .iter()
+            .chain(h)
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(ids.len(), 3, "one id per rollout");
+        // The same entries give the same ids on every rendering.
+        let again = PublicRollout::all_of_policy(&with_history(), None);
+        assert_eq!(
+            again.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            PublicRollout::all_of_policy(&p, None)
+                .iter()
+                .map(|r| &r.id)
+                .collect::<Vec<_>>()
+        );
+
+        let html = board.html(&b);
+        assert!(html.contains("Completed maintenance"), "{html}");
+        assert!(
+            html.contains("Mon 2 Nov 2026 04:00 Europe/Zurich"),
+            "{html}"
+        );
+        assert!(
+            html.contains("Mon 5 Oct 2026 05:00 Europe/Zurich"),
+            "{html}"
+        );
+        assert!(html.contains("<dd>11 / 12</dd>"), "{html}");
+        let v = board.json(&b);
+        assert_eq!(v["schema"], "https://sofort.dev/schemas/status/v2");
+        assert_eq!(v["history"].as_array().map(Vec::len), Some(2));
+        assert_eq!(v["history"][0]["state"], "completedPartly");
+        assert_eq!(v["history"][0]["completed"], "2026-11-02T03:00:00Z");
+        assert_eq!(v["history"][0]["started"], "2026-11-01T08:00:00Z");
+        assert_eq!(
+            v["history"][0]["servers"],
+            json!({"total": 12, "updated": 11})
+        );
+        assert_eq!(v["history"][1]["state"], "completed");
+        assert_eq!(v["history"][1]["details"], Value::Null);
+        let atom = board.atom(&b);
+        assert_eq!(atom.matches("<entry>").count(), 3);
+        for r in board.current.iter().chain(h) {
+            assert_eq!(
+                atom.matches(&format!("<id>urn:sofort:rollout:{}</id>", r.id))
+                    .count(),
+                1
+            );
+        }
+        assert!(
+            atom.contains("<updated>2026-10-05T03:00:00Z</updated>"),
+            "{atom}"
+        );
+        for text in [html, v.to_string(), atom] {
+            assert_private(&text, false);
+            assert!(
+                !text.contains("kernel-secret"),
+                "a history id leaked: {text}"
+            );
+        }
+        // A shorter page history keeps the newest.
+        let short = Board::new(PublicRollout::all_of_policy(&p, None), 1, ts(NOW_PAGE));
+        assert_eq!(short.history.len(), 1);
+        assert_eq!(short.history[0].completed, Some(ts("2026-11-02T03:00:00Z")));
+    }
+
+    const NOW_PAGE: &str = "2026-12-01T09:30:00Z";
+
+    #[test]
+    fn the_current_rollout_and_its_history_entry_are_one_item() {
+        // Completed: the history entry of the current revision is the
+        // current rollout, with its details.
+        let mut done = policy("secret-web", true, Phase::Completed, 12, &[]);
+        done.status.as_mut().unwrap().history = vec![
+            entry("2026-11-kernel-secret", "2026-11-02T03:00:00Z", 12, 0),
+            entry("2026-12-01-kernel", "2026-12-01T10:30:00Z", 12, 0),
+        ];
+        let all = PublicRollout::all_of_policy(&done, None);
+        assert_eq!(all.len(), 2);
+        let current = PublicRollout::of_policy(&done, None).unwrap();
+        assert_eq!(all[0], current);
+        assert_eq!(all[0].details.as_deref(), Some(DETAILS));
+        assert_ne!(all[1].id, current.id);
+        // The same revision running again (a node joined after completion):
+        // still one item, the current one.
+        let mut again = done.clone();
+        again.status.as_mut().unwrap().phase = Some(Phase::Progressing);
+        let all = PublicRollout::all_of_policy(&again, None);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].state, State::InProgress);
+        assert_eq!(all.iter().filter(|r| r.id == current.id).count(), 1);
+    }
+
+    #[test]
+    fn history_titles_keep_the_embargo_of_the_rollout_now_running() {
+        let mut p = with_history();
+        p.spec.notify.as_mut().unwrap().public_title = Some("Fixing CVE-2026-1234".into());
+        // Also before the new revision has a status of its own.
+        let mut fresh = p.clone();
+        fresh.spec.revision = "2027-01-kernel".into();
+        // Its status is of the revision before, which completed everywhere:
+        // that lifts nothing for the new one.
+        let old = fresh.status.as_mut().unwrap();
+        old.phase = Some(Phase::Completed);
+        old.nodes.as_mut().unwrap().updated = 12;
+        for q in [&p, &fresh] {
+            let all = PublicRollout::all_of_policy(q, None);
+            let history: Vec<_> = all.iter().filter(|r| r.state.is_done()).collect();
+            assert_eq!(history.len(), 2);
+            for r in history {
+                assert_eq!(r.title, "Fixing [embargoed]");
+            }
+        }
+        // No public title: a generic one, not the advisory summary of
+        // another rollout.
+        p.spec.notify.as_mut().unwrap().public_title = None;
+        let all = PublicRollout::all_of_policy(&p, None);
+        assert_eq!(all[1].title, "Server maintenance");
+        // Not opted in: nothing, history or not.
+        p.spec.notify.as_mut().unwrap().status_page = false;
+        assert!(PublicRollout::all_of_policy(&p, None).is_empty());
     }
 
     #[test]

@@ -308,9 +308,7 @@ async fn refresh_loop(
                 crate::core::round::effective_revision(p),
             ));
             let e = expected.of(parsed, &views, now).await;
-            if let Some(r) = PublicRollout::of_policy(p, e) {
-                rollouts.push(r);
-            }
+            rollouts.extend(PublicRollout::all_of_policy(p, e));
         }
         expected.retain(&live);
         let board = Board::new(rollouts, cfg.history, now);

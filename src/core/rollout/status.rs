@@ -6,8 +6,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
-    ActiveNode, FailedNode, NodeCounts, PatchPolicySpec, PatchPolicyStatus, Phase, Step,
-    WindowStatus,
+    ActiveNode, FailedNode, HistoryEntry, NodeCounts, PatchPolicySpec, PatchPolicyStatus, Phase,
+    Step, WindowStatus,
 };
 use crate::core::duration;
 use crate::core::node_record::{NodeRecord, RECORD_ANNOTATION};
@@ -91,6 +91,22 @@ pub(super) fn status(input: &StatusInput<'_>) -> Outcome {
             .filter(|_| same_rev && prev.phase == Some(Phase::Completed))
             .unwrap_or(Time(now))
     });
+    // A rollout that completes goes into the history, once. One that
+    // selected no node did nothing worth listing.
+    let history = match &completed_at {
+        Some(at) if summary.counts.total > 0 => HistoryEntry::append(
+            &prev.history,
+            HistoryEntry {
+                id: spec.revision.clone(),
+                urgent: spec.urgent,
+                started_at: started_at.clone(),
+                completed_at: at.clone(),
+                nodes: summary.counts.total,
+                failed: summary.counts.failed,
+            },
+        ),
+        _ => prev.history.clone(),
+    };
     let conditions = conditions(input, phase, &summary.message);
     let status = PatchPolicyStatus {
         observed_generation: input.generation,
@@ -115,6 +131,7 @@ pub(super) fn status(input: &StatusInput<'_>) -> Outcome {
             .preflight
             .clone()
             .filter(|p| p.revision == spec.revision),
+        history,
         conditions,
         message: Some(summary.message),
         // Rounds are planned outside decide (see `crate::core::round`);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::test_support::{NOW, claims, node, policy, rec, ts};
@@ -554,4 +554,77 @@ fn completed_only_once_the_last_release_shows_on_the_node() {
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
     assert_eq!(plan.status.phase, Some(Phase::Completed));
     assert_eq!(plan.status.nodes.as_ref().unwrap().updated, 2);
+}
+
+#[test]
+fn a_completed_rollout_enters_the_history_once_and_the_history_is_bounded() {
+    let mut p = policy("p");
+    p.spec.urgent = true;
+    let done_at = |rev: &str| {
+        let mut n = node("w-a1", "a");
+        n.done.insert("p".into(), rev.into());
+        let mut m = node("w-a2", "a");
+        m.done.insert("p".into(), rev.into());
+        vec![n, m]
+    };
+    // In progress: nothing yet.
+    let running = decide(&p, &[node("w-a1", "a")], &[], ts(NOW));
+    assert_eq!(running.status.phase, Some(Phase::Progressing));
+    assert!(running.status.history.is_empty());
+    p.status = Some(running.status);
+
+    let done = decide(&p, &done_at("r1"), &[], ts("2026-11-27T10:00:00Z"));
+    assert_eq!(done.status.phase, Some(Phase::Completed));
+    assert_eq!(
+        done.status.history,
+        [crate::api::HistoryEntry {
+            id: "r1".into(),
+            urgent: true,
+            started_at: done.status.started_at.clone(),
+            completed_at: Time(ts("2026-11-27T10:00:00Z")),
+            nodes: 2,
+            failed: 0,
+        }]
+    );
+    // Passes after completion, as after a restart from the stored status:
+    // still one entry, its time unchanged.
+    p.status = Some(done.status.clone());
+    for at in ["2026-11-27T10:00:01Z", "2026-11-28T00:00:00Z"] {
+        let again = decide(&p, &done_at("r1"), &[], ts(at));
+        assert_eq!(again.status.history, done.status.history);
+        p.status = Some(again.status);
+    }
+    // The next revision keeps the history while it runs, then adds to it.
+    p.spec.revision = "r2".into();
+    let next = decide(&p, &done_at("r1"), &[], ts("2026-11-29T00:00:00Z"));
+    assert_ne!(next.status.phase, Some(Phase::Completed));
+    assert_eq!(next.status.history, done.status.history);
+    p.status = Some(next.status);
+    let next = decide(&p, &done_at("r2"), &[], ts("2026-11-29T01:00:00Z"));
+    let ids: Vec<&str> = next.status.history.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(ids, ["r1", "r2"]);
+    p.status = Some(next.status);
+    // Bounded: the oldest go first.
+    for i in 3..=14 {
+        let rev = format!("r{i}");
+        p.spec.revision = rev.clone();
+        let d = decide(&p, &done_at(&rev), &[], ts("2026-11-30T00:00:00Z"));
+        p.status = Some(d.status);
+    }
+    let history = &p.status.as_ref().unwrap().history;
+    assert_eq!(history.len(), crate::api::MAX_STATUS_HISTORY);
+    assert_eq!(history[0].id, "r5");
+    assert_eq!(history[9].id, "r14");
+}
+
+#[test]
+fn a_rollout_that_selects_no_node_is_not_history() {
+    let mut p = policy("p");
+    p.spec.node_selector = LabelSelector {
+        match_labels: Some([("none".to_string(), "x".to_string())].into()),
+        ..LabelSelector::default()
+    };
+    let plan = decide(&p, &[node("w-a1", "a")], &[], ts(NOW));
+    assert_eq!(plan.status.phase, Some(Phase::Completed));
+    assert!(plan.status.history.is_empty());
 }
