@@ -269,6 +269,14 @@ async fn standing_policy_reboots_due_nodes_once_each_in_spaced_announced_rounds(
         tainted(&c.client).await.is_empty(),
         "a taint outlived its round"
     );
+    // Both rounds are in the history the status page lists.
+    let history: Vec<String> = Api::<PatchPolicy>::all(c.client.clone())
+        .get(POLICY)
+        .await?
+        .status
+        .map(|s| s.history.into_iter().map(|h| h.id).collect())
+        .unwrap_or_default();
+    assert_eq!(history, [r1.id.clone(), r2.id.clone()]);
 
     // Each round announced on its own: Scheduled, Started, Completed.
     let ids: Vec<String> = wait_for(
