@@ -438,9 +438,8 @@ impl Store {
             return page;
         }
         // Keys that exist now or existed at `at`, in key order.
-        let after = |k: &Key| {
-            start_after.as_ref().is_none_or(|s| k > s) && ns.is_none_or(|ns| k.0 == ns)
-        };
+        let after =
+            |k: &Key| start_after.as_ref().is_none_or(|s| k > s) && ns.is_none_or(|ns| k.0 == ns);
         let mut keys: BTreeSet<&Key> = past.keys().filter(|k| after(k)).collect();
         match node {
             Some(node) => {
@@ -884,7 +883,10 @@ mod tests {
         assert_eq!(names(&s.all("pods", None)), ["a", "b", "d"]);
         // A version older than the history is refused.
         s.compact();
-        assert!(s.list_at("pods", None, None, None, None, |_| true, at).is_err());
+        assert!(
+            s.list_at("pods", None, None, None, None, |_| true, at)
+                .is_err()
+        );
     }
 
     #[tokio::test]

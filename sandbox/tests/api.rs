@@ -205,7 +205,10 @@ async fn every_page_of_a_list_is_served_at_the_first_pages_version()
     let mut lp = ListParams::default().limit(2).continue_token(&token);
     for _ in 0..10 {
         let page = cms.list(&lp).await?;
-        assert_eq!(page.metadata.resource_version, rv, "each page at the snapshot");
+        assert_eq!(
+            page.metadata.resource_version, rv,
+            "each page at the snapshot"
+        );
         for c in page.items {
             let data = c.data.and_then(|d| d.get("k").cloned());
             seen.push((c.metadata.name.unwrap_or_default(), data));
@@ -219,7 +222,11 @@ async fn every_page_of_a_list_is_served_at_the_first_pages_version()
     assert_eq!(seen, [v("c2"), v("c3"), v("c4"), v("c5")]);
     // A fresh list shows the changes.
     let now = cms.list(&ListParams::default()).await?;
-    let names: Vec<_> = now.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
+    let names: Vec<_> = now
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
     assert_eq!(names, ["c0", "c1", "c2", "c3", "c5", "c9"]);
     // Once the snapshot's version is compacted, the token is 410 Expired.
     env.sandbox.compact();

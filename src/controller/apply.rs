@@ -111,7 +111,10 @@ impl<W: Writes> Reconciler<W> {
             let patch = patches::node_patch(op, rv.as_deref());
             if let Some(p) = &patch {
                 let action = action_label(op);
-                if self.holds.held(op.node(), object.and_then(|o| rv_of(o)), now) {
+                if self
+                    .holds
+                    .held(op.node(), object.and_then(|o| rv_of(o)), now)
+                {
                     self.metrics.count_node_write(action, "held");
                     held.insert(op.node().to_string());
                     continue;

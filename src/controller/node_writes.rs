@@ -206,7 +206,10 @@ mod tests {
         holds.conflict("n1", Some(7), now);
         assert!(holds.held("n1", Some(7), now));
         assert!(holds.held("n1", Some(5), now), "an older copy still");
-        assert!(!holds.held("n1", Some(8), now), "a newer version is decided on");
+        assert!(
+            !holds.held("n1", Some(8), now),
+            "a newer version is decided on"
+        );
         assert!(!holds.held("n2", Some(1), now));
         let due = holds.next_due(now).unwrap_or_default();
         assert!(due >= Duration::from_millis(200) && due <= Duration::from_millis(300));

@@ -636,7 +636,11 @@ async fn a_lost_claim_waits_for_a_newer_version_before_it_is_sent_again() {
         let (policies, _) = h.caches();
         h.rec.tick(&policies, &stale).await;
     }
-    assert_eq!(node_writes_sent(&h.take_writes()), 0, "no re-send from the old version");
+    assert_eq!(
+        node_writes_sent(&h.take_writes()),
+        0,
+        "no re-send from the old version"
+    );
     assert!(node_writes(&h, "claim", "held") >= 20);
     assert!(!unschedulable(&h.server_node("n1")));
     assert!(matches!(h.rec.drains.state("n1"), DrainState::Idle));
@@ -660,7 +664,11 @@ async fn a_lost_claim_is_sent_again_after_its_backoff_if_no_newer_version_comes(
         let mut s = h.api.0.lock().unwrap();
         s.nodes.get_mut("n1").unwrap()["metadata"]["resourceVersion"] = json!("7");
     }
-    let requeue = h.rec.tick(&policies, &stale).await.expect("wakes for the retry");
+    let requeue = h
+        .rec
+        .tick(&policies, &stale)
+        .await
+        .expect("wakes for the retry");
     assert_eq!(node_writes(&h, "claim", "conflict"), 1);
     assert!(requeue <= Duration::from_millis(300), "{requeue:?}");
     // Passes every 10 ms over 10 s on the stale copy: each retry loses and
