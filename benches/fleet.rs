@@ -343,6 +343,43 @@ impl Env {
         out
     }
 
+    /// Node writes (patches and updates of Nodes, subresources aside) of
+    /// one user since the last reset: (all, lost with 409, failed otherwise).
+    fn node_writes_of(&self, user: &str) -> (u64, u64, u64) {
+        let mut out = (0, 0, 0);
+        for r in self.sandbox.stats().requests() {
+            if r.user != user
+                || r.resource != "nodes"
+                || !r.subresource.is_empty()
+                || !matches!(r.verb.as_str(), "patch" | "update")
+            {
+                continue;
+            }
+            out.0 += 1;
+            match r.code {
+                409 => out.1 += 1,
+                c if c >= 300 => out.2 += 1,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The figure of the controller's node writes per node updated.
+    fn node_write_figure(&self, label: &str, updated: f64) -> Figure {
+        let (all, conflicts, failed) = self.node_writes_of("controller");
+        Figure::new(
+            "node writes per node updated",
+            label,
+            all as f64 / updated.max(1.0),
+            "req",
+        )
+        .detail(format!(
+            "{all} node patches for {updated:.0} nodes: {} stored, {conflicts} lost with 409 Conflict, {failed} failed otherwise",
+            all - conflicts - failed
+        ))
+    }
+
     async fn shutdown(self) {
         self.stop.send_replace(true);
         for t in self.tasks {
@@ -989,6 +1026,7 @@ async fn makespan(args: &Args, case: &MakespanCase, report: &mut Report) {
                     .join(", ")
             )),
     );
+    report.add(env.node_write_figure(&label, n));
     let watch_calls = requests
         .iter()
         .filter(|(k, _)| k.starts_with("watch "))
@@ -1164,11 +1202,13 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
         if Instant::now() >= next_progress {
             next_progress += Duration::from_secs(30);
             let reqs: u64 = env.requests_of("controller").values().sum();
+            let (writes, conflicts, _) = env.node_writes_of("controller");
             eprintln!(
-                "[rollout footprint] {:.0} s: {done}/{nodes} nodes updated ({:.1}/s), {:.1} controller requests per node, controller CPU {:.1} s",
+                "[rollout footprint] {:.0} s: {done}/{nodes} nodes updated ({:.1}/s), {:.1} controller requests and {:.1} node writes ({conflicts} lost with 409) per node, controller CPU {:.1} s",
                 t0.elapsed().as_secs_f64(),
                 f64::from(done) / t0.elapsed().as_secs_f64(),
                 reqs as f64 / f64::from(done.max(1)),
+                writes as f64 / f64::from(done.max(1)),
                 ctl.cpu_secs() - cpu0
             );
         }
@@ -1208,6 +1248,7 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
                 .join(", ")
         )),
     );
+    report.add(env.node_write_figure(&label, n));
     for (k, v) in &requests {
         eprintln!("      {k:<40} {v:>8}  {:>6.2}/node", *v as f64 / n);
     }

@@ -8,6 +8,7 @@
 //! | `sofort_rollout_phase` | gauge | `policy`, `phase` — 1 for the current phase |
 //! | `sofort_window_open` | gauge | `policy` — 1 while a maintenance window is open |
 //! | `sofort_reconcile_errors_total` | counter | `policy` |
+//! | `sofort_node_writes_total` | counter | `action` (`claim`, `cordon_again`, `drain`, `request_patch`, `request_reboot`, `set_step`, `mark_failed`, `release`, `give_back`), `result` (`stored`, `conflict`, `error`; not sent: `held`, `unchanged`) — the controller's node writes |
 //! | `sofort_leader` | gauge | — 1 on the replica holding the Lease |
 //! | `sofort_step_started_timestamp_seconds` | gauge | `policy`, `step` — when the node longest in the step entered it (Unix time; no series while no node is in it) |
 //! | `sofort_step_timeout_seconds` | gauge | `policy`, `step` — the policy's timeout of the step (steps that have one) |
@@ -62,6 +63,7 @@ pub struct ControllerMetrics {
     phase: Family<Labels, Gauge>,
     window_open: Family<Labels, Gauge>,
     reconcile_errors: Family<Labels, Counter>,
+    node_writes: Family<Labels, Counter>,
     leader: Gauge,
     step_started: Family<Labels, Gauge>,
     step_timeout: Family<Labels, Gauge>,
@@ -93,6 +95,7 @@ impl ControllerMetrics {
         let phase = Family::<Labels, Gauge>::default();
         let window_open = Family::<Labels, Gauge>::default();
         let reconcile_errors = Family::<Labels, Counter>::default();
+        let node_writes = Family::<Labels, Counter>::default();
         let leader = Gauge::default();
         let step_started = Family::<Labels, Gauge>::default();
         let step_timeout = Family::<Labels, Gauge>::default();
@@ -131,6 +134,11 @@ impl ControllerMetrics {
             reconcile_errors.clone(),
         );
         registry.register(
+            "node_writes",
+            "Node writes by action and result (stored, conflict, error; not sent: held, unchanged)",
+            node_writes.clone(),
+        );
+        registry.register(
             "leader",
             "1 on the replica holding the leader Lease",
             leader.clone(),
@@ -153,6 +161,7 @@ impl ControllerMetrics {
             phase,
             window_open,
             reconcile_errors,
+            node_writes,
             leader,
             step_started,
             step_timeout,
@@ -203,6 +212,14 @@ impl ControllerMetrics {
     pub fn reconcile_error(&self, policy: &str) {
         self.reconcile_errors
             .get_or_create(&labels(&[("policy", policy)]))
+            .inc();
+    }
+
+    /// Counts a node write (or one not sent) by action and result; both
+    /// come from fixed sets, so the series are bounded.
+    pub fn count_node_write(&self, action: &'static str, result: &'static str) {
+        self.node_writes
+            .get_or_create(&labels(&[("action", action), ("result", result)]))
             .inc();
     }
 
@@ -542,6 +559,7 @@ mod tests {
         m.set_phase("workers", "Progressing");
         m.set_window_open("workers", true);
         m.reconcile_error("workers");
+        m.count_node_write("claim", "conflict");
         m.set_leader(true);
         m.set_step_started("workers", "Draining", Some(1_796_000_000));
         m.set_step_started("workers", "Rebooting", Some(1_796_000_100));
@@ -559,6 +577,7 @@ mod tests {
             "sofort_rollout_phase{policy=\"workers\",phase=\"Halted\"} 0",
             "sofort_window_open{policy=\"workers\"} 1",
             "sofort_reconcile_errors_total{policy=\"workers\"} 1",
+            "sofort_node_writes_total{action=\"claim\",result=\"conflict\"} 1",
             "sofort_leader 1",
             "sofort_step_started_timestamp_seconds{policy=\"workers\",step=\"Draining\"} 1796000000",
             "sofort_step_timeout_seconds{policy=\"workers\",step=\"Draining\"} 900",

@@ -893,6 +893,9 @@ fn decode_continue(s: &str) -> Result<(u64, (String, String)), ApiError> {
     Ok((rv, (ns, name)))
 }
 
+/// The real server's message when a continue token's version was compacted.
+const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
 fn list(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
     let info = &t.info;
     let filter = Filter::from_ctx(ctx, info)?;
@@ -900,40 +903,45 @@ fn list(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
         .q("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0);
+    // Every page of a paged list is served at the first page's version,
+    // which its continue token carries (as a real API server does).
     let (start, token_rv) = match ctx.q("continue") {
         Some(c) => {
             let (rv, key) = decode_continue(c)?;
-            if rv < ctx.sh.store.compacted() {
-                return Err(ApiError::gone(
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
-                ));
-            }
             (Some(key), Some(rv))
         }
         None => (None, None),
     };
-    if let Some(rv) = ctx.q("resourceVersion").and_then(|r| r.parse::<u64>().ok())
-        && ctx.q("resourceVersionMatch") == Some("Exact")
-        && rv != ctx.sh.store.rv()
-        && rv < ctx.sh.store.compacted()
-    {
-        return Err(ApiError::gone(format!(
-            "too old resource version: {rv} ({})",
-            ctx.sh.store.compacted()
-        )));
-    }
+    let exact = ctx
+        .q("resourceVersion")
+        .and_then(|r| r.parse::<u64>().ok())
+        .filter(|_| ctx.q("resourceVersionMatch") == Some("Exact"));
     let ns = if t.ns.is_empty() {
         None
     } else {
         Some(t.ns.as_str())
     };
-    let page = ctx
-        .sh
-        .store
-        .list_on_node(&info.gr(), ns, filter.node(), start, limit, |v| {
-            filter.matches(v)
-        });
-    let rv = token_rv.unwrap_or(page.rv);
+    let matches = |v: &Value| filter.matches(v);
+    let gr = info.gr();
+    let at = token_rv.or(exact.filter(|rv| *rv <= ctx.sh.store.rv()));
+    let page = match at {
+        Some(at) => ctx
+            .sh
+            .store
+            .list_at(&gr, ns, filter.node(), start, limit, matches, at)
+            .map_err(|oldest| {
+                ApiError::gone(if token_rv.is_some() {
+                    CONTINUE_EXPIRED.to_string()
+                } else {
+                    format!("too old resource version: {at} ({oldest})")
+                })
+            })?,
+        None => ctx
+            .sh
+            .store
+            .list_on_node(&gr, ns, filter.node(), start, limit, matches),
+    };
+    let rv = page.rv;
     let cont = page.next.as_ref().map(|k| encode_continue(rv, k));
     let rv_s = page.rv.to_string();
     if ctx.wants_table() {

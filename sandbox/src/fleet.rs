@@ -1029,7 +1029,18 @@ pub(crate) async fn run(
             fleet.handle(c);
         }
         let began = Instant::now();
-        let next = fleet.pass();
+        // A pass over a large fleet is long, synchronous work: run on an
+        // async worker it held that worker (one of two on a small machine)
+        // and every request queued behind it.
+        let Ok((back, next)) = tokio::task::spawn_blocking(move || {
+            let next = fleet.pass();
+            (fleet, next)
+        })
+        .await
+        else {
+            return;
+        };
+        fleet = back;
         // A pass looks at every pod; at 50,000 pods it takes long enough that
         // passes back to back would take a whole core from the API server.
         // Waiting twice its length keeps the fleet to about a third of a core

@@ -356,9 +356,140 @@ impl Store {
         filter: impl Fn(&Value) -> bool,
     ) -> ListPage {
         let inner = self.read();
-        if let Some(node) = node.filter(|_| gr == PODS) {
-            return Self::list_indexed(&inner, ns, node, start_after, limit, filter);
+        Self::page(&inner, gr, ns, node, start_after, limit, &filter, None)
+    }
+
+    /// As [`Store::list_on_node`], but of the objects as they were at
+    /// resourceVersion `at` (the snapshot a paged list started from, as a
+    /// real API server serves every page of a list at its first page's
+    /// version). Rebuilt from the change history: Err carries the oldest
+    /// version still served when `at` is compacted away.
+    #[allow(clippy::too_many_arguments)]
+    pub fn list_at(
+        &self,
+        gr: &str,
+        ns: Option<&str>,
+        node: Option<&str>,
+        start_after: Option<Key>,
+        limit: Option<usize>,
+        filter: impl Fn(&Value) -> bool,
+        at: u64,
+    ) -> Result<ListPage, u64> {
+        let inner = self.read();
+        if at < inner.compacted {
+            return Err(inner.compacted);
         }
+        Ok(Self::page(
+            &inner,
+            gr,
+            ns,
+            node,
+            start_after,
+            limit,
+            &filter,
+            Some(at),
+        ))
+    }
+
+    /// The objects of `gr` changed after `at`, each as it was at `at`
+    /// (None: it did not exist then). Needs the history back to `at`.
+    fn before_changes(inner: &Inner, gr: &str, at: u64) -> HashMap<Key, Option<Obj>> {
+        let mut past = HashMap::new();
+        let first = inner.history.partition_point(|e| e.rv <= at);
+        for e in inner.history.range(first..) {
+            if &*e.gr != gr {
+                continue;
+            }
+            let key = (
+                meta_str(&e.object, "namespace").to_string(),
+                meta_str(&e.object, "name").to_string(),
+            );
+            // The first change after `at` tells what the object was at `at`.
+            past.entry(key).or_insert_with(|| match e.kind {
+                EventType::Added => None,
+                EventType::Modified | EventType::Deleted => e.old.clone(),
+            });
+        }
+        past
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn page(
+        inner: &Inner,
+        gr: &str,
+        ns: Option<&str>,
+        node: Option<&str>,
+        start_after: Option<Key>,
+        limit: Option<usize>,
+        filter: &dyn Fn(&Value) -> bool,
+        at: Option<u64>,
+    ) -> ListPage {
+        let past = match at {
+            Some(at) if at < inner.rv => Self::before_changes(inner, gr, at),
+            _ => HashMap::new(),
+        };
+        let node = node.filter(|_| gr == PODS);
+        if past.is_empty() {
+            let mut page = match node {
+                Some(node) => Self::list_indexed(inner, ns, node, start_after, limit, filter),
+                None => Self::list_current(inner, gr, ns, start_after, limit, filter),
+            };
+            page.rv = at.unwrap_or(inner.rv);
+            return page;
+        }
+        // Keys that exist now or existed at `at`, in key order.
+        let after =
+            |k: &Key| start_after.as_ref().is_none_or(|s| k > s) && ns.is_none_or(|ns| k.0 == ns);
+        let mut keys: BTreeSet<&Key> = past.keys().filter(|k| after(k)).collect();
+        match node {
+            Some(node) => {
+                if let Some(index) = inner.pods_by_node.get(node) {
+                    keys.extend(index.iter().filter(|k| after(k)));
+                }
+            }
+            None => {
+                if let Some(map) = inner.objects.get(gr) {
+                    keys.extend(map.keys().filter(|k| after(k)));
+                }
+            }
+        }
+        let map = inner.objects.get(gr);
+        let mut page = ListPage {
+            rv: at.unwrap_or(inner.rv),
+            items: vec![],
+            next: None,
+            remaining: 0,
+        };
+        for k in keys {
+            let value = match past.get(k) {
+                Some(then) => then.as_ref(),
+                None => map.and_then(|m| m.get(k)),
+            };
+            let Some(v) = value else { continue };
+            if node.is_some_and(|n| node_of(v) != Some(n)) || !filter(v) {
+                continue;
+            }
+            if limit.is_some_and(|l| page.items.len() >= l) {
+                page.remaining += 1;
+                continue;
+            }
+            page.items.push(v.clone());
+            page.next = Some(k.clone());
+        }
+        if page.remaining == 0 {
+            page.next = None;
+        }
+        page
+    }
+
+    fn list_current(
+        inner: &Inner,
+        gr: &str,
+        ns: Option<&str>,
+        start_after: Option<Key>,
+        limit: Option<usize>,
+        filter: &dyn Fn(&Value) -> bool,
+    ) -> ListPage {
         let rv = inner.rv;
         let Some(map) = inner.objects.get(gr) else {
             return ListPage {
@@ -411,7 +542,7 @@ impl Store {
         node: &str,
         start_after: Option<Key>,
         limit: Option<usize>,
-        filter: impl Fn(&Value) -> bool,
+        filter: &dyn Fn(&Value) -> bool,
     ) -> ListPage {
         let mut page = ListPage {
             rv: inner.rv,
@@ -643,7 +774,7 @@ impl Store {
         let sub = self.subscribe(gr, route.clone());
         let items = match (&route, inner.objects.get(gr)) {
             (Route::Field(RouteField::NodeName, node), Some(_)) if gr == PODS => {
-                Self::list_indexed(&inner, ns, node, None, None, |_| true).items
+                Self::list_indexed(&inner, ns, node, None, None, &|_| true).items
             }
             (_, Some(m)) => m
                 .iter()
@@ -653,11 +784,6 @@ impl Store {
             (_, None) => vec![],
         };
         (inner.rv, items, sub)
-    }
-
-    /// Oldest resourceVersion a watch may still resume from.
-    pub fn compacted(&self) -> u64 {
-        self.read().compacted
     }
 
     /// Forget the whole change history (watches from any older version get 410).
@@ -721,6 +847,45 @@ mod tests {
                 .items
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn a_list_at_a_version_shows_the_objects_as_they_were_then() {
+        let s = Store::new(100);
+        put(&s, "pods", "default", "a", pod("a", Some("w1")));
+        put(&s, "pods", "default", "b", pod("b", Some("w1")));
+        put(&s, "pods", "default", "c", pod("c", Some("w2")));
+        let at = s.rv();
+        // After `at`: b moves to w2, c is deleted, d is added, a changes.
+        put(&s, "pods", "default", "b", pod("b", Some("w2")));
+        let _ = s.mutate("pods", "default", "c", |_| Ok((Change::Delete, ())));
+        put(&s, "pods", "default", "d", pod("d", Some("w1")));
+        let mut changed = pod("a", Some("w1"));
+        changed["spec"]["x"] = json!(1);
+        put(&s, "pods", "default", "a", changed);
+        let all = |start: Option<Key>, limit| {
+            s.list_at("pods", None, None, start, limit, |_| true, at)
+                .unwrap_or_else(|_| panic!("compacted"))
+        };
+        let whole = all(None, None);
+        assert_eq!((names(&whole.items), whole.rv), (vec!["a", "b", "c"], at));
+        assert!(whole.items[0]["spec"].get("x").is_none(), "a as it was");
+        // Paged: the page after `a` at `at`.
+        let second = all(Some(("default".into(), "a".into())), Some(1));
+        assert_eq!((names(&second.items), second.remaining), (vec!["b"], 1));
+        // Through the node index, by the node the pods had at `at`.
+        let w1 = s.list_at("pods", None, Some("w1"), None, None, |_| true, at);
+        assert_eq!(w1.map(|p| names(&p.items).join(",")), Ok("a,b".into()));
+        let w2 = s.list_at("pods", None, Some("w2"), None, None, |_| true, at);
+        assert_eq!(w2.map(|p| names(&p.items).join(",")), Ok("c".into()));
+        // The current state is unchanged by all this.
+        assert_eq!(names(&s.all("pods", None)), ["a", "b", "d"]);
+        // A version older than the history is refused.
+        s.compact();
+        assert!(
+            s.list_at("pods", None, None, None, None, |_| true, at)
+                .is_err()
         );
     }
 

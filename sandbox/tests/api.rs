@@ -178,6 +178,70 @@ async fn pagination_with_limit_and_continue() -> Result<(), Box<dyn std::error::
     Ok(())
 }
 
+/// Later pages of a paged list are served at the first page's version, as
+/// a real API server does: a client that lists in pages and then watches
+/// from the list's version misses nothing and sees nothing twice.
+#[tokio::test]
+async fn every_page_of_a_list_is_served_at_the_first_pages_version()
+-> Result<(), Box<dyn std::error::Error>> {
+    let env = common::bare().await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    for i in 0..6 {
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"), json!({})))
+            .await?;
+    }
+    let first = cms.list(&ListParams::default().limit(2)).await?;
+    let rv = first.metadata.resource_version.clone();
+    let token = first.metadata.continue_.clone().unwrap_or_default();
+    assert!(!token.is_empty());
+    // Changes after the first page: one changed, one deleted, one added.
+    let mut changed = cms.get("c3").await?;
+    changed.data = Some([("k".to_string(), "later".to_string())].into());
+    cms.replace("c3", &PostParams::default(), &changed).await?;
+    cms.delete("c4", &DeleteParams::default()).await?;
+    cms.create(&PostParams::default(), &cm("c9", json!({})))
+        .await?;
+    let mut seen = vec![];
+    let mut lp = ListParams::default().limit(2).continue_token(&token);
+    for _ in 0..10 {
+        let page = cms.list(&lp).await?;
+        assert_eq!(
+            page.metadata.resource_version, rv,
+            "each page at the snapshot"
+        );
+        for c in page.items {
+            let data = c.data.and_then(|d| d.get("k").cloned());
+            seen.push((c.metadata.name.unwrap_or_default(), data));
+        }
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    let v = |n: &str| (n.to_string(), Some("v".to_string()));
+    assert_eq!(seen, [v("c2"), v("c3"), v("c4"), v("c5")]);
+    // A fresh list shows the changes.
+    let now = cms.list(&ListParams::default()).await?;
+    let names: Vec<_> = now
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c5", "c9"]);
+    // Once the snapshot's version is compacted, the token is 410 Expired.
+    env.sandbox.compact();
+    let err = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = err else {
+        panic!("not an API error")
+    };
+    assert_eq!((s.code, s.reason.as_str()), (410, "Expired"));
+    env.sandbox.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn watch_resumes_from_a_resource_version_and_reports_410_when_compacted()
 -> Result<(), Box<dyn std::error::Error>> {

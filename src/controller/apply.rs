@@ -3,7 +3,7 @@
 //! (Events, step metrics, starting and stopping drains). A live policy's
 //! rollout and a deleted policy's give-backs take this same path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::ParsedPolicy;
 use super::drain_workers::DrainJob;
 use super::events;
+use super::node_writes::{action_label, already_stored, rv_of};
 use super::patches::{self, step_name};
 use super::plan::{Op, Plan};
 use super::reconciler::Reconciler;
@@ -68,8 +69,14 @@ impl<W: Writes> Reconciler<W> {
         plan: &Plan,
         objects: &mut BTreeMap<String, Arc<Node>>,
     ) -> bool {
+        // Nodes whose write is held back: their later operations wait too
+        // (a drain must not start on a claim that was not sent).
+        let mut held = HashSet::new();
         for batch in patches::batches(&plan.ops, plan.first_start) {
-            if !self.apply_batch(policy, &plan.ops, &batch, objects).await {
+            if !self
+                .apply_batch(policy, &plan.ops, &batch, objects, &mut held)
+                .await
+            {
                 return false;
             }
         }
@@ -78,29 +85,52 @@ impl<W: Writes> Reconciler<W> {
 
     /// Applies the operations `batch` (indexes into `ops`, each of another
     /// node): their node writes concurrently, then the rest of each operation
-    /// in order. False when a write failed.
+    /// in order. A node whose write is held back ([`super::node_writes::NodeHolds`]) is added to
+    /// `held` and its operations skipped. False when a write failed.
     async fn apply_batch(
         &mut self,
         policy: &ParsedPolicy,
         ops: &[Op],
         batch: &[usize],
         objects: &mut BTreeMap<String, Arc<Node>>,
+        held: &mut HashSet<String>,
     ) -> bool {
         let name = policy.name_any();
+        let now = tokio::time::Instant::now();
         // (operation, the node's step and its start before the write, node patch)
         let mut prepared: Vec<(&Op, Option<StepSince>, Option<Value>)> = Vec::new();
         for &i in batch {
             let Some(op) = ops.get(i) else {
                 continue;
             };
-            if let Op::Rollout(Action::MarkFailed { node, .. }) | Op::GiveBack { node, .. } = op {
-                // No more evictions once the node is given up or given back.
-                self.drains.stop(node);
+            if held.contains(op.node()) {
+                continue;
             }
             let object = objects.get(op.node());
             let rv = object.and_then(|n| n.resource_version());
             let current = object.and_then(|n| NodeView::from_node(n).record);
             let patch = patches::node_patch(op, rv.as_deref(), current.as_ref());
+            if let Some(p) = &patch {
+                let action = action_label(op);
+                if self
+                    .holds
+                    .held(op.node(), object.and_then(|o| rv_of(o)), now)
+                {
+                    self.metrics.count_node_write(action, "held");
+                    held.insert(op.node().to_string());
+                    continue;
+                }
+                if object.is_some_and(|o| already_stored(o, p)) {
+                    // Done before (the store has not caught up with this
+                    // process's write): nothing to send, nothing to announce.
+                    self.metrics.count_node_write(action, "unchanged");
+                    continue;
+                }
+            }
+            if let Op::Rollout(Action::MarkFailed { node, .. }) | Op::GiveBack { node, .. } = op {
+                // No more evictions once the node is given up or given back.
+                self.drains.stop(node);
+            }
             prepared.push((op, step_of(object), patch));
         }
         let results = self.write_nodes(&prepared).await;
@@ -108,13 +138,17 @@ impl<W: Writes> Reconciler<W> {
         // Progress notices of the node writes stored (admin channels).
         let mut progress = Vec::new();
         for ((op, was, _), result) in prepared.into_iter().zip(results) {
+            let action = action_label(op);
             match result {
                 Some(Err(e)) => {
-                    self.write_failed(&name, op.node(), &e);
+                    let seen = objects.get(op.node()).and_then(|o| rv_of(o));
+                    self.write_failed(&name, op.node(), action, seen, &e);
                     ok = false;
                     continue;
                 }
                 Some(Ok(updated)) => {
+                    self.metrics.count_node_write(action, "stored");
+                    self.holds.stored(op.node());
                     let updated = Arc::new(updated);
                     objects.insert(op.node().to_string(), updated.clone());
                     self.overlay.put(updated);
@@ -188,14 +222,28 @@ impl<W: Writes> Reconciler<W> {
             .await
     }
 
-    /// A node write failed: a conflict (the node changed since it was read)
-    /// is decided again; anything else is counted and logged, then retried.
-    fn write_failed(&self, policy: &str, node: &str, e: &kube::Error) {
+    /// A node write failed: a conflict (the node changed since it was read,
+    /// at version `seen`) is decided again once the store shows a newer
+    /// version; anything else is counted and logged, then retried after a
+    /// backoff.
+    fn write_failed(
+        &mut self,
+        policy: &str,
+        node: &str,
+        action: &'static str,
+        seen: Option<u64>,
+        e: &kube::Error,
+    ) {
+        let now = tokio::time::Instant::now();
         match e {
             kube::Error::Api(s) if s.code == 409 => {
+                self.metrics.count_node_write(action, "conflict");
+                self.holds.conflict(node, seen, now);
                 tracing::debug!(%policy, node, "node changed meanwhile; deciding again");
             }
             _ => {
+                self.metrics.count_node_write(action, "error");
+                self.holds.failed(node, now);
                 self.metrics.reconcile_error(policy);
                 let error = self.notifications.scrub(&e.to_string());
                 tracing::warn!(%policy, node, %error, "action failed; retrying");

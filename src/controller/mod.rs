@@ -29,6 +29,7 @@ mod events;
 mod gate_upkeep;
 pub mod gates;
 mod kube_writes;
+mod node_writes;
 mod notifications;
 mod patches;
 mod plan;

@@ -17,6 +17,7 @@ use super::events::{self, About, Note};
 use super::gates::GateObserver;
 use super::gates::preflight::Preflights;
 use super::kube_writes::KubeWrites;
+use super::node_writes::NodeHolds;
 use super::notifications::{Notifications, Prepared};
 use super::patches::{self, FINALIZER, StoredRaw, phase_name, step_name};
 use super::plan::{self, Plan};
@@ -42,6 +43,8 @@ pub(crate) struct Reconciler<W: Writes = KubeWrites> {
     pub(super) drains: Drains,
     /// Nodes this process wrote that the store has not delivered yet.
     pub(super) overlay: Overlay,
+    /// Nodes whose next write waits (after a conflict or a failure).
+    pub(super) holds: NodeHolds,
     /// Events already published for (object, reason, detail), to avoid repeats.
     pub(super) published: HashSet<String>,
     /// Generation for which an invalid-spec Event was published, per policy.
@@ -121,6 +124,7 @@ impl<W: Writes> Reconciler<W> {
             kick,
             drains: Drains::default(),
             overlay: Overlay::default(),
+            holds: NodeHolds::default(),
             published: HashSet::new(),
             invalid_seen: HashMap::new(),
             notifications,
@@ -206,6 +210,7 @@ impl<W: Writes> Reconciler<W> {
         let now = self.cfg.clock.now();
         let known: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
         self.overlay.retain_known(&known);
+        self.holds.retain_known(&known);
         let mut objects = self.freshest(nodes);
         self.views.retain(&known);
 
@@ -257,7 +262,9 @@ impl<W: Writes> Reconciler<W> {
         }
         let queued = std::mem::take(&mut self.queued);
         let again = self.sync_taints(&queued, &mut objects).await;
-        earliest(requeue, again)
+        // Held node writes are decided again when their hold ends.
+        let held = self.holds.next_due(tokio::time::Instant::now());
+        earliest(earliest(requeue, again), held)
     }
 
     /// Drops the gate observations of policies that went away or no longer

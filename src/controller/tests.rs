@@ -587,11 +587,11 @@ async fn an_invalid_spec_is_stalled_with_one_event() {
     assert!(!unschedulable(&h.server_node("n1")));
 }
 
-#[tokio::test]
-async fn a_failed_write_is_counted_and_retried() {
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_is_counted_and_retried_after_a_backoff() {
     let mut h = Harness::new(vec![policy(json!({}))], vec![node("n1")]);
     h.fail_next_write("n1", 500);
-    h.pass().await;
+    let requeue = h.pass().await.expect("a failed write asks to be retried");
     assert_eq!(kinds(&h.take_writes())[0], ("node", "n1"));
     assert!(!unschedulable(&h.server_node("n1")));
     assert_eq!(
@@ -600,9 +600,23 @@ async fn a_failed_write_is_counted_and_retried() {
     );
     assert!(h.kicked(), "a failed write asks for another pass");
     assert!(!h.take_events().iter().any(|(_, r)| r == "Cordoned"));
+    assert!(
+        requeue >= Duration::from_millis(200) && requeue <= Duration::from_millis(300),
+        "{requeue:?}"
+    );
 
+    // Not sent again before its backoff ends.
+    h.pass().await;
+    assert!(
+        !h.take_writes().iter().any(|w| matches!(w, Write::Node(..))),
+        "held back"
+    );
+    assert_eq!(node_writes(&h, "claim", "held"), 1);
+    tokio::time::advance(requeue).await;
     h.pass().await;
     assert!(unschedulable(&h.server_node("n1")));
+    assert_eq!(node_writes(&h, "claim", "error"), 1);
+    assert_eq!(node_writes(&h, "claim", "stored"), 1);
     assert!(
         h.take_events()
             .iter()
@@ -612,6 +626,93 @@ async fn a_failed_write_is_counted_and_retried() {
         h.reconcile_errors(),
         "sofort_reconcile_errors_total{policy=\"p\"} 1"
     );
+}
+
+/// The value of `sofort_node_writes_total` for one action and result.
+fn node_writes(h: &Harness, action: &str, result: &str) -> u64 {
+    let series = format!("sofort_node_writes_total{{action=\"{action}\",result=\"{result}\"}} ");
+    h.metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn node_writes_sent(writes: &[Write]) -> usize {
+    writes
+        .iter()
+        .filter(|w| matches!(w, Write::Node(..)))
+        .count()
+}
+
+// The store lags the server: the claim, decided from version 1, loses
+// while the caches still show version 1. Passes that follow (the loop runs
+// one as soon as a write fails, and on every other change) must not send
+// it again from the same old version: that was a request storm.
+#[tokio::test(start_paused = true)]
+async fn a_lost_claim_waits_for_a_newer_version_before_it_is_sent_again() {
+    let mut h = Harness::new(vec![policy(json!({}))], vec![node("n1"), node("n2")]);
+    h.fail_next_write("n1", 409);
+    let (policies, stale) = h.caches();
+    h.rec.tick(&policies, &stale).await;
+    assert_eq!(node_writes_sent(&h.take_writes()), 1);
+    assert_eq!(node_writes(&h, "claim", "conflict"), 1);
+    assert!(h.kicked());
+    // A conflict is not an error.
+    assert_eq!(h.reconcile_errors(), "");
+    for _ in 0..20 {
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let (policies, _) = h.caches();
+        h.rec.tick(&policies, &stale).await;
+    }
+    assert_eq!(
+        node_writes_sent(&h.take_writes()),
+        0,
+        "no re-send from the old version"
+    );
+    assert!(node_writes(&h, "claim", "held") >= 20);
+    assert!(!unschedulable(&h.server_node("n1")));
+    assert!(matches!(h.rec.drains.state("n1"), DrainState::Idle));
+    // The store delivers a newer version: decided again at once, and stored.
+    {
+        let mut s = h.api.0.lock().unwrap();
+        s.nodes.get_mut("n1").unwrap()["metadata"]["resourceVersion"] = json!("150");
+    }
+    h.pass().await;
+    assert!(unschedulable(&h.server_node("n1")));
+    assert_eq!(node_writes(&h, "claim", "stored"), 1);
+}
+
+// A store that never catches up (a watch that missed the change) must not
+// hold the node for ever: the hold ends with its backoff.
+#[tokio::test(start_paused = true)]
+async fn a_lost_claim_is_sent_again_after_its_backoff_if_no_newer_version_comes() {
+    let mut h = Harness::new(vec![policy(json!({}))], vec![node("n1")]);
+    let (policies, stale) = h.caches();
+    {
+        let mut s = h.api.0.lock().unwrap();
+        s.nodes.get_mut("n1").unwrap()["metadata"]["resourceVersion"] = json!("7");
+    }
+    let requeue = h
+        .rec
+        .tick(&policies, &stale)
+        .await
+        .expect("wakes for the retry");
+    assert_eq!(node_writes(&h, "claim", "conflict"), 1);
+    assert!(requeue <= Duration::from_millis(300), "{requeue:?}");
+    // Passes every 10 ms over 10 s on the stale copy: each retry loses and
+    // the waits double (0.25, 0.5, 1, 2, 4 s…), so a handful, not a thousand.
+    for _ in 0..1000 {
+        tokio::time::advance(Duration::from_millis(10)).await;
+        h.rec.tick(&policies, &stale).await;
+    }
+    let sent = node_writes_sent(&h.take_writes());
+    assert!((4..=8).contains(&sent), "{sent} claims sent in 10 s");
+    assert_eq!(node_writes(&h, "claim", "conflict"), sent as u64);
+    // Once stored, the next failure starts from the first backoff again.
+    h.pass().await;
+    assert!(unschedulable(&h.server_node("n1")));
+    assert!(h.rec.holds.next_due(tokio::time::Instant::now()).is_none());
 }
 
 #[tokio::test]
