@@ -167,6 +167,61 @@ fn round_start(r: &RoundStatus) -> Option<Timestamp> {
         .map(|t| t.0)
 }
 
+/// Records the members of an open round whose Node is gone (not in
+/// `present`); returns those newly gone. Their slots are free.
+fn mark_gone(r: &mut RoundStatus, present: &BTreeSet<&str>) -> Vec<String> {
+    if r.phase == RoundPhase::Completed {
+        return Vec::new();
+    }
+    let newly_gone: Vec<String> = r
+        .nodes
+        .iter()
+        .filter(|n| !present.contains(n.as_str()) && !r.gone.contains(n))
+        .cloned()
+        .collect();
+    r.gone.extend(newly_gone.iter().cloned());
+    r.gone.sort();
+    newly_gone
+}
+
+/// An urgent round not started yet takes every `due` node (bounded by
+/// [`MAX_ROUND_NODES`]) and starts now. True when it changed.
+fn widen_now<'a>(
+    r: &mut RoundStatus,
+    due: impl Iterator<Item = &'a NodeView>,
+    now: Timestamp,
+) -> bool {
+    let mut all: BTreeSet<String> = r.nodes.iter().cloned().collect();
+    let before = all.len();
+    for n in due {
+        if all.len() >= MAX_ROUND_NODES {
+            break;
+        }
+        all.insert(n.name.clone());
+    }
+    if all.len() == before {
+        return false;
+    }
+    r.nodes = all.into_iter().collect();
+    r.scheduled_start = Some(Time(now));
+    true
+}
+
+/// The id of the round after `previous`: `r<N>-<yyyymmdd>` (UTC day).
+fn next_id(previous: Option<&RoundStatus>, now: Timestamp) -> String {
+    let count = previous
+        .and_then(|r| parse_id(&r.id))
+        .unwrap_or(0)
+        .saturating_add(1);
+    let day = now.to_zoned(TimeZone::UTC);
+    format!(
+        "r{count}-{:04}{:02}{:02}",
+        day.year(),
+        day.month(),
+        day.day()
+    )
+}
+
 /// Plans the round of one pass. See the module docs for the rules.
 pub fn plan(
     spec: &PatchPolicySpec,
@@ -188,19 +243,10 @@ pub fn plan(
     let due_now =
         |n: &NodeView, fleet: bool| selected(n) && (fleet || n.reboot_required == Some(true));
 
-    // Members gone since the last pass free their slots.
-    let mut newly_gone = Vec::new();
-    if let Some(r) = current.as_mut()
-        && r.phase != RoundPhase::Completed
-    {
-        for n in &r.nodes {
-            if !present.contains(n.as_str()) && !r.gone.contains(n) {
-                newly_gone.push(n.clone());
-            }
-        }
-        r.gone.extend(newly_gone.iter().cloned());
-        r.gone.sort();
-    }
+    let newly_gone = current
+        .as_mut()
+        .map(|r| mark_gone(r, &present))
+        .unwrap_or_default();
 
     let open = current
         .as_ref()
@@ -221,19 +267,8 @@ pub fn plan(
             && valid
             && r.phase == RoundPhase::Scheduled
         {
-            let mut all: BTreeSet<String> = r.nodes.iter().cloned().collect();
-            let before = all.len();
-            for n in nodes.iter().filter(|n| due_now(n, r.fleet_wide)) {
-                if all.len() >= MAX_ROUND_NODES {
-                    break;
-                }
-                all.insert(n.name.clone());
-            }
-            if all.len() != before {
-                r.nodes = all.into_iter().collect();
-                r.scheduled_start = Some(Time(now));
-                planned = true;
-            }
+            let fleet = r.fleet_wide;
+            planned = widen_now(r, nodes.iter().filter(|n| due_now(n, fleet)), now);
         }
     } else if valid {
         let due: Vec<String> = nodes
@@ -253,21 +288,10 @@ pub fn plan(
             wake_at = announce_from;
         }
         if !due.is_empty() && may_plan {
-            let count = current
-                .as_ref()
-                .and_then(|r| parse_id(&r.id))
-                .unwrap_or(0)
-                .saturating_add(1);
-            let day = now.to_zoned(TimeZone::UTC);
             let mut nodes_sorted = due;
             nodes_sorted.sort();
             current = Some(RoundStatus {
-                id: format!(
-                    "r{count}-{:04}{:02}{:02}",
-                    day.year(),
-                    day.month(),
-                    day.day()
-                ),
+                id: next_id(current.as_ref(), now),
                 nodes: nodes_sorted,
                 phase: RoundPhase::Scheduled,
                 scheduled_start: earliest_start(spec, cfg, not_before, now).map(Time),
