@@ -17,7 +17,6 @@ use crate::core::gates::alerts::{Alert, AlertState};
 use crate::core::gates::evaluate::Observations;
 use crate::core::gates::pods::PodView;
 use crate::core::gates::workload::WorkloadRef;
-use crate::core::node_record::NodeRecord;
 
 fn gated(timeout: Option<&str>) -> PatchPolicy {
     let mut p = policy("p");
@@ -185,42 +184,11 @@ fn a_blocking_pod_holds_its_node_and_the_group_waits() {
 
 #[test]
 fn a_settled_node_counts_as_done_only_once_the_workloads_are_healthy() {
-    let mut p = policy("p");
-    p.spec.gates = Some(GatesSpec {
-        workloads: vec![WorkloadGate {
-            api_version: "apps/v1".into(),
-            kind: "StatefulSet".into(),
-            namespace: Some("shop".into()),
-            name: "db".into(),
-        }],
-        ..GatesSpec::default()
-    });
-    let r = WorkloadRef {
-        api_version: "apps/v1".into(),
-        kind: "StatefulSet".into(),
-        namespace: "shop".into(),
-        name: "db".into(),
-    };
-    let mut n = node("w-a1", "a");
-    n.record = Some(NodeRecord {
-        ..rec("p", Step::Settling, ts("2026-11-27T08:00:00Z"))
-    });
-    n.unschedulable = true;
+    let p = workloads_gated(None, GateTimeoutAction::Halt);
     // A second node waits for the slot the held one keeps.
-    let nodes = vec![n, node("w-a2", "a")];
+    let nodes = settling_and_waiting();
     let now = ts(NOW);
-    let with = |ready: i64| Observations {
-        workloads: Some(Observed {
-            at: now,
-            result: Ok(BTreeMap::from([(
-                r.clone(),
-                Some(serde_json::json!({"spec": {"replicas": 3},
-                    "status": {"readyReplicas": ready, "updatedReplicas": 3}})),
-            )])),
-        }),
-        max_age: Duration::from_secs(60),
-        ..Observations::default()
-    };
+    let with = |ready: i64| db_with_ready(ready, now);
     let released = |d: &Decision| {
         d.actions
             .iter()
@@ -258,10 +226,23 @@ fn a_settled_node_counts_as_done_only_once_the_workloads_are_healthy() {
     );
 }
 
-/// A policy with a workloads gate over `shop/db` and `gates.timeout`, a node
-/// whose settle ended at 08:02 (58 minutes before [`NOW`]) and a StatefulSet
-/// with 2 of 3 replicas ready.
+/// The decision with a workloads gate over `shop/db` and `gates.timeout`, a
+/// node whose settle ended at 08:02 (58 minutes before [`NOW`]) and 2 of 3
+/// replicas ready.
 fn held_for_58_minutes(timeout: &str, on_timeout: GateTimeoutAction) -> Decision {
+    let p = workloads_gated(Some(timeout), on_timeout);
+    let now = ts(NOW);
+    decide_gated(
+        &p,
+        &settling_and_waiting(),
+        &[],
+        &db_with_ready(2, now),
+        now,
+    )
+}
+
+/// A policy gated on the health of the StatefulSet `shop/db`.
+fn workloads_gated(timeout: Option<&str>, on_timeout: GateTimeoutAction) -> PatchPolicy {
     let mut p = policy("p");
     p.spec.gates = Some(GatesSpec {
         workloads: vec![WorkloadGate {
@@ -270,33 +251,42 @@ fn held_for_58_minutes(timeout: &str, on_timeout: GateTimeoutAction) -> Decision
             namespace: Some("shop".into()),
             name: "db".into(),
         }],
-        timeout: Some(timeout.into()),
+        timeout: timeout.map(Into::into),
         on_timeout,
         ..GatesSpec::default()
     });
+    p
+}
+
+/// `w-a1` cordoned by sofort and settling since 08:00 (its settle ended at
+/// 08:02), and `w-a2` still to do in the same group.
+fn settling_and_waiting() -> Vec<NodeView> {
+    let mut n = node("w-a1", "a");
+    n.record = Some(rec("p", Step::Settling, ts("2026-11-27T08:00:00Z")));
+    n.unschedulable = true;
+    vec![n, node("w-a2", "a")]
+}
+
+/// `shop/db` observed at `at` with `ready` of 3 replicas ready.
+fn db_with_ready(ready: i64, at: Timestamp) -> Observations {
     let r = WorkloadRef {
         api_version: "apps/v1".into(),
         kind: "StatefulSet".into(),
         namespace: "shop".into(),
         name: "db".into(),
     };
-    let mut n = node("w-a1", "a");
-    n.record = Some(rec("p", Step::Settling, ts("2026-11-27T08:00:00Z")));
-    n.unschedulable = true;
-    let now = ts(NOW);
-    let obs = Observations {
+    Observations {
         workloads: Some(Observed {
-            at: now,
+            at,
             result: Ok(BTreeMap::from([(
                 r,
                 Some(serde_json::json!({"spec": {"replicas": 3},
-                    "status": {"readyReplicas": 2, "updatedReplicas": 3}})),
+                    "status": {"readyReplicas": ready, "updatedReplicas": 3}})),
             )])),
         }),
         max_age: Duration::from_secs(60),
         ..Observations::default()
-    };
-    decide_gated(&p, &[n, node("w-a2", "a")], &[], &obs, now)
+    }
 }
 
 #[test]
