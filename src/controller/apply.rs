@@ -60,6 +60,9 @@ fn step_of(node: Option<&Arc<Node>>) -> Option<StepSince> {
         .map(|r| (r.step, r.since))
 }
 
+/// Most progress notices kept per policy while its status writes lose.
+const MAX_PENDING_PROGRESS: usize = 4096;
+
 impl<W: Writes> Reconciler<W> {
     /// Applies `plan` batch by batch; stops at the first batch with a failed
     /// write (later batches may rely on it). False when a write failed.
@@ -171,7 +174,11 @@ impl<W: Writes> Reconciler<W> {
         }
         // Queued once the pass's status (and the rollout notices it
         // records, such as Started) is written: see `flush_progress`.
-        self.progress.extend(progress);
+        let pending = self.progress.entry(name.to_string()).or_default();
+        pending.extend(progress);
+        // Bounded: over passes that keep losing, the oldest go (best effort).
+        let excess = pending.len().saturating_sub(MAX_PENDING_PROGRESS);
+        pending.drain(..excess);
         ok
     }
 
@@ -179,7 +186,9 @@ impl<W: Writes> Reconciler<W> {
     /// the rollout-level notices of the same pass, so an admin channel hears
     /// "started" before the first "draining".
     pub(super) async fn flush_progress(&mut self, policy: &ParsedPolicy) {
-        let progress = std::mem::take(&mut self.progress);
+        let Some(progress) = self.progress.remove(policy.name_any().as_str()) else {
+            return;
+        };
         if progress.is_empty() {
             return;
         }

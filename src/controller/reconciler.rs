@@ -58,7 +58,9 @@ pub(crate) struct Reconciler<W: Writes = KubeWrites> {
     /// The drainability pre-flights, run in the background.
     pub(super) preflights: Preflights,
     /// Progress notices of this pass's node writes, queued after its status.
-    pub(super) progress: Vec<(crate::notify::EventKind, String)>,
+    /// Per policy; kept over a pass whose status write lost, so they still
+    /// go out after the rollout notices the next pass decides and sends.
+    pub(super) progress: HashMap<String, Vec<(crate::notify::EventKind, String)>>,
     /// Nodes queued by the policies decided so far in this tick: they carry
     /// the pending-reboot taint (see `taints`).
     queued: BTreeSet<String>,
@@ -132,7 +134,7 @@ impl<W: Writes> Reconciler<W> {
             views: ViewCache::default(),
             gates,
             preflights,
-            progress: Vec::new(),
+            progress: HashMap::new(),
             queued: BTreeSet::new(),
         }
     }
@@ -527,15 +529,13 @@ impl<W: Writes> Reconciler<W> {
         match outcome {
             Ok(StatusOutcome::Done) => {}
             Ok(StatusOutcome::Deferred(wait)) => requeue = earliest(requeue, Some(wait)),
+            // The rollout notices of this pass were not sent: its progress
+            // notices wait for the next pass, which sends those first.
             Ok(StatusOutcome::Conflict) => {
                 let _ = self.kick.send(());
-                self.flush_progress(policy).await;
                 return Ok(requeue);
             }
-            Err(e) => {
-                self.flush_progress(policy).await;
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
         // Sent only now that the records are stored.
         self.notifications.set_embargo(policy, Some(&status));
