@@ -392,6 +392,99 @@ impl Env {
 /// A `sofort` subprocess (controller or agent), killed on drop.
 struct Proc {
     child: Child,
+    /// The controller's `/metrics` address, when it serves one.
+    metrics: Option<String>,
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// The body of a plain HTTP GET, within 5 s.
+async fn http_get(url: &str) -> Option<String> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: hyper::Uri = url.parse().ok()?;
+    let fetch = async {
+        let resp = client.get(uri).await.ok()?;
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        String::from_utf8(body.to_vec()).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .ok()?
+}
+
+/// The decision passes of a controller, from its
+/// `sofort_decision_pass_duration_seconds` histogram: count, mean and an
+/// upper bound of the p90 (the bucket it falls in).
+struct Passes {
+    count: f64,
+    mean_ms: f64,
+    p90_le_ms: f64,
+}
+
+impl Passes {
+    fn parse(text: &str) -> Option<Passes> {
+        let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        let name = "sofort_decision_pass_duration_seconds";
+        let mut count = None;
+        let mut sum = None;
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{le=\"")) {
+                let le = rest.split('"').next().unwrap_or("");
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                buckets.push((le, value(line)?));
+            } else if line.starts_with(&format!("{name}_count")) {
+                count = value(line);
+            } else if line.starts_with(&format!("{name}_sum")) {
+                sum = value(line);
+            }
+        }
+        let (count, sum) = (count?, sum?);
+        let p90 = buckets
+            .iter()
+            .find(|(_, c)| *c >= 0.9 * count)
+            .map_or(f64::INFINITY, |(le, _)| *le);
+        Some(Passes {
+            count,
+            mean_ms: sum * 1000.0 / count.max(1.0),
+            p90_le_ms: p90 * 1000.0,
+        })
+    }
+
+    /// The passes made since `before`.
+    fn since(self, before: &Option<Passes>) -> Passes {
+        let Some(b) = before else {
+            return self;
+        };
+        let count = self.count - b.count;
+        Passes {
+            count,
+            mean_ms: (self.mean_ms * self.count - b.mean_ms * b.count) / count.max(1.0),
+            p90_le_ms: self.p90_le_ms,
+        }
+    }
+
+    fn figure(&self, label: &str, wall: Duration) -> Figure {
+        Figure::new("decision pass mean", label, self.mean_ms, "ms").detail(format!(
+            "{:.0} passes in {:.1} s ({:.0} % of the time in a pass); p90 at most {:.0} ms (histogram bucket, over the whole run)",
+            self.count,
+            wall.as_secs_f64(),
+            self.count * self.mean_ms / 10.0 / wall.as_secs_f64().max(1e-9),
+            self.p90_le_ms
+        ))
+    }
 }
 
 fn clock_ticks() -> f64 {
@@ -463,20 +556,31 @@ impl Proc {
                 .spawn(),
             "start sofort",
         );
-        Proc { child }
+        Proc {
+            child,
+            metrics: None,
+        }
     }
 
     fn controller(env: &Env) -> Proc {
-        Proc::spawn(
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut p = Proc::spawn(
             &[
                 "controller",
                 "--no-leader-election",
                 "--metrics-addr",
-                "127.0.0.1:0",
+                &addr,
             ],
             &env.kubeconfig("controller"),
             &env.dir.path().join("controller.log"),
-        )
+        );
+        p.metrics = Some(format!("http://{addr}/metrics"));
+        p
+    }
+
+    /// The controller's decision passes so far, from its metrics.
+    async fn passes(&self) -> Option<Passes> {
+        Passes::parse(&http_get(self.metrics.as_deref()?).await?)
     }
 
     fn status_kib(&self, key: &str) -> f64 {
@@ -832,6 +936,7 @@ async fn makespan(args: &Args, case: &MakespanCase, report: &mut Report) {
     // Let the controller sync its caches and the agents settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     env.sandbox.stats().reset();
+    let passes0 = ctl.passes().await;
     let cpu0 = ctl.cpu_secs();
     let share = CpuShare::start(&ctl);
     let start = Instant::now();
@@ -878,6 +983,10 @@ async fn makespan(args: &Args, case: &MakespanCase, report: &mut Report) {
     };
     let cpu = ctl.cpu_secs() - cpu0;
     let share = share.figure(&ctl, &label);
+    let passes = ctl
+        .passes()
+        .await
+        .map(|p| p.since(&passes0).figure(&label, start.elapsed()));
     let peak = ctl.peak_rss_mib();
     let requests = env.requests_of("controller");
     log_task.abort();
@@ -1056,6 +1165,9 @@ async fn makespan(args: &Args, case: &MakespanCase, report: &mut Report) {
         )),
     );
     report.add(share);
+    if let Some(p) = passes {
+        report.add(p);
+    }
     for (k, v) in &requests {
         eprintln!("      {k:<40} {v:>8}  {:>6.2}/node", *v as f64 / n);
     }
@@ -1173,6 +1285,7 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
         fp.idle_rss
     );
     env.sandbox.stats().reset();
+    let passes0 = ctl.passes().await;
     let cpu0 = ctl.cpu_secs();
     let share = CpuShare::start(&ctl);
     let t0 = Instant::now();
@@ -1192,11 +1305,15 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
     let mut next_progress = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         max_rss = max_rss.max(ctl.rss_mib());
+        let mut steps = BTreeMap::<String, usize>::new();
         if let Ok(p) = pps.get("bench").await {
             done = updated(&p);
             if completed(&p) {
                 complete = true;
                 break;
+            }
+            for a in p.status.iter().flat_map(|s| &s.active) {
+                *steps.entry(format!("{:?}", a.step)).or_default() += 1;
             }
         }
         if Instant::now() >= next_progress {
@@ -1204,12 +1321,17 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
             let reqs: u64 = env.requests_of("controller").values().sum();
             let (writes, conflicts, _) = env.node_writes_of("controller");
             eprintln!(
-                "[rollout footprint] {:.0} s: {done}/{nodes} nodes updated ({:.1}/s), {:.1} controller requests and {:.1} node writes ({conflicts} lost with 409) per node, controller CPU {:.1} s",
+                "[rollout footprint] {:.0} s: {done}/{nodes} nodes updated ({:.1}/s), {:.1} controller requests and {:.1} node writes ({conflicts} lost with 409) per node, controller CPU {:.1} s; in progress: {}",
                 t0.elapsed().as_secs_f64(),
                 f64::from(done) / t0.elapsed().as_secs_f64(),
                 reqs as f64 / f64::from(done.max(1)),
                 writes as f64 / f64::from(done.max(1)),
-                ctl.cpu_secs() - cpu0
+                ctl.cpu_secs() - cpu0,
+                steps
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1217,6 +1339,10 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
     let cpu = ctl.cpu_secs() - cpu0;
     let share = share.figure(&ctl, &label);
     let elapsed = t0.elapsed();
+    let passes = ctl
+        .passes()
+        .await
+        .map(|p| p.since(&passes0).figure(&label, elapsed));
     let requests = env.requests_of("controller");
     let total_req: u64 = requests.values().sum();
     let n = f64::from(done.max(1));
@@ -1253,6 +1379,9 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
         eprintln!("      {k:<40} {v:>8}  {:>6.2}/node", *v as f64 / n);
     }
     report.add(share);
+    if let Some(p) = passes {
+        report.add(p);
+    }
     report.add(
         Figure::new("controller RSS during rollout (max)", &label, max_rss, "MiB")
             .target("< 150 MiB", max_rss < 150.0)

@@ -69,6 +69,7 @@ pub struct ControllerMetrics {
     step_timeout: Family<Labels, Gauge>,
     gate_open: Family<Labels, Gauge>,
     gate_checks: Family<Labels, Counter>,
+    decision_pass: Histogram,
     registry: Arc<Registry>,
 }
 
@@ -101,6 +102,13 @@ impl ControllerMetrics {
         let step_timeout = Family::<Labels, Gauge>::default();
         let gate_open = Family::<Labels, Gauge>::default();
         let gate_checks = Family::<Labels, Counter>::default();
+        // 1 ms … ~16 s
+        let decision_pass = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "decision_pass_duration_seconds",
+            "Duration of one decision pass over every policy and node (the writes it makes included); a node's next step waits for the pass in progress",
+            decision_pass.clone(),
+        );
         registry.register(
             "gate_open",
             "1 while the health gate of the policy is open, 0 while closed",
@@ -167,6 +175,7 @@ impl ControllerMetrics {
             step_timeout,
             gate_open,
             gate_checks,
+            decision_pass,
             registry: Arc::new(registry),
         }
     }
@@ -183,6 +192,11 @@ impl ControllerMetrics {
         self.step_duration
             .get_or_create(&labels(&[("step", step)]))
             .observe(seconds);
+    }
+
+    /// Records how long one decision pass took.
+    pub fn observe_decision_pass(&self, seconds: f64) {
+        self.decision_pass.observe(seconds);
     }
 
     /// Counts evictions by result.

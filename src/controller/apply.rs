@@ -56,7 +56,7 @@ pub(crate) fn drain_time_left(
 }
 
 fn step_of(node: Option<&Arc<Node>>) -> Option<StepSince> {
-    node.and_then(|n| NodeView::from_node(n).record)
+    node.and_then(|n| NodeView::record_of(n))
         .map(|r| (r.step, r.since))
 }
 
@@ -111,7 +111,7 @@ impl<W: Writes> Reconciler<W> {
             }
             let object = objects.get(op.node());
             let rv = object.and_then(|n| n.resource_version());
-            let current = object.and_then(|n| NodeView::from_node(n).record);
+            let current = object.and_then(|n| NodeView::record_of(n));
             let patch = patches::node_patch(op, rv.as_deref(), current.as_ref());
             if let Some(p) = &patch {
                 let action = action_label(op);
@@ -308,7 +308,7 @@ impl<W: Writes> Reconciler<W> {
             .or_else(|| {
                 objects
                     .get(node)
-                    .and_then(|n| NodeView::from_node(n).record)
+                    .and_then(|n| NodeView::record_of(n))
                     .map(|r| r.drain_start())
             })
             .unwrap_or_else(|| self.cfg.clock.now());

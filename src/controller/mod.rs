@@ -534,6 +534,7 @@ where
     let raw: Vec<Arc<DynamicObject>> = inp.policy_store.state();
     let (policies, broken) = decoder.decode_all(&raw);
     let nodes: Vec<Arc<Node>> = inp.node_store.state();
+    let started = std::time::Instant::now();
     let mut requeue = shell.tick(&policies, &nodes).await;
     for bad in &broken {
         if let Some(r) = shell.report_undecodable(bad, &nodes).await {
@@ -546,6 +547,8 @@ where
         inp.metrics.forget_policy(gone);
     }
     *known_policies = names;
+    inp.metrics
+        .observe_decision_pass(started.elapsed().as_secs_f64());
     let mut next_wake = requeue.map(|d| tokio::time::Instant::now() + d);
     // Nodes the stores have not caught up with yet are re-read next round.
     if shell.has_pending_overlay() {

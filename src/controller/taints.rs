@@ -46,11 +46,9 @@ impl<W: Writes> Reconciler<W> {
         let wanted: BTreeSet<String> = wanted
             .iter()
             .filter(|n| {
-                objects.get(*n).is_some_and(|o| {
-                    !NodeView::from_node(o)
-                        .record
-                        .is_some_and(|r| r.step.in_progress())
-                })
+                objects
+                    .get(*n)
+                    .is_some_and(|o| !NodeView::record_of(o).is_some_and(|r| r.step.in_progress()))
             })
             .cloned()
             .collect();

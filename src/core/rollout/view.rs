@@ -67,6 +67,19 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// Only the `sofort.dev/record` of a Node (None when it has none or it
+    /// cannot be read), without building the whole view.
+    pub fn record_of(node: &Node) -> Option<NodeRecord> {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        node_record::read_json::<NodeRecord>(
+            name,
+            node.metadata.annotations.as_ref(),
+            RECORD_ANNOTATION,
+        )
+        .ok()
+        .flatten()
+    }
+
     /// Builds the view of a Node object; unreadable annotations never fail the
     /// whole node (a broken record makes it unstartable and is reported).
     pub fn from_node(node: &Node) -> NodeView {
