@@ -583,6 +583,41 @@ impl Proc {
         Passes::parse(&http_get(self.metrics.as_deref()?).await?)
     }
 
+    /// A one-line summary of the controller's own counters: its passes and
+    /// its node writes by result (those not sent included).
+    async fn progress(&self) -> String {
+        let Some(text) = http_get(self.metrics.as_deref().unwrap_or_default()).await else {
+            return "no metrics".into();
+        };
+        let mut writes: BTreeMap<String, f64> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("sofort_node_writes_total{") {
+                let result = rest
+                    .split("result=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("?");
+                let v: f64 = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0);
+                *writes.entry(result.to_string()).or_default() += v;
+            }
+        }
+        let passes = Passes::parse(&text)
+            .map(|p| format!("{:.0} passes of {:.1} ms on average", p.count, p.mean_ms))
+            .unwrap_or_default();
+        format!(
+            "{passes}; node writes {}",
+            writes
+                .iter()
+                .map(|(k, v)| format!("{v:.0} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
     fn status_kib(&self, key: &str) -> f64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -1320,6 +1355,7 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
             next_progress += Duration::from_secs(30);
             let reqs: u64 = env.requests_of("controller").values().sum();
             let (writes, conflicts, _) = env.node_writes_of("controller");
+            let counters = ctl.progress().await;
             eprintln!(
                 "[rollout footprint] {:.0} s: {done}/{nodes} nodes updated ({:.1}/s), {:.1} controller requests and {:.1} node writes ({conflicts} lost with 409) per node, controller CPU {:.1} s; in progress: {}",
                 t0.elapsed().as_secs_f64(),
@@ -1333,6 +1369,7 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            eprintln!("[rollout footprint]       controller: {counters}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -91,6 +91,15 @@ fn owner_ref(owner: &Value, api_version: &str, kind: &str) -> Value {
     json!({"apiVersion": api_version, "kind": kind, "name": meta_str(owner, "name"), "uid": meta_str(owner, "uid"), "controller": true, "blockOwnerDeletion": true})
 }
 
+/// A node the scheduler may bind pods to: Ready and schedulable, with the
+/// taints a pod must tolerate.
+struct Candidate<'a> {
+    node: &'a Arc<Value>,
+    name: &'a str,
+    labels: Option<&'a serde_json::Map<String, Value>>,
+    taints: Vec<&'a Value>,
+}
+
 fn node_ready(n: &Value) -> bool {
     n.pointer("/status/conditions")
         .and_then(Value::as_array)
@@ -534,6 +543,29 @@ impl Fleet {
                 *load.entry(n).or_default() += 1;
             }
         }
+        // The nodes a pod may go to at all, looked at once per pass rather
+        // than once per pending pod (a wave of evictions leaves hundreds).
+        let candidates: Vec<Candidate<'_>> = nodes
+            .iter()
+            .filter(|n| {
+                node_ready(n)
+                    && n.pointer("/spec/unschedulable").and_then(Value::as_bool) != Some(true)
+            })
+            .map(|n| Candidate {
+                node: n,
+                name: meta_str(n, "name"),
+                labels: n.pointer("/metadata/labels").and_then(Value::as_object),
+                taints: n
+                    .pointer("/spec/taints")
+                    .and_then(Value::as_array)
+                    .map(|ts| {
+                        ts.iter()
+                            .filter(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute")
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
         let mut bound = false;
         for p in pending {
             let selector = p.pointer("/spec/nodeSelector").and_then(Value::as_object);
@@ -542,38 +574,25 @@ impl Fleet {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            let fits = |n: &Value| {
-                let labels = n.pointer("/metadata/labels").and_then(Value::as_object);
-                node_ready(n)
-                    && n.pointer("/spec/unschedulable").and_then(Value::as_bool) != Some(true)
-                    && selector.is_none_or(|s| {
-                        s.iter()
-                            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            let fits = |c: &Candidate<'_>| {
+                selector.is_none_or(|s| {
+                    s.iter()
+                        .all(|(k, v)| c.labels.and_then(|l| l.get(k)) == Some(v))
+                }) && c.taints.iter().all(|t| {
+                    tolerations.iter().any(|tol| {
+                        (tol["operator"] == "Exists"
+                            && (tol.get("key").is_none_or(Value::is_null)
+                                || tol["key"] == t["key"]))
+                            || (tol["key"] == t["key"] && tol["value"] == t["value"])
                     })
-                    && n.pointer("/spec/taints")
-                        .and_then(Value::as_array)
-                        .is_none_or(|ts| {
-                            ts.iter()
-                                .filter(|t| {
-                                    t["effect"] == "NoSchedule" || t["effect"] == "NoExecute"
-                                })
-                                .all(|t| {
-                                    tolerations.iter().any(|tol| {
-                                        (tol["operator"] == "Exists"
-                                            && (tol.get("key").is_none_or(Value::is_null)
-                                                || tol["key"] == t["key"]))
-                                            || (tol["key"] == t["key"]
-                                                && tol["value"] == t["value"])
-                                    })
-                                })
-                        })
+                })
             };
-            let best = nodes.iter().filter(|n| fits(n)).min_by_key(|n| {
-                (
-                    load.get(meta_str(n, "name")).copied().unwrap_or(0),
-                    meta_str(n, "name").to_string(),
-                )
-            });
+            let load_of = |c: &Candidate<'_>| load.get(c.name).copied().unwrap_or(0);
+            let best = candidates
+                .iter()
+                .filter(|c| fits(c))
+                .min_by(|a, b| load_of(a).cmp(&load_of(b)).then_with(|| a.name.cmp(b.name)))
+                .map(|c| c.node);
             let ns = meta_str(p, "namespace").to_string();
             let name = meta_str(p, "name").to_string();
             let now = now_rfc3339();
@@ -638,6 +657,12 @@ impl Fleet {
             else {
                 continue;
             };
+            let pending = p.pointer("/status/phase").and_then(Value::as_str) == Some("Pending");
+            let to_start = pending && ready_nodes.contains(node);
+            if !(terminating(p) || to_start) {
+                // Running, or waiting for its node: nothing to do this pass.
+                continue;
+            }
             let uid = meta_str(p, "uid").to_string();
             let ns = meta_str(p, "namespace").to_string();
             let name = meta_str(p, "name").to_string();
