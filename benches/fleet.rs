@@ -404,6 +404,20 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// The value of one sample line of the Prometheus text format.
+fn sample_value(line: &str) -> Option<f64> {
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+/// `counts` as "3 Draining, 2 Settling" (count first, by name).
+fn counts<V: std::fmt::Display>(counts: &BTreeMap<String, V>) -> String {
+    counts
+        .iter()
+        .map(|(k, v)| format!("{v:.0} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The body of a plain HTTP GET, within 5 s.
 async fn http_get(url: &str) -> Option<String> {
     use http_body_util::BodyExt;
@@ -431,7 +445,7 @@ struct Passes {
 
 impl Passes {
     fn parse(text: &str) -> Option<Passes> {
-        let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        let value = sample_value;
         let name = "sofort_decision_pass_duration_seconds";
         let mut count = None;
         let mut sum = None;
@@ -597,25 +611,14 @@ impl Proc {
                     .nth(1)
                     .and_then(|r| r.split('"').next())
                     .unwrap_or("?");
-                let v: f64 = line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0);
+                let v = sample_value(line).unwrap_or(0.0);
                 *writes.entry(result.to_string()).or_default() += v;
             }
         }
         let passes = Passes::parse(&text)
             .map(|p| format!("{:.0} passes of {:.1} ms on average", p.count, p.mean_ms))
             .unwrap_or_default();
-        format!(
-            "{passes}; node writes {}",
-            writes
-                .iter()
-                .map(|(k, v)| format!("{v:.0} {k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        format!("{passes}; node writes {}", counts(&writes))
     }
 
     fn status_kib(&self, key: &str) -> f64 {
@@ -1363,11 +1366,7 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
                 reqs as f64 / f64::from(done.max(1)),
                 writes as f64 / f64::from(done.max(1)),
                 ctl.cpu_secs() - cpu0,
-                steps
-                    .iter()
-                    .map(|(k, v)| format!("{v} {k}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                counts(&steps)
             );
             eprintln!("[rollout footprint]       controller: {counters}");
         }

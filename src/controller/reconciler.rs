@@ -216,15 +216,14 @@ impl<W: Writes> Reconciler<W> {
         let mut objects = self.freshest(nodes);
 
         // Stop drains of nodes that are no longer draining.
-        let views = self.views.take(&objects, &self.drains);
+        let views = self.views(&objects);
         let draining: HashSet<&str> = views
             .iter()
             .filter(|v| v.record.as_ref().is_some_and(|r| r.step == Step::Draining))
             .map(|v| v.name.as_str())
             .collect();
         self.drains.retain(|n| draining.contains(n));
-        drop(draining);
-        self.views.put_back(views);
+        self.put_back_views(views);
 
         self.forget_gone(policies);
 
@@ -753,39 +752,35 @@ impl ViewCache {
                 .zip(objects.keys())
                 .all(|(v, k)| v.name == *k);
         if !same_nodes {
+            // Line the cached views up with the nodes, by name; a new node
+            // has no cached version, so it is built below.
             let mut old: HashMap<String, (Option<String>, NodeView)> =
                 std::mem::take(&mut self.views)
                     .into_iter()
                     .zip(std::mem::take(&mut self.versions))
                     .map(|(v, rv)| (v.name.clone(), (rv, v)))
                     .collect();
-            for (name, n) in objects {
-                let rv = n.metadata.resource_version.as_deref();
-                let view = match old.remove(name) {
-                    Some((cached, view)) if rv.is_some() && cached.as_deref() == rv => view,
-                    _ => NodeView::from_node(n),
-                };
-                self.versions.push(rv.map(str::to_string));
+            for name in objects.keys() {
+                let (rv, view) = old.remove(name).unwrap_or_default();
+                self.versions.push(rv);
                 self.views.push(view);
             }
-        } else {
-            for ((view, cached), n) in self
-                .views
-                .iter_mut()
-                .zip(self.versions.iter_mut())
-                .zip(objects.values())
-            {
-                let rv = n.metadata.resource_version.as_deref();
-                if rv.is_none() || cached.as_deref() != rv {
-                    *view = NodeView::from_node(n);
-                    *cached = rv.map(str::to_string);
-                }
+        }
+        for ((view, cached), n) in self
+            .views
+            .iter_mut()
+            .zip(self.versions.iter_mut())
+            .zip(objects.values())
+        {
+            let rv = n.metadata.resource_version.as_deref();
+            if rv.is_none() || cached.as_deref() != rv {
+                *view = NodeView::from_node(n);
+                *cached = rv.map(str::to_string);
             }
         }
         for v in &mut self.views {
             v.drain = drains.state(&v.name);
         }
-        self.versions.truncate(self.views.len());
         std::mem::take(&mut self.views)
     }
 
