@@ -191,6 +191,16 @@ struct StatsInner {
     counts: Mutex<HashMap<(String, String, String), u64>>,
     open_watches: AtomicUsize,
     log_limit: usize,
+    fleet: Mutex<FleetPasses>,
+}
+
+/// How many passes over the whole fleet the simulated controllers made,
+/// and how long they took.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FleetPasses {
+    pub count: u64,
+    pub total: Duration,
+    pub longest: Duration,
 }
 
 impl Stats {
@@ -201,6 +211,7 @@ impl Stats {
                 counts: Mutex::new(HashMap::new()),
                 open_watches: AtomicUsize::new(0),
                 log_limit,
+                fleet: Mutex::new(FleetPasses::default()),
             }),
         }
     }
@@ -275,6 +286,19 @@ impl Stats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+
+    pub(crate) fn fleet_pass(&self, took: Duration) {
+        let mut f = self.inner.fleet.lock().unwrap_or_else(|e| e.into_inner());
+        f.count += 1;
+        f.total += took;
+        f.longest = f.longest.max(took);
+    }
+
+    /// The fleet passes since the sandbox started (not cleared by
+    /// [`Stats::reset`]; subtract two readings for a span).
+    pub fn fleet_passes(&self) -> FleetPasses {
+        *self.inner.fleet.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Watch streams open right now.

@@ -14,7 +14,11 @@ use crate::api::{DeleteOpts, SharedRef, WriteOpts, create_object, delete_object,
 use crate::eviction::pod_ready;
 use crate::host::{FleetCmd, SimHost};
 use crate::scenario::{DurationRange, Scenario, Workload};
-use crate::store::{Change, meta_str, new_uid, now_rfc3339};
+use crate::store::{
+    Change, EventType, Route, Store, Subscription, WATCH_QUEUE, WatchEvent, meta_str, new_uid,
+    now_rfc3339,
+};
+use tokio::sync::mpsc::error::TryRecvError;
 
 pub(crate) type Hosts = Arc<Mutex<HashMap<String, SimHost>>>;
 
@@ -63,10 +67,19 @@ pub(crate) struct Fleet {
     timing: Timing,
     rng: fastrand::Rng,
     controllers: bool,
-    ready_at: HashMap<String, Instant>,
-    gone_at: HashMap<String, Instant>,
+    /// Pods waiting to start, by uid.
+    ready_at: HashMap<String, PodTimer>,
+    /// Terminating pods waiting to be gone, by uid.
+    gone_at: HashMap<String, PodTimer>,
     rebooting: HashMap<String, Instant>,
     ip: u32,
+}
+
+/// When a pod's next kubelet step is due, and which pod it is.
+struct PodTimer {
+    at: Instant,
+    ns: String,
+    name: String,
 }
 
 fn scale(r: &DurationRange, speed: f64) -> (Duration, Duration) {
@@ -439,27 +452,17 @@ impl Fleet {
         }
     }
 
-    /// One pass over the fleet; returns when to look again at the latest.
-    pub(crate) fn pass(&mut self) -> Instant {
+    /// One pass over the whole fleet: everything [`Fleet::on_change`] and
+    /// [`Fleet::run_timers`] do (so a change they missed is caught up with),
+    /// plus scheduling and the workload, garbage collection and disruption
+    /// controllers.
+    pub(crate) fn pass(&mut self) {
         let now = Instant::now();
-        let mut next = now + Duration::from_secs(5);
-        // Reboots that are over.
-        let due: Vec<String> = self
-            .rebooting
-            .iter()
-            .filter(|(n, t)| **t <= now && !self.sh.faults.is_never_returning(n))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in due {
-            self.finish_reboot(&n);
-        }
-        for t in self.rebooting.values() {
-            if *t > now {
-                next = next.min(*t);
-            }
-        }
+        self.run_timers(now);
         let nodes = self.sh.store.all("nodes", None);
-        self.sentinel_requests(&nodes);
+        for n in &nodes {
+            self.sentinel_request(n);
+        }
         let simulated: HashSet<String> = self
             .hosts
             .lock()
@@ -471,7 +474,7 @@ impl Fleet {
         if self.schedule(&nodes, &pods) {
             pods = self.sh.store.all("pods", None);
         }
-        next = next.min(self.kubelets(&nodes, &pods, &simulated, now));
+        self.kubelets(&nodes, &pods, &simulated, now);
         if self.controllers {
             self.workloads(&nodes, &pods);
             self.garbage_collect();
@@ -480,44 +483,41 @@ impl Fleet {
         let live: HashSet<&str> = pods.iter().map(|p| meta_str(p, "uid")).collect();
         self.ready_at.retain(|k, _| live.contains(k.as_str()));
         self.gone_at.retain(|k, _| live.contains(k.as_str()));
-        next
     }
 
-    /// Acts on [`NEEDS_REBOOT_ANNOTATION`]: creates the sentinel of each
+    /// Acts on [`NEEDS_REBOOT_ANNOTATION`]: creates the sentinel of a
     /// requesting node's host that is up, then removes the annotation.
-    fn sentinel_requests(&mut self, nodes: &[Arc<Value>]) {
-        for n in nodes {
-            let requested = n
-                .pointer("/metadata/annotations")
-                .and_then(|a| a.get(NEEDS_REBOOT_ANNOTATION))
-                .and_then(Value::as_str)
-                == Some("true");
-            if !requested {
-                continue;
-            }
-            let name = meta_str(n, "name");
-            let Some(host) = self.host(name) else {
-                continue;
-            };
-            if self.rebooting.contains_key(name) || !host.is_up() {
-                continue;
-            }
-            host.set_reboot_required(true);
-            self.update("nodes", "", name, |n| {
-                if let Some(a) = n["metadata"]["annotations"].as_object_mut() {
-                    a.remove(NEEDS_REBOOT_ANNOTATION);
-                    if a.is_empty()
-                        && let Some(m) = n["metadata"].as_object_mut()
-                    {
-                        m.remove("annotations");
-                    }
-                }
-            });
-            tracing::info!(
-                node = name,
-                "simulated host created its reboot-required sentinel on request"
-            );
+    fn sentinel_request(&mut self, n: &Value) {
+        let requested = n
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(NEEDS_REBOOT_ANNOTATION))
+            .and_then(Value::as_str)
+            == Some("true");
+        if !requested {
+            return;
         }
+        let name = meta_str(n, "name");
+        let Some(host) = self.host(name) else {
+            return;
+        };
+        if self.rebooting.contains_key(name) || !host.is_up() {
+            return;
+        }
+        host.set_reboot_required(true);
+        self.update("nodes", "", name, |n| {
+            if let Some(a) = n["metadata"]["annotations"].as_object_mut() {
+                a.remove(NEEDS_REBOOT_ANNOTATION);
+                if a.is_empty()
+                    && let Some(m) = n["metadata"].as_object_mut()
+                {
+                    m.remove("annotations");
+                }
+            }
+        });
+        tracing::info!(
+            node = name,
+            "simulated host created its reboot-required sentinel on request"
+        );
     }
 
     /// Bind pods without a node to the least-loaded fitting node.
@@ -642,13 +642,12 @@ impl Fleet {
         pods: &[Arc<Value>],
         simulated: &HashSet<String>,
         now: Instant,
-    ) -> Instant {
+    ) {
         let ready_nodes: HashSet<&str> = nodes
             .iter()
             .filter(|n| node_ready(n))
             .map(|n| meta_str(n, "name"))
             .collect();
-        let mut next = now + Duration::from_secs(5);
         for p in pods {
             let Some(node) = p
                 .pointer("/spec/nodeName")
@@ -657,65 +656,191 @@ impl Fleet {
             else {
                 continue;
             };
-            let pending = p.pointer("/status/phase").and_then(Value::as_str) == Some("Pending");
-            let to_start = pending && ready_nodes.contains(node);
-            if !(terminating(p) || to_start) {
-                // Running, or waiting for its node: nothing to do this pass.
-                continue;
-            }
-            let uid = meta_str(p, "uid").to_string();
-            let ns = meta_str(p, "namespace").to_string();
-            let name = meta_str(p, "name").to_string();
-            if terminating(p) {
-                if p.pointer("/metadata/finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|f| !f.is_empty())
-                {
-                    continue;
-                }
-                let grace = p
-                    .pointer("/metadata/deletionGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-                    .max(0) as u64;
-                let wait = self.timing.pod_termination.min(Duration::from_secs(grace));
-                let at = *self.gone_at.entry(uid).or_insert(now + wait);
-                if at <= now {
-                    self.delete("", "pods", &ns, &name, Some(0));
-                } else {
-                    next = next.min(at);
-                }
-                continue;
-            }
-            if !ready_nodes.contains(node) {
-                continue;
-            }
-            if p.pointer("/status/phase").and_then(Value::as_str) == Some("Pending") {
-                let delay = self.draw(self.timing.pod_start);
-                let at = *self.ready_at.entry(uid).or_insert(now + delay);
-                if at > now {
-                    next = next.min(at);
-                    continue;
-                }
-                let ip = self.next_ip();
-                let ts = now_rfc3339();
-                self.update("pods", &ns, &name, |pod| {
-                    let containers = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
-                    let statuses: Vec<Value> = containers
-                        .iter()
-                        .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": true, "started": true, "restartCount": 0, "state": {"running": {"startedAt": ts}}}))
-                        .collect();
-                    let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": ts});
-                    pod["status"]["phase"] = json!("Running");
-                    pod["status"]["podIP"] = json!(ip);
-                    pod["status"]["podIPs"] = json!([{"ip": ip}]);
-                    pod["status"]["startTime"] = json!(ts);
-                    pod["status"]["containerStatuses"] = Value::Array(statuses);
-                    pod["status"]["conditions"] = json!([cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")]);
-                });
-            }
+            let ready = ready_nodes.contains(node);
+            self.kubelet(p, ready, now);
         }
-        next
+    }
+
+    /// One kubelet step for one pod of a simulated node: a terminating pod
+    /// is gone once its termination time (at most its grace period) has
+    /// passed since the kubelet first saw it terminating; a pending pod on a
+    /// Ready node runs once its start time has passed. Each is timed from
+    /// the first time the step is seen and kept in a timer, so whichever
+    /// sees the pod first (a change, the timer or a pass) starts the clock.
+    fn kubelet(&mut self, p: &Value, node_ready: bool, now: Instant) {
+        let pending = p.pointer("/status/phase").and_then(Value::as_str) == Some("Pending");
+        if terminating(p) {
+            if p.pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty())
+            {
+                return;
+            }
+            let grace = p
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .max(0) as u64;
+            let wait = self.timing.pod_termination.min(Duration::from_secs(grace));
+            let at = Self::timer(&mut self.gone_at, p, now + wait);
+            if at <= now {
+                self.delete(
+                    "",
+                    "pods",
+                    meta_str(p, "namespace"),
+                    meta_str(p, "name"),
+                    Some(0),
+                );
+            }
+            return;
+        }
+        if !(pending && node_ready) {
+            // Running, or waiting for its node: nothing to do.
+            return;
+        }
+        let delay = self.draw(self.timing.pod_start);
+        let at = Self::timer(&mut self.ready_at, p, now + delay);
+        if at > now {
+            return;
+        }
+        let ip = self.next_ip();
+        let ts = now_rfc3339();
+        self.update("pods", meta_str(p, "namespace"), meta_str(p, "name"), |pod| {
+            let containers = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
+            let statuses: Vec<Value> = containers
+                .iter()
+                .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": true, "started": true, "restartCount": 0, "state": {"running": {"startedAt": ts}}}))
+                .collect();
+            let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": ts});
+            pod["status"]["phase"] = json!("Running");
+            pod["status"]["podIP"] = json!(ip);
+            pod["status"]["podIPs"] = json!([{"ip": ip}]);
+            pod["status"]["startTime"] = json!(ts);
+            pod["status"]["containerStatuses"] = Value::Array(statuses);
+            pod["status"]["conditions"] = json!([cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")]);
+        });
+    }
+
+    /// The due time of `p`'s timer in `timers`, set to `at` if it had none.
+    fn timer(timers: &mut HashMap<String, PodTimer>, p: &Value, at: Instant) -> Instant {
+        timers
+            .entry(meta_str(p, "uid").to_string())
+            .or_insert_with(|| PodTimer {
+                at,
+                ns: meta_str(p, "namespace").to_string(),
+                name: meta_str(p, "name").to_string(),
+            })
+            .at
+    }
+
+    fn is_simulated(&self, node: &str) -> bool {
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(node)
+    }
+
+    fn node_is_ready(&self, node: &str) -> bool {
+        self.sh
+            .store
+            .get("nodes", "", node)
+            .is_some_and(|n| node_ready(&n))
+    }
+
+    /// The kubelet step of one pod looked up by name, if it is still the
+    /// pod with this uid and on a simulated node.
+    fn kubelet_of(&mut self, uid: &str, ns: &str, name: &str, now: Instant) {
+        let Some(p) = self.sh.store.get("pods", ns, name) else {
+            return;
+        };
+        if meta_str(&p, "uid") != uid {
+            return;
+        }
+        let Some(node) = p
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| self.is_simulated(n))
+        else {
+            return;
+        };
+        let ready = self.node_is_ready(node);
+        self.kubelet(&p, ready, now);
+    }
+
+    /// Acts on one change as the node's kubelet and host would, without
+    /// waiting for the next pass: a pod that starts terminating or becomes
+    /// startable starts its timer, a Node that turns Ready starts its pods,
+    /// a Node asking for its sentinel gets it.
+    pub(crate) fn on_change(&mut self, ev: &WatchEvent, now: Instant) {
+        match &*ev.gr {
+            "pods" => {
+                let p = &ev.object;
+                if ev.kind == EventType::Deleted {
+                    let uid = meta_str(p, "uid");
+                    self.ready_at.remove(uid);
+                    self.gone_at.remove(uid);
+                    return;
+                }
+                let Some(node) = p
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .filter(|n| self.is_simulated(n))
+                else {
+                    return;
+                };
+                let ready = self.node_is_ready(node);
+                self.kubelet(p, ready, now);
+            }
+            "nodes" if ev.kind != EventType::Deleted => {
+                let n = &ev.object;
+                self.sentinel_request(n);
+                let name = meta_str(n, "name");
+                let was_ready = ev.old.as_deref().is_some_and(node_ready);
+                if node_ready(n) && !was_ready && self.is_simulated(name) {
+                    for p in self.sh.store.pods_on_node(name) {
+                        self.kubelet(&p, true, now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs every timer that is due (reboots that are over, pods whose
+    /// termination or start time has come) and returns when the next one
+    /// is due.
+    pub(crate) fn run_timers(&mut self, now: Instant) -> Option<Instant> {
+        let due: Vec<String> = self
+            .rebooting
+            .iter()
+            .filter(|(n, t)| **t <= now && !self.sh.faults.is_never_returning(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in due {
+            self.finish_reboot(&n);
+        }
+        let due: Vec<(String, String, String)> = self
+            .gone_at
+            .iter()
+            .chain(self.ready_at.iter())
+            .filter(|(_, t)| t.at <= now)
+            .map(|(uid, t)| (uid.clone(), t.ns.clone(), t.name.clone()))
+            .collect();
+        for (uid, ns, name) in due {
+            self.kubelet_of(&uid, &ns, &name, now);
+        }
+        self.next_timer(now)
+    }
+
+    /// The earliest timer still to come.
+    fn next_timer(&self, now: Instant) -> Option<Instant> {
+        let reboots = self.rebooting.values().copied();
+        let pods = self
+            .gone_at
+            .values()
+            .chain(self.ready_at.values())
+            .map(|t| t.at);
+        reboots.chain(pods).filter(|t| *t > now).min()
     }
 
     fn pod_from_template(owner: &Value, template: &Value, name: &str, oref: Value) -> Value {
@@ -1042,48 +1167,295 @@ impl Fleet {
 /// How long a burst of writes may settle before the fleet looks again.
 const PASS_SETTLE: Duration = Duration::from_millis(10);
 
-/// The fleet loop: react to store changes, host commands and timers.
+/// How often the fleet passes over everything when nothing changes.
+const PASS_EVERY: Duration = Duration::from_secs(5);
+
+/// Pod and Node changes as they happen, for [`Fleet::on_change`]. A
+/// subscription that fell behind (during a long pass) is ended by the store;
+/// it is opened again from the current version, and the next pass catches up
+/// with what it missed.
+struct Changes {
+    pods: Option<Subscription>,
+    nodes: Option<Subscription>,
+}
+
+impl Changes {
+    fn open(store: &Store, sub: &mut Option<Subscription>, gr: &str) {
+        if sub.is_none() {
+            *sub = store.watch(gr, store.rv(), Route::All).ok().map(|(_, s)| s);
+        }
+    }
+
+    /// Applies every change already queued; false if a subscription ended.
+    fn apply_queued(&mut self, fleet: &mut Fleet, now: Instant) -> bool {
+        let mut intact = true;
+        for sub in [&mut self.pods, &mut self.nodes] {
+            // Bounded: at most what is queued now (the store's watch queue).
+            for _ in 0..WATCH_QUEUE {
+                let Some(s) = sub.as_mut() else { break };
+                match s.try_recv() {
+                    Ok(ev) => fleet.on_change(&ev, now),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        *sub = None;
+                        intact = false;
+                    }
+                }
+            }
+        }
+        intact
+    }
+}
+
+/// The fleet loop. Changes of pods and Nodes, host commands and timers are
+/// acted on as they come, so a pod is gone when its termination time is
+/// over and a node is up when its reboot is; a pass over the whole fleet
+/// (scheduling, workload controllers) follows a burst of changes.
 pub(crate) async fn run(
     mut fleet: Fleet,
     mut cmds: mpsc::UnboundedReceiver<FleetCmd>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut changes = fleet.sh.store.subscribe_changes();
+    let mut feed = Changes {
+        pods: None,
+        nodes: None,
+    };
+    let mut pass_at = Some(Instant::now());
+    let mut settle = PASS_SETTLE;
     loop {
+        Changes::open(&fleet.sh.store, &mut feed.pods, "pods");
+        Changes::open(&fleet.sh.store, &mut feed.nodes, "nodes");
+        let now = Instant::now();
         while let Ok(c) = cmds.try_recv() {
             fleet.handle(c);
         }
-        let began = Instant::now();
-        // A pass over a large fleet is long, synchronous work: run on an
-        // async worker it held that worker (one of two on a small machine)
-        // and every request queued behind it.
-        let Ok((back, next)) = tokio::task::spawn_blocking(move || {
-            let next = fleet.pass();
-            (fleet, next)
-        })
-        .await
-        else {
-            return;
-        };
-        fleet = back;
-        // A pass looks at every pod; at 50,000 pods it takes long enough that
-        // passes back to back would take a whole core from the API server.
-        // Waiting twice its length keeps the fleet to about a third of a core
-        // (and changes nothing on small fleets, where a pass takes far less
-        // than the 10 ms of settling).
-        let settle = PASS_SETTLE.max(began.elapsed() * 2);
+        if !feed.apply_queued(&mut fleet, now) {
+            // Something was missed: a pass catches up with it.
+            pass_at = Some(pass_at.map_or(now, |t| t.min(now)));
+        }
+        let mut wake = fleet.run_timers(now);
+        if pass_at.is_some_and(|t| t <= now) {
+            let began = Instant::now();
+            // A pass over a large fleet is long, synchronous work: run on an
+            // async worker it held that worker (one of two on a small machine)
+            // and every request queued behind it.
+            let Ok(back) = tokio::task::spawn_blocking(move || {
+                fleet.pass();
+                fleet
+            })
+            .await
+            else {
+                return;
+            };
+            fleet = back;
+            fleet.sh.stats.fleet_pass(began.elapsed());
+            // A pass looks at every pod; at 50,000 pods it takes long enough
+            // that passes back to back would take a whole core from the API
+            // server. Waiting twice its length after the next change keeps
+            // the fleet to about a third of a core (and changes nothing on
+            // small fleets, where a pass takes far less than the settling).
+            settle = PASS_SETTLE.max(began.elapsed() * 2);
+            pass_at = None;
+            // Timers the pass started.
+            wake = fleet.run_timers(Instant::now());
+        }
+        let periodic = pass_at.unwrap_or_else(|| Instant::now() + PASS_EVERY);
+        let wake = wake.map_or(periodic, |w| w.min(periodic));
         tokio::select! {
             r = changes.changed() => {
                 if r.is_err() { return; }
                 // Let a burst of writes settle into one pass.
-                tokio::time::sleep(settle).await;
+                if pass_at.is_none() {
+                    pass_at = Some(Instant::now() + settle);
+                }
             }
             c = cmds.recv() => match c {
                 Some(c) => fleet.handle(c),
                 None => return,
             },
-            _ = tokio::time::sleep_until(next.into()) => {}
+            Some(ev) = next_change(&mut feed.pods) => fleet.on_change(&ev, Instant::now()),
+            Some(ev) = next_change(&mut feed.nodes) => fleet.on_change(&ev, Instant::now()),
+            _ = tokio::time::sleep_until(wake.into()) => {
+                if pass_at.is_none() && wake >= periodic {
+                    pass_at = Some(Instant::now());
+                }
+            }
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// The next change of a subscription; pending forever without one.
+async fn next_change(sub: &mut Option<Subscription>) -> Option<Arc<WatchEvent>> {
+    match sub {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Shared;
+    use crate::scenario::SimDuration;
+
+    /// A fleet of one Ready simulated node `worker-1` (1 s pod termination,
+    /// 0.5 s pod start), without workload controllers, and a feed of its
+    /// pod and Node changes.
+    fn one_node() -> (Fleet, Subscription, Subscription) {
+        let sh = Arc::new(Shared {
+            store: Arc::new(Store::new(1000)),
+            registry: Arc::new(crate::registry::Registry::new()),
+            faults: crate::faults::Faults::new(1),
+            stats: crate::faults::Stats::new(100),
+            tokens: crate::auth::Tokens::new(None, &[]),
+            bookmark_interval: Duration::from_secs(60),
+            addr: "127.0.0.1:0".into(),
+        });
+        let mut scenario = Scenario::with_nodes(1);
+        scenario.workloads.clear();
+        scenario.objects.clear();
+        scenario.timing.pod_termination = SimDuration(Duration::from_secs(1));
+        scenario.timing.pod_start = DurationRange::fixed(Duration::from_millis(500));
+        let hosts: Hosts = Arc::new(Mutex::new(HashMap::new()));
+        let mut fleet = Fleet::new(sh.clone(), &scenario, hosts, false);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        fleet.seed(&scenario, &tx);
+        let subscribe = |gr| match sh.store.watch(gr, sh.store.rv(), Route::All) {
+            Ok((_, s)) => s,
+            Err(_) => panic!("a fresh store serves watches from its current version"),
+        };
+        (fleet, subscribe("pods"), subscribe("nodes"))
+    }
+
+    fn node_name(fleet: &Fleet) -> String {
+        let nodes = fleet.sh.store.all("nodes", None);
+        assert_eq!(nodes.len(), 1);
+        meta_str(&nodes[0], "name").to_string()
+    }
+
+    fn put_pod(fleet: &Fleet, node: &str, phase: &str) {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "default"},
+            "spec": {"nodeName": node, "containers": [{"name": "web", "image": "web:1"}]},
+            "status": {"phase": phase}});
+        let put = fleet
+            .sh
+            .store
+            .mutate("pods", "default", "web-1", |_| Ok((Change::Put(pod), ())));
+        assert!(put.is_ok());
+    }
+
+    fn pod(fleet: &Fleet) -> Option<Arc<Value>> {
+        fleet.sh.store.get("pods", "default", "web-1")
+    }
+
+    fn apply_all(fleet: &mut Fleet, sub: &mut Subscription, now: Instant) {
+        while let Ok(ev) = sub.try_recv() {
+            fleet.on_change(&ev, now);
+        }
+    }
+
+    #[test]
+    fn a_terminating_pod_is_gone_when_its_termination_time_is_over_without_a_pass() {
+        let (mut fleet, mut pods, _nodes) = one_node();
+        let node = node_name(&fleet);
+        put_pod(&fleet, &node, "Running");
+        fleet.update("pods", "default", "web-1", |p| {
+            p["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            p["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+        });
+        let t0 = Instant::now();
+        apply_all(&mut fleet, &mut pods, t0);
+        assert!(pod(&fleet).is_some(), "terminating, not gone yet");
+        // The clock started with the change: 1 s of termination, not 30 s
+        // of grace, and nothing before it.
+        let next = fleet.run_timers(t0 + Duration::from_millis(999));
+        assert_eq!(next, Some(t0 + Duration::from_secs(1)));
+        assert!(pod(&fleet).is_some());
+        fleet.run_timers(t0 + Duration::from_secs(1));
+        assert!(pod(&fleet).is_none(), "gone at its termination time");
+        apply_all(&mut fleet, &mut pods, t0 + Duration::from_secs(1));
+        assert!(
+            fleet.gone_at.is_empty(),
+            "the timer of a deleted pod is dropped"
+        );
+        assert_eq!(fleet.sh.stats.fleet_passes().count, 0);
+    }
+
+    #[test]
+    fn a_terminating_pod_with_finalizers_stays() {
+        let (mut fleet, mut pods, _nodes) = one_node();
+        let node = node_name(&fleet);
+        put_pod(&fleet, &node, "Running");
+        fleet.update("pods", "default", "web-1", |p| {
+            p["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            p["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            p["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        });
+        let t0 = Instant::now();
+        apply_all(&mut fleet, &mut pods, t0);
+        assert_eq!(fleet.run_timers(t0 + Duration::from_secs(60)), None);
+        assert!(pod(&fleet).is_some());
+    }
+
+    #[test]
+    fn a_pod_waiting_for_its_node_starts_once_the_node_turns_ready() {
+        let (mut fleet, mut pods, mut nodes) = one_node();
+        let node = node_name(&fleet);
+        let ts = now_rfc3339();
+        fleet.update("nodes", "", &node, |n| {
+            n["status"]["conditions"] = ready_conditions(false, &ts);
+        });
+        apply_all(&mut fleet, &mut nodes, Instant::now());
+        put_pod(&fleet, &node, "Pending");
+        let t0 = Instant::now();
+        apply_all(&mut fleet, &mut pods, t0);
+        assert_eq!(
+            fleet.run_timers(t0 + Duration::from_secs(60)),
+            None,
+            "no start on a NotReady node"
+        );
+        let t1 = t0 + Duration::from_secs(60);
+        fleet.update("nodes", "", &node, |n| {
+            n["status"]["conditions"] = ready_conditions(true, &ts);
+        });
+        apply_all(&mut fleet, &mut nodes, t1);
+        assert_eq!(fleet.run_timers(t1), Some(t1 + Duration::from_millis(500)));
+        let phase = |f: &Fleet| {
+            pod(f).and_then(|p| {
+                p.pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+        };
+        assert_eq!(phase(&fleet).as_deref(), Some("Pending"));
+        fleet.run_timers(t1 + Duration::from_millis(500));
+        assert_eq!(phase(&fleet).as_deref(), Some("Running"));
+    }
+
+    #[test]
+    fn a_reboot_is_over_at_its_time_and_the_node_reports_a_new_boot() {
+        let (mut fleet, _pods, _nodes) = one_node();
+        let node = node_name(&fleet);
+        let boot = |f: &Fleet| {
+            f.sh.store.get("nodes", "", &node).and_then(|n| {
+                n.pointer("/status/nodeInfo/bootID")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+        };
+        let before = boot(&fleet);
+        fleet.handle(FleetCmd::Reboot(node.clone()));
+        let Some(up_at) = fleet.next_timer(Instant::now()) else {
+            panic!("a rebooting node has a timer");
+        };
+        assert!(!fleet.node_is_ready(&node));
+        fleet.run_timers(up_at - Duration::from_millis(1));
+        assert!(!fleet.node_is_ready(&node));
+        fleet.run_timers(up_at);
+        assert!(fleet.node_is_ready(&node));
+        assert_ne!(boot(&fleet), before);
     }
 }

@@ -46,7 +46,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 pub use error::{ApiError, SandboxError};
-pub use faults::{FaultEffect, FaultRule, Faults, RequestRecord, Stats};
+pub use faults::{FaultEffect, FaultRule, Faults, FleetPasses, RequestRecord, Stats};
 pub use fleet::{NEEDS_REBOOT_ANNOTATION, UNHEALTHY_ANNOTATION};
 pub use host::{PatchBehaviour, PatchOutcome, SimHost, SimHostError};
 pub use scenario::{

@@ -48,7 +48,7 @@ type Key = (String, String);
 
 /// Events a watch may fall behind by before it is ended (the client resumes
 /// from the last version it saw, as after a real server drops a slow watch).
-const WATCH_QUEUE: usize = 8192;
+pub(crate) const WATCH_QUEUE: usize = 8192;
 
 /// The field a watch is routed by, when its field selector pins one value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -190,6 +190,11 @@ impl Subscription {
     /// The next change, or `None` when the watch was dropped for falling behind.
     pub async fn recv(&mut self) -> Option<Arc<WatchEvent>> {
         self.rx.recv().await
+    }
+
+    /// A change already queued, without waiting.
+    pub fn try_recv(&mut self) -> Result<Arc<WatchEvent>, mpsc::error::TryRecvError> {
+        self.rx.try_recv()
     }
 }
 
