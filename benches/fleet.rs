@@ -501,6 +501,26 @@ impl Passes {
     }
 }
 
+/// The emulator's passes over its whole fleet (scheduling, workload
+/// controllers; kubelets and reboots act on each change between them) since
+/// `before`.
+fn fleet_pass_figure(
+    now: sofort_sandbox::FleetPasses,
+    before: sofort_sandbox::FleetPasses,
+    label: &str,
+    wall: Duration,
+) -> Figure {
+    let count = now.count - before.count;
+    let total = now.total.saturating_sub(before.total);
+    let mean_ms = total.as_secs_f64() * 1000.0 / (count.max(1) as f64);
+    Figure::new("emulator fleet pass mean", label, mean_ms, "ms").detail(format!(
+        "{count} passes over all nodes and pods in {:.1} s ({:.0} % of the time in a pass); longest {:.0} ms since the sandbox started",
+        wall.as_secs_f64(),
+        total.as_secs_f64() * 100.0 / wall.as_secs_f64().max(1e-9),
+        now.longest.as_secs_f64() * 1000.0
+    ))
+}
+
 fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -975,6 +995,7 @@ async fn makespan(args: &Args, case: &MakespanCase, report: &mut Report) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     env.sandbox.stats().reset();
     let passes0 = ctl.passes().await;
+    let fleet0 = env.sandbox.stats().fleet_passes();
     let cpu0 = ctl.cpu_secs();
     let share = CpuShare::start(&ctl);
     let start = Instant::now();
@@ -1025,6 +1046,12 @@ async fn makespan(args: &Args, case: &MakespanCase, report: &mut Report) {
         .passes()
         .await
         .map(|p| p.since(&passes0).figure(&label, start.elapsed()));
+    let fleet_passes = fleet_pass_figure(
+        env.sandbox.stats().fleet_passes(),
+        fleet0,
+        &label,
+        start.elapsed(),
+    );
     let peak = ctl.peak_rss_mib();
     let requests = env.requests_of("controller");
     log_task.abort();
@@ -1157,11 +1184,24 @@ async fn makespan(args: &Args, case: &MakespanCase, report: &mut Report) {
         .filter(|r| r.user == "controller" && r.subresource == "eviction" && r.code < 300)
         .count() as u64;
     let n = done.max(1) as f64;
-    let budget = 10.0 * n + 2.0 * evicted as f64;
+    // Per node: 10, plus the pending-reboot taint put on and taken off (2
+    // node writes); per evicted pod 2; per revision the pre-flight check's
+    // pod lists (one per node it checks, at most its node limit) and its
+    // PodDisruptionBudget list.
+    let preflight = case
+        .nodes
+        .min(sofort::controller::gates::preflight::MAX_NODES) as f64
+        + 1.0;
+    let budget = 12.0 * n + 2.0 * evicted as f64 + preflight;
     report.add(
         Figure::new("API requests per node updated", &label, total_req as f64 / n, "req")
             .target(
-                &format!("<= {:.1} (10 + 2 x {:.2} evicted pods/node)", budget / n, evicted as f64 / n),
+                &format!(
+                    "<= {:.1} (12 + 2 x {:.2} evicted pods/node + {:.2} pre-flight lists/node)",
+                    budget / n,
+                    evicted as f64 / n,
+                    preflight / n
+                ),
                 total_req as f64 <= budget,
             )
             .detail(format!(
@@ -1206,6 +1246,7 @@ async fn makespan(args: &Args, case: &MakespanCase, report: &mut Report) {
     if let Some(p) = passes {
         report.add(p);
     }
+    report.add(fleet_passes);
     for (k, v) in &requests {
         eprintln!("      {k:<40} {v:>8}  {:>6.2}/node", *v as f64 / n);
     }
@@ -1324,6 +1365,7 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
     );
     env.sandbox.stats().reset();
     let passes0 = ctl.passes().await;
+    let fleet0 = env.sandbox.stats().fleet_passes();
     let cpu0 = ctl.cpu_secs();
     let share = CpuShare::start(&ctl);
     let t0 = Instant::now();
@@ -1379,6 +1421,8 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
         .passes()
         .await
         .map(|p| p.since(&passes0).figure(&label, elapsed));
+    let fleet_passes =
+        fleet_pass_figure(env.sandbox.stats().fleet_passes(), fleet0, &label, elapsed);
     let requests = env.requests_of("controller");
     let total_req: u64 = requests.values().sum();
     let n = f64::from(done.max(1));
@@ -1418,6 +1462,7 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
     if let Some(p) = passes {
         report.add(p);
     }
+    report.add(fleet_passes);
     report.add(
         Figure::new("controller RSS during rollout (max)", &label, max_rss, "MiB")
             .target("< 150 MiB", max_rss < 150.0)
