@@ -12,6 +12,7 @@
 //! | `sofort_leader` | gauge | — 1 on the replica holding the Lease |
 //! | `sofort_step_started_timestamp_seconds` | gauge | `policy`, `step` — when the node longest in the step entered it (Unix time; no series while no node is in it) |
 //! | `sofort_step_timeout_seconds` | gauge | `policy`, `step` — the policy's timeout of the step (steps that have one) |
+//! | `sofort_events_total` | counter | `result` (`published`, `failed`, `dropped`) — Kubernetes Events the controller published, could not publish, or dropped because its queue was full |
 //! | `sofort_notifications_total` | counter | `webhook`, `event`, `result` (`delivered`, `failed`, `dropped`) — customer notifications |
 
 use std::net::SocketAddr;
@@ -70,6 +71,7 @@ pub struct ControllerMetrics {
     gate_open: Family<Labels, Gauge>,
     gate_checks: Family<Labels, Counter>,
     decision_pass: Histogram,
+    events: Family<Labels, Counter>,
     registry: Arc<Registry>,
 }
 
@@ -104,6 +106,12 @@ impl ControllerMetrics {
         let gate_checks = Family::<Labels, Counter>::default();
         // 1 ms … ~16 s
         let decision_pass = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let events = Family::<Labels, Counter>::default();
+        registry.register(
+            "events",
+            "Kubernetes Events by result (published; failed: the API server refused or did not answer; dropped: more were waiting than the controller queues)",
+            events.clone(),
+        );
         registry.register(
             "decision_pass_duration_seconds",
             "Duration of one decision pass over every policy and node (the writes it makes included); a node's next step waits for the pass in progress",
@@ -176,6 +184,7 @@ impl ControllerMetrics {
             gate_open,
             gate_checks,
             decision_pass,
+            events,
             registry: Arc::new(registry),
         }
     }
@@ -192,6 +201,13 @@ impl ControllerMetrics {
         self.step_duration
             .get_or_create(&labels(&[("step", step)]))
             .observe(seconds);
+    }
+
+    /// Counts a Kubernetes Event by result (`published`, `failed`, `dropped`).
+    pub fn count_event(&self, result: &'static str) {
+        self.events
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
     }
 
     /// Records how long one decision pass took.

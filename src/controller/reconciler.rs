@@ -85,7 +85,7 @@ impl Reconciler<KubeWrites> {
         kick: mpsc::UnboundedSender<()>,
         notify_metrics: crate::notify::NotifyMetrics,
     ) -> Self {
-        let writes = KubeWrites::new(client.clone(), &cfg.identity);
+        let writes = KubeWrites::new(client.clone(), &cfg.identity, metrics.clone());
         let notifications = Notifications::start(client.clone(), notify_metrics);
         Reconciler::with_writes(
             writes,
