@@ -3,7 +3,9 @@
 //! The controller is an imperative shell around the pure [`crate::core::rollout::decide`]:
 //!
 //! * **Watching**: one reflector of PatchPolicies and one of Nodes (with
-//!   `status.images` and managed fields stripped to keep memory per node small).
+//!   `status.images` and managed fields stripped to keep memory per node small),
+//!   each driven by a task of its own ([`watch_pump`]) so the stores keep up
+//!   while a pass runs.
 //!   Pods are never cached: a drain lists and watches the pods of its one node.
 //! * **Deciding**: one loop wakes on any change of either store, on a drain
 //!   worker's progress, on a leader change, or when the earliest `requeue_after`
@@ -39,6 +41,7 @@ pub mod status_page;
 mod taints;
 #[cfg(test)]
 mod tests;
+mod watch_pump;
 mod writes;
 
 use std::collections::HashMap;
@@ -357,8 +360,7 @@ pub async fn run(
         LoopInputs {
             policy_store,
             node_store,
-            policy_events,
-            node_events,
+            pumps: watch_pump::Pumps::start(policy_events, node_events),
             kick_rx,
             leader_rx,
             health: health.clone(),
@@ -380,11 +382,11 @@ pub async fn run(
     looped
 }
 
-struct LoopInputs<P, N> {
+struct LoopInputs {
     policy_store: Store<DynamicObject>,
     node_store: Store<Node>,
-    policy_events: P,
-    node_events: N,
+    /// The watch streams feeding the two stores, driven in tasks of their own.
+    pumps: watch_pump::Pumps,
     kick_rx: mpsc::UnboundedReceiver<()>,
     leader_rx: watch::Receiver<bool>,
     health: Health,
@@ -392,22 +394,16 @@ struct LoopInputs<P, N> {
     debounce: Duration,
 }
 
-async fn main_loop<P, N>(
+async fn main_loop(
     mut shell: reconciler::Reconciler,
-    mut inp: LoopInputs<P, N>,
+    mut inp: LoopInputs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ControllerError>
-where
-    P: futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Unpin,
-    N: futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Unpin,
-{
+) -> Result<(), ControllerError> {
     let mut shutdown = Box::pin(shutdown);
     let mut decoder = PolicyDecoder::default();
     let mut known_policies: std::collections::BTreeSet<String> = Default::default();
     // Idle rounds come at least this often, so a live loop keeps the watchdog fed.
     let idle = (inp.health.watchdog() / 4).max(Duration::from_millis(250));
-    let mut policies_ready = false;
-    let mut nodes_ready = false;
     let mut next_wake: Option<tokio::time::Instant> = None;
     let mut was_leader = false;
     loop {
@@ -422,20 +418,9 @@ where
                 shell.stop_drains();
                 return Ok(());
             }
-            ev = inp.policy_events.next() => {
-                match ev {
-                    Some(Ok(watcher::Event::InitDone)) => policies_ready = true,
-                    Some(Err(e)) => tracing::warn!(error = %safe_error(&e), "PatchPolicy watch error; retrying"),
-                    None => return Ok(()),
-                    _ => {}
-                }
-            }
-            ev = inp.node_events.next() => {
-                match ev {
-                    Some(Ok(watcher::Event::InitDone)) => nodes_ready = true,
-                    Some(Err(e)) => tracing::warn!(error = %safe_error(&e), "Node watch error; retrying"),
-                    None => return Ok(()),
-                    _ => {}
+            changed = inp.pumps.changed() => {
+                if changed.is_none() {
+                    return Ok(());
                 }
             }
             k = inp.kick_rx.recv() => {
@@ -466,12 +451,8 @@ where
                 continue;
             }
         }
-        if !leading(
-            &mut shell,
-            &inp,
-            policies_ready && nodes_ready,
-            &mut was_leader,
-        ) {
+        let ready = inp.pumps.ready();
+        if !leading(&mut shell, &inp, ready, &mut was_leader) {
             continue;
         }
         match decision_pass(&mut shell, &mut inp, &mut decoder, &mut known_policies).await {
@@ -484,9 +465,9 @@ where
 /// Sets readiness, follows leadership changes (drains stop when it is lost;
 /// pending notifications are picked up again when it is gained). True when
 /// this replica should decide now.
-fn leading<P, N>(
+fn leading(
     shell: &mut reconciler::Reconciler,
-    inp: &LoopInputs<P, N>,
+    inp: &LoopInputs,
     ready: bool,
     was_leader: &mut bool,
 ) -> bool {
@@ -508,27 +489,18 @@ fn leading<P, N>(
 
 /// One decision pass over the caches. Returns when to wake for the next
 /// one (None inside: only on a change), or None when a watch stream ended.
-async fn decision_pass<P, N>(
+async fn decision_pass(
     shell: &mut reconciler::Reconciler,
-    inp: &mut LoopInputs<P, N>,
+    inp: &mut LoopInputs,
     decoder: &mut PolicyDecoder,
     known_policies: &mut std::collections::BTreeSet<String>,
-) -> Option<Option<tokio::time::Instant>>
-where
-    P: futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Unpin,
-    N: futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Unpin,
-{
-    // Coalesce the burst of events that usually follows a write.
+) -> Option<Option<tokio::time::Instant>> {
+    // Coalesce the burst of events that usually follows a write. The stores
+    // take every watch event as it comes (the pumps), so the pass decides
+    // on everything the API server has sent so far.
     tokio::time::sleep(inp.debounce).await;
     while let Ok(()) = inp.kick_rx.try_recv() {}
-    // Apply every watch event that is already waiting before deciding:
-    // the select above takes one event per round, and a round costs the
-    // debounce plus the writes of a tick, so without this a busy fleet
-    // (many nodes in flight) outruns the loop and decisions are made on
-    // an ever older view of the nodes.
-    if !drain_ready(&mut inp.policy_events, "PatchPolicy")
-        || !drain_ready(&mut inp.node_events, "Node")
-    {
+    if inp.pumps.ended() {
         return None;
     }
     let raw: Vec<Arc<DynamicObject>> = inp.policy_store.state();
@@ -676,24 +648,6 @@ pub(crate) fn decode_object(obj: &DynamicObject) -> Decoded {
 /// Takes the events `stream` has ready without waiting, so the store behind
 /// it is current; false when the stream ended. Bounded so that a stream that
 /// never runs dry cannot hold the loop.
-fn drain_ready<S, K>(stream: &mut S, what: &str) -> bool
-where
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin,
-{
-    use futures::FutureExt;
-    for _ in 0..100_000 {
-        match stream.next().now_or_never() {
-            None => return true,
-            Some(None) => return false,
-            Some(Some(Err(e))) => {
-                tracing::warn!(error = %safe_error(&e), "{what} watch error; retrying")
-            }
-            Some(Some(Ok(_))) => {}
-        }
-    }
-    true
-}
-
 /// Per-node objects written by this process that the node store has not
 /// delivered yet, newest first by resourceVersion.
 #[derive(Default)]
