@@ -753,9 +753,14 @@ impl Fleet {
         let Some(p) = self.sh.store.get("pods", ns, name) else {
             return;
         };
-        if meta_str(&p, "uid") != uid {
-            return;
+        if meta_str(&p, "uid") == uid {
+            self.kubelet_here(&p, now);
         }
+    }
+
+    /// The kubelet step of `p` if it is bound to a simulated node, with
+    /// that node's readiness as stored.
+    fn kubelet_here(&mut self, p: &Value, now: Instant) {
         let Some(node) = p
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -764,7 +769,7 @@ impl Fleet {
             return;
         };
         let ready = self.node_is_ready(node);
-        self.kubelet(&p, ready, now);
+        self.kubelet(p, ready, now);
     }
 
     /// Acts on one change as the node's kubelet and host would, without
@@ -781,15 +786,7 @@ impl Fleet {
                     self.gone_at.remove(uid);
                     return;
                 }
-                let Some(node) = p
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .filter(|n| self.is_simulated(n))
-                else {
-                    return;
-                };
-                let ready = self.node_is_ready(node);
-                self.kubelet(p, ready, now);
+                self.kubelet_here(p, now);
             }
             "nodes" if ev.kind != EventType::Deleted => {
                 let n = &ev.object;
