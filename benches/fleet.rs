@@ -641,6 +641,9 @@ impl Proc {
         format!("{passes}; node writes {}", counts(&writes))
     }
 
+    /// A `/proc/<pid>/status` figure in KiB; NaN when it cannot be read
+    /// (the process is gone, or a zombie without memory lines), so a
+    /// memory target is never met by a figure that was not measured.
     fn status_kib(&self, key: &str) -> f64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -648,7 +651,7 @@ impl Proc {
             .find(|l| l.starts_with(key))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+            .unwrap_or(f64::NAN)
     }
 
     fn rss_mib(&self) -> f64 {
@@ -1378,7 +1381,8 @@ async fn rollout_footprint(args: &Args, report: &mut Report) {
         )
         .await;
     or_exit(resumed, "resume the policy");
-    let mut max_rss = 0.0f64;
+    // NaN until a sample is read: `max` keeps any number over NaN.
+    let mut max_rss = f64::NAN;
     let mut done = 0u32;
     let mut complete = false;
     let deadline = Instant::now() + args.rollout_timeout;
