@@ -487,13 +487,13 @@ impl Fleet {
 
     /// Acts on [`NEEDS_REBOOT_ANNOTATION`]: creates the sentinel of a
     /// requesting node's host that is up, then removes the annotation.
+    /// `n` may be a copy from an older change, so the annotation is taken
+    /// off the stored Node, and the sentinel created only if it was still
+    /// there: acting on a stale copy twice wrote `annotations: null` onto
+    /// the Node, which the chart's agent admission policy cannot evaluate,
+    /// so every later write of that node's agent was refused.
     fn sentinel_request(&mut self, n: &Value) {
-        let requested = n
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(NEEDS_REBOOT_ANNOTATION))
-            .and_then(Value::as_str)
-            == Some("true");
-        if !requested {
+        if !reboot_requested(n) {
             return;
         }
         let name = meta_str(n, "name");
@@ -503,17 +503,29 @@ impl Fleet {
         if self.rebooting.contains_key(name) || !host.is_up() {
             return;
         }
-        host.set_reboot_required(true);
-        self.update("nodes", "", name, |n| {
-            if let Some(a) = n["metadata"]["annotations"].as_object_mut() {
-                a.remove(NEEDS_REBOOT_ANNOTATION);
-                if a.is_empty()
-                    && let Some(m) = n["metadata"].as_object_mut()
-                {
-                    m.remove("annotations");
+        let consumed = self.sh.store.mutate("nodes", "", name, |cur| {
+            let Some(cur) = cur.filter(|c| reboot_requested(c)) else {
+                return Ok((Change::Keep, false));
+            };
+            let mut n = (**cur).clone();
+            if let Some(meta) = n.get_mut("metadata").and_then(Value::as_object_mut) {
+                let now_empty = meta
+                    .get_mut("annotations")
+                    .and_then(Value::as_object_mut)
+                    .is_some_and(|a| {
+                        a.remove(NEEDS_REBOOT_ANNOTATION);
+                        a.is_empty()
+                    });
+                if now_empty {
+                    meta.remove("annotations");
                 }
             }
+            Ok((Change::Put(n), true))
         });
+        if !matches!(consumed, Ok((_, true))) {
+            return;
+        }
+        host.set_reboot_required(true);
         tracing::info!(
             node = name,
             "simulated host created its reboot-required sentinel on request"
@@ -1204,6 +1216,15 @@ impl Changes {
     }
 }
 
+/// Whether Node `n` asks its simulated host to need a reboot
+/// ([`NEEDS_REBOOT_ANNOTATION`]).
+fn reboot_requested(n: &Value) -> bool {
+    n.pointer("/metadata/annotations")
+        .and_then(|a| a.get(NEEDS_REBOOT_ANNOTATION))
+        .and_then(Value::as_str)
+        == Some("true")
+}
+
 /// The fleet loop. Changes of pods and Nodes, host commands and timers are
 /// acted on as they come, so a pod is gone when its termination time is
 /// over and a node is up when its reboot is; a pass over the whole fleet
@@ -1454,5 +1475,45 @@ mod tests {
         fleet.run_timers(up_at);
         assert!(fleet.node_is_ready(&node));
         assert_ne!(boot(&fleet), before);
+    }
+
+    #[test]
+    fn a_needs_reboot_request_is_acted_on_once_even_from_a_stale_copy() {
+        let (mut fleet, _pods, mut nodes) = one_node();
+        let node = node_name(&fleet);
+        let annotated = fleet.sh.store.mutate("nodes", "", &node, |cur| {
+            let mut n = cur.map(|c| (**c).clone()).unwrap_or_default();
+            n["metadata"]["annotations"] = json!({NEEDS_REBOOT_ANNOTATION: "true"});
+            Ok((Change::Put(n), ()))
+        });
+        assert!(annotated.is_ok());
+        let Ok(request) = nodes.try_recv() else {
+            panic!("the annotation is a Node change");
+        };
+        let Some(host) = fleet.host(&node) else {
+            panic!("worker-1 is simulated");
+        };
+        fleet.on_change(&request, Instant::now());
+        assert_eq!(host.reboot_required().ok(), Some(true));
+        let stored = fleet.sh.store.get("nodes", "", &node);
+        let annotations = stored
+            .as_deref()
+            .and_then(|n| n.pointer("/metadata/annotations"));
+        assert_eq!(
+            annotations, None,
+            "the request is consumed, no empty map left"
+        );
+        // The same change again (a copy from before it was consumed), after
+        // the sentinel went away: nothing happens, and no `annotations: null`.
+        host.set_reboot_required(false);
+        fleet.on_change(&request, Instant::now());
+        fleet.pass();
+        assert_eq!(host.reboot_required().ok(), Some(false));
+        let stored = fleet.sh.store.get("nodes", "", &node);
+        let meta = stored.as_deref().and_then(|n| n.get("metadata"));
+        assert!(
+            meta.is_some_and(|m| m.get("annotations").is_none()),
+            "{meta:?}"
+        );
     }
 }

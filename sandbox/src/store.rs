@@ -271,6 +271,17 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// Drops the metadata fields that are JSON `null` (`annotations: null`,
+/// `labels: null`, …), as the real server does: there a null decodes to an
+/// absent map or list and is not stored. Stored, it would be a present
+/// field to CEL (`has(oldObject.metadata.annotations)`) with a value no
+/// map function takes.
+fn drop_null_metadata(v: &mut Value) {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.retain(|_, x| !x.is_null());
+    }
+}
+
 fn set_meta(obj: &mut Value, field: &str, v: Value) {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
@@ -618,6 +629,7 @@ impl Store {
                         "resourceVersion",
                         json!(meta_str(old, "resourceVersion")),
                     );
+                    drop_null_metadata(&mut v);
                     if &v == old.as_ref() {
                         return Ok((current, extra));
                     }
@@ -629,6 +641,7 @@ impl Store {
                         set_meta(&mut v, "creationTimestamp", json!(now_rfc3339()));
                     }
                 }
+                drop_null_metadata(&mut v);
                 inner.rv += 1;
                 let rv = inner.rv;
                 set_meta(&mut v, "resourceVersion", json!(rv.to_string()));
@@ -950,5 +963,24 @@ mod tests {
         }
         assert_eq!(n, WATCH_QUEUE);
         assert_eq!(s.watch_count(), 0);
+    }
+
+    #[test]
+    fn null_metadata_fields_are_not_stored() {
+        let s = Store::new(100);
+        let node = |annotations: Value| json!({"metadata": {"name": "n1", "annotations": annotations, "labels": {"a": "b"}}});
+        put(&s, "nodes", "", "n1", node(json!({"k": "v"})));
+        put(&s, "nodes", "", "n1", node(Value::Null));
+        let stored = s.get("nodes", "", "n1");
+        let meta = stored.as_deref().and_then(|n| n.get("metadata"));
+        assert!(
+            meta.is_some_and(|m| !m.as_object().is_some_and(|o| o.contains_key("annotations"))),
+            "{meta:?}"
+        );
+        assert_eq!(meta.and_then(|m| m.pointer("/labels/a")), Some(&json!("b")));
+        // The same object again is no change: no new version.
+        let rv = s.rv();
+        put(&s, "nodes", "", "n1", node(Value::Null));
+        assert_eq!(s.rv(), rv);
     }
 }
