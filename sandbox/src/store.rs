@@ -629,10 +629,6 @@ impl Store {
                         "resourceVersion",
                         json!(meta_str(old, "resourceVersion")),
                     );
-                    drop_null_metadata(&mut v);
-                    if &v == old.as_ref() {
-                        return Ok((current, extra));
-                    }
                 } else {
                     if meta_str(&v, "uid").is_empty() {
                         set_meta(&mut v, "uid", json!(new_uid()));
@@ -642,6 +638,9 @@ impl Store {
                     }
                 }
                 drop_null_metadata(&mut v);
+                if current.as_deref() == Some(&v) {
+                    return Ok((current, extra));
+                }
                 inner.rv += 1;
                 let rv = inner.rv;
                 set_meta(&mut v, "resourceVersion", json!(rv.to_string()));
