@@ -9,25 +9,19 @@ use sofort_sandbox::{Sandbox, SandboxConfig, Scenario};
 
 pub struct Env {
     pub sandbox: Sandbox,
-    pub dir: PathBuf,
+    /// The kubeconfig and kubectl's cache; removed when the test ends.
+    pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     pub client: Client,
 }
 
-fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "sofort-sandbox-test-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 pub async fn start(config: SandboxConfig) -> Env {
     let sandbox = Sandbox::start(config).await.unwrap();
-    let dir = temp_dir();
-    let kubeconfig = dir.join("kubeconfig");
+    let dir = tempfile::Builder::new()
+        .prefix("sofort-sandbox-test-")
+        .tempdir()
+        .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
     sandbox.write_kubeconfig(&kubeconfig).unwrap();
     let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
@@ -64,7 +58,7 @@ impl Env {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
-            .arg(self.dir.join("cache"))
+            .arg(self.dir.path().join("cache"))
             .args(args)
             .output()
             .expect("kubectl runs");
@@ -83,7 +77,7 @@ impl Env {
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.dir.join(name);
+        let p = self.dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         p
     }
