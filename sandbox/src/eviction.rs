@@ -427,6 +427,50 @@ pub fn recompute_pdb(sh: &Shared, pdb: &Value, pods: &[std::sync::Arc<Value>]) -
     if n == *pdb { None } else { Some(n) }
 }
 
+/// What the disruption controller does on a pod's change: once an evicted
+/// pod is terminating or gone, its `status.disruptedPods` entry has served
+/// its purpose and is dropped. The real controller watches pods and so
+/// drops it before a StatefulSet creates the successor of the same name;
+/// an entry left behind would count that successor as still disrupted for
+/// the whole timeout (two minutes), and every later eviction under the
+/// budget would be refused meanwhile.
+pub fn forget_disrupted(sh: &Shared, pod: &Value, deleted: bool) {
+    if !(deleted || terminating(pod)) {
+        return;
+    }
+    let ns = meta_str(pod, "namespace");
+    let name = meta_str(pod, "name");
+    for pdb in pdbs_for_pod(sh, pod) {
+        if pdb
+            .pointer("/status/disruptedPods")
+            .and_then(Value::as_object)
+            .is_none_or(|m| !m.contains_key(name))
+        {
+            continue;
+        }
+        let _ = sh.store.mutate(PDB_GR, ns, meta_str(&pdb, "name"), |cur| {
+            let Some(cur) = cur else {
+                return Ok((Change::Keep, ()));
+            };
+            let mut n = (**cur).clone();
+            let Some(st) = n.get_mut("status").and_then(Value::as_object_mut) else {
+                return Ok((Change::Keep, ()));
+            };
+            let Some(m) = st.get_mut("disruptedPods").and_then(Value::as_object_mut) else {
+                return Ok((Change::Keep, ()));
+            };
+            if m.remove(name).is_none() {
+                return Ok((Change::Keep, ()));
+            }
+            let now_empty = m.is_empty();
+            if now_empty {
+                st.remove("disruptedPods");
+            }
+            Ok((Change::Put(n), ()))
+        });
+    }
+}
+
 /// One pass of the disruption controller over every PDB.
 pub fn sync_all(sh: &Shared) {
     let pdbs = sh.store.all(PDB_GR, None);

@@ -787,12 +787,17 @@ impl Fleet {
     /// Acts on one change as the node's kubelet and host would, without
     /// waiting for the next pass: a pod that starts terminating or becomes
     /// startable starts its timer, a Node that turns Ready starts its pods,
-    /// a Node asking for its sentinel gets it.
+    /// a Node asking for its sentinel gets it; and, with the controllers, a
+    /// pod that is terminating or gone leaves its PDBs' `disruptedPods`.
     pub(crate) fn on_change(&mut self, ev: &WatchEvent, now: Instant) {
         match &*ev.gr {
             "pods" => {
                 let p = &ev.object;
-                if ev.kind == EventType::Deleted {
+                let deleted = ev.kind == EventType::Deleted;
+                if self.controllers {
+                    crate::eviction::forget_disrupted(&self.sh, p, deleted);
+                }
+                if deleted {
                     let uid = meta_str(p, "uid");
                     self.ready_at.remove(uid);
                     self.gone_at.remove(uid);
@@ -1322,6 +1327,12 @@ mod tests {
     /// 0.5 s pod start), without workload controllers, and a feed of its
     /// pod and Node changes.
     fn one_node() -> (Fleet, Subscription, Subscription) {
+        one_node_with(false)
+    }
+
+    /// [`one_node`], with the workload and disruption controllers if
+    /// `controllers`.
+    fn one_node_with(controllers: bool) -> (Fleet, Subscription, Subscription) {
         let sh = Arc::new(Shared {
             store: Arc::new(Store::new(1000)),
             registry: Arc::new(crate::registry::Registry::new()),
@@ -1337,7 +1348,7 @@ mod tests {
         scenario.timing.pod_termination = SimDuration(Duration::from_secs(1));
         scenario.timing.pod_start = DurationRange::fixed(Duration::from_millis(500));
         let hosts: Hosts = Arc::new(Mutex::new(HashMap::new()));
-        let mut fleet = Fleet::new(sh.clone(), &scenario, hosts, false);
+        let mut fleet = Fleet::new(sh.clone(), &scenario, hosts, controllers);
         let (tx, _rx) = mpsc::unbounded_channel();
         fleet.seed(&scenario, &tx);
         let subscribe = |gr| match sh.store.watch(gr, sh.store.rv(), Route::All) {
@@ -1373,6 +1384,111 @@ mod tests {
         while let Ok(ev) = sub.try_recv() {
             fleet.on_change(&ev, now);
         }
+    }
+
+    /// A ready pod `name` of `app=db` on `node`, created as it is.
+    fn put_db_pod(fleet: &Fleet, node: &str, name: &str) {
+        let ts = now_rfc3339();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "db"}},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 30,
+                "containers": [{"name": "db", "image": "db:1"}]},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ts}]}});
+        let put = fleet
+            .sh
+            .store
+            .mutate("pods", "default", name, |_| Ok((Change::Put(pod), ())));
+        assert!(put.is_ok());
+    }
+
+    /// A one-node fleet with its controllers, the pods `db-0` and `db-1` of
+    /// `app=db` running and ready under the PDB `db` (`minAvailable: 1`),
+    /// after one pass; with its pod feed and the node's name.
+    fn db_fleet() -> (Fleet, Subscription, String) {
+        let (mut fleet, pods, _nodes) = one_node_with(true);
+        let node = node_name(&fleet);
+        let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "db", "namespace": "default", "generation": 1},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}});
+        let put = fleet
+            .sh
+            .store
+            .mutate("poddisruptionbudgets.policy", "default", "db", |_| {
+                Ok((Change::Put(pdb), ()))
+            });
+        assert!(put.is_ok());
+        put_db_pod(&fleet, &node, "db-0");
+        put_db_pod(&fleet, &node, "db-1");
+        fleet.pass();
+        (fleet, pods, node)
+    }
+
+    fn db_budget(fleet: &Fleet) -> Value {
+        match fleet
+            .sh
+            .store
+            .get("poddisruptionbudgets.policy", "default", "db")
+        {
+            Some(p) => p["status"].clone(),
+            None => panic!("the PDB is stored"),
+        }
+    }
+
+    /// The sequence of a drain under a StatefulSet's budget: the evicted
+    /// pod's successor has the same name. Its `disruptedPods` entry must be
+    /// gone once the evicted pod terminates, or the successor counts as
+    /// disrupted for two minutes and the next eviction is refused (a drain
+    /// of the sandbox demo timed out on this).
+    #[test]
+    fn an_evicted_pods_successor_of_the_same_name_counts_as_healthy() {
+        let (mut fleet, mut pods, node) = db_fleet();
+        assert_eq!(db_budget(&fleet)["disruptionsAllowed"], 1);
+
+        let evicted = crate::eviction::evict(&fleet.sh, "default", "db-0", &json!({}), false);
+        assert!(evicted.is_ok());
+        let st = db_budget(&fleet);
+        assert!(st["disruptedPods"]["db-0"].is_string(), "{st}");
+        let t0 = Instant::now();
+        apply_all(&mut fleet, &mut pods, t0);
+        assert!(pod_named(&fleet, "db-0").is_some_and(|p| terminating(&p)));
+        let st = db_budget(&fleet);
+        assert!(
+            st.get("disruptedPods").is_none(),
+            "dropped once the pod is terminating: {st}"
+        );
+
+        // Gone at its termination time; the successor starts, and one more
+        // disruption is allowed again.
+        fleet.run_timers(t0 + Duration::from_secs(1));
+        apply_all(&mut fleet, &mut pods, t0 + Duration::from_secs(1));
+        assert!(pod_named(&fleet, "db-0").is_none());
+        put_db_pod(&fleet, &node, "db-0");
+        fleet.pass();
+        let st = db_budget(&fleet);
+        assert_eq!(st["currentHealthy"], 2, "{st}");
+        assert_eq!(st["disruptionsAllowed"], 1, "{st}");
+    }
+
+    /// An entry of a pod deleted at once (no termination time, so no
+    /// terminating change to see) is dropped on its deletion.
+    #[test]
+    fn a_disrupted_pod_deleted_at_once_leaves_the_budget() {
+        let (mut fleet, mut pods, node) = db_fleet();
+        let body = json!({"deleteOptions": {"gracePeriodSeconds": 0}});
+        assert!(crate::eviction::evict(&fleet.sh, "default", "db-0", &body, false).is_ok());
+        assert!(pod_named(&fleet, "db-0").is_none(), "deleted at once");
+        // The successor is there before the deletion is seen.
+        put_db_pod(&fleet, &node, "db-0");
+        apply_all(&mut fleet, &mut pods, Instant::now());
+        fleet.pass();
+        let st = db_budget(&fleet);
+        assert!(st.get("disruptedPods").is_none(), "{st}");
+        assert_eq!(st["currentHealthy"], 2, "{st}");
+    }
+
+    fn pod_named(fleet: &Fleet, name: &str) -> Option<Arc<Value>> {
+        fleet.sh.store.get("pods", "default", name)
     }
 
     #[test]
