@@ -183,10 +183,9 @@ fn scenario() -> Scenario {
 
 async fn cluster(name: &str) -> Cluster {
     capture_logs();
-    let kubeconfig = std::env::temp_dir().join(format!(
-        "sofort-e2e-notify-{name}-{}.kubeconfig",
-        std::process::id()
-    ));
+    // The kubeconfig is read once, at the start; the directory goes with it.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join(format!("{name}.kubeconfig"));
     let c = Cluster::start(scenario(), 0, kubeconfig).await.unwrap();
     let ns: Api<Namespace> = Api::all(c.client.clone());
     let mut n = Namespace::default();

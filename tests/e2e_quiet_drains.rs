@@ -8,10 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use sofort::api::PatchPolicy;
@@ -89,6 +93,29 @@ impl Env {
         Ok(api.list(&ListParams::default()).await?.items)
     }
 
+    /// Records every change of every Node from now on.
+    async fn watch_nodes(&self) -> Result<NodeChanges, Box<dyn std::error::Error>> {
+        let api: Api<Node> = Api::all(self.client()?);
+        let rv = api
+            .list_metadata(&ListParams::default())
+            .await?
+            .metadata
+            .resource_version
+            .ok_or("a Node list without a resourceVersion")?;
+        let stream = api.watch(&WatchParams::default(), &rv).await?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(ev)) = stream.next().await {
+                if let WatchEvent::Added(n) | WatchEvent::Modified(n) = ev {
+                    into.lock().unwrap_or_else(|e| e.into_inner()).push(n);
+                }
+            }
+        });
+        Ok(NodeChanges { seen, task })
+    }
+
     async fn patch_node(&self, name: &str, patch: Value) -> TestResult {
         let api: Api<Node> = Api::all(self.client()?);
         api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
@@ -122,6 +149,44 @@ impl Drop for Env {
             let _ = c.wait();
         }
     }
+}
+
+/// Every change of every Node a watch has delivered, in order.
+struct NodeChanges {
+    seen: Arc<Mutex<Vec<Node>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NodeChanges {
+    /// Every change up to the one where each of `names` is last seen
+    /// `done`, waiting up to 10 s for it; an error if the watch ended or
+    /// the last change of some node is not `done` by then.
+    async fn until_every_node(
+        self,
+        names: &[String],
+        done: fn(&Node) -> bool,
+    ) -> Result<Vec<Node>, Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let last = |name: &String| seen.iter().rev().find(|n| &n.name_any() == name);
+            if names.iter().all(|name| last(name).is_some_and(done)) {
+                self.task.abort();
+                return Ok(seen);
+            }
+            if self.task.is_finished() || Instant::now() > deadline {
+                self.task.abort();
+                let last: Vec<_> = names.iter().map(|n| (n, last(n).map(taint_keys))).collect();
+                return Err(format!("the watch did not see every node at rest: {last:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Done with: uncordoned, neither sofort's label nor its taint.
+fn at_rest(n: &Node) -> bool {
+    !unschedulable(n) && label(n, LB).is_none() && !has_pending(n)
 }
 
 fn taint_keys(n: &Node) -> Vec<String> {
@@ -208,39 +273,40 @@ async fn queued_nodes_are_tainted_and_maintained_nodes_labelled_until_uncordoned
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // Watch the rollout: each node's steps with and without the label.
-    let mut labelled_steps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut violations: Vec<String> = Vec::new();
+    // Watch the rollout: each node's steps with and without the label, from
+    // every change of every Node (a reboot at this speed is a few hundred
+    // milliseconds, which polling on a busy machine can miss).
+    let changes = env.watch_nodes().await?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        for n in env.nodes().await? {
-            let name = n.name_any();
-            let step = label(&n, "sofort.dev/step").map(String::from);
-            let lb = label(&n, LB).is_some();
-            match &step {
-                Some(step) if lb => {
-                    labelled_steps
-                        .entry(name.clone())
-                        .or_default()
-                        .insert(step.clone());
-                }
-                Some(step) if step != "Failed" => {
-                    violations.push(format!("{name} at {step} without the label"))
-                }
-                _ if lb => violations.push(format!("{name} labelled while not maintained")),
-                _ => {}
-            }
-            if lb && !unschedulable(&n) {
-                violations.push(format!("{name} labelled and schedulable"));
-            }
-        }
-        if env.status("quiet").await?["phase"] == "Completed" {
-            break;
-        }
+    while env.status("quiet").await?["phase"] != "Completed" {
         if Instant::now() > deadline {
             return Err(format!("not Completed in time\n{}", env.log()).into());
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = changes.until_every_node(&names, at_rest).await?;
+    let mut labelled_steps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut violations: Vec<String> = Vec::new();
+    for n in &seen {
+        let name = n.name_any();
+        let step = label(n, "sofort.dev/step").map(String::from);
+        let lb = label(n, LB).is_some();
+        match &step {
+            Some(step) if lb => {
+                labelled_steps
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(step.clone());
+            }
+            Some(step) if step != "Failed" => {
+                violations.push(format!("{name} at {step} without the label"))
+            }
+            _ if lb => violations.push(format!("{name} labelled while not maintained")),
+            _ => {}
+        }
+        if lb && !unschedulable(n) {
+            violations.push(format!("{name} labelled and schedulable"));
+        }
     }
     assert!(violations.is_empty(), "{violations:?}");
     for name in &names {

@@ -163,10 +163,8 @@ fn reboots(c: &Cluster) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standing_policy_reboots_due_nodes_once_each_in_spaced_announced_rounds()
 -> Result<(), Box<dyn std::error::Error>> {
-    let kubeconfig = std::env::temp_dir().join(format!(
-        "sofort-e2e-rounds-{}.kubeconfig",
-        std::process::id()
-    ));
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
     let mut c = Cluster::start(scenario(), 0, kubeconfig).await?;
     let mut ns = Namespace::default();
     ns.metadata.name = Some(NS.into());
@@ -317,10 +315,8 @@ async fn standing_policy_reboots_due_nodes_once_each_in_spaced_announced_rounds(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_deleted_mid_round_frees_its_slot_and_is_not_a_failure()
 -> Result<(), Box<dyn std::error::Error>> {
-    let kubeconfig = std::env::temp_dir().join(format!(
-        "sofort-e2e-rounds-gone-{}.kubeconfig",
-        std::process::id()
-    ));
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
     let mut c = Cluster::start(scenario(), 0, kubeconfig).await?;
     for n in ["worker-01", "worker-02", "worker-03"] {
         c.set_reboot_required(n, true)?;
