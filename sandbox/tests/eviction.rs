@@ -4,9 +4,10 @@ mod common;
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, EvictParams, ListParams, PostParams};
+use kube::api::{Api, EvictParams, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 use sofort_sandbox::{SandboxConfig, Scenario, Workload};
 
@@ -223,35 +224,44 @@ async fn reboot_through_the_simulated_host() -> Result<(), Box<dyn std::error::E
         host.run_patch(&[], Duration::from_millis(50)).await,
         sofort_sandbox::PatchOutcome::TimedOut
     );
-    host.reboot();
-    assert_eq!(host.reboot_count(), 1);
     let ready = |n: &k8s_openapi::api::core::v1::Node| {
         n.status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     };
-    common::eventually(Duration::from_secs(5), "node NotReady", || {
-        let nodes = nodes.clone();
-        async move {
-            nodes
-                .get("worker-01")
-                .await
-                .ok()
-                .filter(|n| !ready(n))
-                .map(|_| ())
+    // Every change of the node from before the reboot: NotReady lasts the
+    // scenario's 300 ms, which polling on a busy machine can miss.
+    let rv = nodes
+        .list_metadata(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .ok_or("a Node list without a resourceVersion")?;
+    let changes = nodes.watch(&WatchParams::default(), &rv).await?;
+    let mut changes = std::pin::pin!(changes);
+    host.reboot();
+    assert_eq!(host.reboot_count(), 1);
+    let mut went_down = false;
+    let back = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = changes.next().await {
+            let WatchEvent::Modified(n) = ev? else {
+                continue;
+            };
+            if n.metadata.name.as_deref() != Some("worker-01") {
+                continue;
+            }
+            if !ready(&n) {
+                went_down = true;
+            } else if went_down {
+                return Ok::<_, kube::Error>(Some(n));
+            }
         }
+        Ok(None)
     })
-    .await;
-    let back = common::eventually(
-        Duration::from_secs(5),
-        "node back with a new bootID",
-        || {
-            let nodes = nodes.clone();
-            async move { nodes.get("worker-01").await.ok().filter(|n| ready(n)) }
-        },
-    )
-    .await;
+    .await
+    .map_err(|_| "worker-01 not NotReady and back Ready within 10 s")??
+    .ok_or("the watch ended before worker-01 was back")?;
     let after = back.status.unwrap().node_info.unwrap().boot_id;
     assert_ne!(after, before);
     assert_eq!(host.boot_id(), after);
