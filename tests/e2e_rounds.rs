@@ -26,7 +26,12 @@ use sofort_sandbox::{NodeGroup, Scenario};
 
 const NS: &str = "sofort-system";
 const POLICY: &str = "standing";
-const INTERVAL: Duration = Duration::from_secs(12);
+/// From round start to round start. Round 1 stays Completed, for the test to
+/// see, from its end (about 4 s after its start) until round 2 is planned
+/// (`INTERVAL - LEAD` after it started): about 6 s.
+const INTERVAL: Duration = Duration::from_secs(14);
+/// Announcement lead time: how long a round is seen Scheduled.
+const LEAD: &str = "4s";
 
 #[derive(Clone, Default)]
 struct Receiver {
@@ -75,7 +80,7 @@ fn standing_policy() -> PatchPolicy {
     p.spec.rollout.settle = "1s".into();
     p.spec.rollout.min_round_interval = Some(format!("{}s", INTERVAL.as_secs()));
     p.spec.announce = Some(Announce {
-        lead_time: "2s".into(),
+        lead_time: LEAD.into(),
     });
     p.spec.notify = Some(NotifySpec {
         webhooks: vec![Webhook {

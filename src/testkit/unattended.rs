@@ -114,6 +114,23 @@ impl Narrator {
         let at = now.strftime("%H:%M:%S").to_string();
         let mut out = Vec::new();
         let round = status.and_then(|s| s.round.clone());
+        // A round can complete and give way to the next between two looks;
+        // the history keeps it. The current round is narrated below.
+        let current = round.as_ref().map(|r| r.id.as_str());
+        for h in status.map_or(&[][..], |s| &s.history[..]) {
+            let Some(r) = self.rounds.iter_mut().find(|r| {
+                r.id == h.id && r.phase != RoundPhase::Completed && Some(r.id.as_str()) != current
+            }) else {
+                continue;
+            };
+            r.phase = RoundPhase::Completed;
+            r.completed_at = Some(h.completed_at.clone());
+            out.push(format!(
+                "{at} round {} completed at {}",
+                r.id,
+                opt_hms(r.completed_at.as_ref())
+            ));
+        }
         if let Some(r) = round {
             let prev = self.rounds.iter().position(|p| p.id == r.id);
             let before = prev.and_then(|i| self.rounds.get(i)).map(|p| p.phase);
@@ -457,7 +474,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::api::NextRoundStatus;
+    use crate::api::{HistoryEntry, NextRoundStatus};
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH)
@@ -564,6 +581,38 @@ mod tests {
         );
         assert_eq!(n.completed(), 1);
         assert_eq!(n.rounds.len(), 2);
+    }
+
+    /// Round 1 completed and round 2 was announced between two looks:
+    /// round 1 is narrated completed from the history, before round 2.
+    #[test]
+    fn a_round_completed_between_two_looks_is_taken_from_the_history() {
+        let mut n = Narrator::default();
+        let now = ts("2026-12-02T10:00:00Z");
+        let none = BTreeMap::new();
+        let r1 = round("r1-20261202", &["a"], RoundPhase::Running);
+        // Announced, running, one node due for the next round.
+        assert_eq!(n.update(Some(&status(r1, 1)), &none, now).len(), 3);
+        let mut st = status(round("r2-20261202", &["b"], RoundPhase::Scheduled), 0);
+        st.history = vec![HistoryEntry {
+            id: "r1-20261202".into(),
+            urgent: false,
+            started_at: Some(Time(ts("2026-12-02T10:00:06Z"))),
+            completed_at: Time(ts("2026-12-02T10:00:20Z")),
+            nodes: 1,
+            failed: 0,
+        }];
+        let l = n.update(Some(&st), &none, now);
+        assert_eq!(
+            l,
+            [
+                "10:00:00 round r1-20261202 completed at 10:00:20",
+                "10:00:00 round r2-20261202 announced: 1 node (b), scheduled start 10:00:05",
+            ]
+        );
+        assert_eq!(n.completed(), 1);
+        // Seen again: nothing new.
+        assert!(n.update(Some(&st), &none, now).is_empty());
     }
 
     #[test]
