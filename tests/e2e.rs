@@ -646,15 +646,25 @@ async fn overlapping_policies_never_share_a_node_and_urgent_goes_first()
         sofort::api::Step,
     )>::new()));
     let c2 = claims.clone();
+    // The policies are applied once the watch has listed every node, so no
+    // node's first claim comes before it.
+    let (listed, is_listed) = tokio::sync::oneshot::channel();
+    let mut listed = Some(listed);
     let watcher_task = tokio::spawn(async move {
         use futures::StreamExt;
+        use kube::runtime::watcher::Event;
         let api: Api<Node> = Api::all(client);
         let mut s = Box::pin(kube::runtime::watcher(
             api,
             kube::runtime::watcher::Config::default(),
         ));
         while let Some(Ok(ev)) = s.next().await {
-            if let kube::runtime::watcher::Event::Apply(n) = ev {
+            if matches!(ev, Event::InitDone)
+                && let Some(tx) = listed.take()
+            {
+                let _ = tx.send(());
+            }
+            if let Event::Apply(n) | Event::InitApply(n) = ev {
                 // A node without a record is free: note it as ("", Done).
                 let (policy, step) = NodeView::from_node(&n)
                     .record
@@ -670,6 +680,9 @@ async fn overlapping_policies_never_share_a_node_and_urgent_goes_first()
     // would race its first decision against urgent's create. Created in this
     // order, the controller knows urgent when it first decides routine, which
     // must then wait on every node urgent selects.
+    tokio::time::timeout(Duration::from_secs(10), is_listed)
+        .await
+        .map_err(|_| "the node watch did not list the nodes within 10 s")??;
     env.apply(&urgent).await;
     env.apply(&routine).await;
     env.wait_phase("urgent", Phase::Completed, Duration::from_secs(90))

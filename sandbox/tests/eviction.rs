@@ -77,8 +77,9 @@ fn api_err(e: kube::Error) -> Box<kube::core::Status> {
 #[tokio::test]
 async fn eviction_respects_the_budget() -> Result<(), Box<dyn std::error::Error>> {
     let mut sc = scenario(vec![deployment("web", 3)]);
-    // Replacements take a while to become Ready, so the budget stays spent.
-    sc.timing.pod_start = sofort_sandbox::DurationRange::fixed(Duration::from_millis(1500));
+    // Replacements take 3 s to become Ready, so the budget stays spent
+    // between the two evictions below, however busy the machine.
+    sc.timing.pod_start = sofort_sandbox::DurationRange::fixed(Duration::from_secs(3));
     let env = common::start(SandboxConfig::with_scenario(sc)).await;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(env.client.clone(), "default");
