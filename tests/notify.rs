@@ -974,13 +974,16 @@ async fn accepted_at_least(accepted: &AtomicUsize, n: usize) {
 /// urgent notices; policy `b`'s urgent notice must still be the first delivery
 /// to end, and end before any of `a`'s requests could time out: it waited for
 /// none of them. Time is virtual; a 1 ms ticker keeps the runtime from jumping
-/// straight to `a`'s timeouts while `b`'s request is on the loopback.
+/// straight to `a`'s timeouts while `b`'s request is on the loopback. Virtual
+/// time then runs far faster than real time (a millisecond per idle turn of
+/// the runtime), so the timeout is an hour: a loopback request that a busy
+/// machine delays must not outlast it.
 #[tokio::test(start_paused = true)]
 async fn a_black_hole_receiver_does_not_delay_another_policys_urgent_notice() {
     let (hole, accepted) = black_hole().await;
     let recorder = receiver(0, false, 200).await;
     let config = DeliveryConfig {
-        timeout: Duration::from_secs(120),
+        timeout: Duration::from_secs(3600),
         ..DeliveryConfig::default()
     };
     let metrics = NotifyMetrics::new();
