@@ -93,6 +93,18 @@ impl Env {
         Ok(api.list(&ListParams::default()).await?.items)
     }
 
+    /// Waits up to 120 s for PatchPolicy `name` to be Completed.
+    async fn wait_completed(&self, name: &str) -> TestResult {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.status(name).await?["phase"] != "Completed" {
+            if Instant::now() > deadline {
+                return Err(format!("not Completed in time\n{}", self.log()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// Records every change of every Node from now on.
     async fn watch_nodes(&self) -> Result<NodeChanges, Box<dyn std::error::Error>> {
         let api: Api<Node> = Api::all(self.client()?);
@@ -159,18 +171,17 @@ struct NodeChanges {
 
 impl NodeChanges {
     /// Every change up to the one where each of `names` is last seen
-    /// `done`, waiting up to 10 s for it; an error if the watch ended or
-    /// the last change of some node is not `done` by then.
-    async fn until_every_node(
+    /// [`at_rest`], waiting up to 10 s for it; an error if the watch ended
+    /// or the last change of some node is not at rest by then.
+    async fn until_at_rest(
         self,
         names: &[String],
-        done: fn(&Node) -> bool,
     ) -> Result<Vec<Node>, Box<dyn std::error::Error>> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let last = |name: &String| seen.iter().rev().find(|n| &n.name_any() == name);
-            if names.iter().all(|name| last(name).is_some_and(done)) {
+            if names.iter().all(|name| last(name).is_some_and(at_rest)) {
                 self.task.abort();
                 return Ok(seen);
             }
@@ -269,14 +280,8 @@ async fn queued_nodes_are_tainted_and_maintained_nodes_labelled_until_uncordoned
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while env.status("quiet").await?["phase"] != "Completed" {
-        if Instant::now() > deadline {
-            return Err(format!("not Completed in time\n{}", env.log()).into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let seen = changes.until_every_node(&names, at_rest).await?;
+    env.wait_completed("quiet").await?;
+    let seen = changes.until_at_rest(&names).await?;
     // Queued: every node carries the pending-reboot taint before its cordon.
     for name in &names {
         let tainted = seen
@@ -383,13 +388,7 @@ async fn a_controller_killed_while_a_node_waits_after_labelling_resumes_from_the
     tokio::time::sleep(Duration::from_millis(500)).await;
     env.start_controller()?;
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while env.status("quiet").await?["phase"] != "Completed" {
-        if Instant::now() > deadline {
-            return Err(format!("not Completed in time\n{}", env.log()).into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_completed("quiet").await?;
     for n in env.nodes().await? {
         let name = n.name_any();
         assert_eq!(label(&n, LB), None, "{name} kept the label");

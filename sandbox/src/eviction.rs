@@ -462,8 +462,7 @@ pub fn forget_disrupted(sh: &Shared, pod: &Value, deleted: bool) {
             if m.remove(name).is_none() {
                 return Ok((Change::Keep, ()));
             }
-            let now_empty = m.is_empty();
-            if now_empty {
+            if m.is_empty() {
                 st.remove("disruptedPods");
             }
             Ok((Change::Put(n), ()))

@@ -103,6 +103,19 @@ pub struct Narrator {
     next_due: u32,
 }
 
+/// The line for round `r` completed, seen at `at`.
+fn completed_line(at: &str, r: &RoundStatus) -> String {
+    let mut line = format!(
+        "{at} round {} completed at {}",
+        r.id,
+        opt_hms(r.completed_at.as_ref())
+    );
+    if !r.gone.is_empty() {
+        line.push_str(&format!(" (deleted, not counted: {})", r.gone.join(", ")));
+    }
+    line
+}
+
 impl Narrator {
     /// The lines for what changed since the last call.
     pub fn update(
@@ -125,11 +138,7 @@ impl Narrator {
             };
             r.phase = RoundPhase::Completed;
             r.completed_at = Some(h.completed_at.clone());
-            out.push(format!(
-                "{at} round {} completed at {}",
-                r.id,
-                opt_hms(r.completed_at.as_ref())
-            ));
+            out.push(completed_line(&at, r));
         }
         if let Some(r) = round {
             let prev = self.rounds.iter().position(|p| p.id == r.id);
@@ -156,15 +165,7 @@ impl Narrator {
                 ));
             }
             if reached(RoundPhase::Completed) {
-                let mut line = format!(
-                    "{at} round {} completed at {}",
-                    r.id,
-                    opt_hms(r.completed_at.as_ref())
-                );
-                if !r.gone.is_empty() {
-                    line.push_str(&format!(" (deleted, not counted: {})", r.gone.join(", ")));
-                }
-                out.push(line);
+                out.push(completed_line(&at, &r));
             }
             match prev {
                 Some(i) => {
